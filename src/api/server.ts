@@ -1,0 +1,92 @@
+/**
+ * The HTTP server: Express 4 with /healthz, the auth middleware and PostGraphile (grafserv) at /graphql.
+ */
+import express from "express";
+import { createServer, type Server } from "node:http";
+import type pg from "pg";
+import { postgraphile, type PostGraphileInstance } from "postgraphile";
+import { grafserv } from "postgraphile/grafserv/express/v4";
+import type { Config } from "../config.ts";
+import { latestCommittedMigration } from "../db/migrate.ts";
+import { authMiddleware } from "./auth.ts";
+import { makePreset } from "./preset.ts";
+
+export interface ApiServer {
+  server: Server;
+  pgl: PostGraphileInstance;
+  url: string;
+  close(): Promise<void>;
+}
+
+export type WorkerState = () => "running" | "stopped" | "not in this process";
+
+interface Health {
+  ok: boolean;
+  database: { reachable: boolean; error?: string };
+  migrations: { current: boolean; expected: string | null; applied: string | null };
+  worker: { state: string };
+}
+
+async function health(ownerPool: pg.Pool, workerState: WorkerState): Promise<Health> {
+  const latest = latestCommittedMigration();
+  const result: Health = {
+    ok: false,
+    database: { reachable: false },
+    migrations: { current: false, expected: latest?.file ?? null, applied: null },
+    worker: { state: workerState() },
+  };
+  try {
+    await ownerPool.query("select 1");
+    result.database.reachable = true;
+    const { rows } = await ownerPool.query<{ filename: string; hash: string }>(
+      "select filename, hash from graphile_migrate.migrations order by date desc, filename desc limit 1",
+    );
+    result.migrations.applied = rows[0]?.filename ?? null;
+    result.migrations.current = (rows[0]?.hash ?? null) === (latest?.hash ?? null);
+  } catch (error) {
+    result.database.error = (error as Error).message;
+  }
+  result.ok = result.database.reachable && result.migrations.current && result.worker.state !== "stopped";
+  return result;
+}
+
+export async function startApiServer(options: {
+  config: Config;
+  authPool: pg.Pool;
+  ownerPool: pg.Pool;
+  workerState: WorkerState;
+  port?: number;
+}): Promise<ApiServer> {
+  const { config } = options;
+  const app = express();
+  app.disable("x-powered-by");
+  const server = createServer(app);
+  app.get("/healthz", async (_req, res) => {
+    const body = await health(options.ownerPool, options.workerState);
+    res.status(body.ok ? 200 : 503).json(body);
+  });
+  app.use("/graphql", authMiddleware(config.jwtSecret));
+  const pgl = postgraphile(makePreset(config, options.authPool));
+  const serv = pgl.createServ(grafserv);
+  await serv.addTo(app, server);
+  const port = options.port ?? config.port;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, config.host, () => resolve());
+  });
+  const address = server.address();
+  const actualPort = typeof address === "object" && address ? address.port : port;
+  const shownHost = config.host === "0.0.0.0" ? "localhost" : config.host;
+  return {
+    server,
+    pgl,
+    url: `http://${shownHost}:${actualPort}`,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      await pgl.release();
+    },
+  };
+}

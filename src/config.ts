@@ -1,0 +1,218 @@
+/**
+ * Configuration from environment variables, validated once at start.
+ * Every problem is reported as a ConfigError with a message a person can act on;
+ * main.ts prints it without a stack trace. The full list is in the README.
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export interface DatabaseSource {
+  /** "embedded": we run PostgreSQL ourselves; "external": DATABASE_URL points at a server. */
+  kind: "embedded" | "external";
+  /** Superuser URL used to create roles/database (null when the owner URL was given directly). */
+  rootUrl: string | null;
+  /** Owner URL (set when AUTH_DATABASE_URL is given: no bootstrap). */
+  ownerUrl: string | null;
+  authUrl: string | null;
+  shadowUrl: string | null;
+  databaseName: string;
+}
+
+export interface Config {
+  production: boolean;
+  host: string;
+  port: number;
+  dataDir: string;
+  embeddedPort: number;
+  database: DatabaseSource;
+  roles: { owner: string; authenticator: string; visitor: string };
+  ownerPassword: string;
+  authenticatorPassword: string;
+  jwtSecret: string;
+  worker: { enabled: boolean; concurrency: number };
+  graphql: { depthLimit: number; maxPageSize: number; statementTimeoutMs: number };
+  seedDemo: boolean;
+}
+
+type Env = Record<string, string | undefined>;
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^\d+$/.test(raw.trim())) {
+    throw new ConfigError(`${name} must be a whole number, got '${raw}'.`);
+  }
+  const value = Number(raw);
+  if (value < min || value > max) {
+    throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}.`);
+  }
+  return value;
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (raw === undefined || raw === "") return fallback;
+  if (["1", "true", "yes", "on"].includes(raw)) return true;
+  if (["0", "false", "no", "off"].includes(raw)) return false;
+  throw new ConfigError(`${name} must be true or false, got '${env[name]}'.`);
+}
+
+function postgresUrl(env: Env, name: string): URL | null {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return null;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} is not a valid URL (expected postgres://user:password@host:5432/database).`);
+  }
+  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
+    throw new ConfigError(`${name} must start with postgres:// or postgresql://, got '${url.protocol}//'.`);
+  }
+  if (!url.hostname) throw new ConfigError(`${name} has no host name.`);
+  return url;
+}
+
+function databaseNameOf(url: URL, name: string): string {
+  const db = decodeURIComponent(url.pathname.replace(/^\//, ""));
+  if (!/^[a-z_][a-z0-9_]{0,50}$/.test(db)) {
+    throw new ConfigError(
+      `${name} must name the database in lowercase letters, digits and underscores (e.g. /switchboard), got '${db || "(none)"}'.`,
+    );
+  }
+  return db;
+}
+
+const ROLE_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Secrets that the embedded/dev setup generates once and keeps in the data folder. */
+function devSecrets(dataDir: string): Record<string, string> {
+  mkdirSync(dataDir, { recursive: true });
+  const file = resolve(dataDir, "dev-secrets.json");
+  let secrets: Record<string, string> = {};
+  if (existsSync(file)) secrets = JSON.parse(readFileSync(file, "utf8")) as Record<string, string>;
+  let changed = false;
+  for (const key of ["superuserPassword", "ownerPassword", "authenticatorPassword", "jwtSecret"]) {
+    if (!secrets[key]) {
+      secrets[key] = randomBytes(24).toString("base64url");
+      changed = true;
+    }
+  }
+  if (changed) writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
+  return secrets;
+}
+
+export function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+export function withCredentials(url: string, user: string, password: string): string {
+  const u = new URL(url);
+  u.username = encodeURIComponent(user);
+  u.password = encodeURIComponent(password);
+  return u.toString();
+}
+
+export function loadConfig(env: Env = process.env, argv: string[] = []): Config {
+  const production = env.NODE_ENV === "production";
+  const dataDir = resolve(projectRoot, env.SWITCHBOARD_DATA_DIR || ".data");
+  const port = int(env, "PORT", 3000, 0, 65535);
+  const embeddedPort = int(env, "EMBEDDED_PG_PORT", 54329, 1024, 65535);
+  const host = env.HOST || (production ? "0.0.0.0" : "127.0.0.1");
+
+  const dbUrl = postgresUrl(env, "DATABASE_URL");
+  const authUrl = postgresUrl(env, "AUTH_DATABASE_URL");
+  const rootUrl = postgresUrl(env, "ROOT_DATABASE_URL");
+  const shadowUrl = postgresUrl(env, "SHADOW_DATABASE_URL");
+
+  let database: DatabaseSource;
+  if (!dbUrl) {
+    if (authUrl) throw new ConfigError("AUTH_DATABASE_URL is set but DATABASE_URL is not: set both, or neither to use the embedded PostgreSQL.");
+    if (production) throw new ConfigError("NODE_ENV=production needs DATABASE_URL: the embedded PostgreSQL is for development and tests only.");
+    database = { kind: "embedded", rootUrl: null, ownerUrl: null, authUrl: null, shadowUrl: null, databaseName: "switchboard" };
+  } else {
+    const databaseName = databaseNameOf(dbUrl, "DATABASE_URL");
+    if (authUrl) {
+      // Owner + authenticator given: the roles and database already exist.
+      database = {
+        kind: "external",
+        rootUrl: rootUrl?.toString() ?? null,
+        ownerUrl: dbUrl.toString(),
+        authUrl: authUrl.toString(),
+        shadowUrl: shadowUrl?.toString() ?? null,
+        databaseName,
+      };
+    } else {
+      // DATABASE_URL is a superuser: we create roles and database ourselves.
+      database = {
+        kind: "external",
+        rootUrl: rootUrl?.toString() ?? withDatabase(dbUrl.toString(), "postgres"),
+        ownerUrl: null,
+        authUrl: null,
+        shadowUrl: shadowUrl?.toString() ?? null,
+        databaseName,
+      };
+    }
+  }
+
+  const roles = {
+    owner: env.DATABASE_OWNER || `${database.databaseName}_owner`,
+    authenticator: env.DATABASE_AUTHENTICATOR || `${database.databaseName}_authenticator`,
+    visitor: env.DATABASE_VISITOR || `${database.databaseName}_visitor`,
+  };
+  for (const [key, value] of Object.entries(roles)) {
+    if (!ROLE_NAME.test(value)) {
+      throw new ConfigError(`DATABASE_${key.toUpperCase()} must be a lowercase role name, got '${value}'.`);
+    }
+  }
+
+  const secrets = production ? {} : devSecrets(dataDir);
+  const jwtSecret = env.JWT_SECRET || secrets.jwtSecret || "";
+  if (!jwtSecret) throw new ConfigError("JWT_SECRET is required in production (at least 32 characters, e.g. `openssl rand -base64 48`).");
+  if (jwtSecret.length < 32) throw new ConfigError(`JWT_SECRET must be at least 32 characters long (it has ${jwtSecret.length}).`);
+
+  const needsRolePasswords = database.ownerUrl === null;
+  const ownerPassword = env.DATABASE_OWNER_PASSWORD || secrets.ownerPassword || "";
+  const authenticatorPassword = env.DATABASE_AUTHENTICATOR_PASSWORD || secrets.authenticatorPassword || "";
+  if (needsRolePasswords && production && (!ownerPassword || !authenticatorPassword)) {
+    throw new ConfigError(
+      "In production, creating the database roles needs DATABASE_OWNER_PASSWORD and DATABASE_AUTHENTICATOR_PASSWORD (or give AUTH_DATABASE_URL for roles you created).",
+    );
+  }
+
+  const noWorker = argv.includes("--no-worker");
+  return {
+    production,
+    host,
+    port,
+    dataDir,
+    embeddedPort,
+    database,
+    roles,
+    ownerPassword,
+    authenticatorPassword,
+    jwtSecret,
+    worker: { enabled: !noWorker && bool(env, "WORKER_ENABLED", true), concurrency: int(env, "WORKER_CONCURRENCY", 4, 1, 64) },
+    graphql: {
+      depthLimit: int(env, "GRAPHQL_DEPTH_LIMIT", 12, 2, 100),
+      maxPageSize: int(env, "GRAPHQL_MAX_PAGE_SIZE", 200, 1, 10000),
+      statementTimeoutMs: int(env, "STATEMENT_TIMEOUT_MS", production ? 15000 : 0, 0, 3_600_000),
+    },
+    seedDemo: argv.includes("--seed") || bool(env, "SEED_DEMO", false),
+  };
+}
+
+/** The superuser password of the embedded cluster (dev only). */
+export function embeddedSuperuserPassword(dataDir: string): string {
+  return devSecrets(dataDir).superuserPassword ?? "";
+}

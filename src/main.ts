@@ -1,0 +1,196 @@
+/**
+ * Switchboard's command line. Run through npm so the project's own Node 24 is used:
+ *   npm start [-- --seed] [-- --no-worker]   API + worker (+ embedded PostgreSQL when DATABASE_URL is unset)
+ *   npm run worker                           the worker alone
+ *   npm run migrate                          create roles/database if needed and run migrations
+ *   npm run seed                             load the demo tenant
+ *   npm run migrate:commit|watch|status|…    graphile-migrate, with the database settings filled in
+ *   npm run schema:export                    write data/schema.graphql
+ */
+import { spawn } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import type { Runner } from "graphile-worker";
+import { ConfigError, loadConfig, projectRoot, type Config } from "./config.ts";
+import { prepareDatabase, type PreparedDatabase } from "./db/setup.ts";
+import { makePool } from "./db/pools.ts";
+import { startApiServer, type ApiServer } from "./api/server.ts";
+import { schemaSDL } from "./api/schemaExport.ts";
+import { startWorker } from "./worker.ts";
+import { placeholderValues } from "./db/bootstrap.ts";
+
+const log = (line: string) => console.log(`[switchboard] ${line}`);
+
+type Cleanup = () => Promise<void>;
+const cleanups: Cleanup[] = [];
+let stopping = false;
+
+async function shutdown(code: number): Promise<never> {
+  if (!stopping) {
+    stopping = true;
+    for (const cleanup of cleanups.reverse()) {
+      try {
+        await cleanup();
+      } catch (error) {
+        console.error(`[switchboard] while stopping: ${(error as Error).message}`);
+      }
+    }
+  }
+  process.exit(code);
+}
+
+/**
+ * One Ctrl-C under `npm start` delivers SIGINT twice (from the terminal to the whole process group,
+ * and again forwarded by npm), so only a signal arriving well after the first forces an exit.
+ */
+function onSignals(): void {
+  let firstSignalAt = 0;
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.on(signal, () => {
+      if (stopping) {
+        if (Date.now() - firstSignalAt > 3000) {
+          console.error("[switchboard] forced exit (cleanup skipped)");
+          process.exit(130);
+        }
+        return;
+      }
+      firstSignalAt = Date.now();
+      log(`${signal} received, stopping…`);
+      void shutdown(0);
+    });
+  }
+}
+
+async function prepared(config: Config, migrate: boolean): Promise<PreparedDatabase> {
+  const db = await prepareDatabase(config, { migrate, log });
+  if (db.embedded) cleanups.push(async () => {
+    await db.embedded!.stop();
+    log("Embedded PostgreSQL stopped.");
+  });
+  return db;
+}
+
+async function seed(ownerUrl: string): Promise<void> {
+  const pool = makePool(ownerUrl, 1, "seed");
+  try {
+    await pool.query(await readFile(resolve(projectRoot, "src/db/demo.sql"), "utf8"));
+    log("Demo data loaded: log in as owner@demo.switchboard.test / demo-password-1 (see README).");
+  } finally {
+    await pool.end();
+  }
+}
+
+async function start(config: Config, argv: string[]): Promise<void> {
+  onSignals();
+  const db = await prepared(config, true);
+  const ownerPool = makePool(db.ownerUrl, 10, "owner");
+  const authPool = makePool(db.authUrl, 20, "authenticator");
+  cleanups.push(async () => {
+    await Promise.all([ownerPool.end(), authPool.end()]);
+  });
+  if (config.seedDemo) await seed(db.ownerUrl);
+
+  let runner: Runner | null = null;
+  let workerStopped = false;
+  if (config.worker.enabled && !argv.includes("--no-worker")) {
+    runner = await startWorker(ownerPool, config.worker.concurrency);
+    runner.promise.then(
+      () => (workerStopped = true),
+      (error: Error) => {
+        workerStopped = true;
+        console.error(`[switchboard] worker stopped: ${error.message}`);
+      },
+    );
+    cleanups.push(async () => {
+      await runner?.stop();
+    });
+    log(`Worker running (${config.worker.concurrency} concurrent jobs, tasks in tasks/, schedule in crontab).`);
+  }
+  const api: ApiServer = await startApiServer({
+    config,
+    authPool,
+    ownerPool,
+    workerState: () => (runner ? (workerStopped ? "stopped" : "running") : "not in this process"),
+  });
+  cleanups.push(() => api.close());
+  log(`GraphQL API:  ${api.url}/graphql`);
+  if (!config.production) log(`GraphQL IDE:  ${api.url}/graphiql`);
+  log(`Health:       ${api.url}/healthz`);
+  log("Press Ctrl-C to stop.");
+}
+
+async function workerOnly(config: Config): Promise<void> {
+  onSignals();
+  const db = await prepared(config, true);
+  const ownerPool = makePool(db.ownerUrl, config.worker.concurrency + 2, "owner");
+  cleanups.push(() => ownerPool.end());
+  const runner = await startWorker(ownerPool, config.worker.concurrency);
+  cleanups.push(() => runner.stop());
+  log("Worker running. Press Ctrl-C to stop.");
+}
+
+/** graphile-migrate's own CLI, with our connection strings and placeholders in its environment. */
+async function graphileMigrate(config: Config, args: string[]): Promise<number> {
+  const db = await prepared(config, false);
+  const env = {
+    ...process.env,
+    DATABASE_URL: db.ownerUrl,
+    ...(db.shadowUrl ? { SHADOW_DATABASE_URL: db.shadowUrl } : {}),
+    ...(db.rootUrl ? { ROOT_DATABASE_URL: db.rootUrl } : {}),
+    ...placeholderValues(db.databaseName, config.roles),
+  };
+  const child = spawn(resolve(projectRoot, "node_modules/.bin/graphile-migrate"), args, { stdio: "inherit", env, cwd: projectRoot });
+  const stopChild = () => child.kill("SIGINT");
+  process.on("SIGINT", stopChild);
+  const code = await new Promise<number>((r) => child.on("exit", (c) => r(c ?? 1)));
+  process.off("SIGINT", stopChild);
+  return code;
+}
+
+async function main(): Promise<void> {
+  const [command = "start", ...rest] = process.argv.slice(2);
+  const config = loadConfig(process.env, rest);
+  switch (command) {
+    case "start":
+      await start(config, rest);
+      return;
+    case "worker":
+      await workerOnly(config);
+      return;
+    case "migrate": {
+      await prepared(config, true);
+      log("Migrations are up to date.");
+      return shutdown(0);
+    }
+    case "seed": {
+      const db = await prepared(config, true);
+      await seed(db.ownerUrl);
+      return shutdown(0);
+    }
+    case "gm": {
+      const code = await graphileMigrate(config, rest);
+      return shutdown(code);
+    }
+    case "export-schema": {
+      const db = await prepared(config, true);
+      const pool = makePool(db.authUrl, 2, "authenticator");
+      cleanups.push(() => pool.end());
+      const sdl = await schemaSDL(config, pool);
+      await writeFile(resolve(projectRoot, "data/schema.graphql"), sdl);
+      log("Wrote data/schema.graphql");
+      return shutdown(0);
+    }
+    default:
+      console.error(`Unknown command '${command}'. Commands: start, worker, migrate, seed, gm, export-schema.`);
+      process.exit(2);
+  }
+}
+
+main().catch(async (error: unknown) => {
+  if (error instanceof ConfigError) {
+    console.error(`\n[switchboard] ${error.message}\n`);
+  } else {
+    console.error("[switchboard] failed to start:", error);
+  }
+  await shutdown(1);
+});
