@@ -1,0 +1,51 @@
+/** Start-up configuration: wrong or missing values give a clear message, not a stack trace. */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../src/config.ts";
+
+const dataDir = () => mkdtempSync(join(tmpdir(), "switchboard-config-"));
+
+describe("configuration", () => {
+  it("needs nothing in development: embedded PostgreSQL, generated secrets kept in the data folder", () => {
+    const dir = dataDir();
+    const first = loadConfig({ SWITCHBOARD_DATA_DIR: dir });
+    expect(first.database.kind).toBe("embedded");
+    expect(first.port).toBe(3000);
+    expect(first.jwtSecret.length).toBeGreaterThanOrEqual(32);
+    // Restarting keeps the same secret, so tokens survive restarts.
+    expect(loadConfig({ SWITCHBOARD_DATA_DIR: dir }).jwtSecret).toBe(first.jwtSecret);
+  });
+
+  it.each([
+    [{ PORT: "eighty" }, /PORT must be a whole number/],
+    [{ PORT: "70000" }, /PORT must be between 0 and 65535/],
+    [{ DATABASE_URL: "mysql://x@y/z" }, /must start with postgres:\/\//],
+    [{ DATABASE_URL: "not a url" }, /DATABASE_URL is not a valid URL/],
+    [{ DATABASE_URL: "postgres://u@h:5432/" }, /must name the database/],
+    [{ AUTH_DATABASE_URL: "postgres://a@h/db" }, /AUTH_DATABASE_URL is set but DATABASE_URL is not/],
+    [{ JWT_SECRET: "short" }, /JWT_SECRET must be at least 32 characters/],
+    [{ NODE_ENV: "production" }, /production needs DATABASE_URL/],
+    [{ NODE_ENV: "production", DATABASE_URL: "postgres://o@h/db", AUTH_DATABASE_URL: "postgres://a@h/db" }, /JWT_SECRET is required in production/],
+    [{ NODE_ENV: "production", DATABASE_URL: "postgres://root@h/db", JWT_SECRET: "x".repeat(40) }, /DATABASE_OWNER_PASSWORD/],
+    [{ WORKER_ENABLED: "maybe" }, /WORKER_ENABLED must be true or false/],
+    [{ DATABASE_VISITOR: "Bad-Role" }, /DATABASE_VISITOR must be a lowercase role name/],
+  ])("rejects %o with a clear message", (env, message) => {
+    const run = () => loadConfig({ SWITCHBOARD_DATA_DIR: dataDir(), ...env });
+    expect(run).toThrow(ConfigError);
+    expect(run).toThrow(message);
+  });
+
+  it("production settings: no IDE, introspection off (see api tests), statement timeout on", () => {
+    const config = loadConfig({
+      NODE_ENV: "production",
+      DATABASE_URL: "postgres://o@h/db",
+      AUTH_DATABASE_URL: "postgres://a@h/db",
+      JWT_SECRET: "y".repeat(48),
+    });
+    expect(config.production).toBe(true);
+    expect(config.host).toBe("0.0.0.0");
+    expect(config.graphql.statementTimeoutMs).toBeGreaterThan(0);
+  });
+});

@@ -1,0 +1,139 @@
+/**
+ * Test helpers in the spirit of graphile/starter: a superuser ("root") connection to the test
+ * database, acting as a user of a tenant or as an anonymous visitor, each test in a transaction
+ * that is rolled back at the end.
+ */
+import { randomUUID } from "node:crypto";
+import pg from "pg";
+import { afterAll, expect, inject } from "vitest";
+
+export const db = inject("db");
+
+const pools = new Map<string, pg.Pool>();
+export function poolFor(url: string, max = 8): pg.Pool {
+  let pool = pools.get(url);
+  if (!pool) {
+    pool = new pg.Pool({ connectionString: url, max });
+    pools.set(url, pool);
+  }
+  return pool;
+}
+export const rootPool = () => poolFor(db.rootUrl);
+export const ownerPool = () => poolFor(db.ownerUrl);
+export const authPool = () => poolFor(db.authUrl);
+
+afterAll(async () => {
+  await Promise.all([...pools.values()].map((p) => p.end()));
+  pools.clear();
+});
+
+/** Runs fn in a transaction on a superuser connection, always rolled back. */
+export async function withRootDb<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await rootPool().connect();
+  await client.query("begin");
+  try {
+    return await fn(client);
+  } finally {
+    await client.query("rollback");
+    client.release();
+  }
+}
+
+export interface Session {
+  user_id: string;
+  tenant_id: string | null;
+  session_id: string;
+}
+
+export interface RegisteredUser extends Session {
+  email: string;
+  password: string;
+}
+
+export const uniqueEmail = (label = "user") => `${label}-${randomUUID().slice(0, 8)}@example.test`;
+export const PASSWORD = "correct-horse-9";
+
+/** Registers a user with a new tenant (as root; app_public.register is SECURITY DEFINER). */
+export async function registerUser(
+  client: pg.ClientBase,
+  options: { email?: string; businessName?: string | null; timezone?: string } = {},
+): Promise<RegisteredUser> {
+  const email = options.email ?? uniqueEmail();
+  const { rows } = await client.query<Session>(
+    "select t.user_id, t.tenant_id, t.session_id from app_public.register($1, $2, $3, $4, $5, $6) t",
+    [email, PASSWORD, options.businessName === undefined ? "Test Plumbing" : options.businessName, "Test", "User", options.timezone ?? "America/Chicago"],
+  );
+  return { ...rows[0]!, email, password: PASSWORD };
+}
+
+/** Adds an existing user to a tenant with a role, and opens a session for them in that tenant (root only). */
+export async function addMember(client: pg.ClientBase, tenantId: string, role: "owner" | "admin" | "manager" | "agent"): Promise<RegisteredUser> {
+  await becomeRoot(client);
+  const other = await registerUser(client);
+  await client.query("insert into app_public.memberships (tenant_id, user_id, role) values ($1, $2, $3)", [tenantId, other.user_id, role]);
+  await client.query("update app_public.user_sessions set tenant_id = $1 where id = $2", [tenantId, other.session_id]);
+  return { ...other, tenant_id: tenantId };
+}
+
+async function setSettings(client: pg.ClientBase, settings: Record<string, string>): Promise<void> {
+  for (const [key, value] of Object.entries(settings)) {
+    await client.query("select set_config($1, $2, true)", [key, value]);
+  }
+}
+
+/** From here on in this transaction, act as the visitor role with this session. */
+export async function becomeUser(client: pg.ClientBase, session: Session): Promise<void> {
+  await becomeRoot(client);
+  await client.query(`set local role ${pg.escapeIdentifier(db.roles.visitor)}`);
+  await setSettings(client, {
+    "app.current_user_id": session.user_id,
+    "app.current_tenant_id": session.tenant_id ?? "",
+    "app.current_session_id": session.session_id,
+  });
+}
+
+export async function becomeAnonymous(client: pg.ClientBase): Promise<void> {
+  await becomeRoot(client);
+  await client.query(`set local role ${pg.escapeIdentifier(db.roles.visitor)}`);
+}
+
+export async function becomeApiKey(client: pg.ClientBase, apiKey: string): Promise<void> {
+  await becomeRoot(client);
+  await client.query(`set local role ${pg.escapeIdentifier(db.roles.visitor)}`);
+  await setSettings(client, { "app.current_api_key": apiKey });
+}
+
+export async function becomeRoot(client: pg.ClientBase): Promise<void> {
+  await client.query("reset role");
+  await setSettings(client, {
+    "app.current_user_id": "",
+    "app.current_tenant_id": "",
+    "app.current_session_id": "",
+    "app.current_api_key": "",
+  });
+}
+
+/** Runs fn inside a savepoint that is rolled back, so an expected error doesn't abort the test's transaction. */
+export async function inSavepoint<T>(client: pg.ClientBase, fn: () => Promise<T>): Promise<T> {
+  await client.query("savepoint test_step");
+  try {
+    return await fn();
+  } finally {
+    await client.query("rollback to savepoint test_step");
+  }
+}
+
+/** Expects the statement to fail with this SQLSTATE; returns the error for further checks. */
+export async function expectSqlError(client: pg.ClientBase, code: string, fn: () => Promise<unknown>): Promise<pg.DatabaseError> {
+  let caught: unknown = null;
+  await inSavepoint(client, async () => {
+    try {
+      await fn();
+    } catch (error) {
+      caught = error;
+    }
+  });
+  expect(caught, `expected SQLSTATE ${code}`).toBeInstanceOf(Error);
+  expect((caught as pg.DatabaseError).code, (caught as Error).message).toBe(code);
+  return caught as pg.DatabaseError;
+}

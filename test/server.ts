@@ -1,0 +1,65 @@
+/** A real API server on a loopback port, against the test database, for HTTP-level tests. */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { loadConfig, type Config } from "../src/config.ts";
+import { startApiServer, type ApiServer } from "../src/api/server.ts";
+import { db } from "./helpers.ts";
+
+export const TEST_JWT_SECRET = "test-secret-that-is-long-enough-0123456789";
+
+export interface TestServer {
+  url: string;
+  config: Config;
+  api: ApiServer;
+  gql<T = any>(query: string, variables?: Record<string, unknown>, token?: string, headers?: Record<string, string>): Promise<GqlResponse<T>>;
+  close(): Promise<void>;
+}
+
+export interface GqlResponse<T> {
+  status: number;
+  data: T | null | undefined;
+  errors: Array<{ message: string; extensions?: Record<string, unknown> }> | undefined;
+}
+
+export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+  const config = loadConfig({
+    DATABASE_URL: db.ownerUrl,
+    AUTH_DATABASE_URL: db.authUrl,
+    DATABASE_VISITOR: db.roles.visitor,
+    DATABASE_OWNER: db.roles.owner,
+    DATABASE_AUTHENTICATOR: db.roles.authenticator,
+    JWT_SECRET: TEST_JWT_SECRET,
+    PORT: "0",
+    SWITCHBOARD_DATA_DIR: mkdtempSync(join(tmpdir(), "switchboard-api-")),
+    ...env,
+  });
+  const ownerPool = new pg.Pool({ connectionString: db.ownerUrl, max: 4 });
+  const authPool = new pg.Pool({ connectionString: db.authUrl, max: 8 });
+  const api = await startApiServer({ config, authPool, ownerPool, workerState: () => "not in this process", port: 0 });
+  const url = api.url;
+  return {
+    url,
+    config,
+    api,
+    async gql(query, variables, token, headers = {}) {
+      const response = await fetch(`${url}/graphql`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          accept: "application/graphql-response+json, application/json",
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+          ...headers,
+        },
+        body: JSON.stringify({ query, variables }),
+      });
+      const body = (await response.json()) as { data?: any; errors?: any };
+      return { status: response.status, data: body.data, errors: body.errors };
+    },
+    async close() {
+      await api.close();
+      await Promise.all([ownerPool.end(), authPool.end()]);
+    },
+  };
+}

@@ -1,0 +1,65 @@
+/**
+ * Jobs are enqueued from SQL in the same transaction as the change that causes them, only through
+ * the owner's SECURITY DEFINER helper, and the real worker runs them.
+ */
+import type { Runner } from "graphile-worker";
+import { afterAll, describe, expect, it } from "vitest";
+import { startWorker } from "../../src/worker.ts";
+import { becomeUser, expectSqlError, ownerPool, registerUser, rootPool, withRootDb } from "../helpers.ts";
+
+let runner: Runner | null = null;
+afterAll(async () => {
+  await runner?.stop();
+});
+
+describe("jobs from SQL", () => {
+  it("registering a tenant enqueues tenant__initialize in the same transaction (and a rollback removes it)", async () => {
+    let tenantId = "";
+    await withRootDb(async (client) => {
+      const user = await registerUser(client);
+      tenantId = user.tenant_id!;
+      const { rows } = await client.query(
+        `select t.identifier from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+          where t.identifier = 'tenant__initialize' and j.payload->>'tenant_id' = $1`,
+        [tenantId],
+      );
+      expect(rows).toHaveLength(1);
+    });
+    const { rows } = await rootPool().query("select count(*)::int as n from graphile_worker._private_jobs where payload->>'tenant_id' = $1", [tenantId]);
+    expect(rows[0].n).toBe(0);
+  });
+
+  it("the request role cannot enqueue jobs or reach the worker's schema", async () => {
+    await withRootDb(async (client) => {
+      const user = await registerUser(client);
+      await becomeUser(client, user);
+      await expectSqlError(client, "42501", () => client.query("select app_private.add_job('tenant__initialize', '{}')"));
+      await expectSqlError(client, "42501", () => client.query("select * from graphile_worker.jobs"));
+    });
+  });
+
+  it("the worker runs tenant__initialize: defaults appear and the tenant is marked initialised", async () => {
+    const root = await rootPool().connect();
+    let tenantId: string;
+    try {
+      tenantId = (await registerUser(root, { businessName: "Worker Test Co" })).tenant_id!;
+    } finally {
+      root.release();
+    }
+    runner = await startWorker(ownerPool(), 2);
+    const deadline = Date.now() + 30_000;
+    let initialized = false;
+    while (Date.now() < deadline && !initialized) {
+      const { rows } = await rootPool().query("select initialized_at is not null as done from app_public.tenants where id = $1", [tenantId]);
+      initialized = rows[0].done;
+      if (!initialized) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(initialized).toBe(true);
+    const config = await rootPool().query("select key from app_public.system_config where tenant_id = $1 order by key", [tenantId]);
+    expect(config.rows.map((r) => r.key)).toContain("routing.offer_timeout_seconds");
+    // Idempotent: running the step again changes nothing.
+    await rootPool().query("select app_private.initialize_tenant($1)", [tenantId]);
+    const again = await rootPool().query("select count(*)::int as n from app_public.system_config where tenant_id = $1", [tenantId]);
+    expect(again.rows[0].n).toBe(config.rows.length);
+  });
+});
