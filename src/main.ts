@@ -7,6 +7,7 @@
  *   npm run migrate:commit|watch|status|…    graphile-migrate, with the database settings filled in
  *   npm run schema:export                    write data/schema.graphql
  */
+import "./env.ts";
 import { spawn } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
@@ -186,9 +187,15 @@ async function main(): Promise<void> {
   }
 }
 
+/** Connection problems people cause by configuration (refused, unknown host, bad password, no database). */
+const CONNECTION_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "ETIMEDOUT", "EAI_AGAIN", "EHOSTUNREACH", "28P01", "28000", "3D000", "57P03"]);
+
 main().catch(async (error: unknown) => {
+  const code = (error as { code?: unknown } | null)?.code;
   if (error instanceof ConfigError) {
     console.error(`\n[switchboard] ${error.message}\n`);
+  } else if (typeof code === "string" && CONNECTION_CODES.has(code)) {
+    console.error(`\n[switchboard] Cannot use the database: ${(error as Error).message} (${code}). Check DATABASE_URL and AUTH_DATABASE_URL.\n`);
   } else {
     console.error("[switchboard] failed to start:", error);
   }
