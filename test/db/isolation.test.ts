@@ -133,6 +133,32 @@ describe("tenant isolation (generated from the catalog)", () => {
     });
   });
 
+  it("every unique key and foreign key on tenant data includes tenant_id (a uuid primary key the visitor can't choose excepted)", async () => {
+    await withRootDb(async (client) => {
+      const { rows } = await client.query<{ what: string }>(
+        `with tenant_tables as (
+           select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
+            where n.nspname = any($1) and c.relkind in ('r', 'p')
+              and exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'tenant_id' and not a.attisdropped)
+         )
+         select format('%s: %s %s', con.conrelid::regclass, con.conname, pg_get_constraintdef(con.oid)) as what
+           from pg_constraint con
+          where con.conrelid in (select oid from tenant_tables)
+            and con.contype in ('u', 'p', 'f')
+            and not exists (select 1 from pg_attribute a where a.attrelid = con.conrelid and a.attname = 'tenant_id' and a.attnum = any(con.conkey))
+            -- foreign keys to global tables (users) are not tenant data
+            and not (con.contype = 'f' and con.confrelid not in (select oid from tenant_tables))
+            -- a single uuid primary key is fine when requests can't supply it
+            and not (con.contype = 'p' and array_length(con.conkey, 1) = 1
+                     and (select a.atttypid = 'uuid'::regtype and not has_column_privilege($2, con.conrelid, a.attname, 'insert')
+                            from pg_attribute a where a.attrelid = con.conrelid and a.attnum = con.conkey[1]))
+          order by 1`,
+        [SCHEMAS, db.roles.visitor],
+      );
+      expect(rows.map((r) => r.what)).toEqual([]);
+    });
+  });
+
   it("missing, empty and garbage tenant settings see no tenant data and the helpers return NULL", async () => {
     await withRootDb(async (client) => {
       const a = await registerUser(client);
