@@ -4,6 +4,8 @@
  *   npm run worker                           the worker alone
  *   npm run migrate                          create roles/database if needed and run migrations
  *   npm run seed                             load the demo tenant
+ *   npm run import -- <file.csv> --tenant <id> [--mode merge|skip] [--country US] [--source-name NAME]
+ *                                            import leads from a CSV file (see src/import/cli.ts)
  *   npm run migrate:commit|watch|status|…    graphile-migrate, with the database settings filled in
  *   npm run schema:export                    write data/schema.graphql
  */
@@ -19,6 +21,7 @@ import { startApiServer, type ApiServer } from "./api/server.ts";
 import { schemaSDL } from "./api/schemaExport.ts";
 import { startWorker } from "./worker.ts";
 import { placeholderValues } from "./db/bootstrap.ts";
+import { assertReadableFile, ImportCliError, parseImportArgs, runImport } from "./import/cli.ts";
 
 const log = (line: string) => console.log(`[switchboard] ${line}`);
 
@@ -66,7 +69,7 @@ async function prepared(config: Config, migrate: boolean): Promise<PreparedDatab
   const db = await prepareDatabase(config, { migrate, log });
   if (db.embedded) cleanups.push(async () => {
     await db.embedded!.stop();
-    log("Embedded PostgreSQL stopped.");
+    log(db.embedded!.shared ? "Left the shared embedded PostgreSQL running." : "Embedded PostgreSQL stopped.");
   });
   return db;
 }
@@ -168,6 +171,22 @@ async function main(): Promise<void> {
       await seed(db.ownerUrl);
       return shutdown(0);
     }
+    case "import": {
+      try {
+        const options = parseImportArgs(rest);
+        await assertReadableFile(options.file);
+        // Progress and messages go to stderr; stdout carries only the summary.
+        const db = await prepareDatabase(config, { migrate: false, log: (line) => console.error(`[switchboard] ${line}`) });
+        if (db.embedded) cleanups.push(() => db.embedded!.stop());
+        const pool = makePool(db.ownerUrl, 2, "import");
+        cleanups.push(() => pool.end());
+        return shutdown(await runImport(options, pool));
+      } catch (error) {
+        if (!(error instanceof ImportCliError)) throw error;
+        console.error(`[switchboard] ${error.message}`);
+        return shutdown(error.exitCode);
+      }
+    }
     case "gm": {
       const code = await graphileMigrate(config, rest);
       return shutdown(code);
@@ -182,7 +201,7 @@ async function main(): Promise<void> {
       return shutdown(0);
     }
     default:
-      console.error(`Unknown command '${command}'. Commands: start, worker, migrate, seed, gm, export-schema.`);
+      console.error(`Unknown command '${command}'. Commands: start, worker, migrate, seed, import, gm, export-schema.`);
       process.exit(2);
   }
 }

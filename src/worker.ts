@@ -1,16 +1,26 @@
 /** graphile-worker: tasks from tasks/, schedule from crontab; runs as the owner role. */
-import { run, type Runner } from "graphile-worker";
+import { run, type Runner, type Task, type TaskList } from "graphile-worker";
 import { resolve } from "node:path";
 import type pg from "pg";
 import { projectRoot } from "./config.ts";
 
-export async function startWorker(ownerPool: pg.Pool, concurrency: number): Promise<Runner> {
-  return run({
-    pgPool: ownerPool,
-    concurrency,
-    taskDirectory: resolve(projectRoot, "tasks"),
-    crontabFile: resolve(projectRoot, "crontab"),
-    noHandleSignals: true,
-    pollInterval: 1000,
-  });
+export interface WorkerOptions {
+  /**
+   * Run only these tasks (tasks/<name>.ts) and no crontab. For tests sharing one job queue: a worker
+   * only picks up jobs of the tasks it knows, so one test file's worker leaves the others' jobs alone.
+   */
+  only?: string[];
+}
+
+export async function startWorker(ownerPool: pg.Pool, concurrency: number, options: WorkerOptions = {}): Promise<Runner> {
+  const common = { pgPool: ownerPool, concurrency, noHandleSignals: true, pollInterval: 1000 };
+  if (options.only) {
+    const taskList: TaskList = {};
+    for (const name of options.only) {
+      const module = (await import(resolve(projectRoot, "tasks", `${name}.ts`))) as { default: Task };
+      taskList[name] = module.default;
+    }
+    return run({ ...common, taskList });
+  }
+  return run({ ...common, taskDirectory: resolve(projectRoot, "tasks"), crontabFile: resolve(projectRoot, "crontab") });
 }

@@ -14,13 +14,15 @@
  */
 import { execFileSync, spawn } from "node:child_process";
 import { rm } from "node:fs/promises";
-import { chownSync, existsSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve, sep } from "node:path";
 import { userInfo } from "node:os";
 import { ConfigError } from "../config.ts";
 
 export interface EmbeddedServer {
   superuserUrl: string;
+  /** True when another Switchboard process started this server: stop() leaves it running. */
+  shared: boolean;
   stop(): Promise<void>;
 }
 
@@ -73,6 +75,22 @@ function assertTraversable(dir: string): void {
       );
     }
   }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The port a running server listens on (line 4 of postmaster.pid). */
+function runningPort(pgdata: string): number | null {
+  const lines = readFileSync(join(pgdata, "postmaster.pid"), "utf8").split("\n");
+  const port = Number(lines[3]);
+  return Number.isInteger(port) ? port : null;
 }
 
 function pidFromPidFile(pgdata: string): number | null {
@@ -136,13 +154,27 @@ export async function startEmbedded(options: StartOptions): Promise<EmbeddedServ
   }
   const { pg_ctl, initdb } = await binaries();
 
-  // A server left over from a killed process: ask it to shut down (fast mode) first.
-  const leftover = pidFromPidFile(pgdata);
-  if (leftover) {
-    options.log?.(`Stopping a PostgreSQL left running by an earlier process (pid ${leftover})…`);
-    process.kill(leftover, "SIGINT");
-    if (!(await waitForExit(leftover, 20_000))) {
-      throw new ConfigError(`PostgreSQL (pid ${leftover}) using ${pgdata} did not stop; stop it and start again.`);
+  // A server already running on this data folder: while the Switchboard process that started it is
+  // alive (e.g. `npm start` in another terminal), share it and leave it running; otherwise it was left
+  // over by a killed process, so stop it (fast mode) and start afresh, which this process then owns.
+  const ownerFile = resolve(options.dataDir, "owner.pid");
+  const running = pidFromPidFile(pgdata);
+  if (running) {
+    const starter = existsSync(ownerFile) ? Number(readFileSync(ownerFile, "utf8").trim()) : 0;
+    if (starter && starter !== process.pid && processAlive(starter) && runningPort(pgdata) === options.port) {
+      options.log?.(`Using the embedded PostgreSQL already started by process ${starter}.`);
+      return {
+        superuserUrl: `postgres://postgres:${encodeURIComponent(options.password)}@127.0.0.1:${options.port}/postgres`,
+        shared: true,
+        async stop() {
+          // not ours to stop
+        },
+      };
+    }
+    options.log?.(`Stopping a PostgreSQL left running by an earlier process (pid ${running})…`);
+    process.kill(running, "SIGINT");
+    if (!(await waitForExit(running, 20_000))) {
+      throw new ConfigError(`PostgreSQL (pid ${running}) using ${pgdata} did not stop; stop it and start again.`);
     }
   }
 
@@ -169,6 +201,7 @@ export async function startEmbedded(options: StartOptions): Promise<EmbeddedServ
   const serverFlags = `-p ${options.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=200`;
   try {
     await run(pg_ctl, ["start", "-D", pgdata, "-l", logFile, "-w", "-t", "60", "-o", serverFlags], asPostgres);
+    writeFileSync(ownerFile, `${process.pid}\n`);
   } catch (error) {
     const log = existsSync(logFile) ? readFileSync(logFile, "utf8").trim().split("\n").slice(-15).join("\n") : "";
     throw new ConfigError(
@@ -180,10 +213,12 @@ export async function startEmbedded(options: StartOptions): Promise<EmbeddedServ
   let stopped = false;
   return {
     superuserUrl,
+    shared: false,
     async stop() {
       if (stopped) return;
       stopped = true;
       await run(pg_ctl, ["stop", "-D", pgdata, "-m", "fast", "-w", "-t", "60"], asPostgres);
+      rmSync(ownerFile, { force: true });
       if (options.ephemeral) await rm(options.dataDir, { recursive: true, force: true });
     },
   };
