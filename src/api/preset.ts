@@ -5,6 +5,7 @@ import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
 import type { Config } from "../config.ts";
 import { JWT_AUDIENCE, JWT_ISSUER, pgSettingsFor } from "./auth.ts";
 import { maskError } from "./errors.ts";
+import { ImportPlugin, MAX_REQUEST_BYTES } from "./importPlugin.ts";
 import { LoginPlugin, makeRequestLimitsPlugin } from "./plugins.ts";
 
 export function makePreset(config: Config, authPool: pg.Pool): GraphileConfig.Preset {
@@ -12,6 +13,7 @@ export function makePreset(config: Config, authPool: pg.Pool): GraphileConfig.Pr
     extends: [PostGraphileAmberPreset],
     plugins: [
       LoginPlugin,
+      ImportPlugin,
       makeRequestLimitsPlugin({
         depthLimit: config.graphql.depthLimit,
         maxPageSize: config.graphql.maxPageSize,
@@ -31,6 +33,8 @@ export function makePreset(config: Config, authPool: pg.Pool): GraphileConfig.Pr
       graphiqlPath: "/graphiql",
       graphiqlOnGraphQLGET: false,
       watch: false,
+      // importLeads carries a CSV of up to 5 MB (grafserv's default limit is 100 kB).
+      maxRequestLength: MAX_REQUEST_BYTES,
       maskError,
     },
     grafast: {

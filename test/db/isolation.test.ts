@@ -11,6 +11,10 @@
 import type pg from "pg";
 import { describe, expect, it } from "vitest";
 import { becomeRoot, becomeUser, becomeAnonymous, db, expectSqlError, registerUser, withRootDb, type RegisteredUser, inSavepoint } from "../helpers.ts";
+import { seedAnalysis } from "../fixtures/analysis.ts";
+import { seedHistory } from "../fixtures/history.ts";
+import { seedImport } from "../fixtures/import.ts";
+import { seedLedger } from "../fixtures/ledger.ts";
 
 const SCHEMAS = ["app_public", "app_hidden", "app_private", "raw"];
 
@@ -36,7 +40,10 @@ async function tables(client: pg.ClientBase): Promise<TableInfo[]> {
 
 const qualified = (t: TableInfo) => `${t.schema}.${t.name}`;
 
-/** Tenant B with a row in every table: a member, an invitation, an API key, settings, config. */
+/**
+ * Tenant B with a row in every table: a member, an invitation, an API key, settings, config, and a
+ * lead with its history (audit, status, score, assignment) and a do-not-contact entry.
+ */
 async function seedTenant(client: pg.ClientBase, owner: RegisteredUser): Promise<void> {
   await becomeUser(client, owner);
   await client.query("select app_public.invite_member($1, 'agent')", [`invitee-${owner.user_id.slice(0, 8)}@example.test`]);
@@ -44,7 +51,21 @@ async function seedTenant(client: pg.ClientBase, owner: RegisteredUser): Promise
   await client.query(
     "insert into app_public.system_config (key, value, value_type, description) values ('fixture.flag', 'true', 'boolean', 'isolation fixture')",
   );
+  const phone = `+1202555${String(Math.floor(Math.random() * 10000)).padStart(4, "0")}`;
+  const { rows } = await client.query<{ id: string }>(
+    "insert into app_public.leads (first_name, phone, source) values ('Fixture', $1, 'isolation') returning id",
+    [phone],
+  );
+  await client.query("update app_public.leads set status = 'contacted' where id = $1", [rows[0]!.id]);
+  await client.query("insert into app_public.dnc_list (phone, reason) values ('+12025550000', 'isolation fixture')");
+  // Each area's own fixture (test/fixtures/*.ts) fills its tables.
+  for (const seed of [seedHistory, seedAnalysis, seedLedger, seedImport]) {
+    await seed(client, owner, rows[0]!.id);
+    await becomeUser(client, owner);
+  }
   await becomeRoot(client);
+  // Owner and score change only through managed paths; as root we write them directly to fire the history triggers.
+  await client.query("update app_public.leads set owner_user_id = $2, lead_score = 42 where id = $1", [rows[0]!.id, owner.user_id]);
 }
 
 /**
@@ -81,7 +102,12 @@ describe("tenant isolation (generated from the catalog)", () => {
       for (const t of all) {
         const target = ownerColumn(t);
         if (!target) {
-          problems.push(`${qualified(t)}: no tenant_id or user_id column, so tenant ownership of its rows is unknown`);
+          // Shared reference data (e.g. lead_statuses) is allowed only if requests can't change it.
+          const { rows: writable } = await client.query<{ w: boolean }>(
+            `select has_table_privilege($1, $2, 'insert') or has_table_privilege($1, $2, 'update') or has_table_privilege($1, $2, 'delete') as w`,
+            [db.roles.visitor, qualified(t)],
+          );
+          if (writable[0]!.w) problems.push(`${qualified(t)}: no tenant_id or user_id column, yet requests may write it`);
           continue;
         }
         const predicate = `"${target.column}" = $1::uuid`;
@@ -115,7 +141,8 @@ describe("tenant isolation (generated from the catalog)", () => {
           const result = await inSavepoint(client, () => client.query(`update ${qualified(t)} set ${col} = ${col} where ${predicate}`, params));
           if (result.rowCount !== 0) problems.push(`${qualified(t)}: update changed ${result.rowCount} of tenant B's rows`);
         } else {
-          await expectSqlError(client, "42501", () => client.query(`update ${qualified(t)} set "${t.columns[0]}" = "${t.columns[0]}" where ${predicate}`, params));
+          // (the ownership column: an identity column would fail with 428C9 before the privilege check)
+          await expectSqlError(client, "42501", () => client.query(`update ${qualified(t)} set "${target.column}" = "${target.column}" where ${predicate}`, params));
         }
         // delete
         if (priv.del) {
@@ -133,7 +160,7 @@ describe("tenant isolation (generated from the catalog)", () => {
     });
   });
 
-  it("every unique key and foreign key on tenant data includes tenant_id (a uuid primary key the visitor can't choose excepted)", async () => {
+  it("every unique key and foreign key on tenant data includes tenant_id (a generated primary key the visitor can't choose excepted)", async () => {
     await withRootDb(async (client) => {
       const { rows } = await client.query<{ what: string }>(
         `with tenant_tables as (
@@ -148,9 +175,9 @@ describe("tenant isolation (generated from the catalog)", () => {
             and not exists (select 1 from pg_attribute a where a.attrelid = con.conrelid and a.attname = 'tenant_id' and a.attnum = any(con.conkey))
             -- foreign keys to global tables (users) are not tenant data
             and not (con.contype = 'f' and con.confrelid not in (select oid from tenant_tables))
-            -- a single uuid primary key is fine when requests can't supply it
+            -- a single generated primary key (random uuid or identity) is fine when requests can't supply it
             and not (con.contype = 'p' and array_length(con.conkey, 1) = 1
-                     and (select a.atttypid = 'uuid'::regtype and not has_column_privilege($2, con.conrelid, a.attname, 'insert')
+                     and (select (a.atttypid = 'uuid'::regtype or a.attidentity <> '') and not has_column_privilege($2, con.conrelid, a.attname, 'insert')
                             from pg_attribute a where a.attrelid = con.conrelid and a.attnum = con.conkey[1]))
           order by 1`,
         [SCHEMAS, db.roles.visitor],

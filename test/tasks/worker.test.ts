@@ -46,7 +46,7 @@ describe("jobs from SQL", () => {
     } finally {
       root.release();
     }
-    runner = await startWorker(ownerPool(), 2);
+    runner = await startWorker(ownerPool(), 2, { only: ["tenant__initialize"] });
     const deadline = Date.now() + 30_000;
     let initialized = false;
     while (Date.now() < deadline && !initialized) {

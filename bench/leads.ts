@@ -1,0 +1,295 @@
+/**
+ * Lead CRM benchmark: loads a realistic data set (by default 1,000,000 leads across 100 tenants,
+ * with status history), then measures the GraphQL latency of five operations and, in the same run
+ * and interleaved with them, a raw-SQL baseline doing the same work directly on a pooled
+ * connection (no HTTP, no GraphQL, no RLS). It prints medians and p95s and the ratio
+ * GraphQL / SQL, so the figures survive a noisy shared machine.
+ *
+ *   npm run bench:leads                      # embedded PostgreSQL in a temporary folder
+ *   BENCH_LEADS=200000 npm run bench:leads   # smaller data set
+ *   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres npm run bench:leads
+ *
+ * Operations: a filtered lead list page (find_leads: status + tag + score, 50 rows), search_leads,
+ * lead_funnel, lead_source_roi (one year), and a single-lead update with its history triggers.
+ */
+import "../src/env.ts";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import pg from "pg";
+import { loadConfig, withDatabase } from "../src/config.ts";
+import { dropDatabase, ensureRolesAndDatabase } from "../src/db/bootstrap.ts";
+import { startEmbedded, type EmbeddedServer } from "../src/db/embedded.ts";
+import { migrateDatabase } from "../src/db/migrate.ts";
+import { startApiServer } from "../src/api/server.ts";
+
+const LEADS = Number(process.env.BENCH_LEADS ?? 1_000_000);
+const TENANTS = Number(process.env.BENCH_TENANTS ?? 100);
+const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 60);
+const roles = { owner: "switchboard_bench_owner", authenticator: "switchboard_bench_authenticator", visitor: "switchboard_bench_visitor" };
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+async function timed<T>(label: string, fn: () => Promise<T>): Promise<T> {
+  const start = performance.now();
+  const result = await fn();
+  log(`  ${label}: ${((performance.now() - start) / 1000).toFixed(1)} s`);
+  return result;
+}
+
+/** Generates the data set in SQL, set-based, with triggers off for the bulk load (history is generated explicitly). */
+async function load(root: pg.Client): Promise<void> {
+  await root.query("set session_replication_role = replica");
+  await timed(`${TENANTS} tenants`, () =>
+    root.query(
+      `insert into app_public.tenants (id, business_name, trade_type)
+       select gen_random_uuid(), 'Bench Tenant ' || i, (array['plumbing','hvac','electrical','dj','insurance'])[1 + i % 5]
+         from generate_series(1, $1) i`,
+      [TENANTS],
+    ),
+  );
+  await timed(`${LEADS.toLocaleString()} leads`, () =>
+    root.query(
+      `with t as (select id, row_number() over (order by id) - 1 as n from app_public.tenants where business_name like 'Bench Tenant %')
+       insert into app_public.leads (tenant_id, first_name, last_name, phone, email, city, region, source, tags, status, lead_score,
+                                     urgency, estimated_value, created_at, updated_at)
+       select t.id,
+              (array['James','Mary','Robert','Patricia','John','Jennifer','Michael','Linda','David','Elizabeth','Maria','Carlos','Wei','Aisha'])[1 + (g % 14)],
+              (array['Smith','Johnson','Williams','Brown','Jones','Garcia','Miller','Davis','Rodriguez','Martinez','Nguyen','Patel','Kim','Lopez','Wilson'])[1 + ((g / 14) % 15)],
+              '+1' || (2000000000 + g)::text,
+              case when g % 3 = 0 then 'lead' || g || '@example.com' end,
+              (array['Miami','Orlando','Tampa','Austin','Dallas','Houston','Denver','Phoenix','Seattle','Boston'])[1 + (g % 10)],
+              (array['FL','FL','FL','TX','TX','TX','CO','AZ','WA','MA'])[1 + (g % 10)],
+              (array['google_ads','facebook','referral','missed_call','website','yelp','import'])[1 + (g % 7)],
+              (array[array['residential'], array['commercial','urgent'], array['referral'], array['facebook','retarget'], array[]::text[]])[1 + (g % 5)],
+              (array['new','new','new','contacted','contacted','nurturing','qualified','hot','won','lost','cold'])[1 + (g % 11)],
+              (g * 7919) % 101,
+              (array['low','normal','normal','high','emergency'])[1 + (g % 5)],
+              ((g * 31) % 5000)::numeric,
+              now() - ((g % 365) || ' days')::interval - ((g % 1440) || ' minutes')::interval,
+              now()
+         from generate_series(0, $1 - 1) g
+         join t on t.n = g % $2`,
+      [LEADS, TENANTS],
+    ),
+  );
+  await timed("status history", () =>
+    root.query(
+      `insert into app_public.lead_status_history (tenant_id, lead_id, from_status, to_status, trigger_type, changed_at)
+       select l.tenant_id, l.id, p.from_status, p.to_status, 'manual', l.created_at + p.step * interval '1 day'
+         from app_public.leads l
+         cross join lateral (values (0, null, 'new'), (1, 'new', 'contacted'), (2, 'contacted', 'qualified'), (3, 'qualified', 'hot'), (4, 'hot', 'won'))
+              as p(step, from_status, to_status)
+        where p.step <= case l.status when 'new' then 0 when 'contacted' then 1 when 'nurturing' then 1 when 'cold' then 1 when 'lost' then 2
+                                      when 'qualified' then 2 when 'hot' then 3 when 'won' then 4 else 0 end`,
+    ),
+  );
+  await timed("source costs", () =>
+    root.query(
+      `insert into app_public.lead_source_costs (tenant_id, source, period, cost)
+       select t.id, s.source, to_char(date_trunc('month', now()) - (m || ' months')::interval, 'YYYY-MM'), 100 + (m * 37) % 900
+         from app_public.tenants t
+         cross join unnest(array['google_ads','facebook','referral','missed_call','website','yelp','import']) s(source)
+         cross join generate_series(0, 11) m
+        where t.business_name like 'Bench Tenant %'`,
+    ),
+  );
+  await root.query("set session_replication_role = origin");
+  await timed("analyze", () => root.query("analyze"));
+}
+
+interface Sample {
+  gql: number[];
+  sql: number[];
+}
+
+function stats(values: number[]): { median: number; p95: number } {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  return { median: at(0.5), p95: at(0.95) };
+}
+
+async function main(): Promise<void> {
+  let embedded: EmbeddedServer | null = null;
+  let serverRootUrl: string;
+  if (process.env.BENCH_DATABASE_URL) {
+    serverRootUrl = withDatabase(process.env.BENCH_DATABASE_URL, "postgres");
+  } else {
+    log("Starting an embedded PostgreSQL for the benchmark…");
+    embedded = await startEmbedded({ dataDir: mkdtempSync(join(tmpdir(), "switchboard-bench-")), port: 54999, password: "bench", ephemeral: true });
+    serverRootUrl = embedded.superuserUrl;
+  }
+  const databaseName = "switchboard_bench";
+  try {
+    await dropDatabase(serverRootUrl, databaseName);
+    const urls = await ensureRolesAndDatabase({
+      rootUrl: serverRootUrl,
+      databaseName,
+      roles,
+      ownerPassword: "bench-owner",
+      authenticatorPassword: "bench-authenticator",
+    });
+    await migrateDatabase({ ...urls, roles, includeCurrent: true });
+    const root = new pg.Client({ connectionString: withDatabase(serverRootUrl, databaseName) });
+    await root.connect();
+    log(`Loading ${LEADS.toLocaleString()} leads across ${TENANTS} tenants…`);
+    await load(root);
+
+    // A real user of the median-sized tenant, logged in through the API.
+    const { rows: tenantRows } = await root.query<{ id: string }>(
+      "select id from app_public.tenants where business_name = 'Bench Tenant 50'",
+    );
+    const tenantId = tenantRows[0]!.id;
+    const { rows: userRows } = await root.query<{ id: string }>("select (app_private.create_user('bench@example.com', 'bench-password-1')).id");
+    await root.query("select app_private.add_member($1, $2, 'owner')", [tenantId, userRows[0]!.id]);
+
+    const config = loadConfig({
+      DATABASE_URL: urls.ownerUrl,
+      AUTH_DATABASE_URL: urls.authUrl,
+      DATABASE_VISITOR: roles.visitor,
+      JWT_SECRET: "bench-secret-bench-secret-bench-secret-12",
+      NODE_ENV: "production",
+      PORT: "0",
+      SWITCHBOARD_DATA_DIR: mkdtempSync(join(tmpdir(), "switchboard-bench-data-")),
+      STATEMENT_TIMEOUT_MS: "60000",
+    });
+    const ownerPool = new pg.Pool({ connectionString: urls.ownerUrl, max: 4 });
+    const authPool = new pg.Pool({ connectionString: urls.authUrl, max: 8 });
+    const api = await startApiServer({ config, authPool, ownerPool, workerState: () => "not in this process", port: 0 });
+    const gql = async (query: string, variables: Record<string, unknown>, token?: string) => {
+      const response = await fetch(`${api.url}/graphql`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify({ query, variables }),
+      });
+      const body = (await response.json()) as { data?: any; errors?: Array<{ message: string }> };
+      if (body.errors) throw new Error(`GraphQL error: ${body.errors[0]!.message}`);
+      return body.data;
+    };
+    const login = await gql(`mutation { login(input: { email: "bench@example.com", password: "bench-password-1" }) { result } }`, {});
+    const token: string = login.login.result;
+
+    const sqlClient = new pg.Client({ connectionString: urls.ownerUrl });
+    await sqlClient.connect();
+    const { rows: leadRows } = await sqlClient.query<{ id: string }>(
+      "select id from app_public.leads where tenant_id = $1 and deleted_at is null order by created_at desc limit 1",
+      [tenantId],
+    );
+    const leadId = leadRows[0]!.id;
+    const nodeIdData = await gql(`query ($id: UUID!) { leadByRowId(rowId: $id) { id } }`, { id: leadId }, token);
+    const leadNodeId: string = nodeIdData.leadByRowId.id;
+    const from = new Date(Date.now() - 365 * 86400_000).toISOString().slice(0, 10);
+    const to = new Date().toISOString().slice(0, 10);
+    let toggle = 0;
+
+    const operations: Array<{ name: string; gql: () => Promise<unknown>; sql: () => Promise<unknown> }> = [
+      {
+        name: "filtered lead list page (50 rows)",
+        gql: () =>
+          gql(
+            `query ($f: JSON!) { findLeads(filter: $f, first: 50) { nodes { rowId fullName phone status leadScore tags createdAt } } }`,
+            { f: { status: ["new", "contacted"], tags_any: ["commercial", "referral"], score_min: 40 } },
+            token,
+          ),
+        sql: () =>
+          sqlClient.query(
+            `select id, full_name, phone, status, lead_score, tags, created_at from app_public.leads
+              where tenant_id = $1 and deleted_at is null and status = any($2) and tags && $3 and lead_score >= $4
+              order by created_at desc, id limit 50`,
+            [tenantId, ["new", "contacted"], ["commercial", "referral"], 40],
+          ),
+      },
+      {
+        name: "search_leads('garcia', 20 rows)",
+        gql: () => gql(`{ searchLeads(query: "garcia", first: 20) { nodes { rowId fullName phone email } } }`, {}, token),
+        sql: () =>
+          sqlClient.query(
+            `select id, full_name, phone, email from app_public.leads
+              where tenant_id = $1 and deleted_at is null and full_name ilike '%' || $2 || '%'
+              order by similarity(full_name, $2) desc limit 20`,
+            [tenantId, "garcia"],
+          ),
+      },
+      {
+        name: "lead_funnel (one year)",
+        gql: () => gql(`query ($from: Date!, $to: Date!) { leadFunnel(fromDate: $from, toDate: $to) { nodes { stage leads conversionFromPrevious } } }`, { from, to }, token),
+        sql: () =>
+          sqlClient.query(
+            `select s.stage_order, count(distinct h.lead_id)
+               from app_public.lead_status_history h join app_public.lead_statuses s on s.status = h.to_status
+              where h.tenant_id = $1 and h.changed_at >= $2::date and h.changed_at < $3::date + 1 and s.stage_order is not null
+              group by 1 order by 1`,
+            [tenantId, from, to],
+          ),
+      },
+      {
+        name: "lead_source_roi (one year)",
+        gql: () =>
+          gql(`query ($from: Date!, $to: Date!) { leadSourceRoi(fromDate: $from, toDate: $to) { nodes { source leads conversions cost costPerLead } } }`, { from, to }, token),
+        sql: () =>
+          sqlClient.query(
+            `with l as (select source, count(*) as leads, count(*) filter (where status in ('won','recruited')) as conversions
+                          from app_public.leads where tenant_id = $1 and deleted_at is null and created_at >= $2::date and created_at < $3::date + 1
+                         group by source),
+                  c as (select source, sum(cost) as cost from app_public.lead_source_costs
+                         where tenant_id = $1 and period between to_char($2::date, 'YYYY-MM') and to_char($3::date, 'YYYY-MM') group by source)
+             select coalesce(l.source, c.source), l.leads, l.conversions, c.cost, c.cost / nullif(l.leads, 0)
+               from l full join c using (source)`,
+            [tenantId, from, to],
+          ),
+      },
+      {
+        name: "single-lead update with history triggers",
+        gql: () =>
+          gql(
+            `mutation ($id: ID!, $city: String!) { updateLead(input: { id: $id, leadPatch: { city: $city, status: "contacted" } }) { lead { rowId updatedAt } } }`,
+            { id: leadNodeId, city: `City ${toggle++}` },
+            token,
+          ),
+        sql: () => sqlClient.query("update app_public.leads set city = $2, status = 'contacted' where id = $1 returning id, updated_at", [leadId, `City ${toggle++}`]),
+      },
+    ];
+
+    log(`Measuring ${ITERATIONS} iterations per operation (GraphQL and SQL interleaved, after warm-up)…`);
+    const results: Array<{ name: string; gql: { median: number; p95: number }; sql: { median: number; p95: number }; ratio: number }> = [];
+    for (const op of operations) {
+      for (let i = 0; i < 5; i++) {
+        await op.gql();
+        await op.sql();
+      }
+      const sample: Sample = { gql: [], sql: [] };
+      for (let i = 0; i < ITERATIONS; i++) {
+        let t = performance.now();
+        await op.gql();
+        sample.gql.push(performance.now() - t);
+        t = performance.now();
+        await op.sql();
+        sample.sql.push(performance.now() - t);
+      }
+      const g = stats(sample.gql);
+      const s = stats(sample.sql);
+      results.push({ name: op.name, gql: g, sql: s, ratio: g.median / s.median });
+    }
+
+    const pad = (text: string, n: number) => text.padEnd(n);
+    console.log(`\nLead CRM benchmark — ${LEADS.toLocaleString()} leads, ${TENANTS} tenants (tenant measured: ~${Math.round(LEADS / TENANTS).toLocaleString()} leads)`);
+    console.log(`${pad("operation", 44)} ${pad("GraphQL median / p95 (ms)", 27)} ${pad("SQL median / p95 (ms)", 23)} ratio`);
+    for (const r of results) {
+      console.log(
+        `${pad(r.name, 44)} ${pad(`${r.gql.median.toFixed(2)} / ${r.gql.p95.toFixed(2)}`, 27)} ${pad(`${r.sql.median.toFixed(2)} / ${r.sql.p95.toFixed(2)}`, 23)} ${r.ratio.toFixed(2)}x`,
+      );
+    }
+    await sqlClient.end();
+    await root.end();
+    await api.close();
+    await Promise.all([ownerPool.end(), authPool.end()]);
+  } finally {
+    if (process.env.BENCH_KEEP !== "1") await dropDatabase(serverRootUrl, databaseName).catch(() => {});
+    await embedded?.stop();
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,31 @@
+/**
+ * lead__score — enqueued from SQL (triggers _900_enqueue_lead_score_on_insert/_on_update on
+ * app_public.leads) with job key lead_score:<lead_id>, when a lead is created or one of the fields its
+ * score is computed from changes. Scoring never runs inline in the user's transaction.
+ *
+ * The rule lives in SQL: app_private.refresh_lead_score() recalculates with calculate_lead_score()
+ * and writes only when the score or its factors change, so a retried or repeated job is harmless.
+ */
+import type { Task } from "graphile-worker";
+
+interface Payload {
+  lead_id: string;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function assertPayload(payload: unknown): asserts payload is Payload {
+  const p = payload as Partial<Payload> | null;
+  if (!p || typeof p.lead_id !== "string" || !UUID.test(p.lead_id)) throw new Error("lead__score needs a payload {lead_id: uuid}");
+}
+
+const task: Task = async (payload, helpers) => {
+  assertPayload(payload);
+  const { rows } = await helpers.withPgClient((client) =>
+    client.query<{ score: number | null }>("select app_private.refresh_lead_score($1::uuid) as score", [payload.lead_id]),
+  );
+  const score = rows[0]?.score ?? null;
+  if (score === null) helpers.logger.info(`lead ${payload.lead_id} no longer exists: nothing to score`);
+};
+
+export default task;

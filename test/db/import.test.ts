@@ -1,0 +1,443 @@
+/**
+ * Bulk import in SQL (050-import.sql): what happens to each row, who may import, and that parallel
+ * imports of the same file create each lead exactly once (many connections, committed).
+ */
+import { randomUUID } from "node:crypto";
+import type pg from "pg";
+import { describe, expect, it } from "vitest";
+import {
+  addMember,
+  becomeAnonymous,
+  becomeRoot,
+  becomeUser,
+  db,
+  expectSqlError,
+  inSavepoint,
+  ownerPool,
+  poolFor,
+  registerUser,
+  rootPool,
+  withRootDb,
+  type RegisteredUser,
+} from "../helpers.ts";
+
+interface Row {
+  row_number: number;
+  raw?: Record<string, string>;
+  lead?: Record<string, unknown> | null;
+  error?: string | null;
+}
+
+interface Batch {
+  id: string;
+  tenant_id: string;
+  status: string;
+  mode: string;
+  default_country: string;
+  row_count: number;
+  created_count: number;
+  merged_count: number;
+  skipped_count: number;
+  rejected_count: number;
+  created_by_user_id: string | null;
+}
+
+const counts = (b: Batch) => ({ rows: b.row_count, created: b.created_count, merged: b.merged_count, skipped: b.skipped_count, rejected: b.rejected_count });
+
+async function start(client: pg.ClientBase, mode = "skip", country = "US"): Promise<Batch> {
+  const { rows } = await client.query<Batch>("select b.* from app_public.start_import('test.csv', $1, $2) b", [mode, country]);
+  return rows[0]!;
+}
+
+async function send(client: pg.ClientBase, batchId: string, rows: Row[]): Promise<Batch> {
+  const { rows: out } = await client.query<Batch>("select b.* from app_public.import_rows($1, $2::jsonb) b", [batchId, JSON.stringify(rows)]);
+  return out[0]!;
+}
+
+async function results(client: pg.ClientBase, batchId: string) {
+  const { rows } = await client.query<{ row_number: number; result: string; lead_id: string | null; reason: string | null }>(
+    "select row_number, result, lead_id, reason from app_public.import_batch_rows where batch_id = $1 order by row_number",
+    [batchId],
+  );
+  return rows;
+}
+
+async function leadCount(client: pg.ClientBase): Promise<number> {
+  const { rows } = await client.query<{ n: string }>("select count(*) as n from app_public.leads where deleted_at is null");
+  return Number(rows[0]!.n);
+}
+
+/** A manager of a fresh tenant, acting as them. */
+async function asManager(client: pg.ClientBase): Promise<{ owner: RegisteredUser; manager: RegisteredUser }> {
+  const owner = await registerUser(client);
+  const manager = await addMember(client, owner.tenant_id!, "manager");
+  await becomeUser(client, manager);
+  return { owner, manager };
+}
+
+const ann: Row = { row_number: 2, raw: { Phone: "(202) 555-0101" }, lead: { first_name: "Ann", phone: "+12025550101", email: "ann@example.com", tags: ["roof"] } };
+
+describe("import rows (SQL)", () => {
+  it("records each row: good rows around bad ones all land, bad ones are rejected with a readable reason", async () => {
+    await withRootDb(async (client) => {
+      const { manager } = await asManager(client);
+      const batch = await start(client);
+      expect(batch).toMatchObject({ status: "running", mode: "skip", default_country: "US", created_by_user_id: manager.user_id });
+      const after = await send(client, batch.id, [
+        ann,
+        { row_number: 3, raw: { Phone: "abc" }, lead: null, error: "Phone 'abc' is not a phone number" },
+        { row_number: 4, lead: { first_name: "Bob", phone: "+12025550102", city: "Springfield" } },
+        { row_number: 5, lead: { first_name: "NoContact" } },
+        { row_number: 6, lead: { email: "not-an-email" } },
+        { row_number: 7, lead: { email: "cy@example.com", status: "nonsense" } },
+        { row_number: 8, lead: { email: "dee@example.com", estimated_value: "lots" } },
+        { row_number: 9, lead: { email: "eve@example.com", owner_user_id: manager.user_id } },
+        { row_number: 10, lead: { phone: "12345" } },
+        { row_number: 11, lead: { email: "fay@example.com", country: "USA" } },
+        { row_number: 12, lead: { first_name: "Gus", email: "gus@example.com", event_date: "2025-06-01", estimated_value: "1250.50" } },
+      ]);
+      expect(counts(after)).toEqual({ rows: 11, created: 3, merged: 0, skipped: 0, rejected: 8 });
+      expect((await results(client, batch.id)).map((r) => [r.row_number, r.result, r.reason])).toEqual([
+        [2, "created", null],
+        [3, "rejected", "Phone 'abc' is not a phone number"],
+        [4, "created", null],
+        [5, "rejected", "Leads need a phone or an email."],
+        [6, "rejected", "Leads email must look like an email."],
+        [7, "rejected", "Leads status must be known."],
+        [8, "rejected", 'invalid input syntax for type numeric: "lots"'],
+        [9, "rejected", "Unknown lead field(s): owner_user_id"],
+        [10, "rejected", "Phone must be e164."],
+        [11, "rejected", "Leads country must be an iso code."],
+        [12, "created", null],
+      ]);
+      const { rows: leads } = await client.query(
+        "select first_name, phone, email, city, tags, source, status, country, event_date::text, estimated_value::text from app_public.leads order by first_name",
+      );
+      expect(leads).toEqual([
+        { first_name: "Ann", phone: "+12025550101", email: "ann@example.com", city: null, tags: ["roof"], source: "import", status: "new", country: "US", event_date: null, estimated_value: null },
+        { first_name: "Bob", phone: "+12025550102", email: null, city: "Springfield", tags: [], source: "import", status: "new", country: "US", event_date: null, estimated_value: null },
+        { first_name: "Gus", phone: null, email: "gus@example.com", city: null, tags: [], source: "import", status: "new", country: "US", event_date: "2025-06-01", estimated_value: "1250.50" },
+      ]);
+      const { rows: raw } = await client.query("select raw from app_public.import_batch_rows where batch_id = $1 and row_number = 2", [batch.id]);
+      expect(raw[0].raw).toEqual({ Phone: "(202) 555-0101" });
+      const done = await client.query<Batch>("select b.* from app_public.finish_import($1) b", [batch.id]);
+      expect(done.rows[0]).toMatchObject({ status: "completed", row_count: 11 });
+    });
+  });
+
+  it("mode skip: a duplicate by phone, or by email without a phone, is skipped (in the file and against existing leads)", async () => {
+    await withRootDb(async (client) => {
+      await asManager(client);
+      await client.query("insert into app_public.leads (first_name, phone) values ('Existing', '+12025550109')");
+      const batch = await start(client, "skip");
+      await send(client, batch.id, [
+        ann,
+        { row_number: 3, lead: { first_name: "Ann again", phone: "+12025550101", city: "Elsewhere" } },
+        { row_number: 4, lead: { first_name: "Existing again", phone: "+12025550109" } },
+        { row_number: 5, lead: { first_name: "Eve", email: "eve@example.com" } },
+        { row_number: 6, lead: { first_name: "Eve again", email: "EVE@example.com" } },
+        { row_number: 7, lead: { first_name: "Ann by email", email: "ann@example.com" } },
+      ]);
+      const r = await results(client, batch.id);
+      expect(r.map((x) => [x.row_number, x.result, x.reason])).toEqual([
+        [2, "created", null],
+        [3, "skipped", "A lead with this phone already exists"],
+        [4, "skipped", "A lead with this phone already exists"],
+        [5, "created", null],
+        [6, "skipped", "A lead with this email already exists"],
+        [7, "skipped", "A lead with this email already exists"],
+      ]);
+      expect(r[1]!.lead_id).toBe(r[0]!.lead_id);
+      expect(r[5]!.lead_id).toBe(r[0]!.lead_id);
+      expect(await leadCount(client)).toBe(3);
+      const { rows } = await client.query("select first_name, city from app_public.leads where phone = '+12025550101'");
+      expect(rows).toEqual([{ first_name: "Ann", city: null }]); // untouched
+    });
+  });
+
+  it("mode merge: fills the lead's empty fields, adds new tags, keeps what it had", async () => {
+    await withRootDb(async (client) => {
+      await asManager(client);
+      const { rows: existing } = await client.query<{ id: string }>(
+        `insert into app_public.leads (first_name, phone, city, tags, attributes)
+         values ('Ann', '+442079460958', 'Boston', '{vip,roof}', '{"color": "red"}') returning id`,
+      );
+      const batch = await start(client, "merge");
+      const after = await send(client, batch.id, [
+        { row_number: 2, lead: { first_name: "Annie", last_name: "Lee", phone: "+442079460958", email: "ann@example.com", city: "Denver", tags: ["gutter", "vip", "gutter"], attributes: { color: "blue", size: "L" } } },
+        { row_number: 3, lead: { phone: "+442079460958", region: "MA", tags: ["late"] } },
+        { row_number: 4, lead: { email: "ann@example.com", postal_code: "02101" } },
+      ]);
+      expect(counts(after)).toEqual({ rows: 3, created: 0, merged: 3, skipped: 0, rejected: 0 });
+      const r = await results(client, batch.id);
+      expect(r.map((x) => [x.result, x.lead_id, x.reason])).toEqual([
+        ["merged", existing[0]!.id, "Merged into the lead with this phone"],
+        ["merged", existing[0]!.id, "Merged into the lead with this phone"],
+        ["merged", existing[0]!.id, "Merged into the lead with this email"],
+      ]);
+      const { rows } = await client.query("select first_name, last_name, email, city, region, postal_code, tags, attributes from app_public.leads");
+      expect(rows).toEqual([
+        {
+          first_name: "Ann",
+          last_name: "Lee",
+          email: "ann@example.com",
+          city: "Boston",
+          region: "MA",
+          postal_code: "02101",
+          tags: ["vip", "roof", "gutter", "late"],
+          attributes: { color: "red", size: "L" },
+        },
+      ]);
+    });
+  });
+
+  it("re-running the same rows creates nothing new, in either mode; a retried chunk of the same batch is ignored", async () => {
+    await withRootDb(async (client) => {
+      await asManager(client);
+      const file: Row[] = [
+        ann,
+        { row_number: 3, lead: { first_name: "Bob", email: "bob@example.com" } },
+        { row_number: 4, lead: { first_name: "Bob twin", email: "bob@example.com" } },
+        { row_number: 5, lead: { first_name: "Cy", phone: "+12025550103", email: "cy@example.com" } },
+        { row_number: 6, lead: null, error: "Phone 'x' is not a phone number" },
+      ];
+      const first = await start(client, "skip");
+      expect(counts(await send(client, first.id, file))).toEqual({ rows: 5, created: 3, merged: 0, skipped: 1, rejected: 1 });
+      // The same chunk again in the same batch (a client retrying): recorded rows are not processed twice.
+      expect(counts(await send(client, first.id, file))).toEqual({ rows: 5, created: 3, merged: 0, skipped: 1, rejected: 1 });
+      expect(await leadCount(client)).toBe(3);
+      for (const mode of ["skip", "merge"]) {
+        const again = await start(client, mode);
+        const after = await send(client, again.id, file);
+        expect(after.created_count, mode).toBe(0);
+        expect(after.rejected_count, mode).toBe(1);
+        expect(await leadCount(client), mode).toBe(3);
+      }
+    });
+  });
+
+  it("records the changes as coming from an import in the lead's history, and leaves the setting as it was", async () => {
+    await withRootDb(async (client) => {
+      await asManager(client);
+      const batch = await start(client, "merge");
+      await send(client, batch.id, [{ row_number: 2, lead: { phone: "+12025550101", status: "contacted" } }]);
+      await send(client, batch.id, [{ row_number: 3, lead: { phone: "+12025550101", city: "Boston" } }]);
+      const { rows } = await client.query("select distinct change_source from app_public.lead_audit_log");
+      expect(rows).toEqual([{ change_source: "import" }]);
+      const { rows: status } = await client.query("select to_status, trigger_type from app_public.lead_status_history");
+      expect(status).toEqual([{ to_status: "contacted", trigger_type: "import" }]);
+      const { rows: setting } = await client.query("select coalesce(current_setting('app.change_source', true), '') as s");
+      expect(setting[0].s).toBe("");
+    });
+  });
+
+  it("bad input gets a clear error and writes nothing", async () => {
+    await withRootDb(async (client) => {
+      await asManager(client);
+      const mode = await expectSqlError(client, "22023", () => start(client, "replace"));
+      expect(mode.message).toBe("Invalid mode 'replace': use merge or skip");
+      const country = await expectSqlError(client, "22023", () => start(client, "skip", "USA"));
+      expect(country.message).toContain("Invalid default country 'USA'");
+      const batch = await start(client);
+      expect((await expectSqlError(client, "22023", () => client.query("select app_public.import_rows($1, '{}')", [batch.id]))).message).toContain(
+        "send a JSON array",
+      );
+      expect((await expectSqlError(client, "22023", () => send(client, batch.id, [{ row_number: 0, lead: {} }]))).message).toContain(
+        "element 1 needs a row_number that is a positive whole number",
+      );
+      expect((await expectSqlError(client, "22023", () => send(client, batch.id, [ann, { ...ann, lead: { phone: "+12025550102" } }]))).message).toBe(
+        "Invalid rows: row_number 2 appears more than once",
+      );
+      const tooMany = Array.from({ length: 5001 }, (_, i) => ({ row_number: i + 2, lead: { email: `x${i}@example.com` } }));
+      expect((await expectSqlError(client, "22023", () => send(client, batch.id, tooMany))).message).toContain("at most 5000 rows per call");
+      await expectSqlError(client, "P0002", () => send(client, randomUUID(), [ann]));
+      await client.query("select app_public.finish_import($1)", [batch.id]);
+      expect((await expectSqlError(client, "22023", () => send(client, batch.id, [ann]))).message).toBe("Invalid batch_id: that import is already completed");
+      expect(await leadCount(client)).toBe(0);
+      const { rows } = await client.query("select count(*)::int as n from app_public.import_batch_rows");
+      expect(rows[0].n).toBe(0);
+    });
+  });
+
+  it("only managers and up of the tenant may import; the tables are read-only and other tenants see nothing", async () => {
+    await withRootDb(async (client) => {
+      const { owner, manager } = await asManager(client);
+      const batch = await start(client);
+      await send(client, batch.id, [ann]);
+
+      const agent = await addMember(client, owner.tenant_id!, "agent");
+      await becomeUser(client, agent);
+      for (const call of [() => start(client), () => send(client, batch.id, [{ ...ann, row_number: 3 }]), () => client.query("select app_public.finish_import($1)", [batch.id])]) {
+        const error = await expectSqlError(client, "42501", call);
+        expect(error.message).toBe("Only owners, admins and managers can import leads");
+      }
+      // Members can read the results, not write them.
+      const { rows: visible } = await client.query("select count(*)::int as n from app_public.import_batch_rows");
+      expect(visible[0].n).toBe(1);
+      await expectSqlError(client, "42501", () =>
+        client.query("insert into app_public.import_batches (tenant_id, source_name) values ($1, 'x')", [owner.tenant_id]),
+      );
+      await expectSqlError(client, "42501", () => client.query("update app_public.import_batches set row_count = 0"));
+      await expectSqlError(client, "42501", () => client.query("delete from app_public.import_batch_rows"));
+      await expectSqlError(client, "42501", () => client.query("select app_private.import_lead_rows($1, $2, '[]')", [owner.tenant_id, batch.id]));
+
+      await becomeAnonymous(client);
+      await expectSqlError(client, "28000", () => start(client));
+
+      // Another tenant's owner: sees nothing of it and can't send rows to it.
+      await becomeRoot(client);
+      const other = await registerUser(client);
+      await becomeUser(client, other);
+      const { rows: theirs } = await client.query("select (select count(*)::int from app_public.import_batches) as b, (select count(*)::int from app_public.import_batch_rows) as r");
+      expect(theirs[0]).toEqual({ b: 0, r: 0 });
+      await expectSqlError(client, "P0002", () => send(client, batch.id, [{ ...ann, row_number: 3 }]));
+      await becomeUser(client, manager);
+      expect(counts(await inSavepoint(client, () => send(client, batch.id, [])))).toMatchObject({ rows: 1 });
+    });
+  });
+
+  it("the owner-level functions take the tenant explicitly and check it exists", async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      await client.query(`set local role ${db.roles.owner}`);
+      await expectSqlError(client, "P0002", () => client.query("select app_private.start_import($1, 'x', 'skip', 'US')", [randomUUID()]));
+      const { rows } = await client.query<{ id: string }>("select id from app_private.start_import($1, 'cli.csv', 'merge', 'gb')", [owner.tenant_id]);
+      const batchId = rows[0]!.id;
+      const gb = { row_number: 2, lead: { phone: "+442079460958" } };
+      await client.query("select app_private.import_lead_rows($1, $2, $3::jsonb)", [owner.tenant_id, batchId, JSON.stringify([gb])]);
+      // Another tenant's id with this batch: not found.
+      await expectSqlError(client, "P0002", () => client.query("select app_private.import_lead_rows($1, $2, '[]')", [randomUUID(), batchId]));
+      const { rows: failed } = await client.query("select status, failure_reason from app_private.fail_import($1, $2, 'The file is malformed')", [owner.tenant_id, batchId]);
+      expect(failed).toEqual([{ status: "failed", failure_reason: "The file is malformed" }]);
+      const { rows: leads } = await client.query("select phone, country from app_public.leads where tenant_id = $1", [owner.tenant_id]);
+      expect(leads).toEqual([{ phone: "+442079460958", country: "GB" }]);
+    });
+  });
+});
+
+describe("parallel imports of the same file (committed, many connections)", () => {
+  it("create each lead exactly once", { timeout: 120_000 }, async () => {
+    const root = await rootPool().connect();
+    let owner: RegisteredUser;
+    let manager: RegisteredUser;
+    try {
+      owner = await registerUser(root, { businessName: "Parallel Import Co" });
+      manager = await addMember(root, owner.tenant_id!, "manager");
+    } finally {
+      root.release();
+    }
+    // 300 rows: phones, phones with emails, email-only rows, and duplicates inside the file.
+    const file: Row[] = [];
+    for (let i = 0; i < 300; i++) {
+      const n = i % 240; // the last 60 rows repeat earlier leads
+      const lead =
+        n % 3 === 0
+          ? { first_name: `P${n}`, phone: `+1202555${String(1000 + n).padStart(4, "0")}` }
+          : n % 3 === 1
+            ? { first_name: `PE${n}`, phone: `+1202555${String(1000 + n).padStart(4, "0")}`, email: `pe${n}@example.com` }
+            : { first_name: `E${n}`, email: `e${n}@example.com`, tags: [`t${i}`] };
+      file.push({ row_number: i + 2, raw: {}, lead });
+    }
+    const distinctLeads = 240;
+
+    const ownerWorkers = 4;
+    let retries = 0;
+    const visitorWorkers = 4;
+    const barrier = (() => {
+      let release!: () => void;
+      const ready = new Promise<void>((r) => (release = r));
+      let waiting = ownerWorkers + visitorWorkers;
+      return () => {
+        if (--waiting === 0) release();
+        return ready;
+      };
+    })();
+
+    // The command line's way: owner connection, one transaction per 50-row chunk (retried on a deadlock, as the CLI does).
+    const asOwner = async (w: number) => {
+      const client = await poolFor(db.ownerUrl, 12).connect();
+      try {
+        const mode = w % 2 === 0 ? "skip" : "merge";
+        const { rows } = await client.query<{ id: string }>("select id from app_private.start_import($1, $2, $3, 'US')", [owner.tenant_id, `owner-${w}`, mode]);
+        await barrier();
+        for (let i = 0; i < file.length; i += 50) {
+          for (let attempt = 1; ; attempt++) {
+            try {
+              await client.query("begin");
+              await client.query("select app_private.import_lead_rows($1, $2, $3::jsonb)", [owner.tenant_id, rows[0]!.id, JSON.stringify(file.slice(i, i + 50))]);
+              await client.query("commit");
+              break;
+            } catch (error) {
+              await client.query("rollback");
+              if ((error as pg.DatabaseError).code !== "40P01" || attempt >= 5) throw error;
+              retries += 1;
+            }
+          }
+        }
+        await client.query("select app_private.finish_import($1, $2)", [owner.tenant_id, rows[0]!.id]);
+        return rows[0]!.id;
+      } finally {
+        client.release();
+      }
+    };
+    // The API's way: a manager's request, the whole file in one transaction (as importLeads does), in 100-row calls.
+    const asManagerRequest = async (w: number) => {
+      const client = await poolFor(db.authUrl, 12).connect();
+      try {
+        await client.query("begin");
+        await client.query(`set local role ${db.roles.visitor}`);
+        await client.query(
+          "select set_config('app.current_user_id', $1, true), set_config('app.current_tenant_id', $2, true), set_config('app.current_session_id', $3, true)",
+          [manager.user_id, manager.tenant_id, manager.session_id],
+        );
+        const batch = await start(client, w % 2 === 0 ? "merge" : "skip");
+        await barrier();
+        for (let i = 0; i < file.length; i += 100) await send(client, batch.id, file.slice(i, i + 100));
+        await client.query("select app_public.finish_import($1)", [batch.id]);
+        await client.query("commit");
+        return batch.id;
+      } catch (error) {
+        await client.query("rollback");
+        throw error;
+      } finally {
+        client.release();
+      }
+    };
+
+    try {
+      const settled = await Promise.allSettled([
+        ...Array.from({ length: ownerWorkers }, (_, w) => asOwner(w)),
+        ...Array.from({ length: visitorWorkers }, (_, w) => asManagerRequest(w)),
+      ]);
+      // Imports into one tenant take turns, so none of them fails (no deadlock either).
+      const failures = settled.filter((s) => s.status === "rejected").map((s) => String((s as PromiseRejectedResult).reason));
+      expect(failures).toEqual([]);
+      expect(retries, "chunks that hit a deadlock").toBe(0);
+
+      const pool = ownerPool();
+      const { rows: leads } = await pool.query<{ n: number; phones: number; emails: number }>(
+        `select count(*)::int as n, count(distinct phone)::int as phones, count(distinct lower(email::text)) filter (where phone is null)::int as emails
+           from app_public.leads where tenant_id = $1 and deleted_at is null`,
+        [owner.tenant_id],
+      );
+      expect(leads[0]).toEqual({ n: distinctLeads, phones: 160, emails: 80 });
+      const { rows: batches } = await pool.query<{ status: string; created: number; rows: number }>(
+        "select status, created_count as created, row_count as rows from app_public.import_batches where tenant_id = $1",
+        [owner.tenant_id],
+      );
+      expect(batches.every((b) => b.status === "completed" && b.rows === file.length)).toBe(true);
+      // Exactly one import created each lead.
+      expect(batches.reduce((sum, b) => sum + b.created, 0)).toBe(distinctLeads);
+      const { rows: rejected } = await pool.query("select count(*)::int as n from app_public.import_batch_rows where tenant_id = $1 and result = 'rejected'", [owner.tenant_id]);
+      expect(rejected[0].n).toBe(0);
+    } finally {
+      const cleanup = await rootPool().connect();
+      try {
+        await cleanup.query("delete from app_public.tenants where id = $1", [owner.tenant_id]);
+        await cleanup.query("delete from app_public.users where id = any($1)", [[owner.user_id, manager.user_id]]);
+      } finally {
+        cleanup.release();
+      }
+    }
+  });
+});
