@@ -22,6 +22,7 @@ import { loadConfig, withDatabase } from "../src/config.ts";
 import { dropDatabase, ensureRolesAndDatabase } from "../src/db/bootstrap.ts";
 import { startEmbedded, type EmbeddedServer } from "../src/db/embedded.ts";
 import { migrateDatabase } from "../src/db/migrate.ts";
+import { freePort } from "../test/globalSetup.ts";
 import { startApiServer } from "../src/api/server.ts";
 
 const LEADS = Number(process.env.BENCH_LEADS ?? 1_000_000);
@@ -61,14 +62,15 @@ async function load(root: pg.Client): Promise<void> {
               (array['Miami','Orlando','Tampa','Austin','Dallas','Houston','Denver','Phoenix','Seattle','Boston'])[1 + (g % 10)],
               (array['FL','FL','FL','TX','TX','TX','CO','AZ','WA','MA'])[1 + (g % 10)],
               (array['google_ads','facebook','referral','missed_call','website','yelp','import'])[1 + (g % 7)],
-              (array[array['residential'], array['commercial','urgent'], array['referral'], array['facebook','retarget'], array[]::text[]])[1 + (g % 5)],
+              case g % 5 when 0 then array['residential'] when 1 then array['commercial','urgent'] when 2 then array['referral']
+                         when 3 then array['facebook','retarget'] else array[]::text[] end,
               (array['new','new','new','contacted','contacted','nurturing','qualified','hot','won','lost','cold'])[1 + (g % 11)],
               (g * 7919) % 101,
               (array['low','normal','normal','high','emergency'])[1 + (g % 5)],
               ((g * 31) % 5000)::numeric,
               now() - ((g % 365) || ' days')::interval - ((g % 1440) || ' minutes')::interval,
               now()
-         from generate_series(0, $1 - 1) g
+         from generate_series(0::bigint, $1::bigint - 1) g
          join t on t.n = g % $2`,
       [LEADS, TENANTS],
     ),
@@ -116,7 +118,7 @@ async function main(): Promise<void> {
     serverRootUrl = withDatabase(process.env.BENCH_DATABASE_URL, "postgres");
   } else {
     log("Starting an embedded PostgreSQL for the benchmark…");
-    embedded = await startEmbedded({ dataDir: mkdtempSync(join(tmpdir(), "switchboard-bench-")), port: 54999, password: "bench", ephemeral: true });
+    embedded = await startEmbedded({ dataDir: mkdtempSync(join(tmpdir(), "switchboard-bench-")), port: await freePort(), password: "bench", ephemeral: true });
     serverRootUrl = embedded.superuserUrl;
   }
   const databaseName = "switchboard_bench";
@@ -131,13 +133,15 @@ async function main(): Promise<void> {
     });
     await migrateDatabase({ ...urls, roles, includeCurrent: true });
     const root = new pg.Client({ connectionString: withDatabase(serverRootUrl, databaseName) });
+    root.on("error", (error) => log(`root connection: ${error.message}`));
     await root.connect();
     log(`Loading ${LEADS.toLocaleString()} leads across ${TENANTS} tenants…`);
     await load(root);
 
     // A real user of the median-sized tenant, logged in through the API.
     const { rows: tenantRows } = await root.query<{ id: string }>(
-      "select id from app_public.tenants where business_name = 'Bench Tenant 50'",
+      "select id from app_public.tenants where business_name = $1",
+      [`Bench Tenant ${Math.ceil(TENANTS / 2)}`],
     );
     const tenantId = tenantRows[0]!.id;
     const { rows: userRows } = await root.query<{ id: string }>("select (app_private.create_user('bench@example.com', 'bench-password-1')).id");
@@ -170,6 +174,7 @@ async function main(): Promise<void> {
     const token: string = login.login.result;
 
     const sqlClient = new pg.Client({ connectionString: urls.ownerUrl });
+    sqlClient.on("error", (error) => log(`sql connection: ${error.message}`));
     await sqlClient.connect();
     const { rows: leadRows } = await sqlClient.query<{ id: string }>(
       "select id from app_public.leads where tenant_id = $1 and deleted_at is null order by created_at desc limit 1",
@@ -283,6 +288,9 @@ async function main(): Promise<void> {
     await root.end();
     await api.close();
     await Promise.all([ownerPool.end(), authPool.end()]);
+  } catch (error) {
+    console.error(error);
+    process.exitCode = 1;
   } finally {
     if (process.env.BENCH_KEEP !== "1") await dropDatabase(serverRootUrl, databaseName).catch(() => {});
     await embedded?.stop();

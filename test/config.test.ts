@@ -1,11 +1,19 @@
 /** Start-up configuration: wrong or missing values give a clear message, not a stack trace. */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../src/config.ts";
 
-const dataDir = () => mkdtempSync(join(tmpdir(), "switchboard-config-"));
+const created: string[] = [];
+const dataDir = () => {
+  const dir = mkdtempSync(join(tmpdir(), "switchboard-config-"));
+  created.push(dir);
+  return dir;
+};
+afterAll(() => {
+  for (const dir of created) rmSync(dir, { recursive: true, force: true });
+});
 
 describe("configuration", () => {
   it("needs nothing in development: embedded PostgreSQL, generated secrets kept in the data folder", () => {

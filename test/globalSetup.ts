@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 import { withDatabase } from "../src/config.ts";
 import { dropDatabase, ensureRolesAndDatabase } from "../src/db/bootstrap.ts";
-import { startEmbedded, type EmbeddedServer } from "../src/db/embedded.ts";
+import { reapOrphanedClusters, startEmbedded, type EmbeddedServer } from "../src/db/embedded.ts";
 import { migrateDatabase } from "../src/db/migrate.ts";
 import { testRoles, type TestDatabase } from "./context.ts";
 
@@ -33,6 +33,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   if (external) {
     serverRootUrl = withDatabase(external, "postgres");
   } else {
+    // Servers of earlier runs that were killed before their teardown.
+    const reaped = await reapOrphanedClusters(tmpdir(), ["switchboard-test-", "switchboard-e2e-", "switchboard-bench-"]);
+    if (reaped > 0) console.log(`Stopped ${reaped} embedded PostgreSQL server(s) left by killed test runs.`);
     const dataDir = mkdtempSync(join(tmpdir(), "switchboard-test-"));
     embedded = await startEmbedded({ dataDir, port: await freePort(), password: "test-superuser", ephemeral: true });
     serverRootUrl = embedded.superuserUrl;

@@ -1,5 +1,5 @@
 /** A real API server on a loopback port, against the test database, for HTTP-level tests. */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
@@ -24,6 +24,7 @@ export interface GqlResponse<T> {
 }
 
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), "switchboard-api-"));
   const config = loadConfig({
     DATABASE_URL: db.ownerUrl,
     AUTH_DATABASE_URL: db.authUrl,
@@ -32,7 +33,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     DATABASE_AUTHENTICATOR: db.roles.authenticator,
     JWT_SECRET: TEST_JWT_SECRET,
     PORT: "0",
-    SWITCHBOARD_DATA_DIR: mkdtempSync(join(tmpdir(), "switchboard-api-")),
+    SWITCHBOARD_DATA_DIR: dataDir,
     ...env,
   });
   const ownerPool = new pg.Pool({ connectionString: db.ownerUrl, max: 4 });
@@ -60,6 +61,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     async close() {
       await api.close();
       await Promise.all([ownerPool.end(), authPool.end()]);
+      rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -14,7 +14,7 @@
  */
 import { execFileSync, spawn } from "node:child_process";
 import { rm } from "node:fs/promises";
-import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve, sep } from "node:path";
 import { userInfo } from "node:os";
 import { ConfigError } from "../config.ts";
@@ -138,6 +138,32 @@ function run(command: string, args: string[], ids: { uid?: number; gid?: number 
     child.on("error", reject);
     child.on("exit", (code) => (code === 0 ? resolvePromise() : reject(new Error(`${args[0]} failed (exit ${code}): ${output.trim()}`))));
   });
+}
+
+/**
+ * Stops and deletes throwaway clusters (tests, benchmarks) in `parent` whose folder name starts with
+ * one of `prefixes` and whose starting process is gone: a test run killed before its teardown leaves
+ * its server running, detached. Clusters of runs still alive are left alone. Returns how many it reaped.
+ */
+export async function reapOrphanedClusters(parent: string, prefixes: string[]): Promise<number> {
+  let reaped = 0;
+  for (const name of readdirSync(parent)) {
+    if (!prefixes.some((prefix) => name.startsWith(prefix))) continue;
+    const dir = join(parent, name);
+    const ownerFile = join(dir, "owner.pid");
+    const starter = existsSync(ownerFile) ? Number(readFileSync(ownerFile, "utf8").trim()) : 0;
+    if (starter && processAlive(starter)) continue;
+    const pgdata = join(dir, "postgres");
+    const running = existsSync(pgdata) ? pidFromPidFile(pgdata) : null;
+    if (!running && !existsSync(ownerFile)) continue; // never started, or another run's folder still being set up
+    if (running) {
+      process.kill(running, "SIGINT");
+      await waitForExit(running, 20_000);
+    }
+    rmSync(dir, { recursive: true, force: true });
+    reaped++;
+  }
+  return reaped;
 }
 
 export async function startEmbedded(options: StartOptions): Promise<EmbeddedServer> {

@@ -6,7 +6,7 @@
  * that nothing is left running and that a second start works.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -118,5 +118,6 @@ describe("npm start (end to end)", () => {
       }
     }
     if (!db.embedded) await dropDatabase(db.serverRootUrl, "switchboard_e2e");
+    rmSync(dataDir, { recursive: true, force: true });
   });
 });
