@@ -9,6 +9,7 @@
  *   npm run bench:routing
  *   BENCH_SECONDS=10 BENCH_AGENTS=20 npm run bench:routing
  *   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres npm run bench:routing
+ *   BENCH_STRATEGY=least_loaded npm run bench:routing   (the tenant's default strategy; weighted round robin otherwise)
  */
 import "../src/env.ts";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -99,6 +100,12 @@ async function main(): Promise<void> {
        on conflict (tenant_id, key) do update set value = excluded.value`,
       [tenantId],
     );
+    if (process.env.BENCH_STRATEGY) {
+      await root.query(
+        "insert into app_public.system_config (tenant_id, key, value, value_type) values ($1, 'routing.default_strategy', to_jsonb($2::text), 'string')",
+        [tenantId, process.env.BENCH_STRATEGY],
+      );
+    }
     await root.query(
       `with a as (insert into app_public.agents (tenant_id, display_name, routing_weight)
                   select $1, 'Agent ' || i, 1 + i % 3 from generate_series(1, $2) i returning id)
@@ -224,7 +231,7 @@ async function main(): Promise<void> {
     }
     sqlClient.release();
 
-    console.log(`\nRouting benchmark — ${AGENTS} agents, direct assignment, ${SECONDS} s per run`);
+    console.log(`\nRouting benchmark — ${AGENTS} agents, direct assignment, ${process.env.BENCH_STRATEGY ?? "weighted_round_robin"}, ${SECONDS} s per run`);
     for (const line of results) console.log(line);
     console.log("Invariant violations after the runs:");
     for (const v of violations) console.log(`  ${v.check}: ${v.n}`);
