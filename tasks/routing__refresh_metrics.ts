@@ -1,43 +1,13 @@
 /**
  * routing__refresh_metrics — scheduled nightly in crontab (no payload: every tenant), or enqueued
  * with {tenant_id} for one tenant. Recomputes agent_performance_metrics (current and previous day,
- * week and month) through app_private.refresh_agent_performance_metrics(tenant_id), one tenant per
- * transaction; the function upserts, so a retried job is harmless. A tenant that fails is logged and
- * the others still run; the job then fails so graphile-worker retries it.
+ * week and month) through app_private.refresh_agent_performance_metrics(tenant_id), which upserts,
+ * so a retried job is harmless.
  */
-import type { Task } from "graphile-worker";
+import { perTenantRefreshTask } from "../src/perTenantTask.ts";
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function tenantFromPayload(payload: unknown): string | null {
-  const p = payload as { tenant_id?: unknown } | null;
-  if (p == null || p.tenant_id === undefined) return null;
-  if (typeof p.tenant_id !== "string" || !UUID.test(p.tenant_id)) {
-    throw new Error("routing__refresh_metrics takes no payload (every tenant) or {tenant_id: <uuid>}");
-  }
-  return p.tenant_id;
-}
-
-const task: Task = async (payload, helpers) => {
-  const only = tenantFromPayload(payload);
-  const tenants = only
-    ? [only]
-    : (await helpers.withPgClient((client) => client.query<{ id: string }>("select id from app_public.tenants order by id"))).rows.map((r) => r.id);
-  let rows = 0;
-  const failed: string[] = [];
-  for (const tenantId of tenants) {
-    try {
-      const { rows: result } = await helpers.withPgClient((client) =>
-        client.query<{ n: number }>("select app_private.refresh_agent_performance_metrics($1) as n", [tenantId]),
-      );
-      rows += result[0]?.n ?? 0;
-    } catch (error) {
-      failed.push(tenantId);
-      helpers.logger.error(`Agent metrics of tenant ${tenantId} failed: ${(error as Error).message}`);
-    }
-  }
-  helpers.logger.info(`Refreshed ${rows} agent metric rows for ${tenants.length - failed.length} tenant(s)`);
-  if (failed.length > 0) throw new Error(`Agent metrics failed for ${failed.length} tenant(s): ${failed.join(", ")}`);
-};
-
-export default task;
+export default perTenantRefreshTask({
+  task: "routing__refresh_metrics",
+  sqlFunction: "app_private.refresh_agent_performance_metrics",
+  what: "agent metrics",
+});
