@@ -93,6 +93,7 @@ describe("npm start (end to end)", () => {
     } else {
       // A superuser URL to a database that doesn't exist yet: start must create roles and database.
       await dropDatabase(db.serverRootUrl, "switchboard_e2e");
+      await dropDatabase(db.serverRootUrl, "switchboard_e2e_shadow");
       env.DATABASE_URL = withDatabase(db.serverRootUrl, "switchboard_e2e");
     }
     const url = `http://127.0.0.1:${port}`;
@@ -117,7 +118,11 @@ describe("npm start (end to end)", () => {
         expect(postgresStillRunning(dataDir), "embedded postgres left running").toBe(false);
       }
     }
-    if (!db.embedded) await dropDatabase(db.serverRootUrl, "switchboard_e2e");
+    if (!db.embedded) {
+      // Outside production, start also creates graphile-migrate's shadow database.
+      await dropDatabase(db.serverRootUrl, "switchboard_e2e");
+      await dropDatabase(db.serverRootUrl, "switchboard_e2e_shadow");
+    }
     rmSync(dataDir, { recursive: true, force: true });
   });
 });
