@@ -18,12 +18,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import pg from "pg";
-import { loadConfig, withDatabase } from "../src/config.ts";
+import { withDatabase } from "../src/config.ts";
 import { dropDatabase, ensureRolesAndDatabase } from "../src/db/bootstrap.ts";
 import { startEmbedded, type EmbeddedServer } from "../src/db/embedded.ts";
 import { migrateDatabase } from "../src/db/migrate.ts";
 import { freePort } from "../test/globalSetup.ts";
-import { startApiServer } from "../src/api/server.ts";
+import { startBenchApi } from "./api.ts";
 
 const LEADS = Number(process.env.BENCH_LEADS ?? 1_000_000);
 const TENANTS = Number(process.env.BENCH_TENANTS ?? 100);
@@ -147,31 +147,10 @@ async function main(): Promise<void> {
     const { rows: userRows } = await root.query<{ id: string }>("select (app_private.create_user('bench@example.com', 'bench-password-1')).id");
     await root.query("select app_private.add_member($1, $2, 'owner')", [tenantId, userRows[0]!.id]);
 
-    const config = loadConfig({
-      DATABASE_URL: urls.ownerUrl,
-      AUTH_DATABASE_URL: urls.authUrl,
-      DATABASE_VISITOR: roles.visitor,
-      JWT_SECRET: "bench-secret-bench-secret-bench-secret-12",
-      NODE_ENV: "production",
-      PORT: "0",
-      SWITCHBOARD_DATA_DIR: mkdtempSync(join(tmpdir(), "switchboard-bench-data-")),
-      STATEMENT_TIMEOUT_MS: "60000",
-    });
     const ownerPool = new pg.Pool({ connectionString: urls.ownerUrl, max: 4 });
-    const authPool = new pg.Pool({ connectionString: urls.authUrl, max: 8 });
-    const api = await startApiServer({ config, authPool, ownerPool, workerState: () => "not in this process", port: 0 });
-    const gql = async (query: string, variables: Record<string, unknown>, token?: string) => {
-      const response = await fetch(`${api.url}/graphql`, {
-        method: "POST",
-        headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-        body: JSON.stringify({ query, variables }),
-      });
-      const body = (await response.json()) as { data?: any; errors?: Array<{ message: string }> };
-      if (body.errors) throw new Error(`GraphQL error: ${body.errors[0]!.message}`);
-      return body.data;
-    };
-    const login = await gql(`mutation { login(input: { email: "bench@example.com", password: "bench-password-1" }) { result } }`, {});
-    const token: string = login.login.result;
+    const api = await startBenchApi(urls, roles, ownerPool);
+    const gql = api.gql;
+    const token = await api.login("bench@example.com", "bench-password-1");
 
     const sqlClient = new pg.Client({ connectionString: urls.ownerUrl });
     sqlClient.on("error", (error) => log(`sql connection: ${error.message}`));
@@ -287,7 +266,7 @@ async function main(): Promise<void> {
     await sqlClient.end();
     await root.end();
     await api.close();
-    await Promise.all([ownerPool.end(), authPool.end()]);
+    await ownerPool.end();
   } catch (error) {
     console.error(error);
     process.exitCode = 1;

@@ -17,11 +17,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import pg from "pg";
-import { loadConfig, withDatabase } from "../src/config.ts";
+import { withDatabase } from "../src/config.ts";
 import { dropDatabase, ensureRolesAndDatabase } from "../src/db/bootstrap.ts";
 import { startEmbedded, type EmbeddedServer } from "../src/db/embedded.ts";
 import { migrateDatabase } from "../src/db/migrate.ts";
-import { startApiServer } from "../src/api/server.ts";
+import { startBenchApi } from "./api.ts";
 import { freePort } from "../test/globalSetup.ts";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
@@ -196,28 +196,9 @@ async function main(): Promise<void> {
 
     log(`GraphQL routeLead vs SQL route_lead, sequential, ${GRAPHQL_CALLS} calls each…`);
     await root.query("select app_private.add_member($1, $2, 'manager')", [tenantId, userRows[0]!.id]).catch(() => {});
-    const config = loadConfig({
-      DATABASE_URL: urls.ownerUrl,
-      AUTH_DATABASE_URL: urls.authUrl,
-      DATABASE_VISITOR: roles.visitor,
-      JWT_SECRET: "rbench-secret-rbench-secret-rbench-secret",
-      NODE_ENV: "production",
-      PORT: "0",
-      SWITCHBOARD_DATA_DIR: mkdtempSync(join(tmpdir(), "switchboard-bench-data-")),
-    });
-    const authPool = new pg.Pool({ connectionString: urls.authUrl, max: 4 });
-    const api = await startApiServer({ config, authPool, ownerPool, workerState: () => "not in this process", port: 0 });
-    const gql = async (query: string, variables: Record<string, unknown>, token?: string) => {
-      const response = await fetch(`${api.url}/graphql`, {
-        method: "POST",
-        headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-        body: JSON.stringify({ query, variables }),
-      });
-      const body = (await response.json()) as { data?: any; errors?: Array<{ message: string }> };
-      if (body.errors) throw new Error(body.errors[0]!.message);
-      return body.data;
-    };
-    const token: string = (await gql(`mutation { login(input: { email: "rbench@example.com", password: "rbench-password-1" }) { result } }`, {})).login.result;
+    const api = await startBenchApi(urls, roles, ownerPool);
+    const gql = api.gql;
+    const token = await api.login("rbench@example.com", "rbench-password-1");
     const sqlClient = await ownerPool.connect();
     const gqlTimes: number[] = [];
     const sqlTimes: number[] = [];
@@ -242,7 +223,7 @@ async function main(): Promise<void> {
     if (totalViolations > 0) process.exitCode = 1;
 
     await api.close();
-    await Promise.all([ownerPool.end(), authPool.end()]);
+    await ownerPool.end();
     await root.end();
   } catch (error) {
     console.error(error);

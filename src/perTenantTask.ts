@@ -5,15 +5,14 @@
  * The SQL function is named by the task file (fixed text, never input) and must return a row count.
  */
 import type { Task } from "graphile-worker";
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+import { isUuid } from "./taskPayload.ts";
 
 export function perTenantRefreshTask(options: { task: string; sqlFunction: string; what: string }): Task {
   if (!/^app_private\.[a-z_]+$/.test(options.sqlFunction)) throw new Error(`Not an app_private function name: ${options.sqlFunction}`);
   const tenantFromPayload = (payload: unknown): string | null => {
     const p = payload as { tenant_id?: unknown } | null;
     if (p == null || p.tenant_id === undefined) return null;
-    if (typeof p.tenant_id !== "string" || !UUID.test(p.tenant_id)) {
+    if (!isUuid(p.tenant_id)) {
       throw new Error(`${options.task} takes no payload (every tenant) or {tenant_id: <uuid>}`);
     }
     return p.tenant_id;

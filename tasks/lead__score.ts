@@ -7,25 +7,15 @@
  * and writes only when the score or its factors change, so a retried or repeated job is harmless.
  */
 import type { Task } from "graphile-worker";
-
-interface Payload {
-  lead_id: string;
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function assertPayload(payload: unknown): asserts payload is Payload {
-  const p = payload as Partial<Payload> | null;
-  if (!p || typeof p.lead_id !== "string" || !UUID.test(p.lead_id)) throw new Error("lead__score needs a payload {lead_id: uuid}");
-}
+import { uuidFromPayload } from "../src/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
-  assertPayload(payload);
+  const leadId = uuidFromPayload(payload, "lead_id", "lead__score");
   const { rows } = await helpers.withPgClient((client) =>
-    client.query<{ score: number | null }>("select app_private.refresh_lead_score($1::uuid) as score", [payload.lead_id]),
+    client.query<{ score: number | null }>("select app_private.refresh_lead_score($1::uuid) as score", [leadId]),
   );
   const score = rows[0]?.score ?? null;
-  if (score === null) helpers.logger.info(`lead ${payload.lead_id} no longer exists: nothing to score`);
+  if (score === null) helpers.logger.info(`lead ${leadId} no longer exists: nothing to score`);
 };
 
 export default task;

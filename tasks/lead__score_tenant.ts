@@ -8,20 +8,9 @@
  * the leads again. A weights change during a run enqueues a fresh run (the key moves to a new job).
  */
 import type { JobHelpers, Task } from "graphile-worker";
+import { uuidFromPayload } from "../src/taskPayload.ts";
 
-interface Payload {
-  tenant_id: string;
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const BATCH_SIZE = 200;
-
-function assertPayload(payload: unknown): asserts payload is Payload {
-  const p = payload as Partial<Payload> | null;
-  if (!p || typeof p.tenant_id !== "string" || !UUID.test(p.tenant_id)) {
-    throw new Error("lead__score_tenant needs a payload {tenant_id: uuid}");
-  }
-}
 
 async function rescoreBatch(helpers: JobHelpers, tenantId: string, afterLeadId: string | null): Promise<string | null> {
   const { rows } = await helpers.withPgClient((client) =>
@@ -35,14 +24,14 @@ async function rescoreBatch(helpers: JobHelpers, tenantId: string, afterLeadId: 
 }
 
 const task: Task = async (payload, helpers) => {
-  assertPayload(payload);
+  const tenantId = uuidFromPayload(payload, "tenant_id", "lead__score_tenant");
   let batches = 0;
   // One batch per statement, so one short transaction each; the cursor is the last lead id handled.
-  for (let after = await rescoreBatch(helpers, payload.tenant_id, null); after !== null; ) {
+  for (let after = await rescoreBatch(helpers, tenantId, null); after !== null; ) {
     batches += 1;
-    after = await rescoreBatch(helpers, payload.tenant_id, after);
+    after = await rescoreBatch(helpers, tenantId, after);
   }
-  helpers.logger.info(`rescored the live leads of tenant ${payload.tenant_id} in ${batches} batch(es)`);
+  helpers.logger.info(`rescored the live leads of tenant ${tenantId} in ${batches} batch(es)`);
 };
 
 export default task;

@@ -8,24 +8,14 @@
  * only retries leads that are still waiting.
  */
 import type { Task } from "graphile-worker";
-
-interface Payload {
-  tenant_id: string;
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function assertPayload(payload: unknown): asserts payload is Payload {
-  const p = payload as Partial<Payload> | null;
-  if (!p || typeof p.tenant_id !== "string" || !UUID.test(p.tenant_id)) throw new Error("routing__drain_queue needs a payload {tenant_id: uuid}");
-}
+import { uuidFromPayload } from "../src/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
-  assertPayload(payload);
+  const tenantId = uuidFromPayload(payload, "tenant_id", "routing__drain_queue");
   const { rows } = await helpers.withPgClient((client) =>
-    client.query<{ routed: number }>("select app_private.drain_routing_queue($1::uuid) as routed", [payload.tenant_id]),
+    client.query<{ routed: number }>("select app_private.drain_routing_queue($1::uuid) as routed", [tenantId]),
   );
-  helpers.logger.info(`tenant ${payload.tenant_id}: ${rows[0]?.routed ?? 0} queued leads routed`);
+  helpers.logger.info(`tenant ${tenantId}: ${rows[0]?.routed ?? 0} queued leads routed`);
 };
 
 export default task;

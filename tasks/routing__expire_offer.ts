@@ -7,24 +7,14 @@
  * expires the offer it gives back the reserved load and slot and routes the lead again.
  */
 import type { Task } from "graphile-worker";
-
-interface Payload {
-  offer_id: string;
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function assertPayload(payload: unknown): asserts payload is Payload {
-  const p = payload as Partial<Payload> | null;
-  if (!p || typeof p.offer_id !== "string" || !UUID.test(p.offer_id)) throw new Error("routing__expire_offer needs a payload {offer_id: uuid}");
-}
+import { uuidFromPayload } from "../src/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
-  assertPayload(payload);
+  const offerId = uuidFromPayload(payload, "offer_id", "routing__expire_offer");
   const { rows } = await helpers.withPgClient((client) =>
-    client.query<{ expired: boolean }>("select app_private.expire_offer($1::uuid) as expired", [payload.offer_id]),
+    client.query<{ expired: boolean }>("select app_private.expire_offer($1::uuid) as expired", [offerId]),
   );
-  if (!rows[0]?.expired) helpers.logger.info(`offer ${payload.offer_id} was answered, is gone or has not expired yet: nothing to do`);
+  if (!rows[0]?.expired) helpers.logger.info(`offer ${offerId} was answered, is gone or has not expired yet: nothing to do`);
 };
 
 export default task;

@@ -6,26 +6,14 @@
  * app_private.refresh_segment_counts(), which is idempotent, so a retried job is harmless.
  */
 import type { Task } from "graphile-worker";
-
-interface Payload {
-  tenant_id: string;
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function assertPayload(payload: unknown): asserts payload is Payload {
-  const p = payload as Partial<Payload> | null;
-  if (!p || typeof p.tenant_id !== "string" || !UUID.test(p.tenant_id)) {
-    throw new Error("segment__refresh_counts needs a payload {tenant_id: <uuid>}");
-  }
-}
+import { uuidFromPayload } from "../src/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
-  assertPayload(payload);
+  const tenantId = uuidFromPayload(payload, "tenant_id", "segment__refresh_counts");
   const { rows } = await helpers.withPgClient((client) =>
-    client.query<{ refreshed: number }>("select app_private.refresh_segment_counts($1) as refreshed", [payload.tenant_id]),
+    client.query<{ refreshed: number }>("select app_private.refresh_segment_counts($1) as refreshed", [tenantId]),
   );
-  helpers.logger.debug(`Refreshed ${rows[0]?.refreshed ?? 0} segment counts for tenant ${payload.tenant_id}`);
+  helpers.logger.debug(`Refreshed ${rows[0]?.refreshed ?? 0} segment counts for tenant ${tenantId}`);
 };
 
 export default task;

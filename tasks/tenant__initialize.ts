@@ -4,19 +4,11 @@
  * app_private.initialize_tenant(), which is idempotent, so a retried job is harmless.
  */
 import type { Task } from "graphile-worker";
-
-interface Payload {
-  tenant_id: string;
-}
-
-function assertPayload(payload: unknown): asserts payload is Payload {
-  const p = payload as Partial<Payload> | null;
-  if (!p || typeof p.tenant_id !== "string") throw new Error("tenant__initialize needs a payload {tenant_id}");
-}
+import { uuidFromPayload } from "../src/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
-  assertPayload(payload);
-  await helpers.withPgClient((client) => client.query("select app_private.initialize_tenant($1)", [payload.tenant_id]));
+  const tenantId = uuidFromPayload(payload, "tenant_id", "tenant__initialize");
+  await helpers.withPgClient((client) => client.query("select app_private.initialize_tenant($1)", [tenantId]));
 };
 
 export default task;
