@@ -28,6 +28,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const AGENTS = Number(process.env.BENCH_AGENTS ?? 10);
 const LEADS = Number(process.env.BENCH_ROUTING_LEADS ?? 60_000);
 const GRAPHQL_CALLS = Number(process.env.BENCH_GRAPHQL_CALLS ?? 200);
+const CONNECTIONS = (process.env.BENCH_CONNECTIONS ?? "8,32").split(",").map(Number);
 const roles = { owner: "switchboard_rbench_owner", authenticator: "switchboard_rbench_authenticator", visitor: "switchboard_rbench_visitor" };
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -145,7 +146,8 @@ async function main(): Promise<void> {
     const ownerPool = new pg.Pool({ connectionString: urls.ownerUrl, max: 40 });
     ownerPool.on("error", (error) => log(`owner pool: ${error.message}`));
     const results: string[] = [];
-    for (const connections of [8, 32]) {
+    const firstHistory = (await root.query<{ id: string | null }>("select max(id)::text as id from app_public.lead_routing_history")).rows[0]!.id ?? "0";
+    for (const connections of CONNECTIONS) {
       log(`TPC-B-like baseline, ${connections} connections, ${SECONDS} s…`);
       const baseline = await drive(ownerPool, connections, async (client) => {
         const aid = 1 + Math.floor(Math.random() * 1_000_000);
@@ -181,6 +183,19 @@ async function main(): Promise<void> {
       );
     }
 
+    // Round-robin fairness under concurrency: each agent's share of the leads assigned in the
+    // parallel runs against its share of the weights.
+    const { rows: shareRows } = await root.query<{ name: string; weight: number; share: number; expected: number }>(
+      `with picks as (select chosen_agent_id as agent_id, count(*) as n from app_public.lead_routing_history
+                       where id > $1::bigint and outcome = 'assigned' group by 1)
+       select a.display_name as name, a.routing_weight as weight,
+              coalesce(p.n, 0)::float / sum(coalesce(p.n, 0)) over () as share,
+              a.routing_weight::float / sum(a.routing_weight) over () as expected
+         from app_public.agents a left join picks p on p.agent_id = a.id where a.tenant_id = $2`,
+      [firstHistory, tenantId],
+    );
+    const worstShare = shareRows.reduce((worst, r) => Math.max(worst, Math.abs(r.share - r.expected)), 0);
+
     log("Counting invariant violations…");
     const { rows: violations } = await root.query<{ check: string; n: string }>(
       `select 'agent over capacity' as check, count(*) as n from app_public.agent_availability where current_load > max_capacity
@@ -214,6 +229,9 @@ async function main(): Promise<void> {
 
     console.log(`\nRouting benchmark — ${AGENTS} agents, direct assignment, ${process.env.BENCH_STRATEGY ?? "weighted_round_robin"}, ${SECONDS} s per run`);
     for (const line of results) console.log(line);
+    if (process.env.BENCH_STRATEGY === undefined || process.env.BENCH_STRATEGY === "weighted_round_robin") {
+      console.log(`Round-robin fairness in the parallel runs: largest gap between an agent's share and its weight's share ${(worstShare * 100).toFixed(2)} percentage points`);
+    }
     console.log("Invariant violations after the runs:");
     for (const v of violations) console.log(`  ${v.check}: ${v.n}`);
     const g = percentile(gqlTimes, 0.5);

@@ -162,6 +162,8 @@ export interface Candidate {
   eligible: boolean;
   score: number | null;
   rank: number | null;
+  /** Weighted round robin: the virtual time of the agent's next lead (lower goes first). */
+  pass?: number;
   lock?: string;
 }
 

@@ -165,8 +165,12 @@ describe("strategies, rules, experiments, modes", () => {
       const picks: string[] = [];
       for (let i = 0; i < 6; i++) picks.push(names[(await routeAsSystem(client, t, await createLead(client, t))).chosen_agent_id!]!);
       expect(picks.sort().join("")).toBe("ABBCCC");
-      const { rows: credits } = await client.query("select sum(credit)::int as s from app_public.agent_routing_credits where tenant_id = $1", [t]);
-      expect(credits[0].s).toBe(0);
+      // Stride scheduling: each lead moves only its agent's pass, by 1 / weight (C, B, C, C, B, A).
+      const { rows: passes } = await client.query(
+        "select a.display_name as name, round(c.pass, 4)::float as pass from app_public.agent_routing_credits c join app_public.agents a on a.id = c.agent_id where c.tenant_id = $1 order by 1",
+        [t],
+      );
+      expect(passes).toEqual([{ name: "A", pass: 2 }, { name: "B", pass: 1.5 }, { name: "C", pass: 1.3333 }]);
 
       await setRoutingConfig(client, t, "routing.default_strategy", '"least_loaded"');
       // Loads now: A 51/100, B 12/100, C 23/100.
@@ -188,7 +192,10 @@ describe("strategies, rules, experiments, modes", () => {
       expect([hot.strategy, names[hot.chosen_agent_id!]]).toEqual(["score_tiered", "A"]);
       const cold = await routeAsSystem(client, t, await createLead(client, t, { lead_score: 20 }));
       expect(cold.reason).toMatch(/score tiered: cold lead/);
-      expect(byName(cold).C!.score).toBeGreaterThan(0); // ranked by round-robin credit
+      // Ranked by round-robin pass: the next agent in turn scores 0, the others how far behind they are.
+      const coldRanks = Object.values(byName(cold)).filter((c) => c.eligible);
+      expect(coldRanks.find((c) => c.rank === 1)!.score).toBe(0);
+      for (const c of coldRanks) expect(c.pass).toBeGreaterThan(0);
     });
   });
 
@@ -392,7 +399,7 @@ describe("strategies, rules, experiments, modes", () => {
       expect(rows[0].outcome).toBe("offered");
       expect(rows[0].summary).toMatch(/^Offered to Ana: Ana chosen by weighted round robin; offer expires in 120 s\. 1 of 2 agents were eligible\.$/);
       expect(rows[0].candidate_lines).toEqual([
-        "Ana: eligible (rank 1, score 1), chosen",
+        "Ana: eligible (rank 1, score 0), chosen",
         "Bob: not eligible, failed skill (no specialization in auto)",
       ]);
       expect(rows[1].summary).toMatch(/^Not routed: The lead already has a pending offer/);
