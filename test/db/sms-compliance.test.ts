@@ -1,0 +1,137 @@
+/**
+ * SMS compliance core: the hours in which marketing texts may reach a recipient (federal, Canadian
+ * and stricter state rules, kept as data), per-state caps, and the carrier keywords of inbound texts
+ * (opt-out, opt-in, help). Asked as a tenant member (the visitor role), as the API would.
+ */
+import type pg from "pg";
+import { describe, expect, it } from "vitest";
+import { becomeUser, expectSqlError, registerUser, withRootDb } from "../helpers.ts";
+
+interface Window {
+  allowed: boolean;
+  next_allowed_at: Date | null;
+  timezone: string;
+  jurisdictions: string[];
+  max_per_24h: number | null;
+  reason: string;
+}
+
+async function windowFor(client: pg.ClientBase, phone: string, at: string, region: string | null = null, timezone: string | null = null): Promise<Window> {
+  const { rows } = await client.query<Window>("select * from app_public.sms_send_window($1, $2, $3, $4::timestamptz)", [phone, region, timezone, at]);
+  return rows[0]!;
+}
+
+describe("quiet hours", () => {
+  it("holds texts to 8:00-21:00 local time under the federal rule, and says when the next window opens", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      // 212 is New York (no stricter state rule). 2026-11-23 is a Monday; New York is at UTC-5.
+      const morning = await windowFor(client, "+12125550100", "2026-11-23T13:00:00Z"); // 08:00 local
+      expect(morning).toMatchObject({ allowed: true, timezone: "America/New_York", jurisdictions: ["US"], max_per_24h: null, reason: "" });
+      const early = await windowFor(client, "+12125550100", "2026-11-23T12:59:00Z"); // 07:59 local
+      expect(early.allowed).toBe(false);
+      expect(early.next_allowed_at!.toISOString()).toBe("2026-11-23T13:00:00.000Z");
+      expect(early.reason).toBe("Outside the allowed hours (US): it is Mon 07:59 there (America/New_York); next allowed Mon 08:00 local time");
+      const late = await windowFor(client, "+12125550100", "2026-11-24T02:00:00Z"); // Monday 21:00 local: closed
+      expect(late.allowed).toBe(false);
+      expect(late.next_allowed_at!.toISOString()).toBe("2026-11-24T13:00:00.000Z"); // Tuesday 08:00
+      // 808 is Hawaii (UTC-10): 13:00Z is 03:00 there.
+      const hawaii = await windowFor(client, "+18085550100", "2026-11-23T13:00:00Z");
+      expect([hawaii.allowed, hawaii.timezone]).toEqual([false, "Pacific/Honolulu"]);
+    });
+  });
+
+  it("applies the stricter state rules kept as data: Florida, Connecticut, Texas on Sunday, Rhode Island at weekends", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      // Florida (305, UTC-5): 20:30 local is fine federally but not in Florida; the cap is 3 a day.
+      const fl = await windowFor(client, "+13055550100", "2026-11-24T01:30:00Z");
+      expect(fl).toMatchObject({ allowed: false, jurisdictions: ["US", "US-FL"], max_per_24h: 3 });
+      // Connecticut (203): 08:30 local is too early (9:00).
+      expect((await windowFor(client, "+12035550100", "2026-11-23T13:30:00Z")).allowed).toBe(false);
+      expect((await windowFor(client, "+12035550100", "2026-11-23T14:00:00Z")).allowed).toBe(true);
+      // Texas (214, UTC-6): Sunday 2026-11-22 at 10:00 local is closed (noon on Sundays), Monday 10:00 open.
+      const sunday = await windowFor(client, "+12145550100", "2026-11-22T16:00:00Z");
+      expect(sunday.allowed).toBe(false);
+      expect(sunday.next_allowed_at!.toISOString()).toBe("2026-11-22T18:00:00.000Z");
+      expect((await windowFor(client, "+12145550100", "2026-11-23T16:00:00Z")).allowed).toBe(true);
+      // Rhode Island (401): Saturday 17:30 local is closed (17:00 at weekends); next is Sunday 10:00.
+      const saturday = await windowFor(client, "+14015550100", "2026-11-21T22:30:00Z");
+      expect(saturday.allowed).toBe(false);
+      expect(saturday.next_allowed_at!.toISOString()).toBe("2026-11-22T15:00:00.000Z");
+    });
+  });
+
+  it("applies both the area code's state and the recipient's known state, in the given time zone", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      // A New York number whose owner lives in Florida: Florida's 20:00 end applies, in Miami time.
+      const moved = await windowFor(client, "+12125550100", "2026-11-24T01:30:00Z", "FL");
+      expect(moved).toMatchObject({ allowed: false, jurisdictions: ["US", "US-FL"], max_per_24h: 3 });
+      // A New York number whose owner lives in Los Angeles (timezone given): 20:30 UTC-5 is 17:30 there.
+      const west = await windowFor(client, "+12125550100", "2026-11-24T01:30:00Z", "CA", "America/Los_Angeles");
+      expect([west.allowed, west.timezone]).toEqual([true, "America/Los_Angeles"]);
+      // A Canadian number follows the CRTC rule (weekdays until 21:30): Toronto 21:15 on a Monday is fine.
+      const toronto = await windowFor(client, "+14165550100", "2026-11-24T02:15:00Z");
+      expect(toronto).toMatchObject({ allowed: true, jurisdictions: ["CA"] });
+    });
+  });
+
+  it("refuses to guess the local time of an unknown number: 22023, with a message that says what to give", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      const error = await expectSqlError(client, "22023", () => windowFor(client, "+18005550100", "2026-11-23T15:00:00Z"));
+      expect(error.message).toMatch(/Cannot tell the local time of \+18005550100.*give a timezone/);
+      await expectSqlError(client, "22023", () => windowFor(client, "+12125550100", "2026-11-23T15:00:00Z", null, "Mars/Olympus_Mons"));
+      // With a time zone, a toll-free number is held to the national rule.
+      expect((await windowFor(client, "+18005550100", "2026-11-23T15:00:00Z", null, "America/Chicago")).allowed).toBe(true);
+    });
+  });
+
+  it("keeps the reference data read-only for members", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      await expectSqlError(client, "42501", () => client.query("update app_public.sms_send_windows set allowed_until = '23:59' where jurisdiction = 'US'"));
+      await expectSqlError(client, "42501", () => client.query("delete from app_public.sms_message_caps"));
+      const { rows } = await client.query("select count(*)::int as n from app_public.sms_send_windows where jurisdiction = 'US-RI'");
+      expect(rows[0].n).toBe(7);
+    });
+  });
+});
+
+describe("carrier keywords", () => {
+  it.each([
+    ["STOP", "opt_out"],
+    ["stop", "opt_out"],
+    ["Stop please!", "opt_out"],
+    ["  STOP.  ", "opt_out"],
+    ["please stop, thanks", "opt_out"],
+    ["StopAll", "opt_out"],
+    ["UNSUBSCRIBE", "opt_out"],
+    ["cancel", "opt_out"],
+    ["End", "opt_out"],
+    ["quit", "opt_out"],
+    ["REVOKE", "opt_out"],
+    ["opt out", "opt_out"],
+    ["OPTOUT", "opt_out"],
+    ["Start", "opt_in"],
+    ["UNSTOP", "opt_in"],
+    ["yes", "opt_in"],
+    ["HELP", "help"],
+    ["info?", "help"],
+  ])("%j is %s", async (body, meaning) => {
+    await withRootDb(async (client) => {
+      const { rows } = await client.query("select app_public.sms_keyword($1) as k", [body]);
+      expect(rows[0].k).toBe(meaning);
+    });
+  });
+
+  it("leaves ordinary messages alone, even when they contain a keyword", async () => {
+    await withRootDb(async (client) => {
+      for (const body of ["stop by at 5 please", "Can you stop the leak?", "don't stop", "yes, Tuesday works", "", null, "x".repeat(10_000)]) {
+        const { rows } = await client.query("select app_public.sms_keyword($1) as k", [body]);
+        expect(rows[0].k, String(body).slice(0, 30)).toBeNull();
+      }
+    });
+  });
+});
