@@ -68,6 +68,12 @@ describe("quiet hours", () => {
       // A New York number whose owner lives in Florida: Florida's 20:00 end applies, in Miami time.
       const moved = await windowFor(client, "+12125550100", "2026-11-24T01:30:00Z", "FL");
       expect(moved).toMatchObject({ allowed: false, jurisdictions: ["US", "US-FL"], max_per_24h: 3 });
+      // The state may be spelled as its ISO code or its name; an unknown one is refused, never ignored.
+      for (const spelling of ["US-FL", "florida", " Florida "]) {
+        expect((await windowFor(client, "+12125550100", "2026-11-24T01:30:00Z", spelling)).jurisdictions).toEqual(["US", "US-FL"]);
+      }
+      const unknown = await expectSqlError(client, "22023", () => windowFor(client, "+12125550100", "2026-11-24T01:30:00Z", "Narnia"));
+      expect(unknown.message).toMatch(/Unknown region 'Narnia'/);
       // A New York number whose owner lives in Los Angeles (timezone given): 20:30 UTC-5 is 17:30 there.
       const west = await windowFor(client, "+12125550100", "2026-11-24T01:30:00Z", "CA", "America/Los_Angeles");
       expect([west.allowed, west.timezone]).toEqual([true, "America/Los_Angeles"]);
