@@ -40,6 +40,19 @@ export interface Config {
   worker: { enabled: boolean; concurrency: number };
   graphql: { depthLimit: number; maxPageSize: number; statementTimeoutMs: number };
   seedDemo: boolean;
+  telephony: TelephonyConfig;
+}
+
+export interface TelephonyConfig {
+  /** Where Twilio reaches this server (webhook URLs are built on it and signatures checked against it); null: the server's own address. */
+  publicUrl: string | null;
+  /** "twilio" sends through Twilio's REST API; "local" records texts in the database and reports them delivered (development). */
+  smsProvider: "twilio" | "local";
+  twilio: { accountSid: string; authToken: string; apiBaseUrl: string | null } | null;
+  /** The token X-Twilio-Signature is checked with: Twilio's auth token, or a generated one for the local provider. */
+  webhookAuthToken: string;
+  /** Environment for createAiResponder (AI_PROVIDER, AI_BASE_URL, AI_API_KEY, AI_MODEL, AI_TIMEOUT_MS). */
+  aiEnv: Record<string, string | undefined>;
 }
 
 type Env = Record<string, string | undefined>;
@@ -100,7 +113,7 @@ function devSecrets(dataDir: string): Record<string, string> {
   let secrets: Record<string, string> = {};
   if (existsSync(file)) secrets = JSON.parse(readFileSync(file, "utf8")) as Record<string, string>;
   let changed = false;
-  for (const key of ["superuserPassword", "ownerPassword", "authenticatorPassword", "jwtSecret"]) {
+  for (const key of ["superuserPassword", "ownerPassword", "authenticatorPassword", "jwtSecret", "localTwilioAuthToken"]) {
     if (!secrets[key]) {
       secrets[key] = randomBytes(24).toString("base64url");
       changed = true;
@@ -209,6 +222,49 @@ export function loadConfig(env: Env = process.env, argv: string[] = []): Config 
       statementTimeoutMs: int(env, "STATEMENT_TIMEOUT_MS", production ? 15000 : 0, 0, 3_600_000),
     },
     seedDemo: argv.includes("--seed") || bool(env, "SEED_DEMO", false),
+    telephony: telephonyConfig(env, production, secrets),
+  };
+}
+
+function httpUrl(env: Env, name: string): string | null {
+  const raw = env[name]?.trim();
+  if (!raw) return null;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} is not a valid URL (expected e.g. https://switchboard.example.com).`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new ConfigError(`${name} must start with http:// or https://.`);
+  return url.toString().replace(/\/$/, "");
+}
+
+function telephonyConfig(env: Env, production: boolean, secrets: Record<string, string>): TelephonyConfig {
+  const accountSid = env.TWILIO_ACCOUNT_SID?.trim() || "";
+  const authToken = env.TWILIO_AUTH_TOKEN?.trim() || "";
+  if (Boolean(accountSid) !== Boolean(authToken)) {
+    throw new ConfigError("Set both TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or neither (then texts use the local provider).");
+  }
+  if (accountSid && !/^AC[0-9a-fA-F]{32}$/.test(accountSid)) {
+    throw new ConfigError(`TWILIO_ACCOUNT_SID must be AC followed by 32 hexadecimal digits, got '${accountSid}'.`);
+  }
+  const requested = env.SMS_PROVIDER?.trim().toLowerCase() || (accountSid ? "twilio" : "local");
+  if (requested !== "twilio" && requested !== "local") throw new ConfigError(`SMS_PROVIDER must be twilio or local, got '${env.SMS_PROVIDER}'.`);
+  if (requested === "twilio" && !accountSid) throw new ConfigError("SMS_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN.");
+  if (production && !accountSid && env.SMS_PROVIDER?.trim().toLowerCase() !== "local") {
+    throw new ConfigError("In production, set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or SMS_PROVIDER=local to send nothing for real).");
+  }
+  const publicUrl = httpUrl(env, "PUBLIC_URL");
+  if (production && !publicUrl) throw new ConfigError("In production, set PUBLIC_URL: the https address Twilio reaches this server at.");
+  const webhookAuthToken = authToken || env.LOCAL_TWILIO_AUTH_TOKEN || secrets.localTwilioAuthToken || "";
+  if (!webhookAuthToken) throw new ConfigError("Set TWILIO_AUTH_TOKEN, or LOCAL_TWILIO_AUTH_TOKEN for the local provider.");
+  const aiEnv = { AI_PROVIDER: env.AI_PROVIDER, AI_BASE_URL: env.AI_BASE_URL, AI_API_KEY: env.AI_API_KEY, AI_MODEL: env.AI_MODEL, AI_TIMEOUT_MS: env.AI_TIMEOUT_MS };
+  return {
+    publicUrl,
+    smsProvider: requested,
+    twilio: accountSid ? { accountSid, authToken, apiBaseUrl: httpUrl(env, "TWILIO_API_BASE_URL") } : null,
+    webhookAuthToken,
+    aiEnv,
   };
 }
 

@@ -20,6 +20,7 @@ import { makePool } from "./db/pools.ts";
 import { startApiServer, type ApiServer } from "./api/server.ts";
 import { schemaSDL } from "./api/schemaExport.ts";
 import { startWorker } from "./worker.ts";
+import { makeServices, setServices } from "./services.ts";
 import { placeholderValues } from "./db/bootstrap.ts";
 import { assertReadableFile, ImportCliError, parseImportArgs, runImport } from "./import/cli.ts";
 
@@ -84,6 +85,11 @@ async function seed(ownerUrl: string): Promise<void> {
   }
 }
 
+/** Where Twilio (and the local SMS provider) reach this server: PUBLIC_URL, else our own address. */
+function publicUrlOf(config: Config): string {
+  return config.telephony.publicUrl ?? `http://${config.host === "0.0.0.0" ? "localhost" : config.host}:${config.port}`;
+}
+
 async function start(config: Config, argv: string[]): Promise<void> {
   onSignals();
   const db = await prepared(config, true);
@@ -97,6 +103,7 @@ async function start(config: Config, argv: string[]): Promise<void> {
   let runner: Runner | null = null;
   let workerStopped = false;
   if (config.worker.enabled && !argv.includes("--no-worker")) {
+    setServices(makeServices(config.telephony, ownerPool, () => publicUrlOf(config)));
     runner = await startWorker(ownerPool, config.worker.concurrency);
     runner.promise.then(
       () => (workerStopped = true),
@@ -128,6 +135,7 @@ async function workerOnly(config: Config): Promise<void> {
   const db = await prepared(config, true);
   const ownerPool = makePool(db.ownerUrl, config.worker.concurrency + 2, "owner");
   cleanups.push(() => ownerPool.end());
+  setServices(makeServices(config.telephony, ownerPool, () => publicUrlOf(config)));
   const runner = await startWorker(ownerPool, config.worker.concurrency);
   cleanups.push(() => runner.stop());
   log("Worker running. Press Ctrl-C to stop.");

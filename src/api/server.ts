@@ -1,5 +1,6 @@
 /**
- * The HTTP server: Express 4 with /healthz, the auth middleware and PostGraphile (grafserv) at /graphql.
+ * The HTTP server: Express 4 with /healthz, Twilio webhooks at /webhooks/twilio, the auth middleware and
+ * PostGraphile (grafserv) at /graphql.
  */
 import express from "express";
 import { createServer, type Server } from "node:http";
@@ -10,6 +11,7 @@ import type { Config } from "../config.ts";
 import { latestCommittedMigration } from "../db/migrate.ts";
 import { authMiddleware } from "./auth.ts";
 import { makePreset } from "./preset.ts";
+import { twilioWebhooks } from "../webhooks/twilio.ts";
 
 export interface ApiServer {
   server: Server;
@@ -65,6 +67,11 @@ export async function startApiServer(options: {
     const body = await health(options.ownerPool, options.workerState);
     res.status(body.ok ? 200 : 503).json(body);
   });
+  let ownUrl = "";
+  app.use(
+    "/webhooks/twilio",
+    twilioWebhooks({ ownerPool: options.ownerPool, authToken: config.telephony.webhookAuthToken, publicUrl: () => config.telephony.publicUrl ?? ownUrl }),
+  );
   app.use("/graphql", authMiddleware(config.jwtSecret));
   const pgl = postgraphile(makePreset(config, options.authPool));
   const serv = pgl.createServ(grafserv);
@@ -77,6 +84,7 @@ export async function startApiServer(options: {
   const address = server.address();
   const actualPort = typeof address === "object" && address ? address.port : port;
   const shownHost = config.host === "0.0.0.0" ? "localhost" : config.host;
+  ownUrl = `http://${shownHost}:${actualPort}`;
   return {
     server,
     pgl,

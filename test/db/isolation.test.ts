@@ -16,6 +16,7 @@ import { seedHistory } from "../fixtures/history.ts";
 import { seedImport } from "../fixtures/import.ts";
 import { seedLedger } from "../fixtures/ledger.ts";
 import { seedRouting } from "../fixtures/routing.ts";
+import { seedTelephony } from "../fixtures/telephony.ts";
 
 const SCHEMAS = ["app_public", "app_hidden", "app_private", "raw"];
 
@@ -60,7 +61,7 @@ async function seedTenant(client: pg.ClientBase, owner: RegisteredUser): Promise
   await client.query("update app_public.leads set status = 'contacted' where id = $1", [rows[0]!.id]);
   await client.query("insert into app_public.dnc_list (phone, reason) values ('+12025550000', 'isolation fixture')");
   // Each area's own fixture (test/fixtures/*.ts) fills its tables.
-  for (const seed of [seedHistory, seedAnalysis, seedLedger, seedImport, seedRouting]) {
+  for (const seed of [seedHistory, seedAnalysis, seedLedger, seedImport, seedRouting, seedTelephony]) {
     await seed(client, owner, rows[0]!.id);
     await becomeUser(client, owner);
   }
@@ -104,6 +105,7 @@ describe("tenant isolation (generated from the catalog)", () => {
         const target = ownerColumn(t);
         if (!target) {
           // Shared reference data (e.g. lead_statuses) is allowed only if requests can't change it.
+          await becomeRoot(client);
           const { rows: writable } = await client.query<{ w: boolean }>(
             `select has_table_privilege($1, $2, 'insert') or has_table_privilege($1, $2, 'update') or has_table_privilege($1, $2, 'delete') as w`,
             [db.roles.visitor, qualified(t)],
@@ -161,7 +163,7 @@ describe("tenant isolation (generated from the catalog)", () => {
     });
   });
 
-  it("every unique key and foreign key on tenant data includes tenant_id (a generated primary key the visitor can't choose excepted)", async () => {
+  it("every unique key and foreign key on tenant data includes tenant_id (generated primary keys and provider ids the visitor can't write excepted)", async () => {
     await withRootDb(async (client) => {
       const { rows } = await client.query<{ what: string }>(
         `with tenant_tables as (
@@ -176,6 +178,10 @@ describe("tenant isolation (generated from the catalog)", () => {
             and not exists (select 1 from pg_attribute a where a.attrelid = con.conrelid and a.attname = 'tenant_id' and a.attnum = any(con.conkey))
             -- foreign keys to global tables (users) are not tenant data
             and not (con.contype = 'f' and con.confrelid not in (select oid from tenant_tables))
+            -- a unique key on columns no request can write (provider ids such as a Twilio CallSid, globally unique by nature)
+            and not (con.contype = 'u' and not exists (
+                       select 1 from pg_attribute a where a.attrelid = con.conrelid and a.attnum = any(con.conkey)
+                          and (has_column_privilege($2, con.conrelid, a.attname, 'insert') or has_column_privilege($2, con.conrelid, a.attname, 'update'))))
             -- a single generated primary key (random uuid or identity) is fine when requests can't supply it
             and not (con.contype = 'p' and array_length(con.conkey, 1) = 1
                      and (select (a.atttypid = 'uuid'::regtype or a.attidentity <> '') and not has_column_privilege($2, con.conrelid, a.attname, 'insert')
