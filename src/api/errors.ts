@@ -24,6 +24,7 @@ const EXPOSED_CODES = new Set([
   "P0002", // not found
   "40001", // serialization failure: retry
   "57014", // statement timeout
+  "SB001", // not sent: the number is on the do-not-contact list
 ]);
 
 interface PgError extends Error {

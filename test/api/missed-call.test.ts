@@ -1,0 +1,237 @@
+/**
+ * The missed-call flow over real HTTP: signed Twilio webhooks into the Express app, the worker
+ * running the real tasks, and a fake Twilio REST server on loopback receiving the texts.
+ * missed call → automatic text → customer reply → AI turns → lead qualified and routed.
+ */
+import { randomBytes } from "node:crypto";
+import type { Runner } from "graphile-worker";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LocalAiResponder } from "../../src/providers/aiLocal.ts";
+import { createTwilioClient, TwilioNumberProvisioner, TwilioSmsProvider } from "../../src/providers/twilio.ts";
+import { setServices } from "../../src/services.ts";
+import { startWorker } from "../../src/worker.ts";
+import { postSignedForm, startFakeTwilio, type FakeTwilio } from "../fakeTwilio.ts";
+import { ownerPool, registerUser, rootPool, type RegisteredUser } from "../helpers.ts";
+import { startTestServer, type TestServer } from "../server.ts";
+
+const TASKS = ["call__process_missed", "sms__send", "sms__reconcile", "conversation__ai_takeover", "conversation__ai_turn", "phone_number__provision"];
+const accountSid = `AC${randomBytes(16).toString("hex")}`;
+const authToken = randomBytes(16).toString("hex");
+const hex = () => randomBytes(16).toString("hex");
+const randomPhone = (area: string) => `+1${area}${String(Math.floor(Math.random() * 1e7)).padStart(7, "0")}`;
+
+let fake: FakeTwilio;
+let server: TestServer;
+let runner: Runner;
+let owner: RegisteredUser;
+let business: string;
+const forward = randomPhone("786");
+
+async function waitFor<T>(what: string, check: () => Promise<T | null | undefined | false>, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function ownerToken(): Promise<string> {
+  const answer = await server.gql(`mutation ($email: String!, $password: String!) { login(input: { email: $email, password: $password }) { result } }`, {
+    email: owner.email,
+    password: owner.password,
+  });
+  return answer.data.login.result;
+}
+
+const hook = (path: string, params: Record<string, string>, opts?: Parameters<typeof postSignedForm>[3]) =>
+  postSignedForm(`${server.url}/webhooks/twilio${path}`, params, authToken, opts);
+
+beforeAll(async () => {
+  fake = await startFakeTwilio({ accountSid, authToken });
+  server = await startTestServer({ TWILIO_ACCOUNT_SID: accountSid, TWILIO_AUTH_TOKEN: authToken, TWILIO_API_BASE_URL: fake.url });
+  const client = createTwilioClient({ accountSid, authToken, apiBaseUrl: fake.url });
+  setServices({ sms: new TwilioSmsProvider(client), ai: new LocalAiResponder(), numbers: new TwilioNumberProvisioner(client), publicUrl: () => server.url });
+  const root = await rootPool().connect();
+  try {
+    owner = await registerUser(root, { businessName: "Ace Plumbing" });
+    business = randomPhone("305");
+    await root.query(
+      `insert into app_public.phone_numbers (tenant_id, phone_number, phone_number_sid, area_code, status, date_provisioned)
+       values ($1, $2, $3, '305', 'active', now())`,
+      [owner.tenant_id, business, `PN${hex()}`],
+    );
+    await root.query("update app_public.tenants set trade_type = 'plumbing' where id = $1", [owner.tenant_id]);
+    await root.query("update app_public.business_settings set forward_to_phone = $2 where tenant_id = $1", [owner.tenant_id, forward]);
+    await root.query(
+      `insert into app_public.user_preferences (user_id, ai_takeover_delay) values ($1, 1)
+       on conflict (user_id) do update set ai_takeover_delay = 1`,
+      [owner.user_id],
+    );
+  } finally {
+    root.release();
+  }
+  runner = await startWorker(ownerPool(), 2, { only: TASKS });
+});
+
+afterAll(async () => {
+  await runner?.stop();
+  setServices(null);
+  await server?.close();
+  await fake?.close();
+});
+
+describe("Twilio webhooks", () => {
+  it("answer an unsigned, tampered or wrongly signed request with 403 and write nothing", async () => {
+    const callSid = `CA${hex()}`;
+    const params = { CallSid: callSid, From: randomPhone("212"), To: business, CallStatus: "ringing" };
+    expect((await hook("/voice", params, { omitSignature: true })).status).toBe(403);
+    expect((await hook("/voice", params, { signatureOverride: "bm90IGEgc2lnbmF0dXJl" })).status).toBe(403);
+    expect((await hook("/voice", params, { signUrl: "https://evil.example/webhooks/twilio/voice" })).status).toBe(403);
+    const wrongToken = await postSignedForm(`${server.url}/webhooks/twilio/voice`, params, "another-token");
+    expect(wrongToken.status).toBe(403);
+    const { rows } = await rootPool().query("select count(*)::int as n from app_public.calls where call_sid = $1", [callSid]);
+    expect(rows[0].n).toBe(0);
+  });
+
+  it("answer malformed input clearly: 400 for non-E.164 numbers or a bad CallSid, 404 for a number of no tenant; nothing half-written", async () => {
+    const bad = await hook("/voice", { CallSid: `CA${hex()}`, From: "555-1234", To: business, CallStatus: "ringing" });
+    expect(bad.status).toBe(400);
+    expect(bad.text).toContain("E.164");
+    expect((await hook("/voice", { CallSid: "CA123", From: randomPhone("212"), To: business })).status).toBe(400);
+    const unknown = await hook("/sms", { MessageSid: `SM${hex()}`, From: randomPhone("212"), To: randomPhone("999"), Body: "hi" });
+    expect(unknown.status).toBe(404);
+    expect(unknown.text).toContain("does not belong to any tenant");
+    expect((await hook("/sms", { MessageSid: `SM${hex()}`, From: randomPhone("212"), To: business })).status).toBe(400);
+    expect((await hook("/voice/status", { CallSid: `CA${hex()}`, From: randomPhone("212"), To: business, CallStatus: "exploded" })).status).toBe(400);
+  });
+
+  it("store a 10,000-character text whole", async () => {
+    const sid = `SM${hex()}`;
+    const body = "a".repeat(10_000);
+    expect((await hook("/sms", { MessageSid: sid, From: randomPhone("212"), To: business, Body: body })).status).toBe(200);
+    const { rows } = await rootPool().query("select length(body) as n from app_public.messages where message_sid = $1", [sid]);
+    expect(rows[0].n).toBe(10_000);
+  });
+
+  it("the same inbound text delivered 5 times at once makes one message and one lead", async () => {
+    const sid = `SM${hex()}`;
+    const from = randomPhone("212");
+    const params = { MessageSid: sid, From: from, To: business, Body: "Is anyone there?" };
+    const answers = await Promise.all(Array.from({ length: 5 }, () => hook("/sms", params)));
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200, 200]);
+    const root = rootPool();
+    expect((await root.query("select count(*)::int as n from app_public.messages where message_sid = $1", [sid])).rows[0].n).toBe(1);
+    expect((await root.query("select count(*)::int as n from app_public.leads where phone = $1", [from])).rows[0].n).toBe(1);
+    expect((await root.query("select message_count from app_public.conversations where customer_phone = $1", [from])).rows[0].message_count).toBe(1);
+  });
+
+  it("call status only moves forward and a missed call is processed once, however often and in whatever order the callbacks come", async () => {
+    const callSid = `CA${hex()}`;
+    const from = randomPhone("415");
+    const status = (s: string, extra: Record<string, string> = {}) => hook("/voice/status", { CallSid: callSid, From: from, To: business, CallStatus: s, ...extra });
+    // The final status first, then an old "ringing", then the incoming-call webhook itself, five times each, concurrently.
+    const answers = await Promise.all([
+      ...Array.from({ length: 5 }, () => status("completed", { CallDuration: "31" })),
+      ...Array.from({ length: 5 }, () => status("ringing")),
+      ...Array.from({ length: 5 }, () => hook("/voice", { CallSid: callSid, From: from, To: business, CallStatus: "ringing" })),
+    ]);
+    expect(answers.every((a) => a.status === 200)).toBe(true);
+    const root = rootPool();
+    const call = await waitFor("the call to be processed", async () => {
+      const { rows } = await root.query("select * from app_public.calls where call_sid = $1 and processed", [callSid]);
+      return rows[0];
+    });
+    expect(call).toMatchObject({ status: "completed", duration: 31, missed: true, sms_triggered: true });
+    const { rows } = await root.query("select count(*)::int as n from app_public.messages where to_phone = $1 and purpose = 'auto_response'", [from]);
+    expect(rows[0].n).toBe(1);
+  });
+
+  it("missed call → automatic text → customer replies → the AI takes over, qualifies the lead, and the lead is routed", async () => {
+    const callSid = `CA${hex()}`;
+    const customer = randomPhone("305");
+    const voice = await hook("/voice", { CallSid: callSid, From: customer, To: business, CallStatus: "ringing", CallerState: "FL", CallerCity: "MIAMI" });
+    expect(voice.status).toBe(200);
+    expect(voice.text).toContain(`<Number>${forward}</Number>`);
+    expect(voice.text).toMatch(/<Dial timeout="20" action="[^"]+\/webhooks\/twilio\/voice\/status" method="POST">/);
+    const dial = await hook("/voice/status", { CallSid: callSid, From: customer, To: business, CallStatus: "in-progress", DialCallStatus: "no-answer", DialCallDuration: "0" });
+    expect(dial.text).toContain("<Say>");
+
+    const root = rootPool();
+    const autoText = await waitFor("the automatic text at the provider", async () => fake.messages.find((m) => m.to === customer));
+    expect(autoText.body).toBe("Hi! Sorry we missed your call. How can we help?");
+    expect(await fake.sendStatusCallback(autoText.sid, "delivered")).toBe(204);
+    await waitFor("delivered", async () => (await root.query("select 1 from app_public.messages where message_sid = $1 and status = 'delivered'", [autoText.sid])).rowCount);
+    // A late "sent" does not undo "delivered".
+    await fake.sendStatusCallback(autoText.sid, "sent");
+    expect((await root.query("select status from app_public.messages where message_sid = $1", [autoText.sid])).rows[0].status).toBe("delivered");
+
+    const say = async (body: string, aiTurns: number) => {
+      expect((await hook("/sms", { MessageSid: `SM${hex()}`, From: customer, To: business, Body: body })).status).toBe(200);
+      return waitFor(`AI turn ${aiTurns}`, async () => {
+        const texts = fake.messages.filter((m) => m.to === customer);
+        return texts.length === aiTurns + 1 ? texts[texts.length - 1] : null;
+      });
+    };
+    await say("Hi, my water heater is leaking all over the basement", 1);
+    const conversation = (await root.query("select * from app_public.conversations where customer_phone = $1", [customer])).rows[0];
+    expect(conversation).toMatchObject({ ai_active: true, human_active: false, call_id: expect.any(String) });
+    await say("It's at 123 Main St, Miami FL 33101", 2);
+    const last = await say("Today please, as soon as possible", 3);
+    expect(last.body.length).toBeLessThanOrEqual(320);
+
+    const lead = await waitFor("the qualified lead", async () => (await root.query("select * from app_public.leads where phone = $1 and status = 'qualified'", [customer])).rows[0]);
+    expect(lead).toMatchObject({ source: "missed_call", city: "MIAMI", region: "FL" });
+    expect(lead.address).toContain("123 Main St");
+    expect(lead.problem_description).toContain("water heater");
+    expect(lead.job_type).toBeTruthy();
+    expect(lead.ai_analysis).toMatchObject({ urgency: expect.any(String) });
+    const { rows: ai } = await root.query(
+      "select intent, confidence from app_public.messages where conversation_id = $1 and sender = 'ai' order by created_at",
+      [conversation.id],
+    );
+    expect(ai).toHaveLength(3);
+    for (const m of ai) {
+      expect(m.intent).toMatch(/^[a-z_]+$/);
+      expect(Number(m.confidence)).toBeGreaterThan(0);
+    }
+    expect((await root.query("select outcome from app_public.conversations where id = $1", [conversation.id])).rows[0].outcome).toBe("qualified");
+    expect((await root.query("select count(*)::int as n from app_public.lead_routing_history where lead_id = $1", [lead.id])).rows[0].n).toBeGreaterThan(0);
+    expect((await root.query("select kind from app_public.notifications where lead_id = $1", [lead.id])).rows).toEqual([{ kind: "lead_qualified" }]);
+  });
+
+  it("a human reply through GraphQL stops the AI for that conversation", async () => {
+    const customer = randomPhone("305");
+    expect((await hook("/sms", { MessageSid: `SM${hex()}`, From: customer, To: business, Body: "Do you fix toilets?" })).status).toBe(200);
+    const root = rootPool();
+    const conversation = (await root.query("select id from app_public.conversations where customer_phone = $1", [customer])).rows[0];
+    const reply = await server.gql(
+      `mutation($id: UUID!) { sendConversationReply(input: { conversationId: $id, body: "Yes! Joe here, when suits you?" }) { result { status sender purpose } } }`,
+      { id: conversation.id },
+      await ownerToken(),
+    );
+    expect(reply.errors, JSON.stringify(reply.errors)).toBeUndefined();
+    expect(reply.data.sendConversationReply.result).toEqual({ status: "queued", sender: "human", purpose: "conversation" });
+    await waitFor("the human reply at the provider", async () => fake.messages.find((m) => m.to === customer && m.body.startsWith("Yes! Joe")));
+    // The takeover timer (1 s) passes: the AI stays quiet.
+    await new Promise((r) => setTimeout(r, 2500));
+    const { rows } = await root.query("select ai_active, human_active from app_public.conversations where id = $1", [conversation.id]);
+    expect(rows[0]).toEqual({ ai_active: false, human_active: true });
+    expect(fake.messages.filter((m) => m.to === customer)).toHaveLength(1);
+  });
+
+  it("requestPhoneNumber buys a number at the provider with our webhooks and makes it active", async () => {
+    const answer = await server.gql(`mutation { requestPhoneNumber(input: { areaCode: "415" }) { result { rowId status } } }`, {}, await ownerToken());
+    expect(answer.errors, JSON.stringify(answer.errors)).toBeUndefined();
+    const id = answer.data.requestPhoneNumber.result.rowId;
+    const number = await waitFor("the number to be active", async () =>
+      (await rootPool().query("select * from app_public.phone_numbers where id = $1 and status = 'active'", [id])).rows[0],
+    );
+    expect(number.phone_number).toMatch(/^\+1415/);
+    expect(number.voice_webhook_url).toBe(`${server.url}/webhooks/twilio/voice`);
+    expect(number.messaging_service_sid).toMatch(/^MG/);
+    const bought = fake.numbers.find((n) => n.phoneNumber === number.phone_number);
+    expect(bought?.smsUrl).toBe(`${server.url}/webhooks/twilio/sms`);
+  });
+});
