@@ -3,7 +3,9 @@
  * running the real tasks, and a fake Twilio REST server on loopback receiving the texts.
  * missed call → automatic text → customer reply → AI turns → lead qualified and routed.
  */
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { resolve } from "node:path";
 import type { Runner } from "graphile-worker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalAiResponder } from "../../src/providers/aiLocal.ts";
@@ -11,7 +13,8 @@ import { createTwilioClient, TwilioNumberProvisioner, TwilioSmsProvider } from "
 import { setServices } from "../../src/services.ts";
 import { startWorker } from "../../src/worker.ts";
 import { postSignedForm, startFakeTwilio, type FakeTwilio } from "../fakeTwilio.ts";
-import { ownerPool, registerUser, rootPool, type RegisteredUser } from "../helpers.ts";
+import { db, ownerPool, registerUser, rootPool, type RegisteredUser } from "../helpers.ts";
+import { projectRoot } from "../../src/config.ts";
 import { startTestServer, type TestServer } from "../server.ts";
 
 const TASKS = ["call__process_missed", "sms__send", "sms__reconcile", "conversation__ai_takeover", "conversation__ai_turn", "phone_number__provision"];
@@ -233,5 +236,72 @@ describe("Twilio webhooks", () => {
     expect(number.messaging_service_sid).toMatch(/^MG/);
     const bought = fake.numbers.find((n) => n.phoneNumber === number.phone_number);
     expect(bought?.smsUrl).toBe(`${server.url}/webhooks/twilio/sms`);
+  });
+
+  it("1,000 outbound texts with the worker killed midway: each sent exactly once by our records and the provider's, none to a number that opted out", async () => {
+    await runner.stop();
+    const root = rootPool();
+    const base = 6_460_000_000 + Math.floor(Math.random() * 1_000_000) * 1000;
+    const tag = hex().slice(0, 8);
+    await root.query(
+      `select app_private.queue_message($1, '+1' || ($3::bigint + i), $2, 'Crash test ${tag} #' || i, 'conversation', 'system', null, null, 'crash-${tag}:' || i)
+         from generate_series(1, 1000) i`,
+      [owner.tenant_id, business, base],
+    );
+    const ours = () => fake.messages.filter((m) => m.body.startsWith(`Crash test ${tag} #`));
+    // Three texts the provider takes but whose answer is lost: the worker cannot know they left.
+    fake.acceptButDropResponse(3);
+    const child = spawn(process.execPath, [resolve(projectRoot, "test/fixtures/outboxWorker.ts")], {
+      env: { ...process.env, OWNER_URL: db.ownerUrl, TWILIO_ACCOUNT_SID: accountSid, TWILIO_AUTH_TOKEN: authToken, TWILIO_API_BASE_URL: fake.url, PUBLIC_URL: server.url },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    const exited = new Promise((r) => child.once("exit", r));
+    await waitFor("300 texts at the provider", async () => ours().length >= 300, 60_000);
+    child.kill("SIGKILL");
+    await exited;
+    const sentBeforeKill = ours().length;
+    const { rows: states } = await root.query(
+      "select status, count(*)::int as n from app_public.messages where idempotency_key like $1 group by 1 order by 1",
+      [`crash-${tag}:%`],
+    );
+    expect(states.find((s) => s.status === "queued")?.n ?? 0).toBeGreaterThan(0);
+
+    // 20 recipients still waiting opt out before the restart.
+    const { rows: optedOut } = await root.query(
+      `insert into app_public.dnc_list (tenant_id, phone, source)
+       select tenant_id, to_phone, 'sms_opt_out' from app_public.messages
+        where idempotency_key like $1 and status = 'queued' order by idempotency_key limit 20
+       returning phone`,
+      [`crash-${tag}:%`],
+    );
+    expect(optedOut).toHaveLength(20);
+    // The dead worker still holds its jobs' locks: the sweep hands every stuck row to a new job.
+    await root.query("select * from app_private.sweep_outbox(interval '0')");
+    runner = await startWorker(ownerPool(), 4, { only: TASKS });
+    await waitFor(
+      "every text to be settled",
+      async () =>
+        (await root.query("select count(*)::int as n from app_public.messages where idempotency_key like $1 and status in ('queued', 'sending')", [`crash-${tag}:%`]))
+          .rows[0].n === 0,
+      120_000,
+    );
+    const { rows: final } = await root.query(
+      "select status, message_sid, to_phone, body from app_public.messages where idempotency_key like $1",
+      [`crash-${tag}:%`],
+    );
+    const dnc = new Set(optedOut.map((r) => r.phone));
+    const canceled = final.filter((m) => m.status === "canceled");
+    expect(canceled.map((m) => m.to_phone).sort()).toEqual([...dnc].sort());
+    const sent = final.filter((m) => m.status === "sent");
+    expect(sent).toHaveLength(980);
+    expect(new Set(sent.map((m) => m.message_sid)).size).toBe(980);
+    // The provider saw each text exactly once, under the id we recorded, and nothing for an opted-out number.
+    const provider = ours();
+    expect(provider).toHaveLength(980);
+    expect(new Set(provider.map((m) => m.body)).size).toBe(980);
+    const bySid = new Map(provider.map((m) => [m.sid, m]));
+    for (const m of sent) expect(bySid.get(m.message_sid)?.body).toBe(m.body);
+    expect(provider.filter((m) => dnc.has(m.to))).toEqual([]);
+    expect(sentBeforeKill).toBeLessThan(980);
   });
 });
