@@ -13,16 +13,9 @@
  * lead_funnel, lead_source_roi (one year), and a single-lead update with its history triggers.
  */
 import "../src/env.ts";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import pg from "pg";
-import { withDatabase } from "../src/config.ts";
-import { dropDatabase, ensureRolesAndDatabase } from "../src/db/bootstrap.ts";
-import { startEmbedded, type EmbeddedServer } from "../src/db/embedded.ts";
-import { migrateDatabase } from "../src/db/migrate.ts";
-import { freePort } from "../test/globalSetup.ts";
+import { openBenchDatabase } from "./database.ts";
 import { startBenchApi } from "./api.ts";
 
 const LEADS = Number(process.env.BENCH_LEADS ?? 1_000_000);
@@ -112,27 +105,10 @@ function stats(values: number[]): { median: number; p95: number } {
 }
 
 async function main(): Promise<void> {
-  let embedded: EmbeddedServer | null = null;
-  let serverRootUrl: string;
-  if (process.env.BENCH_DATABASE_URL) {
-    serverRootUrl = withDatabase(process.env.BENCH_DATABASE_URL, "postgres");
-  } else {
-    log("Starting an embedded PostgreSQL for the benchmark…");
-    embedded = await startEmbedded({ dataDir: mkdtempSync(join(tmpdir(), "switchboard-bench-")), port: await freePort(), password: "bench", ephemeral: true });
-    serverRootUrl = embedded.superuserUrl;
-  }
-  const databaseName = "switchboard_bench";
+  const bench = await openBenchDatabase("switchboard_bench", roles, log);
+  const { urls } = bench;
   try {
-    await dropDatabase(serverRootUrl, databaseName);
-    const urls = await ensureRolesAndDatabase({
-      rootUrl: serverRootUrl,
-      databaseName,
-      roles,
-      ownerPassword: "bench-owner",
-      authenticatorPassword: "bench-authenticator",
-    });
-    await migrateDatabase({ ...urls, roles, includeCurrent: true });
-    const root = new pg.Client({ connectionString: withDatabase(serverRootUrl, databaseName) });
+    const root = new pg.Client({ connectionString: bench.rootUrl });
     root.on("error", (error) => log(`root connection: ${error.message}`));
     await root.connect();
     log(`Loading ${LEADS.toLocaleString()} leads across ${TENANTS} tenants…`);
@@ -271,8 +247,7 @@ async function main(): Promise<void> {
     console.error(error);
     process.exitCode = 1;
   } finally {
-    if (process.env.BENCH_KEEP !== "1") await dropDatabase(serverRootUrl, databaseName).catch(() => {});
-    await embedded?.stop();
+    await bench.close();
   }
 }
 

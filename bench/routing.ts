@@ -12,17 +12,10 @@
  *   BENCH_STRATEGY=least_loaded npm run bench:routing   (the tenant's default strategy; weighted round robin otherwise)
  */
 import "../src/env.ts";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import pg from "pg";
-import { withDatabase } from "../src/config.ts";
-import { dropDatabase, ensureRolesAndDatabase } from "../src/db/bootstrap.ts";
-import { startEmbedded, type EmbeddedServer } from "../src/db/embedded.ts";
-import { migrateDatabase } from "../src/db/migrate.ts";
+import { openBenchDatabase } from "./database.ts";
 import { startBenchApi } from "./api.ts";
-import { freePort } from "../test/globalSetup.ts";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const AGENTS = Number(process.env.BENCH_AGENTS ?? 10);
@@ -69,23 +62,10 @@ async function drive(pool: pg.Pool, connections: number, work: (client: pg.PoolC
 }
 
 async function main(): Promise<void> {
-  let embedded: EmbeddedServer | null = null;
-  let serverRootUrl: string;
-  let dataDir: string | null = null;
-  if (process.env.BENCH_DATABASE_URL) {
-    serverRootUrl = withDatabase(process.env.BENCH_DATABASE_URL, "postgres");
-  } else {
-    log("Starting an embedded PostgreSQL for the benchmark…");
-    dataDir = mkdtempSync(join(tmpdir(), "switchboard-bench-"));
-    embedded = await startEmbedded({ dataDir, port: await freePort(), password: "bench", ephemeral: true });
-    serverRootUrl = embedded.superuserUrl;
-  }
-  const databaseName = "switchboard_rbench";
+  const bench = await openBenchDatabase("switchboard_rbench", roles, log);
+  const { urls } = bench;
   try {
-    await dropDatabase(serverRootUrl, databaseName);
-    const urls = await ensureRolesAndDatabase({ rootUrl: serverRootUrl, databaseName, roles, ownerPassword: "rbench-owner", authenticatorPassword: "rbench-auth" });
-    await migrateDatabase({ ...urls, roles, includeCurrent: true });
-    const root = new pg.Client({ connectionString: withDatabase(serverRootUrl, databaseName) });
+    const root = new pg.Client({ connectionString: bench.rootUrl });
     root.on("error", (error) => log(`root connection: ${error.message}`));
     await root.connect();
 
@@ -247,9 +227,7 @@ async function main(): Promise<void> {
     console.error(error);
     process.exitCode = 1;
   } finally {
-    if (process.env.BENCH_KEEP !== "1") await dropDatabase(serverRootUrl, databaseName).catch(() => {});
-    await embedded?.stop();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    await bench.close();
   }
 }
 

@@ -25,13 +25,10 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import pg from "pg";
 import twilio from "twilio";
-import { loadConfig, withDatabase } from "../src/config.ts";
+import { loadConfig } from "../src/config.ts";
 import { startApiServer } from "../src/api/server.ts";
-import { dropDatabase, ensureRolesAndDatabase } from "../src/db/bootstrap.ts";
-import { startEmbedded, type EmbeddedServer } from "../src/db/embedded.ts";
-import { migrateDatabase } from "../src/db/migrate.ts";
+import { openBenchDatabase } from "./database.ts";
 import { startWorker } from "../src/worker.ts";
-import { freePort } from "../test/globalSetup.ts";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
@@ -72,21 +69,10 @@ async function load(request: () => Promise<unknown>): Promise<{ rps: number; lat
 }
 
 async function main(): Promise<void> {
-  let embedded: EmbeddedServer | null = null;
-  let serverRootUrl: string;
-  if (process.env.BENCH_DATABASE_URL) {
-    serverRootUrl = withDatabase(process.env.BENCH_DATABASE_URL, "postgres");
-  } else {
-    log("Starting an embedded PostgreSQL for the benchmark…");
-    embedded = await startEmbedded({ dataDir: mkdtempSync(join(tmpdir(), "switchboard-bench-")), port: await freePort(), password: "bench", ephemeral: true });
-    serverRootUrl = embedded.superuserUrl;
-  }
-  const databaseName = "switchboard_wbench";
+  const bench = await openBenchDatabase("switchboard_wbench", roles, log);
+  const { urls } = bench;
   const dataDir = mkdtempSync(join(tmpdir(), "switchboard-bench-data-"));
   try {
-    await dropDatabase(serverRootUrl, databaseName);
-    const urls = await ensureRolesAndDatabase({ rootUrl: serverRootUrl, databaseName, roles, ownerPassword: "wbench-owner", authenticatorPassword: "wbench-auth" });
-    await migrateDatabase({ ...urls, roles, includeCurrent: true });
     const ownerPool = new pg.Pool({ connectionString: urls.ownerUrl, max: CONCURRENCY + 4 });
     const authPool = new pg.Pool({ connectionString: urls.authUrl, max: 2 });
 
@@ -174,9 +160,8 @@ async function main(): Promise<void> {
     await new Promise<void>((r) => bareServer.close(() => r()));
     await Promise.all([ownerPool.end(), authPool.end()]);
   } finally {
-    if (process.env.BENCH_KEEP !== "1") await dropDatabase(serverRootUrl, databaseName).catch(() => {});
     rmSync(dataDir, { recursive: true, force: true });
-    await embedded?.stop();
+    await bench.close();
   }
 }
 
