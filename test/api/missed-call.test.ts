@@ -9,8 +9,10 @@ import { resolve } from "node:path";
 import type { Runner } from "graphile-worker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalAiResponder } from "../../src/providers/aiLocal.ts";
+import { LocalNumberProvisioner } from "../../src/providers/numbersLocal.ts";
+import { LocalSmsProvider } from "../../src/providers/smsLocal.ts";
 import { createTwilioClient, TwilioNumberProvisioner, TwilioSmsProvider } from "../../src/providers/twilio.ts";
-import { setServices } from "../../src/services.ts";
+import { services, setServices } from "../../src/services.ts";
 import { startWorker } from "../../src/worker.ts";
 import { postSignedForm, startFakeTwilio, type FakeTwilio } from "../fakeTwilio.ts";
 import { db, ownerPool, registerUser, rootPool, type RegisteredUser } from "../helpers.ts";
@@ -303,5 +305,50 @@ describe("Twilio webhooks", () => {
     for (const m of sent) expect(bySid.get(m.message_sid)?.body).toBe(m.body);
     expect(provider.filter((m) => dnc.has(m.to))).toEqual([]);
     expect(sentBeforeKill).toBeLessThan(980);
+  });
+
+  it("a call to an agent tracking number rings the agent and attributes the call, the conversation and the lead to that agent", async () => {
+    const root = rootPool();
+    const agentPhone = randomPhone("786");
+    const tracking = randomPhone("305");
+    const { rows: agent } = await root.query(
+      "insert into app_public.agents (tenant_id, display_name, phone) values ($1, 'DJ Nova', $2) returning id",
+      [owner.tenant_id, agentPhone],
+    );
+    await root.query("insert into app_public.tracking_numbers (tenant_id, agent_id, phone) values ($1, $2, $3)", [owner.tenant_id, agent[0].id, tracking]);
+    const callSid = `CA${hex()}`;
+    const customer = randomPhone("212");
+    const voice = await hook("/voice", { CallSid: callSid, From: customer, To: tracking, CallStatus: "ringing" });
+    expect(voice.text).toContain(`<Number>${agentPhone}</Number>`);
+    await hook("/voice/status", { CallSid: callSid, From: customer, To: tracking, CallStatus: "in-progress", DialCallStatus: "busy" });
+    const call = await waitFor("the call to be processed", async () => (await root.query("select * from app_public.calls where call_sid = $1 and processed", [callSid])).rows[0]);
+    expect(call.agent_id).toBe(agent[0].id);
+    const { rows } = await root.query(
+      "select l.owner_agent_id as lead_agent, c.agent_id as conversation_agent from app_public.leads l join app_public.conversations c on c.lead_id = l.id where l.id = $1",
+      [call.lead_id],
+    );
+    expect(rows[0]).toEqual({ lead_agent: agent[0].id, conversation_agent: agent[0].id });
+    // The automatic text leaves from the tracking number the customer called.
+    expect((await waitFor("the automatic text", async () => fake.messages.find((m) => m.to === customer)))?.from).toBe(tracking);
+  });
+
+  it("the local provider (no Twilio credentials) records the text and reports it delivered through the signed status webhook", async () => {
+    const twilioServices = services();
+    setServices({ ...twilioServices, sms: new LocalSmsProvider(ownerPool(), authToken, 10), numbers: new LocalNumberProvisioner() });
+    try {
+      const customer = randomPhone("646");
+      const { rows } = await rootPool().query(
+        "select id from app_private.queue_message($1, $2, $3, 'Local hello', 'conversation', 'system')",
+        [owner.tenant_id, customer, business],
+      );
+      const delivered = await waitFor("local delivery", async () =>
+        (await rootPool().query("select status, message_sid from app_public.messages where id = $1 and status = 'delivered'", [rows[0].id])).rows[0],
+      );
+      const { rows: local } = await rootPool().query("select to_phone, body, status from app_private.local_provider_messages where sid = $1", [delivered.message_sid]);
+      expect(local[0]).toEqual({ to_phone: customer, body: "Local hello", status: "delivered" });
+      expect(fake.messages.find((m) => m.to === customer)).toBeUndefined();
+    } finally {
+      setServices(twilioServices);
+    }
   });
 });
