@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseSecretsKey } from "./secrets.ts";
 
 export const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -41,6 +42,29 @@ export interface Config {
   graphql: { depthLimit: number; maxPageSize: number; statementTimeoutMs: number };
   seedDemo: boolean;
   telephony: TelephonyConfig;
+  email: EmailConfig;
+  serviceTitan: ServiceTitanSettings;
+}
+
+export interface ServiceTitanSettings {
+  /** SECRETS_KEY (32 bytes): encrypts connection secrets at rest; null in production without it (connections cannot be saved). */
+  secretsKey: Buffer | null;
+  /** SERVICETITAN_AUTH_BASE_URL / SERVICETITAN_API_BASE_URL: instead of the environment's hosts (tests, proxies). */
+  authBaseUrl: string | null;
+  apiBaseUrl: string | null;
+  /** SERVICETITAN_TIMEOUT_MS: per HTTP request (default 30000). */
+  timeoutMs: number;
+}
+
+export interface EmailConfig {
+  /** "smtp" sends through SMTP_URL; "local" keeps every email in app_private.local_provider_emails (development). */
+  provider: "smtp" | "local";
+  /** smtp://user:password@host:587 or smtps://…:465; null with the local provider. */
+  smtpUrl: string | null;
+  /** The default sender (EMAIL_FROM); its domain also names our Message-IDs. */
+  from: { name: string | null; address: string };
+  /** SMTP connection, greeting and socket timeout. */
+  timeoutMs: number;
 }
 
 export interface TelephonyConfig {
@@ -118,6 +142,11 @@ function devSecrets(dataDir: string): Record<string, string> {
       secrets[key] = randomBytes(24).toString("base64url");
       changed = true;
     }
+  }
+  // The key of secrets at rest (src/secrets.ts) must be exactly 32 bytes.
+  if (!secrets.secretsKey) {
+    secrets.secretsKey = randomBytes(32).toString("base64");
+    changed = true;
   }
   if (changed) writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
   return secrets;
@@ -223,6 +252,26 @@ export function loadConfig(env: Env = process.env, argv: string[] = []): Config 
     },
     seedDemo: argv.includes("--seed") || bool(env, "SEED_DEMO", false),
     telephony: telephonyConfig(env, secrets),
+    email: emailConfig(env),
+    serviceTitan: serviceTitanConfig(env, secrets),
+  };
+}
+
+function serviceTitanConfig(env: Env, secrets: Record<string, string>): ServiceTitanSettings {
+  const rawKey = env.SECRETS_KEY?.trim() || secrets.secretsKey || "";
+  let secretsKey: Buffer | null = null;
+  if (rawKey) {
+    try {
+      secretsKey = parseSecretsKey(rawKey);
+    } catch (error) {
+      throw new ConfigError((error as Error).message);
+    }
+  }
+  return {
+    secretsKey,
+    authBaseUrl: httpUrl(env, "SERVICETITAN_AUTH_BASE_URL"),
+    apiBaseUrl: httpUrl(env, "SERVICETITAN_API_BASE_URL"),
+    timeoutMs: int(env, "SERVICETITAN_TIMEOUT_MS", 30_000, 1000, 300_000),
   };
 }
 
@@ -262,6 +311,38 @@ function telephonyConfig(env: Env, secrets: Record<string, string>): TelephonyCo
     webhookAuthToken,
     aiEnv,
   };
+}
+
+const EMAIL_ADDRESS = /^[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+$/;
+
+/** EMAIL_FROM as "Name <address>" or a bare address. */
+function parseFrom(raw: string): { name: string | null; address: string } | null {
+  const match = /^\s*(?:"?([^"<]*?)"?\s*<([^<>]+)>|([^<>\s]+))\s*$/.exec(raw);
+  if (!match) return null;
+  const address = (match[2] ?? match[3] ?? "").trim();
+  if (!EMAIL_ADDRESS.test(address)) return null;
+  return { name: match[1]?.trim() || null, address };
+}
+
+function emailConfig(env: Env): EmailConfig {
+  const rawUrl = env.SMTP_URL?.trim() || "";
+  if (rawUrl) {
+    let url: URL;
+    try {
+      url = new URL(rawUrl);
+    } catch {
+      throw new ConfigError("SMTP_URL is not a valid URL (expected e.g. smtp://user:password@smtp.example.com:587).");
+    }
+    if (url.protocol !== "smtp:" && url.protocol !== "smtps:") throw new ConfigError("SMTP_URL must start with smtp:// or smtps://.");
+  }
+  const requested = env.EMAIL_PROVIDER?.trim().toLowerCase() || (rawUrl ? "smtp" : "local");
+  if (requested !== "smtp" && requested !== "local") throw new ConfigError(`EMAIL_PROVIDER must be smtp or local, got '${env.EMAIL_PROVIDER}'.`);
+  if (requested === "smtp" && !rawUrl) throw new ConfigError("EMAIL_PROVIDER=smtp needs SMTP_URL (e.g. smtp://user:password@smtp.example.com:587).");
+  const rawFrom = env.EMAIL_FROM?.trim() || "";
+  if (requested === "smtp" && !rawFrom) throw new ConfigError("Sending through SMTP_URL needs EMAIL_FROM, the sender address (e.g. Switchboard <no-reply@example.com>).");
+  const from = rawFrom ? parseFrom(rawFrom) : { name: "Switchboard", address: "no-reply@switchboard.localhost" };
+  if (!from) throw new ConfigError(`EMAIL_FROM must be an address or "Name <address>", got '${rawFrom}'.`);
+  return { provider: requested, smtpUrl: requested === "smtp" ? rawUrl : null, from, timeoutMs: int(env, "SMTP_TIMEOUT_MS", 30_000, 1_000, 600_000) };
 }
 
 /** The superuser password of the embedded cluster (dev only). */

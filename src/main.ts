@@ -103,7 +103,7 @@ async function start(config: Config, argv: string[]): Promise<void> {
   let runner: Runner | null = null;
   let workerStopped = false;
   if (config.worker.enabled && !argv.includes("--no-worker")) {
-    setServices(makeServices(config.telephony, ownerPool, () => publicUrlOf(config)));
+    setServices(makeServices(config, ownerPool, () => publicUrlOf(config)));
     runner = await startWorker(ownerPool, config.worker.concurrency);
     runner.promise.then(
       () => (workerStopped = true),
@@ -135,7 +135,7 @@ async function workerOnly(config: Config): Promise<void> {
   const db = await prepared(config, true);
   const ownerPool = makePool(db.ownerUrl, config.worker.concurrency + 2, "owner");
   cleanups.push(() => ownerPool.end());
-  setServices(makeServices(config.telephony, ownerPool, () => publicUrlOf(config)));
+  setServices(makeServices(config, ownerPool, () => publicUrlOf(config)));
   const runner = await startWorker(ownerPool, config.worker.concurrency);
   cleanups.push(() => runner.stop());
   log("Worker running. Press Ctrl-C to stop.");

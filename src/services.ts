@@ -1,11 +1,14 @@
 /**
- * The outside world as the worker tasks see it: the SMS provider, the AI responder, number
- * provisioning and the public webhook URLs. Built once from the configuration when the worker starts
+ * The outside world as the worker tasks see it: the SMS and email providers, the AI responder,
+ * number provisioning and the public URLs (webhooks, unsubscribe links). Built once from the configuration when the worker starts
  * (makeServices) and read by the tasks (services()); tests install their own (setServices).
  */
 import type pg from "pg";
-import type { TelephonyConfig } from "./config.ts";
+import type { Config, ServiceTitanSettings } from "./config.ts";
 import { createAiResponder, type AiResponder } from "./providers/ai.ts";
+import type { EmailProvider } from "./providers/email.ts";
+import { LocalEmailProvider } from "./providers/emailLocal.ts";
+import { SmtpEmailProvider } from "./providers/emailSmtp.ts";
 import { LocalNumberProvisioner } from "./providers/numbersLocal.ts";
 import type { SmsProvider } from "./providers/sms.ts";
 import { LocalSmsProvider } from "./providers/smsLocal.ts";
@@ -34,8 +37,13 @@ export interface Services {
   sms: SmsProvider;
   ai: AiResponder;
   numbers: NumberProvisioner;
+  email: EmailProvider;
+  /** The default sender of emails (EMAIL_FROM); its domain names our Message-IDs. */
+  emailFrom: { name: string | null; address: string };
   /** The public base URL, read when a URL is needed (in tests the port is known only after listen). */
   publicUrl: () => string;
+  /** How to reach ServiceTitan and decrypt stored credentials; without it ServiceTitan syncs fail with a clear error. */
+  serviceTitan?: ServiceTitanSettings;
 }
 
 export function webhookUrls(publicUrl: string): WebhookUrls {
@@ -43,13 +51,19 @@ export function webhookUrls(publicUrl: string): WebhookUrls {
   return { voice: `${base}/voice`, voiceStatus: `${base}/voice/status`, sms: `${base}/sms`, smsStatus: `${base}/sms/status` };
 }
 
-export function makeServices(telephony: TelephonyConfig, ownerPool: pg.Pool, publicUrl: () => string): Services {
+export function makeServices(config: Pick<Config, "telephony" | "email" | "serviceTitan">, ownerPool: pg.Pool, publicUrl: () => string): Services {
+  const { telephony, email } = config;
   const ai = createAiResponder(telephony.aiEnv);
+  const emailProvider: EmailProvider =
+    email.provider === "smtp" && email.smtpUrl
+      ? new SmtpEmailProvider({ url: email.smtpUrl, timeoutMs: email.timeoutMs })
+      : new LocalEmailProvider(ownerPool);
+  const common = { ai, email: emailProvider, emailFrom: email.from, publicUrl, serviceTitan: config.serviceTitan };
   if (telephony.smsProvider === "twilio" && telephony.twilio) {
     const client = createTwilioClient(telephony.twilio);
-    return { sms: new TwilioSmsProvider(client), ai, numbers: new TwilioNumberProvisioner(client), publicUrl };
+    return { ...common, sms: new TwilioSmsProvider(client), numbers: new TwilioNumberProvisioner(client) };
   }
-  return { sms: new LocalSmsProvider(ownerPool, telephony.webhookAuthToken), ai, numbers: new LocalNumberProvisioner(), publicUrl };
+  return { ...common, sms: new LocalSmsProvider(ownerPool, telephony.webhookAuthToken), numbers: new LocalNumberProvisioner() };
 }
 
 let current: Services | null = null;

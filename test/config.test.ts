@@ -39,10 +39,24 @@ describe("configuration", () => {
     [{ NODE_ENV: "production", DATABASE_URL: "postgres://root@h/db", JWT_SECRET: "x".repeat(40) }, /DATABASE_OWNER_PASSWORD/],
     [{ WORKER_ENABLED: "maybe" }, /WORKER_ENABLED must be true or false/],
     [{ DATABASE_VISITOR: "Bad-Role" }, /DATABASE_VISITOR must be a lowercase role name/],
+    [{ SMTP_URL: "http://mail.example.com" }, /SMTP_URL must start with smtp:\/\/ or smtps:\/\//],
+    [{ SMTP_URL: "smtp://mail.example.com:587" }, /needs EMAIL_FROM/],
+    [{ SMTP_URL: "smtp://mail.example.com:587", EMAIL_FROM: "Ace <not an address>" }, /EMAIL_FROM must be an address/],
+    [{ EMAIL_PROVIDER: "smtp" }, /EMAIL_PROVIDER=smtp needs SMTP_URL/],
+    [{ EMAIL_PROVIDER: "sendgrid" }, /EMAIL_PROVIDER must be smtp or local/],
+    [{ SMTP_TIMEOUT_MS: "10" }, /SMTP_TIMEOUT_MS must be between 1000 and 600000/],
   ])("rejects %o with a clear message", (env, message) => {
     const run = () => loadConfig({ SWITCHBOARD_DATA_DIR: dataDir(), ...env });
     expect(run).toThrow(ConfigError);
     expect(run).toThrow(message);
+  });
+
+  it("email: the local catcher by default; SMTP with SMTP_URL and EMAIL_FROM (a bare address or Name <address>)", () => {
+    const local = loadConfig({ SWITCHBOARD_DATA_DIR: dataDir() }).email;
+    expect(local).toMatchObject({ provider: "local", smtpUrl: null, from: { address: "no-reply@switchboard.localhost" } });
+    const smtp = loadConfig({ SWITCHBOARD_DATA_DIR: dataDir(), SMTP_URL: "smtps://u:p@mail.example.com:465", EMAIL_FROM: "Ace Plumbing <hello@ace.example>" }).email;
+    expect(smtp).toEqual({ provider: "smtp", smtpUrl: "smtps://u:p@mail.example.com:465", from: { name: "Ace Plumbing", address: "hello@ace.example" }, timeoutMs: 30_000 });
+    expect(loadConfig({ SWITCHBOARD_DATA_DIR: dataDir(), EMAIL_FROM: "hello@ace.example" }).email.from).toEqual({ name: null, address: "hello@ace.example" });
   });
 
   it("production settings: no IDE, introspection off (see api tests), statement timeout on", () => {

@@ -3,17 +3,24 @@
  * database, acting as a user of a tenant or as an anonymous visitor, each test in a transaction
  * that is rolled back at the end.
  */
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import pg from "pg";
-import { afterAll, expect, inject } from "vitest";
+import { afterAll, beforeAll, expect, inject } from "vitest";
+import { withDatabase } from "../src/config.ts";
+import { makePool } from "../src/db/pools.ts";
+import { dropDatabase, runAfterReset } from "../src/db/bootstrap.ts";
+import { migrateDatabase } from "../src/db/migrate.ts";
 
-export const db = inject("db");
+/** The test database of this file: the shared one, unless the file called useOwnDatabase. */
+export const db = { ...inject("db") };
 
 const pools = new Map<string, pg.Pool>();
 export function poolFor(url: string, max = 8): pg.Pool {
   let pool = pools.get(url);
   if (!pool) {
-    pool = new pg.Pool({ connectionString: url, max });
+    // makePool logs the errors of clients whose connection the server ends (a database dropped
+    // with force, a restart): without listeners they would crash the test process.
+    pool = makePool(url, max, "test", 0);
     pools.set(url, pool);
   }
   return pool;
@@ -26,6 +33,48 @@ afterAll(async () => {
   await Promise.all([...pools.values()].map((p) => p.end()));
   pools.clear();
 });
+
+/**
+ * Gives this test file a database of its own: created and migrated before the file's tests, dropped
+ * after them; db (and so rootPool, ownerPool, startTestServer) points at it. For files that run a
+ * graphile-worker: a worker takes every job of its tasks from the queue it polls, so two files with
+ * workers for the same task in one database would take each other's jobs (and send them through the
+ * other file's fake provider). Call it at the top of the file, before any other hook connects.
+ */
+export function useOwnDatabase(label: string): void {
+  const shared = { ...db };
+  const name = `${shared.databaseName}_${label}_${randomBytes(3).toString("hex")}`;
+  beforeAll(async () => {
+    const root = new pg.Client({ connectionString: shared.serverRootUrl });
+    await root.connect();
+    try {
+      await root.query(`create database ${pg.escapeIdentifier(name)} owner ${pg.escapeIdentifier(shared.roles.owner)} encoding 'UTF8' template template0`);
+    } finally {
+      await root.end();
+    }
+    await runAfterReset(withDatabase(shared.serverRootUrl, name), name, shared.roles);
+    await migrateDatabase({
+      ownerUrl: withDatabase(shared.ownerUrl, name),
+      rootUrl: withDatabase(shared.serverRootUrl, "template1"),
+      databaseName: name,
+      roles: shared.roles,
+      includeCurrent: true,
+    });
+    Object.assign(db, {
+      databaseName: name,
+      rootUrl: withDatabase(shared.serverRootUrl, name),
+      ownerUrl: withDatabase(shared.ownerUrl, name),
+      authUrl: withDatabase(shared.authUrl, name),
+    });
+  }, 180_000);
+  afterAll(async () => {
+    for (const url of [db.rootUrl, db.ownerUrl, db.authUrl]) {
+      await pools.get(url)?.end();
+      pools.delete(url);
+    }
+    await dropDatabase(shared.serverRootUrl, name);
+  }, 60_000);
+}
 
 /** Runs fn in a transaction on a superuser connection, always rolled back. */
 export async function withRootDb<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -136,4 +185,15 @@ export async function expectSqlError(client: pg.ClientBase, code: string, fn: ()
   expect(caught, `expected SQLSTATE ${code}`).toBeInstanceOf(Error);
   expect((caught as pg.DatabaseError).code, (caught as Error).message).toBe(code);
   return caught as pg.DatabaseError;
+}
+
+/** Polls check until it returns something truthy (returned), or fails naming what it waited for after ms. */
+export async function waitFor<T>(what: string, check: () => Promise<T | null | undefined | false>, ms = 30_000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
 }

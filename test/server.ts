@@ -2,9 +2,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
 import { loadConfig, type Config } from "../src/config.ts";
 import { startApiServer, type ApiServer } from "../src/api/server.ts";
+import { makePool } from "../src/db/pools.ts";
 import { db } from "./helpers.ts";
 
 export const TEST_JWT_SECRET = "test-secret-that-is-long-enough-0123456789";
@@ -36,8 +36,8 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     SWITCHBOARD_DATA_DIR: dataDir,
     ...env,
   });
-  const ownerPool = new pg.Pool({ connectionString: db.ownerUrl, max: 4 });
-  const authPool = new pg.Pool({ connectionString: db.authUrl, max: 8 });
+  const ownerPool = makePool(db.ownerUrl, 4, "test server owner", 0);
+  const authPool = makePool(db.authUrl, 8, "test server auth", 0);
   const api = await startApiServer({ config, authPool, ownerPool, workerState: () => "not in this process", port: 0 });
   const url = api.url;
   return {

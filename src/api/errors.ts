@@ -24,6 +24,7 @@ const EXPOSED_CODES = new Set([
   "P0002", // not found
   "40001", // serialization failure: retry
   "57014", // statement timeout
+  "55000", // not in a state that allows it (e.g. a ServiceTitan connection that is disabled or failed its test)
   "SB001", // not sent: the number is on the do-not-contact list
 ]);
 

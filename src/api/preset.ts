@@ -7,6 +7,7 @@ import { JWT_AUDIENCE, JWT_ISSUER, pgSettingsFor } from "./auth.ts";
 import { maskError } from "./errors.ts";
 import { ImportPlugin, MAX_REQUEST_BYTES } from "./importPlugin.ts";
 import { LoginPlugin, makeRequestLimitsPlugin } from "./plugins.ts";
+import { makeServiceTitanPlugin } from "./serviceTitanPlugin.ts";
 
 export function makePreset(config: Config, authPool: pg.Pool): GraphileConfig.Preset {
   return {
@@ -14,13 +15,14 @@ export function makePreset(config: Config, authPool: pg.Pool): GraphileConfig.Pr
     plugins: [
       LoginPlugin,
       ImportPlugin,
+      makeServiceTitanPlugin(config.serviceTitan),
       makeRequestLimitsPlugin({
         depthLimit: config.graphql.depthLimit,
         maxPageSize: config.graphql.maxPageSize,
         production: config.production,
       }),
     ],
-    pgServices: [makePgService({ pool: authPool, schemas: ["app_public"] })],
+    pgServices: [makePgService({ pool: authPool, schemas: ["app_public", "raw"] })],
     gather: { pgJwtTypes: "app_public.jwt_token" },
     schema: {
       pgJwtSecret: config.jwtSecret,

@@ -1,6 +1,6 @@
 /**
- * The HTTP server: Express 4 with /healthz, Twilio webhooks at /webhooks/twilio, the auth middleware and
- * PostGraphile (grafserv) at /graphql.
+ * The HTTP server: Express 4 with /healthz, Twilio webhooks at /webhooks/twilio, the unsubscribe link of
+ * emails at /email/unsubscribe, the auth middleware and PostGraphile (grafserv) at /graphql.
  */
 import express from "express";
 import { createServer, type Server } from "node:http";
@@ -12,6 +12,7 @@ import { latestCommittedMigration } from "../db/migrate.ts";
 import { authMiddleware } from "./auth.ts";
 import { makePreset } from "./preset.ts";
 import { twilioWebhooks } from "../webhooks/twilio.ts";
+import { unsubscribeRoutes } from "../webhooks/unsubscribe.ts";
 
 export interface ApiServer {
   server: Server;
@@ -72,6 +73,7 @@ export async function startApiServer(options: {
     "/webhooks/twilio",
     twilioWebhooks({ ownerPool: options.ownerPool, authToken: config.telephony.webhookAuthToken, publicUrl: () => config.telephony.publicUrl ?? ownUrl }),
   );
+  app.use("/email/unsubscribe", unsubscribeRoutes({ ownerPool: options.ownerPool }));
   app.use("/graphql", authMiddleware(config.jwtSecret));
   const pgl = postgraphile(makePreset(config, options.authPool));
   const serv = pgl.createServ(grafserv);

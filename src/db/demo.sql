@@ -106,5 +106,14 @@ begin
     (v_tenant_id, 'messaging.quiet_hours', '{"start": "21:00", "end": "08:00"}', 'json', 'No automated messages between these local times.'),
     (v_tenant_id, 'leads.default_source', '"web_form"', 'string', 'Source recorded for leads that do not name one.')
   on conflict (tenant_id, key) do nothing;
+
+  -- A nurture sequence to try enrollLeadInSequence with (weekdays 9-17 in each lead's time zone).
+  insert into app_public.nurture_sequences (tenant_id, name, description, steps, sending_window)
+  values (v_tenant_id, 'Quote follow-up', 'A text the same day, an email two days later, a last text after a week.',
+    '[{"channel": "sms", "template": "Hi {{lead.first_name | default: \"there\"}}, thanks for contacting {{tenant.business_name}}! Reply here with any question about your quote."},
+      {"channel": "email", "delay": {"days": 2}, "subject": "Your quote from {{tenant.business_name}}", "template": "Hello {{lead.first_name | default: \"there\"}},\n\nJust checking that the quote we sent answers your questions. Call or text us at {{tenant.phone}}."},
+      {"channel": "sms", "delay": {"days": 5}, "template": "Still thinking it over, {{lead.first_name | default: \"there\"}}? We can usually come out this week.", "skip_if": {"status": ["hot"]}}]',
+    '{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "17:00"}')
+  on conflict (tenant_id, name) do nothing;
 end;
 $demo$;

@@ -9,38 +9,34 @@ import { resolve } from "node:path";
 import type { Runner } from "graphile-worker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalAiResponder } from "../../src/providers/aiLocal.ts";
+import { SmtpEmailProvider } from "../../src/providers/emailSmtp.ts";
 import { LocalNumberProvisioner } from "../../src/providers/numbersLocal.ts";
 import { LocalSmsProvider } from "../../src/providers/smsLocal.ts";
 import { createTwilioClient, TwilioNumberProvisioner, TwilioSmsProvider } from "../../src/providers/twilio.ts";
 import { services, setServices } from "../../src/services.ts";
 import { startWorker } from "../../src/worker.ts";
+import { startFakeSmtp, type FakeSmtp } from "../fakeSmtp.ts";
 import { postSignedForm, startFakeTwilio, type FakeTwilio } from "../fakeTwilio.ts";
-import { db, ownerPool, registerUser, rootPool, type RegisteredUser } from "../helpers.ts";
+import { db, ownerPool, registerUser, rootPool, useOwnDatabase, type RegisteredUser, waitFor } from "../helpers.ts";
 import { projectRoot } from "../../src/config.ts";
 import { startTestServer, type TestServer } from "../server.ts";
 
-const TASKS = ["call__process_missed", "sms__send", "sms__reconcile", "conversation__ai_takeover", "conversation__ai_turn", "phone_number__provision"];
+// Its worker runs tasks other files run too: a database of its own keeps their jobs apart.
+useOwnDatabase("missed_call");
+
+const TASKS = ["call__process_missed", "sms__send", "sms__reconcile", "conversation__ai_takeover", "conversation__ai_turn", "phone_number__provision", "email__send"];
 const accountSid = `AC${randomBytes(16).toString("hex")}`;
 const authToken = randomBytes(16).toString("hex");
 const hex = () => randomBytes(16).toString("hex");
 const randomPhone = (area: string) => `+1${area}${String(Math.floor(Math.random() * 1e7)).padStart(7, "0")}`;
 
 let fake: FakeTwilio;
+let smtp: FakeSmtp;
 let server: TestServer;
 let runner: Runner;
 let owner: RegisteredUser;
 let business: string;
 const forward = randomPhone("786");
-
-async function waitFor<T>(what: string, check: () => Promise<T | null | undefined | false>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function ownerToken(): Promise<string> {
   const answer = await server.gql(`mutation ($email: String!, $password: String!) { login(input: { email: $email, password: $password }) { result } }`, {
@@ -57,7 +53,15 @@ beforeAll(async () => {
   fake = await startFakeTwilio({ accountSid, authToken });
   server = await startTestServer({ TWILIO_ACCOUNT_SID: accountSid, TWILIO_AUTH_TOKEN: authToken, TWILIO_API_BASE_URL: fake.url });
   const client = createTwilioClient({ accountSid, authToken, apiBaseUrl: fake.url });
-  setServices({ sms: new TwilioSmsProvider(client), ai: new LocalAiResponder(), numbers: new TwilioNumberProvisioner(client), publicUrl: () => server.url });
+  smtp = await startFakeSmtp();
+  setServices({
+    sms: new TwilioSmsProvider(client),
+    ai: new LocalAiResponder(),
+    numbers: new TwilioNumberProvisioner(client),
+    email: new SmtpEmailProvider({ url: smtp.url, timeoutMs: 5_000 }),
+    emailFrom: { name: "Switchboard", address: "alerts@switchboard.example" },
+    publicUrl: () => server.url,
+  });
   const root = await rootPool().connect();
   try {
     owner = await registerUser(root, { businessName: "Ace Plumbing" });
@@ -82,9 +86,11 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await runner?.stop();
+  await services().email.close();
   setServices(null);
   await server?.close();
   await fake?.close();
+  await smtp?.close();
 });
 
 describe("Twilio webhooks", () => {
@@ -204,6 +210,18 @@ describe("Twilio webhooks", () => {
     expect((await root.query("select outcome from app_public.conversations where id = $1", [conversation.id])).rows[0].outcome).toBe("qualified");
     expect((await root.query("select count(*)::int as n from app_public.lead_routing_history where lead_id = $1", [lead.id])).rows[0].n).toBeGreaterThan(0);
     expect((await root.query("select kind from app_public.notifications where lead_id = $1", [lead.id])).rows).toEqual([{ kind: "lead_qualified" }]);
+    // The owner's preferences (notification_email on by default) also bring it by email, to their login address.
+    const mail = await waitFor("the notification email", async () => smtp.received.find((m) => m.envelope.to.includes(owner.email)));
+    expect(mail.subject).toMatch(/^(Qualified|Emergency) lead: .+ from \+1305/);
+    expect(mail.text).toContain("water heater");
+    expect(mail.text).toContain(lead.id);
+    const carried = await waitFor("the notification email recorded as sent", async () =>
+      (await root.query(
+        "select e.status, e.purpose, e.message_id_header from app_public.notifications n join app_public.email_messages e on e.id = n.email_message_id where n.lead_id = $1 and e.status = 'sent'",
+        [lead.id],
+      )).rows[0],
+    );
+    expect(carried).toEqual({ status: "sent", purpose: "notification", message_id_header: mail.messageId });
   });
 
   it("a human reply through GraphQL stops the AI for that conversation", async () => {

@@ -16,7 +16,10 @@ import { seedHistory } from "../fixtures/history.ts";
 import { seedImport } from "../fixtures/import.ts";
 import { seedLedger } from "../fixtures/ledger.ts";
 import { seedRouting } from "../fixtures/routing.ts";
+import { seedEmail } from "../fixtures/email.ts";
+import { seedNurture } from "../fixtures/nurture.ts";
 import { seedTelephony } from "../fixtures/telephony.ts";
+import { seedServiceTitan } from "../fixtures/serviceTitan.ts";
 
 const SCHEMAS = ["app_public", "app_hidden", "app_private", "raw"];
 
@@ -61,7 +64,7 @@ async function seedTenant(client: pg.ClientBase, owner: RegisteredUser): Promise
   await client.query("update app_public.leads set status = 'contacted' where id = $1", [rows[0]!.id]);
   await client.query("insert into app_public.dnc_list (phone, reason) values ('+12025550000', 'isolation fixture')");
   // Each area's own fixture (test/fixtures/*.ts) fills its tables.
-  for (const seed of [seedHistory, seedAnalysis, seedLedger, seedImport, seedRouting, seedTelephony]) {
+  for (const seed of [seedHistory, seedAnalysis, seedLedger, seedImport, seedRouting, seedTelephony, seedEmail, seedNurture, seedServiceTitan]) {
     await seed(client, owner, rows[0]!.id);
     await becomeUser(client, owner);
   }

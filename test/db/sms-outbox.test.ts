@@ -168,6 +168,42 @@ describe("concurrency", () => {
   });
 });
 
+describe("a status callback racing the worker", () => {
+  it("a delivery report that arrives while the worker is recording the provider id waits for it and is applied, not lost", async () => {
+    const setup = await rootPool().connect();
+    let w: World;
+    let id: string;
+    try {
+      w = await world(setup);
+      id = (await queue(setup, w, phone(), "conversation")).id;
+      await setup.query("select app_private.claim_outbound_message($1)", [id]);
+    } finally {
+      setup.release();
+    }
+    const providerSid = sid("SM");
+    const pool = new pg.Pool({ connectionString: db.rootUrl, max: 2 });
+    const worker = await pool.connect();
+    try {
+      // The worker records the provider id in a transaction that has not committed yet...
+      await worker.query("begin");
+      await worker.query("select app_private.record_message_sent($1, $2, 'queued')", [id, providerSid]);
+      // ...when the provider's "delivered" report arrives (it names our message in the callback URL).
+      const report = pool.query("select app_private.apply_message_status($1, $2, 'delivered') as applied", [id, providerSid]);
+      await new Promise((r) => setTimeout(r, 200));
+      await worker.query("commit");
+      expect((await report).rows[0].applied).toBe(true);
+      const { rows } = await pool.query("select status, message_sid from app_public.messages where id = $1", [id]);
+      expect(rows[0]).toEqual({ status: "delivered", message_sid: providerSid });
+    } finally {
+      await worker.query("rollback").catch(() => undefined);
+      worker.release();
+      await pool.query("delete from graphile_worker._private_jobs where key = 'sms_send:' || $1", [id!]);
+      await pool.query("delete from app_public.tenants where id = $1", [w!.tenant]);
+      await pool.end();
+    }
+  });
+});
+
 describe("the send lifecycle", () => {
   it("only one claim succeeds; a number that joins the list before sending is canceled at the claim", async () => {
     await withRootDb(async (client) => {

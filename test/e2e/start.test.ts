@@ -108,6 +108,8 @@ describe("npm start (end to end)", () => {
         expect(login.errors, started.output()).toBeUndefined();
         const me = await gql(url, `{ currentUser { email } currentTenant { businessName } }`, {}, login.data.login.result);
         expect(me.data).toEqual({ currentUser: { email: "owner@demo.switchboard.test" }, currentTenant: { businessName: "Demo Plumbing Co" } });
+        const sequences = await gql(url, `{ allNurtureSequences { nodes { name currentVersion status } } }`, {}, login.data.login.result);
+        expect(sequences.data?.allNurtureSequences.nodes, JSON.stringify(sequences.errors)).toEqual([{ name: "Quote follow-up", currentVersion: 1, status: "active" }]);
         const health = (await (await fetch(`${url}/healthz`)).json()) as any;
         expect(health.worker.state, `round ${round}`).toBe("running");
       } finally {
