@@ -7,7 +7,9 @@ import { projectRoot } from "./config.ts";
 export interface WorkerOptions {
   /**
    * Run only these tasks (tasks/<name>.ts) and no crontab. For tests sharing one job queue: a worker
-   * only picks up jobs of the tasks it knows, so one test file's worker leaves the others' jobs alone.
+   * only picks up jobs of the tasks it knows, so one test file's worker leaves the others' jobs alone,
+   * and it schedules nothing (graphile-worker would otherwise read ./crontab by default and enqueue
+   * every scheduled task, e.g. a ServiceTitan incremental sync in the middle of a test's full one).
    */
   only?: string[];
 }
@@ -20,7 +22,8 @@ export async function startWorker(ownerPool: pg.Pool, concurrency: number, optio
       const module = (await import(resolve(projectRoot, "tasks", `${name}.ts`))) as { default: Task };
       taskList[name] = module.default;
     }
-    return run({ ...common, taskList });
+    // An empty parsedCronItems, not a missing crontabFile: graphile-worker defaults that to ./crontab.
+    return run({ ...common, taskList, parsedCronItems: [] });
   }
   return run({ ...common, taskDirectory: resolve(projectRoot, "tasks"), crontabFile: resolve(projectRoot, "crontab") });
 }

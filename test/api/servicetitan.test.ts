@@ -213,7 +213,8 @@ describe("ServiceTitan sync runs", () => {
     fake.failNext(1, "malformed");
     await syncAndWait(t, "st_locations", "full", 90_000);
     const state = await syncState(t, "st_locations");
-    expect(state).toMatchObject({ last_error: null, records_synced: String(fake.records("locations").length) });
+    const trail = JSON.stringify({ state, requests: fake.requests.slice(before).map((r) => [r.at, r.server, r.path, r.query.from ?? null, r.status]) });
+    expect(state, trail).toMatchObject({ last_error: null, records_synced: String(fake.records("locations").length) });
     expect(await count("st_locations", t, "deleted_at is null")).toBe(fake.records("locations").length);
     const log = fake.requests.slice(before);
     const limited = log.findIndex((r) => r.status === 429);
