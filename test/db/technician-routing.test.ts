@@ -3,7 +3,9 @@
  * at once on parallel connections never give one technician two overlapping jobs, and a technician
  * on a ServiceTitan appointment gets none of them (route_lead's "free" check, re-checked after the
  * agent row is locked). The caches are filled the way a sync fills them: st_begin_sync + st_apply_page.
+ * Skill mappings written in bulk re-derive the technicians' specializations once per statement.
  */
+import type pg from "pg";
 import { beforeAll, describe, expect, it } from "vitest";
 import { registerUser, rootPool, useOwnDatabase, type RegisteredUser } from "../helpers.ts";
 
@@ -52,7 +54,7 @@ beforeAll(async () => {
   }
   const t = owner.tenant_id!;
   await rootPool().query("insert into app_public.service_titan_skill_lines (tenant_id, skill_name, service_line) values ($1, 'Plumbing Service', 'plumbing')", [t]);
-  const plumbing = [{ id: 302, name: "Plumbing Service" }];
+  const plumbing = [{ id: 302, name: "Plumbing Service" }, { id: 310, name: "Drain Cleaning" }, { id: 305, name: "EPA 608 Certified" }];
   await applyFullPage(t, "st_technicians", [1, 2, 3].map((id) => ({ id, name: `Tech ${id}`, active: true, modifiedOn: stamp, skills: plumbing })));
   const end = new Date(appointmentStart.getTime() + 2 * HOUR);
   await applyFullPage(t, "st_appointments", [{ id: 900, jobId: 800, start: appointmentStart.toISOString(), end: end.toISOString(), status: "Scheduled", active: true, modifiedOn: stamp }]);
@@ -96,5 +98,51 @@ describe("technicians under concurrent routing", () => {
       [owner.tenant_id],
     );
     expect(overlapping[0].n).toBe(0);
+  });
+});
+
+describe("skill mappings", () => {
+  async function lines(client: pg.ClientBase, technician: number): Promise<string[]> {
+    const { rows } = await client.query(
+      "select array_agg(service_line::text order by service_line) as l from app_public.agent_specializations where agent_id = $1 and source = 'servicetitan'",
+      [agentOf.get(technician)],
+    );
+    return rows[0].l;
+  }
+  async function rederivations(client: pg.ClientBase): Promise<number> {
+    const { rows } = await client.query("select pg_stat_get_xact_function_calls('app_private.st_sync_technician_agents'::regproc)::int as n");
+    return rows[0].n;
+  }
+
+  it("inserting, changing and deleting several mappings in one statement re-derives the technicians once per statement", async () => {
+    const client = await rootPool().connect();
+    try {
+      await client.query("begin");
+      await client.query("set local track_functions = 'pl'");
+      // Unmapped skills are their own lines, named after the skill.
+      expect(await lines(client, 2)).toEqual(["drain_cleaning", "epa_608_certified", "plumbing"]);
+
+      await client.query(
+        "insert into app_public.service_titan_skill_lines (tenant_id, skill_name, service_line) values ($1, 'Drain Cleaning', 'drains'), ($1, 'EPA 608 Certified', 'hvac')",
+        [owner.tenant_id],
+      );
+      expect(await rederivations(client)).toBe(1);
+      expect(await lines(client, 2)).toEqual(["drains", "hvac", "plumbing"]);
+
+      await client.query("update app_public.service_titan_skill_lines set service_line = 'sewer' where tenant_id = $1 and skill_name in ('Drain Cleaning', 'EPA 608 Certified')", [owner.tenant_id]);
+      expect(await rederivations(client)).toBe(2);
+      expect(await lines(client, 2)).toEqual(["plumbing", "sewer"]);
+
+      await client.query("delete from app_public.service_titan_skill_lines where tenant_id = $1 and skill_name in ('Drain Cleaning', 'EPA 608 Certified')", [owner.tenant_id]);
+      expect(await rederivations(client)).toBe(3);
+      expect(await lines(client, 2)).toEqual(["drain_cleaning", "epa_608_certified", "plumbing"]);
+
+      // A statement that changes no row still runs the trigger, and re-derives nobody.
+      await client.query("delete from app_public.service_titan_skill_lines where tenant_id = $1 and skill_name = 'No Such Skill'", [owner.tenant_id]);
+      expect(await rederivations(client)).toBe(3);
+    } finally {
+      await client.query("rollback");
+      client.release();
+    }
   });
 });
