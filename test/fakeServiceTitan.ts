@@ -29,8 +29,10 @@
  * up to 5000.
  *
  * Fault injection for API requests (not the token endpoint): `failNext(n, kind)` answers the next
- * n API requests with a 429 (Retry-After when given), a 500, no answer at all until the client
- * gives up ("timeout"), or a 200 with a truncated JSON body ("malformed").
+ * n authorised API requests with a 429 (Retry-After when given), a 500, no answer at all until the
+ * client gives up ("timeout"), or a 200 with a truncated JSON body ("malformed"). A request refused
+ * for its token (401) comes first and uses no fault, so every fault queued is really served; the
+ * request log says which request got which.
  */
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -52,6 +54,8 @@ export interface FakeStRequest {
   query: Record<string, string>;
   /** The status answered; null while held open or when never answered (timeout fault). */
   status: number | null;
+  /** The injected fault this request was answered with, if any. */
+  fault?: FakeStFault;
 }
 
 export interface FakeServiceTitanOptions {
@@ -825,16 +829,16 @@ export async function startFakeServiceTitan(opts: FakeServiceTitanOptions): Prom
       return send(res, entry, answer.status, answer.json);
     }
 
+    const authError = apiAuthError(req);
+    if (authError) return send(res, entry, authError.status, authError.json, authError.header ? { "WWW-Authenticate": authError.header } : {});
     const fault = faults.shift();
+    if (fault) entry.fault = fault.kind;
     if (fault?.kind === "timeout") return; // held open: the client has to give up
     if (fault?.kind === "429") {
       const headers: Record<string, string> = fault.retryAfterSeconds === undefined ? {} : { "Retry-After": String(fault.retryAfterSeconds) };
       return send(res, entry, 429, problem(429, "Too Many Requests"), headers);
     }
     if (fault?.kind === "500") return send(res, entry, 500, problem(500, "An unexpected error occurred."));
-
-    const authError = apiAuthError(req);
-    if (authError) return send(res, entry, authError.status, authError.json, authError.header ? { "WWW-Authenticate": authError.header } : {});
     try {
       const json = routeApi(method, url.pathname, entry.query);
       if (fault?.kind === "malformed") {

@@ -203,7 +203,7 @@ describe("ServiceTitan connection settings", () => {
 });
 
 describe("ServiceTitan sync runs", () => {
-  it("429 with Retry-After, 500s, a timeout, malformed JSON and a token expiring mid-sync are retried; the sync ends with every record once", async () => {
+  it("429 with Retry-After, 500s, a timeout, malformed JSON and a token expiring mid-sync: the client retries, the job retries when the client gives up, and the sync ends with every record once", async () => {
     const t = owner.tenant_id!;
     const before = fake.requests.length;
     fake.expireTokensNow();
@@ -211,12 +211,25 @@ describe("ServiceTitan sync runs", () => {
     fake.failNext(2, "500");
     fake.failNext(1, "timeout");
     fake.failNext(1, "malformed");
-    await syncAndWait(t, "st_locations", "full", 90_000);
+    const since = (await rootPool().query("select now() as t")).rows[0].t as Date;
+    await rootPool().query("select app_private.st_schedule_syncs('full', $1, 'st_locations')", [t]);
+    // The first attempt gives up on its fifth failure and says so; the job's retry (seconds later) resumes the run.
+    const failed = await waitFor("the failed attempt", async () => (await syncState(t, "st_locations"))?.last_error, 60_000);
+    expect(failed).toMatch(/not JSON.*gave up after 5 attempts/);
+    await waitFor("the retried sync", async () => {
+      const s = await syncState(t, "st_locations");
+      return s?.last_full_sync >= since && s.run_mode === null;
+    }, 90_000);
     const state = await syncState(t, "st_locations");
     const trail = JSON.stringify({ state, requests: fake.requests.slice(before).map((r) => [r.at, r.server, r.path, r.query.from ?? null, r.status]) });
     expect(state, trail).toMatchObject({ last_error: null, records_synced: String(fake.records("locations").length) });
     expect(await count("st_locations", t, "deleted_at is null")).toBe(fake.records("locations").length);
     const log = fake.requests.slice(before);
+    // The expired token is refused first (401, then a new token), then every fault is served in order:
+    // five failures in a row use up the client's five attempts, so the job fails once and its retry
+    // resumes the run.
+    expect(log[0]).toMatchObject({ server: "api", status: 401 });
+    expect(log.filter((r) => r.fault).map((r) => r.fault)).toEqual(["429", "500", "500", "timeout", "malformed"]);
     const limited = log.findIndex((r) => r.status === 429);
     expect(limited).toBeGreaterThanOrEqual(0);
     const next = log.slice(limited + 1).find((r) => r.server === "api");
