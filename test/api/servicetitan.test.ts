@@ -176,6 +176,19 @@ describe("ServiceTitan connection settings", () => {
     expect(read.errors).toBeUndefined();
     expect(read.data.allRawStJobs.totalCount).toBe(fake.records("jobs").length);
     expect(read.data.allRawSyncStates.nodes).toHaveLength(TABLES.length);
+
+    // Freshness operations can alert on: nothing is stale right after the syncs; a cache whose newest
+    // completed sync is an hour old is, by the default 30 minutes, but not when asked about 2 hours.
+    const STALE = `{ allRawSyncStates { nodes { tableName stale withinTwoHours: stale(olderThan: { hours: 2 }) } } }`;
+    const fresh = await server.gql(STALE, {}, token);
+    expect(fresh.errors).toBeUndefined();
+    expect(fresh.data.allRawSyncStates.nodes.filter((n: { stale: boolean }) => n.stale)).toEqual([]);
+    await rootPool().query(
+      "update raw.sync_state set last_full_sync = now() - interval '1 hour', last_incremental_sync = null where tenant_id = $1 and table_name = 'st_locations'",
+      [t],
+    );
+    const behind = await server.gql(STALE, {}, token);
+    expect(behind.data.allRawSyncStates.nodes.filter((n: { stale: boolean }) => n.stale)).toEqual([{ tableName: "st_locations", stale: true, withinTwoHours: false }]);
   });
 
   it("an incremental sync picks up changes, deactivations and new records; a full sync marks what ServiceTitan deleted", async () => {
