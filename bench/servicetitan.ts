@@ -22,7 +22,9 @@
  *             per page ServiceTitanClient.exportPage over HTTP (rate limiter, JSON parsing) and
  *             select app_private.st_apply_page($1, $2::jsonb, $3, $4) with JSON.stringify of the page,
  *             until hasMore is false. The first sync fills an empty cache (inserts); later ones are
- *             full syncs over a filled cache (every row updated). One client is reused throughout, as
+ *             full syncs over a filled cache after BENCH_CHANGED_PERCENT (default 5) percent of the
+ *             jobs were changed at the fake (not timed): those rows are rewritten, the others only
+ *             compared and remembered as seen. One client is reused throughout, as
  *             the worker's clientForTenant does, so the token is already cached.
  * Both run as the database owner (the worker's role), one autocommit statement per page, on one
  * connection. Before each run: vacuum (analyze) and a checkpoint, not timed. "st_apply_page alone"
@@ -41,6 +43,8 @@ const JOBS = Number(process.env.BENCH_JOBS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const PAGE_SIZE = Number(process.env.BENCH_PAGE_SIZE ?? 5000);
 const WARMUP = process.env.BENCH_WARMUP !== "0";
+/** Percent of the jobs changed at the fake before each re-sync (a night's worth of edits); default 5. */
+const CHANGED_PERCENT = Number(process.env.BENCH_CHANGED_PERCENT ?? 5);
 const roles = { owner: "switchboard_stbench_owner", authenticator: "switchboard_stbench_authenticator", visitor: "switchboard_stbench_visitor" };
 const credentials = { clientId: "bench-client", clientSecret: "bench-secret", appKey: "bench-app-key", tenantId: "987654" };
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -130,7 +134,7 @@ async function main(): Promise<void> {
     const runSync = async (label: string): Promise<SyncRun> => {
       const { rows: before } = await root.query<{ n: number }>("select count(*)::int as n from raw.st_jobs where tenant_id = $1", [tenantId]);
       await settle();
-      log(`${label}: full sync over HTTP, cache holding ${fmt(before[0]!.n)} jobs (${before[0]!.n === 0 ? "inserts" : "updates"})…`);
+      log(`${label}: full sync over HTTP, cache holding ${fmt(before[0]!.n)} jobs (${before[0]!.n === 0 ? "inserts" : "changed records rewritten, the rest compared"})…`);
       let fetchSeconds = 0;
       let applySeconds = 0;
       let records = 0;
@@ -169,6 +173,13 @@ async function main(): Promise<void> {
     const syncs: SyncRun[] = [];
     for (let round = 1; round <= ROUNDS; round++) {
       baseline.push(await runBaseline(`Round ${round}/${ROUNDS}`));
+      if (round > 1) {
+        // A night's edits: every (100 / CHANGED_PERCENT)-th job gets a new status and modifiedOn.
+        const every = CHANGED_PERCENT > 0 ? Math.max(1, Math.round(100 / CHANGED_PERCENT)) : 0;
+        const jobs = every > 0 ? fake!.records("jobs").filter((_, i) => (i + round) % every === 0) : [];
+        for (const job of jobs) fake!.modify("jobs", job.id, { jobStatus: round % 2 === 0 ? "Completed" : "InProgress" });
+        log(`  changed ${fmt(jobs.length)} jobs at the fake (${CHANGED_PERCENT}%), not timed`);
+      }
       syncs.push(await runSync(`Round ${round}/${ROUNDS}`));
     }
 
@@ -199,7 +210,7 @@ async function main(): Promise<void> {
     const applyRates = syncs.map((s) => s.records / s.applySeconds);
     const fetchRates = syncs.map((s) => s.records / s.fetchSeconds);
     const best = (xs: number[]) => Math.max(...xs);
-    const runHeads = syncs.map((_, i) => `run ${i + 1}${i === 0 ? " (empty cache: inserts)" : " (filled cache: updates)"}`);
+    const runHeads = syncs.map((_, i) => `run ${i + 1}${i === 0 ? " (empty cache: inserts)" : ` (filled cache, ${CHANGED_PERCENT}% changed)`}`);
     const row = (label: string, xs: number[]) => `| ${label} | ${xs.map((x) => fmt(x)).join(" | ")} | ${fmt(best(xs))} | ${fmt(median(xs))} |`;
     /** Per round: the rate ÷ that round's baseline; best ÷ best baseline; median ÷ median baseline. */
     const ratioRow = (label: string, xs: number[]) =>

@@ -208,10 +208,20 @@ describe("ServiceTitan connection settings", () => {
     expect(Number((await syncState(t, "st_jobs")).records_synced)).toBeLessThan(10);
 
     fake.remove("jobs", c!.id);
+    const [, , , d, e] = fake.records("jobs").filter((j) => j.active);
+    fake.modify("jobs", e!.id, { summary: "Changed before the nightly sync" });
+    const version = async (id: number) => (await rootPool().query("select xmin::text as v from raw.st_jobs where tenant_id = $1 and id = $2", [t, id])).rows[0].v;
+    const [unchangedBefore, changedBefore] = [await version(d!.id), await version(e!.id)];
     await syncAndWait(t, "st_jobs", "full");
     expect((await job(c!.id)).deleted_at).not.toBeNull();
     expect((await job(a!.id)).deleted_at).toBeNull();
     expect(await count("st_jobs", t, "deleted_at is null")).toBe(fake.records("jobs").length);
+    // The full sync rewrote the changed record only: an unchanged one keeps its row version.
+    expect(await version(d!.id)).toBe(unchangedBefore);
+    expect(await version(e!.id)).not.toBe(changedBefore);
+    expect((await job(e!.id)).summary).toBe("Changed before the nightly sync");
+    // What the run saw is forgotten once it ends.
+    expect((await rootPool().query("select count(*)::int as n from app_private.st_sync_seen where tenant_id = $1", [t])).rows[0].n).toBe(0);
   });
 });
 
