@@ -19,7 +19,8 @@
  *             timed): the least it costs to get the same pages into PostgreSQL, JSON transfer and
  *             parsing included.
  *   sync:     what tasks/servicetitan__sync.ts does, timed end to end: app_private.st_begin_sync, then
- *             per page ServiceTitanClient.exportPage over HTTP (rate limiter, JSON parsing) and
+ *             per page ServiceTitanClient.exportPage over HTTP (rate limit slots in PostgreSQL, as
+ *             the worker keeps them; JSON parsing) and
  *             select app_private.st_apply_page($1, $2::jsonb, $3, $4) with JSON.stringify of the page,
  *             until hasMore is false. The first sync fills an empty cache (inserts); later ones are
  *             full syncs over a filled cache after BENCH_CHANGED_PERCENT (default 5) percent of the
@@ -36,6 +37,7 @@ import { cpus, totalmem } from "node:os";
 import { performance } from "node:perf_hooks";
 import pg from "pg";
 import { ServiceTitanClient } from "../src/providers/serviceTitan.ts";
+import { pgRequestLimiters } from "../src/providers/serviceTitanPgLimiter.ts";
 import { startFakeServiceTitan } from "../test/fakeServiceTitan.ts";
 import { openBenchDatabase } from "./database.ts";
 
@@ -72,6 +74,8 @@ async function main(): Promise<void> {
   const bench = await openBenchDatabase("switchboard_stbench", roles, log);
   const root = new pg.Client({ connectionString: bench.rootUrl });
   const owner = new pg.Client({ connectionString: bench.urls.ownerUrl });
+  const limiterPool = new pg.Pool({ connectionString: bench.urls.ownerUrl, max: 2 });
+  limiterPool.on("error", (error) => log(`limiter pool: ${error.message}`));
   root.on("error", (error) => log(`root connection: ${error.message}`));
   owner.on("error", (error) => log(`owner connection: ${error.message}`));
   let fake: Awaited<ReturnType<typeof startFakeServiceTitan>> | null = null;
@@ -87,7 +91,11 @@ async function main(): Promise<void> {
       exportPageSize: PAGE_SIZE,
     });
     log(`Fake ServiceTitan on ${fake.apiUrl} with ${fmt(JOBS)} jobs, export pages of ${PAGE_SIZE} (generated in ${((performance.now() - t) / 1000).toFixed(2)} s)`);
-    client = new ServiceTitanClient({ ...credentials, environment: "integration", authBaseUrl: fake.authUrl, apiBaseUrl: fake.apiUrl });
+    // As the worker does: the rate limit's slots are kept in PostgreSQL (two statements per request).
+    client = new ServiceTitanClient(
+      { ...credentials, environment: "integration", authBaseUrl: fake.authUrl, apiBaseUrl: fake.apiUrl },
+      { limiter: pgRequestLimiters(limiterPool) },
+    );
 
     const { rows: user } = await root.query<{ id: string }>("select (app_private.create_user('stbench@example.com', 'stbench-password-1')).id");
     const { rows: tenant } = await root.query<{ id: string }>("select (app_private.create_tenant('ServiceTitan Bench HVAC', $1)).id", [user[0]!.id]);
@@ -244,6 +252,7 @@ async function main(): Promise<void> {
     client?.close();
     await fake?.close();
     await owner.end().catch(() => {});
+    await limiterPool.end().catch(() => {});
     await root.end().catch(() => {});
     await bench.close();
   }

@@ -1,6 +1,6 @@
 /**
  * The outside world as the worker tasks see it: the SMS and email providers, the AI responder,
- * number provisioning and the public URLs (webhooks, unsubscribe links). Built once from the configuration when the worker starts
+ * number provisioning, ServiceTitan's settings and shared rate limit, and the public URLs (webhooks, unsubscribe links). Built once from the configuration when the worker starts
  * (makeServices) and read by the tasks (services()); tests install their own (setServices).
  */
 import type pg from "pg";
@@ -10,6 +10,8 @@ import type { EmailProvider } from "./providers/email.ts";
 import { LocalEmailProvider } from "./providers/emailLocal.ts";
 import { SmtpEmailProvider } from "./providers/emailSmtp.ts";
 import { LocalNumberProvisioner } from "./providers/numbersLocal.ts";
+import type { RequestLimiter } from "./providers/serviceTitan.ts";
+import { pgRequestLimiters } from "./providers/serviceTitanPgLimiter.ts";
 import type { SmsProvider } from "./providers/sms.ts";
 import { LocalSmsProvider } from "./providers/smsLocal.ts";
 import {
@@ -44,6 +46,8 @@ export interface Services {
   publicUrl: () => string;
   /** How to reach ServiceTitan and decrypt stored credentials; without it ServiceTitan syncs fail with a clear error. */
   serviceTitan?: ServiceTitanSettings;
+  /** ServiceTitan's rate limit shared by every worker process (slots in PostgreSQL); without it, per process. */
+  serviceTitanLimiter?: (key: string, holdMs: number) => RequestLimiter;
 }
 
 export function webhookUrls(publicUrl: string): WebhookUrls {
@@ -58,7 +62,14 @@ export function makeServices(config: Pick<Config, "telephony" | "email" | "servi
     email.provider === "smtp" && email.smtpUrl
       ? new SmtpEmailProvider({ url: email.smtpUrl, timeoutMs: email.timeoutMs })
       : new LocalEmailProvider(ownerPool);
-  const common = { ai, email: emailProvider, emailFrom: email.from, publicUrl, serviceTitan: config.serviceTitan };
+  const common = {
+    ai,
+    email: emailProvider,
+    emailFrom: email.from,
+    publicUrl,
+    serviceTitan: config.serviceTitan,
+    serviceTitanLimiter: pgRequestLimiters(ownerPool),
+  };
   if (telephony.smsProvider === "twilio" && telephony.twilio) {
     const client = createTwilioClient(telephony.twilio);
     return { ...common, sms: new TwilioSmsProvider(client), numbers: new TwilioNumberProvisioner(client) };

@@ -65,9 +65,9 @@ const task: Task = async (payload, helpers) => {
   let pages = 0;
   let records = 0;
   try {
-    const settings = services().serviceTitan;
+    const { serviceTitan: settings, serviceTitanLimiter } = services();
     if (!settings) throw new Error("The worker has no ServiceTitan settings (services().serviceTitan)");
-    const client = clientForTenant(tenant_id, settings, connection);
+    const client = clientForTenant(tenant_id, settings, connection, serviceTitanLimiter);
     for (;;) {
       const page = await client.exportPage(run.resource, cursor, { includeRecentChanges: true });
       if (page.hasMore && !page.continueFrom) {

@@ -101,7 +101,22 @@ export interface ServiceTitanConfig {
   maxAttempts?: number;
 }
 
+/**
+ * Keeps requests under the rate limit: `acquire` resolves when a request may be sent, with the
+ * function to call once its answer (or failure) is in.
+ */
+export interface RequestLimiter {
+  acquire(limit: number): Promise<() => void>;
+}
+
 export interface ServiceTitanClientOptions {
+  /**
+   * The limiter for this client's key (API origin | app key | tenant id), given how long a request
+   * may hold a slot at most (timeoutMs plus a second). Default: one in-process limiter per key,
+   * shared by the clients of this process; the worker passes one kept in PostgreSQL
+   * (PgRequestLimiter), shared by every process.
+   */
+  limiter?: (key: string, holdMs: number) => RequestLimiter;
   /** Waits between attempts (backoff, Retry-After). Default: a real timer. */
   sleep?: (ms: number) => Promise<void>;
   /** Milliseconds since the epoch, for token expiry and Retry-After dates. Default: Date.now. */
@@ -205,7 +220,7 @@ export function backoffDelayMs(attempt: number, random: number): number {
 
 const WINDOW_MS = 1000;
 
-class SlidingWindowLimiter {
+class SlidingWindowLimiter implements RequestLimiter {
   #inFlight = 0;
   /** When slots of answered requests become free again, ascending. */
   readonly #cooling: number[] = [];
@@ -350,7 +365,7 @@ export class ServiceTitanClient {
   readonly #sleep: (ms: number) => Promise<void>;
   readonly #now: () => number;
   readonly #random: () => number;
-  readonly #limiter: SlidingWindowLimiter;
+  readonly #limiter: RequestLimiter;
   readonly #closed = new AbortController();
   #token: CachedToken | null = null;
   #tokenInFlight: Promise<string> | null = null;
@@ -396,7 +411,8 @@ export class ServiceTitanClient {
     this.#sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
-    this.#limiter = limiterFor(`${this.apiBaseUrl}|${config.appKey}|${config.tenantId}`);
+    const limiterKey = `${this.apiBaseUrl}|${config.appKey}|${config.tenantId}`;
+    this.#limiter = options.limiter ? options.limiter(limiterKey, timeoutMs + WINDOW_MS) : limiterFor(limiterKey);
   }
 
   /**

@@ -5,7 +5,7 @@
  */
 import type { ServiceTitanSettings } from "../config.ts";
 import { decryptSecret } from "../secrets.ts";
-import { ServiceTitanClient, type ServiceTitanConfig, type ServiceTitanEnvironment } from "./serviceTitan.ts";
+import { ServiceTitanClient, type RequestLimiter, type ServiceTitanConfig, type ServiceTitanEnvironment } from "./serviceTitan.ts";
 
 /** A row of app_private.service_titan_connection_for_sync(tenant). */
 export interface StoredConnection {
@@ -35,8 +35,17 @@ export function connectionConfig(settings: ServiceTitanSettings, connection: Omi
 
 const clients = new Map<string, { signature: string; client: ServiceTitanClient }>();
 
-/** The tenant's client, new when its settings changed since the last call. */
-export function clientForTenant(tenantId: string, settings: ServiceTitanSettings, connection: StoredConnection): ServiceTitanClient {
+/**
+ * The tenant's client, new when its settings changed since the last call. `limiter` makes the
+ * requests of every process count together (services().serviceTitanLimiter); without it the
+ * client's limit holds in this process only.
+ */
+export function clientForTenant(
+  tenantId: string,
+  settings: ServiceTitanSettings,
+  connection: StoredConnection,
+  limiter?: (key: string, holdMs: number) => RequestLimiter,
+): ServiceTitanClient {
   const signature = JSON.stringify([
     connection.client_id,
     connection.client_secret_encrypted.toString("base64"),
@@ -50,7 +59,7 @@ export function clientForTenant(tenantId: string, settings: ServiceTitanSettings
   const cached = clients.get(tenantId);
   if (cached?.signature === signature) return cached.client;
   cached?.client.close();
-  const client = new ServiceTitanClient(connectionConfig(settings, connection));
+  const client = new ServiceTitanClient(connectionConfig(settings, connection), limiter ? { limiter } : {});
   clients.set(tenantId, { signature, client });
   return client;
 }

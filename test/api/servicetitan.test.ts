@@ -13,6 +13,7 @@ import { LocalEmailProvider } from "../../src/providers/emailLocal.ts";
 import { LocalNumberProvisioner } from "../../src/providers/numbersLocal.ts";
 import { ServiceTitanClient } from "../../src/providers/serviceTitan.ts";
 import { closeServiceTitanClients } from "../../src/providers/serviceTitanConnections.ts";
+import { pgRequestLimiters } from "../../src/providers/serviceTitanPgLimiter.ts";
 import { LocalSmsProvider } from "../../src/providers/smsLocal.ts";
 import { setServices } from "../../src/services.ts";
 import { startWorker } from "../../src/worker.ts";
@@ -90,6 +91,7 @@ beforeAll(async () => {
     emailFrom: { name: null, address: "no-reply@switchboard.localhost" },
     publicUrl: () => server.url,
     serviceTitan: server.config.serviceTitan,
+    serviceTitanLimiter: pgRequestLimiters(ownerPool()),
   });
   const root = await rootPool().connect();
   try {
@@ -163,6 +165,11 @@ describe("ServiceTitan connection settings", () => {
       expect(await count(table, t, "not active")).toBe(expected.filter((r) => !r.active).length);
       expect(await count(table, t, "not active")).toBeGreaterThan(0);
     }
+    // The worker's requests took their turns in the slots shared by every process (50 per second).
+    const { rows: slots } = await rootPool().query("select count(*)::int as n from app_private.service_titan_rate_slots where limiter_key = $1", [
+      `${fake.apiUrl}|${credentials.appKey}|${credentials.tenantId}`,
+    ]);
+    expect(slots[0].n).toBe(50);
     const job = fake.records("jobs")[7]!;
     const { rows } = await rootPool().query("select * from raw.st_jobs where tenant_id = $1 and id = $2", [t, job.id]);
     expect(rows[0]).toMatchObject({ job_status: job.jobStatus, location_id: String(job.locationId), priority: job.priority, summary: job.summary });
