@@ -320,7 +320,7 @@ describe("ServiceTitan sync runs", () => {
     }
   });
 
-  it("a tenant whose ServiceTitan refuses it records the error and does not stop another tenant's sync", async () => {
+  it("the scheduled incremental sync: a tenant whose ServiceTitan refuses it records the error and does not stop another tenant's sync", async () => {
     const root = rootPool();
     const other = await (async () => {
       const c = await root.connect();
@@ -336,7 +336,8 @@ describe("ServiceTitan sync runs", () => {
     expect(saved.data.saveServiceTitanConnection.ok).toBe(false);
     // Force a sync of it anyway (as if the test had passed and ServiceTitan changed its mind later).
     await root.query("update app_public.service_titan_connections set status = 'connected' where tenant_id = $1", [other.tenant_id]);
-    await root.query("select app_private.st_schedule_syncs('incremental')");
+    // What the crontab does every 5 minutes: the schedule task queues every table of every connection.
+    await root.query(`select app_private.add_job('servicetitan__schedule', '{"mode":"incremental"}')`);
     await waitFor("the failing tenant's error", async () => (await syncState(other.tenant_id!, "st_jobs"))?.last_error);
     expect((await syncState(other.tenant_id!, "st_jobs")).last_error).toMatch(/403|tenant/i);
     await waitFor("the good tenant's incremental syncs", async () => {
