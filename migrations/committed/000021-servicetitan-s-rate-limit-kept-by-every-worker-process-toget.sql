@@ -1,5 +1,5 @@
 --! Previous: sha1:238d1de92274c772cc0cefbfe0ba507196af39fc
---! Hash: sha1:9aaffe049aa5345beec5fc912e0ae43e10a4b92f
+--! Hash: sha1:3e8c9a9e5ac093d77a6c667ffca12533e5a198c9
 --! Message: ServiceTitan's rate limit kept by every worker process together: request slots in PostgreSQL (st_take_rate_slot / st_release_rate_slot), free a second after the answer, freed by their hold when a process dies
 
 -- Migration 000021: ServiceTitan's rate limit (60 requests per second per app and tenant) kept by
@@ -69,11 +69,16 @@ begin
     return;
   end if;
 
-  -- None free: say how long until the first one is (at least 5 ms, at most a second, then ask again).
+  -- None free: say how long until the first busy one frees up (at least 5 ms, at most a second, then
+  -- ask again). When none is busy, the free ones are being taken by other callers right now (locked,
+  -- skipped): 5 ms. (Only busy ones count: a new slot’s -infinity can’t be subtracted before PG 17.)
   select pg_catalog.min(f.busy_until) into v_next
-    from app_private.service_titan_rate_slots f where f.limiter_key = v_key and f.slot < slots;
+    from app_private.service_titan_rate_slots f
+   where f.limiter_key = v_key and f.slot < slots and f.busy_until > pg_catalog.clock_timestamp();
   return query select null::int,
-    greatest(5, least(1000, pg_catalog.ceil(pg_catalog.date_part('epoch', v_next - pg_catalog.clock_timestamp()) * 1000)))::int;
+    case when v_next is null then 5
+         else greatest(5, least(1000, pg_catalog.ceil(pg_catalog.date_part('epoch', v_next - pg_catalog.clock_timestamp()) * 1000)))::int
+    end;
 end;
 $$;
 comment on function app_private.st_take_rate_slot(text, int, interval) is $$Takes a free request slot of this limiter (the first `slots` of them; they are created on first use) and holds it for `hold` (the request’s timeout plus a second): returns its number and wait_ms 0. When all are busy returns a null slot and how many milliseconds to wait before asking again. 22023 for a missing key, a limit outside 1 to 59 or a hold that is not positive.$$;

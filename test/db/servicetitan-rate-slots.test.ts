@@ -88,6 +88,29 @@ describe("ServiceTitan request slots in PostgreSQL", () => {
     expect(Number(rows[0].s)).toBeLessThanOrEqual(1);
   });
 
+  it("a free slot another caller is taking right now is skipped, not waited for: the caller is told to ask again in 5 ms", async () => {
+    const key = `test|rate-slots|${randomBytes(4).toString("hex")}`;
+    // The limiter's only slot exists and has never been used (free since -infinity).
+    await rootPool().query("insert into app_private.service_titan_rate_slots (limiter_key, slot) values ($1, 0)", [key]);
+    const [a, b] = [await rootPool().connect(), await rootPool().connect()];
+    try {
+      await a.query("begin");
+      // A takes it and has not committed: the row is locked, still -infinity for everyone else.
+      expect((await a.query("select * from app_private.st_take_rate_slot($1, 1, '5 seconds')", [key])).rows[0].slot).toBe(0);
+      const { rows } = await b.query("select * from app_private.st_take_rate_slot($1, 1, '5 seconds')", [key]);
+      expect(rows[0]).toEqual({ slot: null, wait_ms: 5 });
+      await a.query("commit");
+      // Committed, it is busy for its hold: now the wait is up to the hold's end (at most a second at a time).
+      const { rows: after } = await b.query("select * from app_private.st_take_rate_slot($1, 1, '5 seconds')", [key]);
+      expect(after[0].slot).toBeNull();
+      expect(after[0].wait_ms).toBe(1000);
+    } finally {
+      await a.query("rollback").catch(() => {});
+      a.release();
+      b.release();
+    }
+  });
+
   it("refuses a missing key, a limit outside 1 to 59 and a hold that is not positive (22023)", async () => {
     const c = await rootPool().connect();
     try {
