@@ -196,6 +196,9 @@ describe("ServiceTitan connection settings", () => {
     );
     const behind = await server.gql(STALE, {}, token);
     expect(behind.data.allRawSyncStates.nodes.filter((n: { stale: boolean }) => n.stale)).toEqual([{ tableName: "st_locations", stale: true, withinTwoHours: false }]);
+    const negative = await server.gql(`{ allRawSyncStates { nodes { stale(olderThan: { minutes: -5 }) } } }`, {}, token);
+    expect(negative.errors?.[0]?.extensions?.code).toBe("22023");
+    expect(negative.errors?.[0]?.message).toMatch(/olderThan must be a positive length of time/);
   });
 
   it("an incremental sync picks up changes, deactivations and new records; a full sync marks what ServiceTitan deleted", async () => {
