@@ -140,7 +140,7 @@ describe("one source file per SQL function", () => {
   });
 
   it("files sit in a folder per domain, and no two files share a name", () => {
-    const domains = new Set(["identity", "crm", "routing", "messaging", "nurture", "servicetitan"]);
+    const domains = new Set(["platform", "identity", "crm", "routing", "messaging", "nurture", "servicetitan"]);
     expect(functionFiles.length).toBeGreaterThanOrEqual(50);
     for (const file of functionFiles) expect(domains.has(file.split("/")[0]!), `${file} is in a domain folder`).toBe(true);
     const names = functionFiles.map((file) => basename(file));
