@@ -8,6 +8,7 @@
  *                                            import leads from a CSV file (see src/import/cli.ts)
  *   npm run migrate:commit|watch|status|…    graphile-migrate, with the database settings filled in
  *   npm run schema:export                    write data/schema.graphql
+ *   npm run schema:dump                      write data/schema.sql (schema-only pg_dump of a freshly migrated scratch database)
  */
 import "./env.ts";
 import { spawn } from "node:child_process";
@@ -21,6 +22,7 @@ import { startApiServer, type ApiServer } from "./api/server.ts";
 import { schemaSDL } from "./api/schemaExport.ts";
 import { startWorker } from "./worker.ts";
 import { makeServices, setServices } from "./services.ts";
+import { writeSchemaSnapshot } from "./db/schemaDump.ts";
 import { placeholderValues } from "./db/bootstrap.ts";
 import { assertReadableFile, ImportCliError, parseImportArgs, runImport } from "./import/cli.ts";
 
@@ -199,6 +201,11 @@ async function main(): Promise<void> {
       const code = await graphileMigrate(config, rest);
       return shutdown(code);
     }
+    case "dump-schema": {
+      const db = await prepared(config, false);
+      await writeSchemaSnapshot(config, db, log);
+      return shutdown(0);
+    }
     case "export-schema": {
       const db = await prepared(config, true);
       const pool = makePool(db.authUrl, 2, "authenticator");
@@ -209,7 +216,7 @@ async function main(): Promise<void> {
       return shutdown(0);
     }
     default:
-      console.error(`Unknown command '${command}'. Commands: start, worker, migrate, seed, import, gm, export-schema.`);
+      console.error(`Unknown command '${command}'. Commands: start, worker, migrate, seed, import, gm, export-schema, dump-schema.`);
       process.exit(2);
   }
 }
