@@ -1,7 +1,7 @@
 /**
  * Nurture benchmark: nurture steps executed per second by graphile-worker with the local providers,
  * against a baseline measured in the same process: the same graphile-worker (same pool, concurrency
- * and options as src/worker.ts) running a no-op task. Rounds alternate (baseline, nurture, baseline,
+ * and options as src/worker/start.ts) running a no-op task. Rounds alternate (baseline, nurture, baseline,
  * nurture, …, baseline) so a noisy machine hits both; each nurture phase is compared with the mean of
  * the baselines just before and after it, and the table shows the median over rounds.
  *
@@ -36,7 +36,7 @@ import { LocalAiResponder } from "../src/providers/aiLocal.ts";
 import { LocalEmailProvider } from "../src/providers/emailLocal.ts";
 import { LocalNumberProvisioner } from "../src/providers/numbersLocal.ts";
 import { LocalSmsProvider } from "../src/providers/smsLocal.ts";
-import { setServices } from "../src/services.ts";
+import { setServices } from "../src/worker/services.ts";
 
 // graphile-worker reads NO_LOG_SUCCESS when it is loaded, so it and every module importing it are
 // loaded after this line. Its remaining info lines (worker started/stopped) go to stderr with the
@@ -44,7 +44,7 @@ import { setServices } from "../src/services.ts";
 process.env.NO_LOG_SUCCESS ??= "1";
 console.info = (...args: unknown[]) => console.error(...args);
 const { run } = await import("graphile-worker");
-const { startWorker } = await import("../src/worker.ts");
+const { startWorker } = await import("../src/worker/start.ts");
 const { openBenchDatabase } = await import("./database.ts");
 
 const ENROLLMENTS = Number(process.env.BENCH_ENROLLMENTS ?? 2000);
@@ -169,7 +169,7 @@ async function main(): Promise<void> {
       await settle();
       const b = await measure(
         "baseline",
-        // The options of src/worker.ts's startWorker, with a task list of one no-op task.
+        // The options of src/worker/start.ts's startWorker, with a task list of one no-op task.
         () => run({ pgPool: ownerPool, concurrency: CONCURRENCY, noHandleSignals: true, pollInterval: 1000, taskList: { [NOOP_TASK]: async () => {} } }),
         jobsPerRound,
         async () => (await queued([NOOP_TASK])) === 0,

@@ -28,7 +28,7 @@ import twilio from "twilio";
 import { loadConfig } from "../src/config.ts";
 import { startApiServer } from "../src/api/server.ts";
 import { openBenchDatabase } from "./database.ts";
-import { startWorker } from "../src/worker.ts";
+import { startWorker } from "../src/worker/start.ts";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);

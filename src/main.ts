@@ -20,9 +20,9 @@ import { prepareDatabase, type PreparedDatabase } from "./db/setup.ts";
 import { makePool } from "./db/pools.ts";
 import { startApiServer, type ApiServer } from "./api/server.ts";
 import { schemaSDL } from "./api/schemaExport.ts";
-import { startWorker } from "./worker.ts";
-import { makeServices, setServices } from "./services.ts";
 import { writeSchemaSnapshot } from "./db/schemaDump.ts";
+import { startWorker } from "./worker/start.ts";
+import { makeServices, setServices } from "./worker/services.ts";
 import { placeholderValues } from "./db/bootstrap.ts";
 import { assertReadableFile, ImportCliError, parseImportArgs, runImport } from "./import/cli.ts";
 

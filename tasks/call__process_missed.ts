@@ -4,7 +4,7 @@
  * call's processed flag first, so a repeated or retried job does nothing.
  */
 import type { Task } from "graphile-worker";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
   const callId = uuidFromPayload(payload, "call_id", "call__process_missed");

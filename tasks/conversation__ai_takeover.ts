@@ -5,7 +5,7 @@
  * person has answered meanwhile, the conversation ended or the AI is off.
  */
 import type { Task } from "graphile-worker";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
   const conversationId = uuidFromPayload(payload, "conversation_id", "conversation__ai_takeover");

@@ -8,8 +8,8 @@
 import type { Task } from "graphile-worker";
 import { LocalAiResponder } from "../src/providers/aiLocal.ts";
 import type { AiContext, AiReply, ConversationTurn, LeadFacts } from "../src/providers/ai.ts";
-import { services } from "../src/services.ts";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { services } from "../src/worker/services.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 interface TurnContext {
   active: boolean;

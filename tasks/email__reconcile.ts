@@ -5,8 +5,8 @@
  * unknown → uncertain (never resent automatically, so nobody gets it twice).
  */
 import type { Task } from "graphile-worker";
-import { services } from "../src/services.ts";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { services } from "../src/worker/services.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
   const emailId = uuidFromPayload(payload, "email_id", "email__reconcile");

@@ -12,8 +12,8 @@
  */
 import type { Task } from "graphile-worker";
 import { EmailError } from "../src/providers/email.ts";
-import { services } from "../src/services.ts";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { services } from "../src/worker/services.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 interface Claimed {
   id: string;

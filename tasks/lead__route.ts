@@ -6,7 +6,7 @@
  * pending offer or an owner agent (not_routed), and a deleted lead is not routed.
  */
 import type { Task } from "graphile-worker";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
   const leadId = uuidFromPayload(payload, "lead_id", "lead__route");

@@ -8,7 +8,7 @@
  * It waits at most 2 s for the lead's row lock; then the job is retried later instead of blocking a worker.
  */
 import type { Task } from "graphile-worker";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
   const leadId = uuidFromPayload(payload, "lead_id", "lead__score");

@@ -8,7 +8,7 @@
  * the leads again. A weights change during a run enqueues a fresh run (the key moves to a new job).
  */
 import type { JobHelpers, Task } from "graphile-worker";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 const BATCH_SIZE = 200;
 

@@ -6,7 +6,7 @@
  * step is scheduled. The sending itself is done by sms__send and email__send.
  */
 import type { Task } from "graphile-worker";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
   const enrollmentId = uuidFromPayload(payload, "enrollment_id", "nurture__run_step");

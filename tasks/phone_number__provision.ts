@@ -7,8 +7,8 @@
  */
 import type { Task } from "graphile-worker";
 import { ProviderError } from "../src/providers/sms.ts";
-import { services, webhookUrls } from "../src/services.ts";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { services, webhookUrls } from "../src/worker/services.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
   const id = uuidFromPayload(payload, "phone_number_id", "phone_number__provision");

@@ -8,7 +8,7 @@
  * only retries leads that are still waiting.
  */
 import type { Task } from "graphile-worker";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
   const tenantId = uuidFromPayload(payload, "tenant_id", "routing__drain_queue");

@@ -7,7 +7,7 @@
  * expires the offer it gives back the reserved load and slot and routes the lead again.
  */
 import type { Task } from "graphile-worker";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
   const offerId = uuidFromPayload(payload, "offer_id", "routing__expire_offer");

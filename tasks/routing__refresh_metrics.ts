@@ -4,7 +4,7 @@
  * week and month) through app_private.refresh_agent_performance_metrics(tenant_id), which upserts,
  * so a retried job is harmless.
  */
-import { perTenantRefreshTask } from "../src/perTenantTask.ts";
+import { perTenantRefreshTask } from "../src/worker/perTenantTask.ts";
 
 export default perTenantRefreshTask({
   task: "routing__refresh_metrics",

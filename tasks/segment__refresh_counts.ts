@@ -6,7 +6,7 @@
  * app_private.refresh_segment_counts(), which is idempotent, so a retried job is harmless.
  */
 import type { Task } from "graphile-worker";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
   const tenantId = uuidFromPayload(payload, "tenant_id", "segment__refresh_counts");

@@ -9,7 +9,7 @@
 import type { Task } from "graphile-worker";
 import { ServiceTitanError, type ServiceTitanResource } from "../src/providers/serviceTitan.ts";
 import { clientForTenant, type StoredConnection } from "../src/providers/serviceTitanConnections.ts";
-import { services } from "../src/services.ts";
+import { services } from "../src/worker/services.ts";
 
 interface Payload {
   tenant_id: string;

@@ -6,8 +6,8 @@
  */
 import type { Task } from "graphile-worker";
 import type { ProviderMessage } from "../src/providers/sms.ts";
-import { services } from "../src/services.ts";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { services } from "../src/worker/services.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 interface Pending {
   status: string;

@@ -12,8 +12,8 @@
  */
 import type { Task } from "graphile-worker";
 import { ProviderError } from "../src/providers/sms.ts";
-import { services, webhookUrls } from "../src/services.ts";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { services, webhookUrls } from "../src/worker/services.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 interface Claimed {
   id: string | null;

@@ -4,7 +4,7 @@
  * app_private.initialize_tenant(), which is idempotent, so a retried job is harmless.
  */
 import type { Task } from "graphile-worker";
-import { uuidFromPayload } from "../src/taskPayload.ts";
+import { uuidFromPayload } from "../src/worker/taskPayload.ts";
 
 const task: Task = async (payload, helpers) => {
   const tenantId = uuidFromPayload(payload, "tenant_id", "tenant__initialize");

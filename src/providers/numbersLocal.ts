@@ -4,8 +4,7 @@
  * in development. Nothing is bought and no webhook is configured anywhere.
  */
 import { randomBytes, randomInt } from "node:crypto";
-import type { NumberProvisioner } from "../services.ts";
-import type { BuyLocalNumberOptions, CreateMessagingServiceOptions, ProvisionedNumber } from "./twilio.ts";
+import type { BuyLocalNumberOptions, CreateMessagingServiceOptions, NumberProvisioner, ProvisionedNumber } from "./numbers.ts";
 
 export class LocalNumberProvisioner implements NumberProvisioner {
   async buyLocalNumber(opts: BuyLocalNumberOptions): Promise<ProvisionedNumber> {

@@ -15,6 +15,13 @@ import type {
   MessageInstance,
   MessageListInstanceCreateOptions,
 } from "twilio/lib/rest/api/v2010/account/message.js";
+import type {
+  BuyLocalNumberOptions,
+  CreateMessagingServiceOptions,
+  NumberProvisioner,
+  NumberWebhookUrls,
+  ProvisionedNumber,
+} from "./numbers.ts";
 import { ProviderError, type OutboundSms, type ProviderMessage, type SmsProvider } from "./sms.ts";
 
 export type TwilioClient = twilio.Twilio;
@@ -194,41 +201,6 @@ export class TwilioSmsProvider implements SmsProvider {
 // ---------------------------------------------------------------------------------------------
 // Phone numbers and Messaging Services
 
-export interface NumberWebhookUrls {
-  /** Incoming calls (POST). */
-  voiceUrl: string;
-  /** Call status changes (POST). */
-  voiceStatusCallbackUrl: string;
-  /** Incoming messages (POST); a Messaging Service's inbound URL takes precedence when the number is in one. */
-  smsUrl: string;
-}
-
-export interface BuyLocalNumberOptions extends NumberWebhookUrls {
-  areaCode: string;
-  /** ISO country code; default US. */
-  country?: string;
-  friendlyName: string;
-}
-
-export interface ProvisionedNumber {
-  sid: string;
-  phoneNumber: string;
-  friendlyName: string;
-  /** Enabled capabilities, in the order voice, sms, mms, fax. */
-  capabilities: string[];
-  /** State or region of the number, when Twilio's search reported it. */
-  region: string | null;
-  /** False when the number was bought but setting its webhooks failed: call configureWebhooks again. */
-  webhooksConfigured: boolean;
-}
-
-export interface CreateMessagingServiceOptions {
-  friendlyName: string;
-  inboundUrl: string;
-  statusCallbackUrl: string;
-  phoneNumberSid: string;
-}
-
 const CAPABILITY_ORDER = ["voice", "sms", "mms", "fax"];
 
 /** Twilio reports capabilities as `{ voice: true, SMS: true, ... }` (key case varies by endpoint). */
@@ -255,7 +227,7 @@ function webhookParams(urls: NumberWebhookUrls) {
 const PURCHASE_ATTEMPTS = 3;
 const NUMBER_NOT_AVAILABLE = 21422;
 
-export class TwilioNumberProvisioner {
+export class TwilioNumberProvisioner implements NumberProvisioner {
   readonly #client: TwilioClient;
 
   constructor(client: TwilioClient) {

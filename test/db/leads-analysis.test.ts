@@ -1,5 +1,7 @@
 /**
- * Lead analysis (migrations/current/030-analysis.sql): the lead filter language (find_leads and
+ * Lead analysis (created in
+ * migrations/committed/000002-lead-crm-leads-history-dnc-geo-segments-roi-funnel-ledger-sc.sql):
+ * the lead filter language (find_leads and
  * segments), search_leads, segments with their maintained lead_count and the debounced refresh job,
  * lead source costs and ROI, and the funnel. Everything is queried as real roles (owner, manager,
  * agent of tenant A; tenant B's owner for isolation). Fixture rows are written as root with
@@ -26,7 +28,7 @@ import {
   withRootDb,
   type RegisteredUser,
 } from "../helpers.ts";
-import { startWorker } from "../../src/worker.ts";
+import { startWorker } from "../../src/worker/start.ts";
 import { startTestServer } from "../server.ts";
 
 // ---------------------------------------------------------------------------------------------

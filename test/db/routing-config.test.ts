@@ -1,12 +1,14 @@
 /**
- * Routing configuration (migrations/current/040-routing-config.sql): rule validation (lead filter,
+ * Routing configuration (created in
+ * migrations/committed/000004-routing-engine-agents-skills-areas-availability-slots-rules-.sql):
+ * rule validation (lead filter,
  * agents of the tenant, strategy parameters), experiments (lifecycle, variants locked while running,
  * sticky deterministic assignment, the split, results with a two-proportion z-test), agent
  * performance metrics, city event statistics, and the nightly tasks through the real worker.
  */
 import pg from "pg";
 import { describe, expect, it } from "vitest";
-import { startWorker } from "../../src/worker.ts";
+import { startWorker } from "../../src/worker/start.ts";
 import {
   addMember, becomeRoot, becomeUser, db, expectSqlError, ownerPool, registerUser, rootPool, withRootDb, type RegisteredUser,
 } from "../helpers.ts";

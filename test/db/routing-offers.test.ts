@@ -1,5 +1,6 @@
 /**
- * Offer lifecycle, the assignment queue and the routing jobs (migrations/current/030-offers-queue.sql):
+ * Offer lifecycle, the assignment queue and the routing jobs (created in
+ * migrations/committed/000004-routing-engine-agents-skills-areas-availability-slots-rules-.sql):
  * accept / reject / expire state machines and who may call them, capacity (a pending offer holds one
  * unit of load; accept keeps it, reject and expire give it back, never below 0, never twice), slot
  * holds and bookings, concurrent responses on parallel connections, queue draining, SLA escalation,
@@ -13,7 +14,7 @@ import { randomUUID } from "node:crypto";
 import type { Runner } from "graphile-worker";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { startWorker } from "../../src/worker.ts";
+import { startWorker } from "../../src/worker/start.ts";
 import {
   addMember,
   becomeAnonymous,

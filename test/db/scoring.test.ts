@@ -6,7 +6,7 @@
 import type { Runner } from "graphile-worker";
 import type pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { startWorker } from "../../src/worker.ts";
+import { startWorker } from "../../src/worker/start.ts";
 import { addMember, becomeRoot, becomeUser, expectSqlError, ownerPool, registerUser, rootPool, withRootDb, type RegisteredUser } from "../helpers.ts";
 
 interface Factors {

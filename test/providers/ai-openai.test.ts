@@ -6,7 +6,8 @@
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { AiProviderError, createAiResponder, type AiContext } from "../../src/providers/ai.ts";
+import { AiProviderError, type AiContext } from "../../src/providers/ai.ts";
+import { createAiResponder } from "../../src/providers/aiFactory.ts";
 import { LocalAiResponder } from "../../src/providers/aiLocal.ts";
 import { OpenAiCompatibleResponder } from "../../src/providers/aiOpenAi.ts";
 

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { projectRoot } from "../../src/config.ts";
-import { startWorker } from "../../src/worker.ts";
+import { startWorker } from "../../src/worker/start.ts";
 import { ownerPool, rootPool, useOwnDatabase, waitFor } from "../helpers.ts";
 
 useOwnDatabase("worker_crontab");

@@ -4,7 +4,7 @@
  */
 import type { Runner } from "graphile-worker";
 import { afterAll, describe, expect, it } from "vitest";
-import { startWorker } from "../../src/worker.ts";
+import { startWorker } from "../../src/worker/start.ts";
 import { becomeUser, expectSqlError, ownerPool, registerUser, rootPool, withRootDb } from "../helpers.ts";
 
 let runner: Runner | null = null;

@@ -4,29 +4,19 @@
  * (makeServices) and read by the tasks (services()); tests install their own (setServices).
  */
 import type pg from "pg";
-import type { Config, ServiceTitanSettings } from "./config.ts";
-import { createAiResponder, type AiResponder } from "./providers/ai.ts";
-import type { EmailProvider } from "./providers/email.ts";
-import { LocalEmailProvider } from "./providers/emailLocal.ts";
-import { SmtpEmailProvider } from "./providers/emailSmtp.ts";
-import { LocalNumberProvisioner } from "./providers/numbersLocal.ts";
-import type { RequestLimiter } from "./providers/serviceTitan.ts";
-import { pgRequestLimiters } from "./providers/serviceTitanPgLimiter.ts";
-import type { SmsProvider } from "./providers/sms.ts";
-import { LocalSmsProvider } from "./providers/smsLocal.ts";
-import {
-  createTwilioClient,
-  TwilioNumberProvisioner,
-  TwilioSmsProvider,
-  type BuyLocalNumberOptions,
-  type CreateMessagingServiceOptions,
-  type ProvisionedNumber,
-} from "./providers/twilio.ts";
-
-export interface NumberProvisioner {
-  buyLocalNumber(opts: BuyLocalNumberOptions): Promise<ProvisionedNumber>;
-  createMessagingService(opts: CreateMessagingServiceOptions): Promise<{ sid: string; friendlyName: string }>;
-}
+import type { Config, ServiceTitanSettings } from "../config.ts";
+import type { AiResponder } from "../providers/ai.ts";
+import { createAiResponder } from "../providers/aiFactory.ts";
+import type { EmailProvider } from "../providers/email.ts";
+import { LocalEmailProvider } from "../providers/emailLocal.ts";
+import { SmtpEmailProvider } from "../providers/emailSmtp.ts";
+import type { NumberProvisioner } from "../providers/numbers.ts";
+import { LocalNumberProvisioner } from "../providers/numbersLocal.ts";
+import type { RequestLimiter } from "../providers/serviceTitan.ts";
+import { pgRequestLimiters } from "../providers/serviceTitanPgLimiter.ts";
+import type { SmsProvider } from "../providers/sms.ts";
+import { LocalSmsProvider } from "../providers/smsLocal.ts";
+import { createTwilioClient, TwilioNumberProvisioner, TwilioSmsProvider } from "../providers/twilio.ts";
 
 export interface WebhookUrls {
   voice: string;

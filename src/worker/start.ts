@@ -2,7 +2,7 @@
 import { run, type Runner, type Task, type TaskList } from "graphile-worker";
 import { resolve } from "node:path";
 import type pg from "pg";
-import { projectRoot } from "./config.ts";
+import { projectRoot } from "../config.ts";
 
 export interface WorkerOptions {
   /**
