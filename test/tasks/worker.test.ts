@@ -38,6 +38,33 @@ describe("jobs from SQL", () => {
     });
   });
 
+  it("our SQL enqueues jobs only through app_private.add_job: no other function of ours calls graphile_worker's add_job", async () => {
+    const { rows } = await rootPool().query<{ fn: string }>(
+      `select p.oid::regprocedure::text as fn
+         from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+        where n.nspname in ('app_public', 'app_hidden', 'app_private', 'raw')
+          and p.prosrc ~* 'graphile_worker\\s*\\.\\s*"?add_jobs?\\M'
+        order by 1`,
+    );
+    expect(rows.map((r) => r.fn)).toEqual(["app_private.add_job(text,json,text,timestamp with time zone,integer,text,integer,text)"]);
+  });
+
+  it("app_private.add_job passes job_key_mode on: preserve_run_at keeps a pending job's time, the default replaces it", async () => {
+    await withRootDb(async (client) => {
+      const later = "2031-01-01T00:00:00Z";
+      const runAt = async () =>
+        (await client.query("select run_at from graphile_worker._private_jobs where key = 'entry-point-test'")).rows[0].run_at.toISOString();
+      await client.query("select app_private.add_job('routing__escalate', '{}', run_at => $1, job_key => 'entry-point-test')", [later]);
+      await client.query("select app_private.add_job('routing__escalate', '{}', run_at => now(), job_key => 'entry-point-test', job_key_mode => 'preserve_run_at')");
+      expect(await runAt()).toBe(new Date(later).toISOString());
+      await client.query("select app_private.add_job('routing__escalate', '{}', run_at => '2032-01-01T00:00:00Z', job_key => 'entry-point-test')");
+      expect(await runAt()).toBe(new Date("2032-01-01T00:00:00Z").toISOString());
+      await expectSqlError(client, "GWBKM", () =>
+        client.query("select app_private.add_job('routing__escalate', '{}', job_key => 'entry-point-test', job_key_mode => 'sometimes')"),
+      );
+    });
+  });
+
   it("the worker runs tenant__initialize: defaults appear and the tenant is marked initialised", async () => {
     const root = await rootPool().connect();
     let tenantId: string;
