@@ -71,7 +71,9 @@ const task: Task = async (payload, helpers) => {
       return;
     }
     // Uncertain: the server may have taken it. Settle it instead of sending again.
-    await helpers.addJob("email__reconcile", { email_id: emailId }, { jobKey: `email_reconcile:${emailId}` });
+    await helpers.withPgClient((client) =>
+      client.query("select app_private.add_job('email__reconcile', json_build_object('email_id', $1::uuid), job_key => 'email_reconcile:' || $1)", [emailId]),
+    );
     helpers.logger.warn(`email ${emailId}: outcome unknown (${(error as Error).message}); it will be settled, not resent`);
   }
 };

@@ -60,7 +60,12 @@ const task: Task = async (payload, helpers) => {
       return;
     }
     // Uncertain: the provider may have taken it. Ask it later instead of sending again.
-    await helpers.addJob("sms__reconcile", { message_id: messageId }, { runAt: new Date(Date.now() + 30_000), jobKey: `sms_reconcile:${messageId}` });
+    await helpers.withPgClient((client) =>
+      client.query(
+        "select app_private.add_job('sms__reconcile', json_build_object('message_id', $1::uuid), run_at => now() + interval '30 seconds', job_key => 'sms_reconcile:' || $1)",
+        [messageId],
+      ),
+    );
     helpers.logger.warn(`message ${messageId}: outcome unknown (${(error as Error).message}); it will be reconciled, not resent`);
   }
 };
