@@ -2135,7 +2135,7 @@ ALTER TABLE ONLY app_public.service_titan_connections FORCE ROW LEVEL SECURITY;
 -- Name: TABLE service_titan_connections; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON TABLE app_public.service_titan_connections IS 'A tenant’s connection to ServiceTitan (one per tenant): who we are at ServiceTitan and whether the last test worked. The client secret and app key are kept encrypted in app_private and never shown. Saved and tested with the saveServiceTitanConnection mutation (owners and admins); managers and up can read it.';
+COMMENT ON TABLE app_public.service_titan_connections IS 'A tenant’s connection to ServiceTitan (one per tenant): who we are at ServiceTitan and whether the last test worked. The client secret (encrypted by the application) and the app key are kept in app_private and never shown. Saved and tested with the saveServiceTitanConnection mutation (owners and admins); managers and up can read it.';
 
 --
 -- Name: COLUMN service_titan_connections.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
@@ -9063,7 +9063,7 @@ $$;
 -- Name: FUNCTION sweep_outbox(grace interval, OUT requeued integer, OUT to_reconcile integer); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.sweep_outbox(grace interval, OUT requeued integer, OUT to_reconcile integer) IS 'Finds outbox rows a stopped worker left behind (run every minute by the sms__sweep cron task, and at worker start): queued messages overdue by more than grace get their sms__send job again (a duplicate job is harmless: only one claim succeeds); messages in sending for more than grace get an sms__reconcile job, which asks the provider before anything is sent again. The grace must exceed the provider timeout, so that a send still under way is not taken for a lost one.';
+COMMENT ON FUNCTION app_private.sweep_outbox(grace interval, OUT requeued integer, OUT to_reconcile integer) IS 'Finds outbox rows a stopped worker left behind (run every minute by the sms__sweep cron task): queued messages overdue by more than grace get their sms__send job again (a duplicate job is harmless: only one claim succeeds); messages in sending for more than grace get an sms__reconcile job, which asks the provider before anything is sent again. The grace must exceed the provider timeout, so that a send still under way is not taken for a lost one.';
 
 --
 -- Name: takeover_user_id(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
