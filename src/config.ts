@@ -1,7 +1,7 @@
 /**
  * Configuration from environment variables, validated once at start.
  * Every problem is reported as a ConfigError with a message a person can act on;
- * main.ts prints it without a stack trace. The full list is in the README.
+ * main.ts prints it without a stack trace. The full list is in docs/configuration.md.
  */
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";

@@ -35,7 +35,7 @@ export const ImportPlugin = extendSchema((build) => {
   const batches = Object.values(build.input.pgRegistry.pgResources).find(
     (r) => !r.parameters && r.codec.extensions?.pg?.schemaName === "app_public" && r.codec.extensions?.pg?.name === "import_batches",
   );
-  if (!batches) throw new Error("ImportPlugin: the table app_public.import_batches is missing (migrations/current/050-import.sql).");
+  if (!batches) throw new Error("ImportPlugin: the table app_public.import_batches is missing (it is created in migration 000002).");
 
   return {
     typeDefs: gql`

@@ -1,5 +1,7 @@
 /**
- * Geography of leads (migrations/current/015-geo.sql): the area code and region reference data, the
+ * Geography of leads (created in
+ * migrations/committed/000002-lead-crm-leads-history-dnc-geo-segments-roi-funnel-ledger-sc.sql):
+ * the area code and region reference data, the
  * lookups, and the trigger that fills a lead's timezone (and region/country) when they are not given —
  * from the phone's area code, else the lead's region, else the tenant's business_settings.timezone.
  * Leads are written as a tenant member (the visitor role), as the API and the worker would.

@@ -1,5 +1,7 @@
 /**
- * Routing engine core (migrations/current/020-route-lead.sql): candidate checks recorded per agent,
+ * Routing engine core (migrations/fixtures/routing/route_lead.sql, first created in
+ * migrations/committed/000004-routing-engine-agents-skills-areas-availability-slots-rules-.sql):
+ * candidate checks recorded per agent,
  * leads that must not be routed, each strategy, rules, experiment override, direct assignment,
  * queueing, bad input, explain_routing, the assignment history of agents; and the guarantees with
  * real parallel connections on committed data: one offer (or owner) per lead, nobody over capacity,
