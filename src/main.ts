@@ -77,11 +77,49 @@ async function prepared(config: Config, migrate: boolean): Promise<PreparedDatab
   return db;
 }
 
-async function seed(ownerUrl: string): Promise<void> {
+/**
+ * Loads the demo tenant (src/db/demo.sql, as the owner role, in one transaction; idempotent) and says
+ * what it holds. The demo queues texts and emails (to fictional 555-01xx numbers and example.com
+ * addresses) that the worker sends: only with the local providers, never through Twilio or SMTP.
+ */
+async function seed(ownerUrl: string, config: Config): Promise<void> {
+  if (config.telephony.smsProvider !== "local" || config.email.provider !== "local") {
+    throw new ConfigError(
+      "The demo data queues texts and emails, which must not reach a real provider: load it only with the local " +
+        "providers (no TWILIO_ACCOUNT_SID/SMS_PROVIDER=twilio, no SMTP_URL/EMAIL_PROVIDER=smtp).",
+    );
+  }
   const pool = makePool(ownerUrl, 1, "seed");
   try {
-    await pool.query(await readFile(resolve(projectRoot, "src/db/demo.sql"), "utf8"));
-    log("Demo data loaded: log in as owner@demo.switchboard.test / demo-password-1 (see README).");
+    const sql = await readFile(resolve(projectRoot, "src/db/demo.sql"), "utf8");
+    const client = await pool.connect();
+    try {
+      await client.query(sql);
+    } catch (error) {
+      // The script runs between its own begin and commit: nothing of it stays.
+      await client.query("rollback").catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+    const { rows } = await pool.query<Record<string, string>>(
+      `select
+         (select count(*) from app_public.leads l where l.tenant_id = t.id) as leads,
+         (select count(*) from app_public.agents a where a.tenant_id = t.id) as agents,
+         (select count(*) from app_public.lead_routing_history h where h.tenant_id = t.id) as routing_decisions,
+         (select count(*) from app_public.conversations c where c.tenant_id = t.id) as conversations,
+         (select count(*) from app_public.lead_sequence_enrollments e where e.tenant_id = t.id) as enrollments
+       from app_public.tenants t join app_public.memberships m on m.tenant_id = t.id and m.role = 'owner'
+       join app_public.users u on u.id = m.user_id
+       where u.email = 'owner@demo.switchboard.test' and t.business_name = 'Demo Plumbing Co'
+       order by t.created_at limit 1`,
+    );
+    const c = rows[0];
+    log(
+      `Demo data loaded (Demo Plumbing Co: ${c?.leads} leads, ${c?.agents} agents, ${c?.routing_decisions} routing decisions, ` +
+        `${c?.conversations} conversations, ${c?.enrollments} nurture enrollments).`,
+    );
+    log("Log in as owner@demo.switchboard.test / demo-password-1 (see README).");
   } finally {
     await pool.end();
   }
@@ -100,7 +138,7 @@ async function start(config: Config, argv: string[]): Promise<void> {
   cleanups.push(async () => {
     await Promise.all([ownerPool.end(), authPool.end()]);
   });
-  if (config.seedDemo) await seed(db.ownerUrl);
+  if (config.seedDemo) await seed(db.ownerUrl, config);
 
   let runner: Runner | null = null;
   let workerStopped = false;
@@ -178,7 +216,7 @@ async function main(): Promise<void> {
     }
     case "seed": {
       const db = await prepared(config, true);
-      await seed(db.ownerUrl);
+      await seed(db.ownerUrl, config);
       return shutdown(0);
     }
     case "import": {
