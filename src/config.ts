@@ -165,6 +165,15 @@ export function withCredentials(url: string, user: string, password: string): st
   return u.toString();
 }
 
+/** --seed / SEED_DEMO: the demo's users have a published password, so production refuses it. */
+function seedDemoOf(env: Env, argv: string[], production: boolean): boolean {
+  const seed = argv.includes("--seed") || bool(env, "SEED_DEMO", false);
+  if (seed && production) {
+    throw new ConfigError("The demo data (--seed, SEED_DEMO) is not loaded in production: its users have a published password.");
+  }
+  return seed;
+}
+
 export function loadConfig(env: Env = process.env, argv: string[] = []): Config {
   const production = env.NODE_ENV === "production";
   const dataDir = resolve(projectRoot, env.SWITCHBOARD_DATA_DIR || ".data");
@@ -250,7 +259,7 @@ export function loadConfig(env: Env = process.env, argv: string[] = []): Config 
       maxPageSize: int(env, "GRAPHQL_MAX_PAGE_SIZE", 200, 1, 10000),
       statementTimeoutMs: int(env, "STATEMENT_TIMEOUT_MS", production ? 15000 : 0, 0, 3_600_000),
     },
-    seedDemo: argv.includes("--seed") || bool(env, "SEED_DEMO", false),
+    seedDemo: seedDemoOf(env, argv, production),
     telephony: telephonyConfig(env, secrets),
     email: emailConfig(env),
     serviceTitan: serviceTitanConfig(env, secrets),

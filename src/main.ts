@@ -83,6 +83,9 @@ async function prepared(config: Config, migrate: boolean): Promise<PreparedDatab
  * addresses) that the worker sends: only with the local providers, never through Twilio or SMTP.
  */
 async function seed(ownerUrl: string, config: Config): Promise<void> {
+  if (config.production) {
+    throw new ConfigError("The demo data is not loaded in production: its users have a published password (demo-password-1).");
+  }
   if (config.telephony.smsProvider !== "local" || config.email.provider !== "local") {
     throw new ConfigError(
       "The demo data queues texts and emails, which must not reach a real provider: load it only with the local " +

@@ -37,6 +37,7 @@ describe("configuration", () => {
     [{ NODE_ENV: "production" }, /production needs DATABASE_URL/],
     [{ NODE_ENV: "production", DATABASE_URL: "postgres://o@h/db", AUTH_DATABASE_URL: "postgres://a@h/db" }, /JWT_SECRET is required in production/],
     [{ NODE_ENV: "production", DATABASE_URL: "postgres://root@h/db", JWT_SECRET: "x".repeat(40) }, /DATABASE_OWNER_PASSWORD/],
+    [{ NODE_ENV: "production", DATABASE_URL: "postgres://o@h/db", AUTH_DATABASE_URL: "postgres://a@h/db", JWT_SECRET: "x".repeat(40), SEED_DEMO: "true" }, /not loaded in production/],
     [{ WORKER_ENABLED: "maybe" }, /WORKER_ENABLED must be true or false/],
     [{ DATABASE_VISITOR: "Bad-Role" }, /DATABASE_VISITOR must be a lowercase role name/],
     [{ SMTP_URL: "http://mail.example.com" }, /SMTP_URL must start with smtp:\/\/ or smtps:\/\//],
