@@ -9,7 +9,7 @@
  * does not depend on the database it came from.
  */
 import { execFile } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
@@ -21,6 +21,12 @@ import type { PreparedDatabase } from "./setup.ts";
 const run = promisify(execFile);
 
 export const DUMPED_SCHEMAS = ["app_public", "app_hidden", "app_private", "raw"] as const;
+
+/**
+ * data/schema.sql is made by pg_dump 15 from PostgreSQL 15, the versions CI checks it with: other
+ * majors print the same schema differently, and a snapshot no pass can check would go stale unseen.
+ */
+export const SNAPSHOT_PG_MAJOR = 15;
 
 export interface PgDump {
   path: string;
@@ -112,17 +118,18 @@ export async function serverMajorOf(url: string): Promise<number> {
 export async function writeSchemaSnapshot(config: Config, db: PreparedDatabase, log: (line: string) => void): Promise<void> {
   const target = resolve(projectRoot, "data/schema.sql");
   const serverMajor = await serverMajorOf(db.ownerUrl);
-  const pgDump = await findPgDump(serverMajor);
-  if (!pgDump) {
+  const howTo =
+    `Dump from a PostgreSQL ${SNAPSHOT_PG_MAJOR} with its pg_dump (on our machines: ` +
+    `DATABASE_URL=postgres://postgres@127.0.0.1:5432/switchboard npm run schema:dump; PG_DUMP names another pg_dump).`;
+  if (serverMajor !== SNAPSHOT_PG_MAJOR) {
     throw new ConfigError(
-      `No pg_dump that can read PostgreSQL ${serverMajor} was found (pg_dump refuses servers newer than itself, and the embedded ` +
-        "PostgreSQL ships none). Set PG_DUMP to one, or dump from a server your pg_dump can read, e.g. the PostgreSQL 15 our CI " +
-        "checks the snapshot with: DATABASE_URL=postgres://postgres@127.0.0.1:5432/switchboard npm run schema:dump",
+      `data/schema.sql is made from PostgreSQL ${SNAPSHOT_PG_MAJOR} (the version CI checks it against), but this server is ` +
+        `PostgreSQL ${serverMajor}; other versions print the same schema differently. ${howTo}`,
     );
   }
-  const committedMajor = existsSync(target) ? snapshotPgDumpMajor(readFileSync(target, "utf8")) : null;
-  if (committedMajor !== null && committedMajor !== pgDump.major) {
-    log(`Warning: data/schema.sql was written with pg_dump ${committedMajor}; pg_dump ${pgDump.major} prints differently, so expect unrelated changes.`);
+  const pgDump = await findPgDump(serverMajor);
+  if (!pgDump || pgDump.major !== SNAPSHOT_PG_MAJOR) {
+    throw new ConfigError(`No pg_dump ${SNAPSHOT_PG_MAJOR} was found${pgDump ? ` (only pg_dump ${pgDump.major})` : ""}. ${howTo}`);
   }
 
   let url = db.ownerUrl;
