@@ -121,6 +121,7 @@ declare
   v_manager_id uuid;
   v_agent_id uuid;
   v_tenant_id uuid;
+  v_new_tenant boolean := false;
   v_person record;
 begin
   -- Users (created only when missing; an existing demo user keeps its password).
@@ -149,20 +150,25 @@ begin
   limit 1;
   if v_tenant_id is null then
     v_tenant_id := (app_private.create_tenant('Demo Plumbing Co', v_owner_id, 'America/New_York', 'plumbing', 'Olivia', 'Owens')).id;
+    v_new_tenant := true;
   end if;
 
-  update app_public.tenants t set
-    trade_type = 'plumbing',
-    business_address = '350 5th Ave, New York, NY 10118',
-    business_latitude = 40.74844100,
-    business_longitude = -73.98565600,
-    service_area_radius = 30,
-    onboarding_completed = true,
-    onboarding_step = 5
-  where t.id = v_tenant_id
-    and (t.trade_type, t.business_address, t.business_latitude, t.business_longitude,
-         t.service_area_radius, t.onboarding_completed, t.onboarding_step)
-      is distinct from ('plumbing', '350 5th Ave, New York, NY 10118', 40.74844100, -73.98565600, 30, true, 5);
+  -- The tenant's details, profiles, preferences, presence and business settings are set only when the
+  -- tenant is created: later loads leave what you (or the demo's people) changed since.
+  if v_new_tenant then
+    update app_public.tenants t set
+      trade_type = 'plumbing',
+      business_address = '350 5th Ave, New York, NY 10118',
+      business_latitude = 40.74844100,
+      business_longitude = -73.98565600,
+      service_area_radius = 30,
+      onboarding_completed = true,
+      onboarding_step = 5
+    where t.id = v_tenant_id
+      and (t.trade_type, t.business_address, t.business_latitude, t.business_longitude,
+           t.service_area_radius, t.onboarding_completed, t.onboarding_step)
+        is distinct from ('plumbing', '350 5th Ave, New York, NY 10118', 40.74844100, -73.98565600, 30, true, 5);
+  end if;
 
   -- Members and their profiles.
   if not exists (select 1 from app_public.memberships m where m.tenant_id = v_tenant_id and m.user_id = v_manager_id) then
@@ -172,42 +178,44 @@ begin
     perform app_private.add_member(v_tenant_id, v_agent_id, 'agent', v_owner_id, 'Avery', 'Adams');
   end if;
 
-  for v_person in
-    select * from (values
-      (v_owner_id, 'Olivia', 'Owens', 'owner@demo.switchboard.test', '+15555550101'),
-      (v_manager_id, 'Marcus', 'Miller', 'manager@demo.switchboard.test', '+15555550102'),
-      (v_agent_id, 'Avery', 'Adams', 'agent@demo.switchboard.test', '+15555550103')
-    ) as p(user_id, first_name, last_name, email, phone_number)
-  loop
-    update app_public.user_profiles up set
-      first_name = v_person.first_name,
-      last_name = v_person.last_name,
-      email = v_person.email,
-      phone_number = v_person.phone_number
-    where up.tenant_id = v_tenant_id and up.user_id = v_person.user_id
-      and (up.first_name, up.last_name, up.email::text, up.phone_number)
-        is distinct from (v_person.first_name, v_person.last_name, v_person.email, v_person.phone_number);
-  end loop;
+  if v_new_tenant then
+    for v_person in
+      select * from (values
+        (v_owner_id, 'Olivia', 'Owens', 'owner@demo.switchboard.test', '+15555550101'),
+        (v_manager_id, 'Marcus', 'Miller', 'manager@demo.switchboard.test', '+15555550102'),
+        (v_agent_id, 'Avery', 'Adams', 'agent@demo.switchboard.test', '+15555550103')
+      ) as p(user_id, first_name, last_name, email, phone_number)
+    loop
+      update app_public.user_profiles up set
+        first_name = v_person.first_name,
+        last_name = v_person.last_name,
+        email = v_person.email,
+        phone_number = v_person.phone_number
+      where up.tenant_id = v_tenant_id and up.user_id = v_person.user_id
+        and (up.first_name, up.last_name, up.email::text, up.phone_number)
+          is distinct from (v_person.first_name, v_person.last_name, v_person.email, v_person.phone_number);
+    end loop;
 
-  -- Preferences and presence.
-  update app_public.user_preferences p set ai_takeover_delay = 90, notification_push = false
-  where p.user_id = v_owner_id and (p.ai_takeover_delay, p.notification_push) is distinct from (90, false);
-  update app_public.user_preferences p set ai_takeover_delay = 30
-  where p.user_id = v_agent_id and p.ai_takeover_delay is distinct from 30;
+    -- Preferences and presence.
+    update app_public.user_preferences p set ai_takeover_delay = 90, notification_push = false
+    where p.user_id = v_owner_id and (p.ai_takeover_delay, p.notification_push) is distinct from (90, false);
+    update app_public.user_preferences p set ai_takeover_delay = 30
+    where p.user_id = v_agent_id and p.ai_takeover_delay is distinct from 30;
 
-  update app_public.user_status s set is_online = true, status = 'available'
-  where s.user_id = v_agent_id and (s.is_online, s.status) is distinct from (true, 'available');
-  update app_public.user_status s set is_online = false, status = 'away'
-  where s.user_id = v_manager_id and (s.is_online, s.status) is distinct from (false, 'away');
+    update app_public.user_status s set is_online = true, status = 'available'
+    where s.user_id = v_agent_id and (s.is_online, s.status) is distinct from (true, 'available');
+    update app_public.user_status s set is_online = false, status = 'away'
+    where s.user_id = v_manager_id and (s.is_online, s.status) is distinct from (false, 'away');
 
-  -- Business settings: open Saturday mornings, a friendlier auto-reply.
-  update app_public.business_settings b set
-    business_hours = '{"monday":{"open":"08:00","close":"18:00","enabled":true},"tuesday":{"open":"08:00","close":"18:00","enabled":true},"wednesday":{"open":"08:00","close":"18:00","enabled":true},"thursday":{"open":"08:00","close":"18:00","enabled":true},"friday":{"open":"08:00","close":"18:00","enabled":true},"saturday":{"open":"09:00","close":"13:00","enabled":true},"sunday":{"open":"09:00","close":"17:00","enabled":false}}',
-    timezone = 'America/New_York',
-    auto_response_message = 'Hi, this is Demo Plumbing Co! Sorry we missed your call. Reply here with what''s going on and we''ll get right back to you.',
-    ai_greeting_template = 'Hello! I''m here to help with your [TRADE] needs. Is this an emergency (leak, no water, no hot water)?'
-  where b.tenant_id = v_tenant_id
-    and b.auto_response_message not like 'Hi, this is Demo Plumbing Co!%';
+    -- Business settings: open Saturday mornings, a friendlier auto-reply.
+    update app_public.business_settings b set
+      business_hours = '{"monday":{"open":"08:00","close":"18:00","enabled":true},"tuesday":{"open":"08:00","close":"18:00","enabled":true},"wednesday":{"open":"08:00","close":"18:00","enabled":true},"thursday":{"open":"08:00","close":"18:00","enabled":true},"friday":{"open":"08:00","close":"18:00","enabled":true},"saturday":{"open":"09:00","close":"13:00","enabled":true},"sunday":{"open":"09:00","close":"17:00","enabled":false}}',
+      timezone = 'America/New_York',
+      auto_response_message = 'Hi, this is Demo Plumbing Co! Sorry we missed your call. Reply here with what''s going on and we''ll get right back to you.',
+      ai_greeting_template = 'Hello! I''m here to help with your [TRADE] needs. Is this an emergency (leak, no water, no hot water)?'
+    where b.tenant_id = v_tenant_id
+      and b.auto_response_message not like 'Hi, this is Demo Plumbing Co!%';
+  end if;
 
   -- Configuration: the defaults (normally added by the tenant__initialize job) plus a few demo values.
   perform app_private.initialize_tenant(v_tenant_id);

@@ -291,4 +291,31 @@ describe("the demo data (src/db/demo.sql)", () => {
       await server.close();
     }
   });
+
+  // Last: it changes the demo, then loads it again.
+  it("a later load keeps what people changed since: the tenant, presence, preferences and business settings", async () => {
+    const root = rootPool();
+    const tenant = (await root.query<{ id: string }>("select id from app_public.tenants where business_name = 'Demo Plumbing Co'")).rows[0]!.id;
+    const user = async (email: string) => (await root.query<{ id: string }>("select id from app_public.users where email = $1", [email])).rows[0]!.id;
+    const [owner, agent] = [await user(OWNER_EMAIL), await user("agent@demo.switchboard.test")];
+    const snapshot = async () =>
+      (
+        await root.query(
+          `select (select service_area_radius from app_public.tenants where id = $1) as radius,
+                  (select status from app_public.user_status where user_id = $3) as agent_status,
+                  (select ai_takeover_delay from app_public.user_preferences where user_id = $2) as owner_delay,
+                  (select auto_response_message from app_public.business_settings where tenant_id = $1) as auto_reply,
+                  (select status from app_public.leads where id = $4) as lead_status`,
+          [tenant, owner, agent, lead(5)],
+        )
+      ).rows[0];
+    await root.query("update app_public.tenants set service_area_radius = 10 where id = $1", [tenant]);
+    await root.query("update app_public.user_status set status = 'away', is_online = false where user_id = $1", [agent]);
+    await root.query("update app_public.user_preferences set ai_takeover_delay = 5 where user_id = $1", [owner]);
+    await root.query("update app_public.business_settings set auto_response_message = 'Back soon.' where tenant_id = $1", [tenant]);
+    const changed = await snapshot();
+    expect(changed).toMatchObject({ radius: 10, agent_status: "away", owner_delay: 5, auto_reply: "Back soon." });
+    await loadDemo();
+    expect(await snapshot()).toEqual(changed);
+  });
 });
