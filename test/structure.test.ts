@@ -160,4 +160,13 @@ describe("module structure", () => {
     const components = cyclicComponents(graph);
     expect(components, `Import cycles in src/ and tasks/:\n${describeCycles(graph, components)}\n`).toEqual([]);
   });
+
+  it("enqueues jobs one way: through app_private.add_job, never graphile-worker's addJob or add_job directly", () => {
+    const direct = /\b(?:addJobs?|quickAddJob)\s*\(|graphile_worker\s*\.\s*add_jobs?\b/;
+    const offenders = graph.files.filter((file) => direct.test(readFileSync(join(projectRoot, file), "utf8")));
+    expect(offenders).toEqual([]);
+    // The pattern is not vacuous: the SQL entry point itself calls graphile_worker.add_job.
+    expect(direct.test(readFileSync(join(projectRoot, "migrations/fixtures/platform/add_job.sql"), "utf8"))).toBe(true);
+    expect(direct.test("await helpers.addJob('x', {})")).toBe(true);
+  });
 });
