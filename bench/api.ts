@@ -24,6 +24,7 @@ export async function startBenchApi(urls: DatabaseUrls, roles: Roles, ownerPool:
     DATABASE_VISITOR: roles.visitor,
     JWT_SECRET: "bench-secret-bench-secret-bench-secret-12",
     NODE_ENV: "production",
+    PUBLIC_URL: "https://bench.switchboard.test",
     PORT: "0",
     SWITCHBOARD_DATA_DIR: dataDir,
     STATEMENT_TIMEOUT_MS: "60000",

@@ -42,9 +42,13 @@ const hex = () => randomBytes(16).toString("hex");
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 const p95 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.95)] ?? NaN;
 
+/** The https address Twilio would call (production requires one); requests go to the local server, signed for this. */
+const PUBLIC_URL = "https://bench.switchboard.test";
+
 async function post(url: string, params: Record<string, string>, sign: boolean): Promise<number> {
   const headers: Record<string, string> = { "content-type": "application/x-www-form-urlencoded" };
-  if (sign) headers["x-twilio-signature"] = twilio.getExpectedTwilioSignature(authToken, url, params);
+  const publicUrl = `${PUBLIC_URL}${new URL(url).pathname}${new URL(url).search}`;
+  if (sign) headers["x-twilio-signature"] = twilio.getExpectedTwilioSignature(authToken, publicUrl, params);
   const response = await fetch(url, { method: "POST", headers, body: new URLSearchParams(params).toString() });
   await response.arrayBuffer();
   if (response.status >= 300) throw new Error(`${url} answered ${response.status}`);
@@ -90,7 +94,7 @@ async function main(): Promise<void> {
     const config = loadConfig({
       DATABASE_URL: urls.ownerUrl, AUTH_DATABASE_URL: urls.authUrl, DATABASE_VISITOR: roles.visitor,
       JWT_SECRET: "bench-secret-bench-secret-bench-secret-12", NODE_ENV: "production", PORT: "0", SWITCHBOARD_DATA_DIR: dataDir,
-      TWILIO_ACCOUNT_SID: accountSid, TWILIO_AUTH_TOKEN: authToken,
+      TWILIO_ACCOUNT_SID: accountSid, TWILIO_AUTH_TOKEN: authToken, PUBLIC_URL,
     });
     const api = await startApiServer({ config, authPool, ownerPool, workerState: () => "not in this process", port: 0 });
 

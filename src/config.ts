@@ -41,6 +41,8 @@ export interface Config {
   worker: { enabled: boolean; concurrency: number };
   graphql: { depthLimit: number; maxPageSize: number; statementTimeoutMs: number };
   seedDemo: boolean;
+  /** HEALTH_TOKEN: shows /healthz's details to whoever sends it (null: only on this machine's loopback). */
+  healthToken: string | null;
   telephony: TelephonyConfig;
   email: EmailConfig;
   serviceTitan: ServiceTitanSettings;
@@ -260,7 +262,8 @@ export function loadConfig(env: Env = process.env, argv: string[] = []): Config 
       statementTimeoutMs: int(env, "STATEMENT_TIMEOUT_MS", production ? 15000 : 0, 0, 3_600_000),
     },
     seedDemo: seedDemoOf(env, argv, production),
-    telephony: telephonyConfig(env, secrets),
+    healthToken: healthTokenOf(env),
+    telephony: telephonyConfig(env, secrets, production),
     email: emailConfig(env),
     serviceTitan: serviceTitanConfig(env, secrets),
   };
@@ -297,7 +300,13 @@ function httpUrl(env: Env, name: string): string | null {
   return url.toString().replace(/\/$/, "");
 }
 
-function telephonyConfig(env: Env, secrets: Record<string, string>): TelephonyConfig {
+function healthTokenOf(env: Env): string | null {
+  const token = env.HEALTH_TOKEN?.trim() || null;
+  if (token && token.length < 24) throw new ConfigError(`HEALTH_TOKEN must be at least 24 characters long (it has ${token.length}).`);
+  return token;
+}
+
+function telephonyConfig(env: Env, secrets: Record<string, string>, production: boolean): TelephonyConfig {
   const accountSid = env.TWILIO_ACCOUNT_SID?.trim() || "";
   const authToken = env.TWILIO_AUTH_TOKEN?.trim() || "";
   if (Boolean(accountSid) !== Boolean(authToken)) {
@@ -310,6 +319,13 @@ function telephonyConfig(env: Env, secrets: Record<string, string>): TelephonyCo
   if (requested !== "twilio" && requested !== "local") throw new ConfigError(`SMS_PROVIDER must be twilio or local, got '${env.SMS_PROVIDER}'.`);
   if (requested === "twilio" && !accountSid) throw new ConfigError("SMS_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN.");
   const publicUrl = httpUrl(env, "PUBLIC_URL");
+  if (production && !publicUrl?.startsWith("https://")) {
+    // Every Twilio signature is computed over the https address Twilio calls: without it, or over http,
+    // every webhook would be refused (and webhook URLs given to Twilio would be wrong).
+    throw new ConfigError(
+      `In production PUBLIC_URL must be the https:// address Twilio and email recipients reach this server at (got ${publicUrl ? `'${publicUrl}'` : "nothing"}).`,
+    );
+  }
   // No Twilio and no dev secret (production): nobody can sign a webhook, a random token makes every webhook a 403.
   const webhookAuthToken = authToken || env.LOCAL_TWILIO_AUTH_TOKEN || secrets.localTwilioAuthToken || randomBytes(24).toString("base64url");
   const aiEnv = { AI_PROVIDER: env.AI_PROVIDER, AI_BASE_URL: env.AI_BASE_URL, AI_API_KEY: env.AI_API_KEY, AI_MODEL: env.AI_MODEL, AI_TIMEOUT_MS: env.AI_TIMEOUT_MS };

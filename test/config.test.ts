@@ -38,6 +38,9 @@ describe("configuration", () => {
     [{ NODE_ENV: "production", DATABASE_URL: "postgres://o@h/db", AUTH_DATABASE_URL: "postgres://a@h/db" }, /JWT_SECRET is required in production/],
     [{ NODE_ENV: "production", DATABASE_URL: "postgres://root@h/db", JWT_SECRET: "x".repeat(40) }, /DATABASE_OWNER_PASSWORD/],
     [{ NODE_ENV: "production", DATABASE_URL: "postgres://o@h/db", AUTH_DATABASE_URL: "postgres://a@h/db", JWT_SECRET: "x".repeat(40), SEED_DEMO: "true" }, /not loaded in production/],
+    [{ NODE_ENV: "production", DATABASE_URL: "postgres://o@h/db", AUTH_DATABASE_URL: "postgres://a@h/db", JWT_SECRET: "x".repeat(40) }, /PUBLIC_URL must be the https:\/\/ address/],
+    [{ NODE_ENV: "production", DATABASE_URL: "postgres://o@h/db", AUTH_DATABASE_URL: "postgres://a@h/db", JWT_SECRET: "x".repeat(40), PUBLIC_URL: "http://switchboard.example.com" }, /PUBLIC_URL must be the https:\/\/ address.*got 'http:\/\/switchboard/],
+    [{ HEALTH_TOKEN: "short" }, /HEALTH_TOKEN must be at least 24 characters/],
     [{ WORKER_ENABLED: "maybe" }, /WORKER_ENABLED must be true or false/],
     [{ DATABASE_VISITOR: "Bad-Role" }, /DATABASE_VISITOR must be a lowercase role name/],
     [{ SMTP_URL: "http://mail.example.com" }, /SMTP_URL must start with smtp:\/\/ or smtps:\/\//],
@@ -66,6 +69,7 @@ describe("configuration", () => {
       DATABASE_URL: "postgres://o@h/db",
       AUTH_DATABASE_URL: "postgres://a@h/db",
       JWT_SECRET: "y".repeat(48),
+      PUBLIC_URL: "https://switchboard.example.com",
     });
     expect(config.production).toBe(true);
     expect(config.host).toBe("0.0.0.0");

@@ -34,6 +34,8 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     JWT_SECRET: TEST_JWT_SECRET,
     PORT: "0",
     SWITCHBOARD_DATA_DIR: dataDir,
+    // Production refuses to start without an https PUBLIC_URL (webhook signatures are computed over it).
+    ...(env.NODE_ENV === "production" ? { PUBLIC_URL: "https://switchboard.test" } : {}),
     ...env,
   });
   const ownerPool = makePool(db.ownerUrl, 4, "test server owner", 0);

@@ -3,6 +3,7 @@
  * emails at /email/unsubscribe, the auth middleware and PostGraphile (grafserv) at /graphql.
  */
 import express from "express";
+import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type pg from "pg";
 import { postgraphile, type PostGraphileInstance } from "postgraphile";
@@ -53,6 +54,22 @@ async function health(ownerPool: pg.Pool, workerState: WorkerState): Promise<Hea
   return result;
 }
 
+const sha256 = (text: string) => createHash("sha256").update(text).digest();
+
+/**
+ * /healthz shows its details (database error, migration file names, worker state) only to operators:
+ * a request with the HEALTH_TOKEN (as `Authorization: Bearer …` or `X-Health-Token`), or one made on
+ * this machine directly (loopback, and no proxy header: a reverse proxy on the same host forwards
+ * strangers from loopback too). Everyone else learns only up (200) or down (503).
+ */
+export function healthDetailsAllowed(req: express.Request, healthToken: string | null): boolean {
+  const given = req.header("x-health-token") ?? /^Bearer\s+(.+)$/i.exec(req.header("authorization") ?? "")?.[1];
+  if (healthToken && given && timingSafeEqual(sha256(given), sha256(healthToken))) return true;
+  const remote = req.socket.remoteAddress ?? "";
+  const loopback = /^(?:127\.|::1$|::ffff:127\.)/.test(remote);
+  return loopback && req.header("x-forwarded-for") === undefined && req.header("forwarded") === undefined && req.header("x-real-ip") === undefined;
+}
+
 export async function startApiServer(options: {
   config: Config;
   authPool: pg.Pool;
@@ -64,9 +81,9 @@ export async function startApiServer(options: {
   const app = express();
   app.disable("x-powered-by");
   const server = createServer(app);
-  app.get("/healthz", async (_req, res) => {
+  app.get("/healthz", async (req, res) => {
     const body = await health(options.ownerPool, options.workerState);
-    res.status(body.ok ? 200 : 503).json(body);
+    res.status(body.ok ? 200 : 503).json(healthDetailsAllowed(req, config.healthToken) ? body : { ok: body.ok });
   });
   let ownUrl = "";
   app.use(

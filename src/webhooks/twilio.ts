@@ -52,9 +52,16 @@ function fail(res: Response, error: unknown): void {
   }
 }
 
+/**
+ * Twilio's webhook bodies are a few kilobytes (a text's body is at most 1,600 characters, plus up to
+ * ten media URLs); anything larger is refused (413) before it is parsed further or its signature is
+ * checked, so a stranger cannot make us parse megabytes.
+ */
+export const WEBHOOK_MAX_BODY_BYTES = 64 * 1024;
+
 export function twilioWebhooks(options: TwilioWebhookOptions): express.Router {
   const router = express.Router();
-  router.use(express.urlencoded({ extended: false, limit: "1mb", parameterLimit: 500 }));
+  router.use(express.urlencoded({ extended: false, limit: WEBHOOK_MAX_BODY_BYTES, parameterLimit: 500 }));
 
   router.use((req: Request, res: Response, next: NextFunction) => {
     const signature = req.header("x-twilio-signature");
@@ -143,6 +150,17 @@ export function twilioWebhooks(options: TwilioWebhookOptions): express.Router {
       res.status(204).end();
     } catch (error) {
       fail(res, error);
+    }
+  });
+
+  // A body over the cap or one that cannot be parsed: a short answer, no stack trace, nothing recorded.
+  router.use((error: { status?: number; type?: string }, _req: Request, res: Response, next: NextFunction) => {
+    if (error.type === "entity.too.large") {
+      res.status(413).type("text/plain").send(`Request body over ${WEBHOOK_MAX_BODY_BYTES} bytes`);
+    } else if (typeof error.status === "number" && error.status >= 400 && error.status < 500) {
+      res.status(error.status).type("text/plain").send("Malformed request body");
+    } else {
+      next(error);
     }
   });
 
