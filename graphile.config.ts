@@ -8,8 +8,11 @@ import { makePreset } from "./src/api/preset.ts";
 
 const config = loadConfig();
 const authUrl = process.env.AUTH_DATABASE_URL;
-const preset: GraphileConfig.Preset = authUrl
-  ? makePreset(config, new pg.Pool({ connectionString: authUrl }))
-  : { extends: [] };
+const ownerUrl = process.env.DATABASE_URL;
+// The owner's pool keeps the login rate-limit counters; with AUTH_DATABASE_URL, DATABASE_URL is the owner's URL.
+const preset: GraphileConfig.Preset =
+  authUrl && ownerUrl
+    ? makePreset(config, new pg.Pool({ connectionString: authUrl }), new pg.Pool({ connectionString: ownerUrl }))
+    : { extends: [] };
 
 export default preset;

@@ -12384,8 +12384,8 @@ begin
     select s.* into v_secret from app_private.user_secrets s where s.user_id = v_user_id for update;
   end if;
 
-  if v_secret.user_id is null or v_secret.locked_until > pg_catalog.now() then
-    -- Unknown email or locked account: spend the same time as a real check, then fail.
+  if v_secret.user_id is null then
+    -- Unknown email: spend the same time as a real check, then fail.
     perform public.crypt(coalesce(login.password, ''), public.gen_salt('bf', 10));
     return null;
   end if;
@@ -12400,15 +12400,9 @@ begin
         when s.first_failed_login_at is null or s.first_failed_login_at <= pg_catalog.now() - interval '15 minutes' then pg_catalog.now()
         else s.first_failed_login_at
       end
-    where s.user_id = v_user_id
-    returning s.* into v_secret;
-    if v_secret.failed_login_attempts >= 5 then
-      update app_private.user_secrets s set
-        locked_until = pg_catalog.now() + interval '15 minutes',
-        failed_login_attempts = 0,
-        first_failed_login_at = null
-      where s.user_id = v_user_id;
-    end if;
+    where s.user_id = v_user_id;
+    -- No lock: a stranger could use it to keep the real user out. The API rate limits attempts per
+    -- client address and per account before this function runs (src/api/rateLimit.ts).
     return null;
   end if;
 
@@ -12446,7 +12440,7 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.login(email text, password text) IS '@behavior -queryField -mutationField
-Logs in with email and password and returns a token for a new session in your most recently used tenant. Returns null on any failure (unknown email, wrong password, locked account) so that the failed attempt is recorded; the API reports that as 28P01 "Incorrect email or password". After 5 failures within 15 minutes the account is locked for 15 minutes.';
+Logs in with email and password and returns a token for a new session in your most recently used tenant. Returns null on any failure (unknown email, wrong password) so that the failed attempt is recorded; the API reports that as 28P01 "Incorrect email or password". The account is never locked: the API limits attempts per client address and per account before calling this function (code RATE_LIMITED).';
 
 --
 -- Name: logout(); Type: FUNCTION; Schema: app_public; Owner: -
@@ -14579,6 +14573,42 @@ COMMENT ON COLUMN app_private.local_provider_messages.status_callback_url IS 'Wh
 COMMENT ON COLUMN app_private.local_provider_messages.created_at IS 'When it was sent.';
 
 --
+-- Name: rate_limits; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.rate_limits (
+    key character varying(255) NOT NULL,
+    points integer DEFAULT 0 NOT NULL,
+    expire bigint
+);
+
+ALTER TABLE ONLY app_private.rate_limits FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE rate_limits; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.rate_limits IS 'Counters of the rate limits on login and register, shared by every API process (rate-limiter-flexible''s PostgreSQL store; src/api/rateLimit.ts). Written only by the API server through the owner''s pool, never by a request. Rows expire by themselves and are deleted an hour after.';
+
+--
+-- Name: COLUMN rate_limits.key; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.rate_limits.key IS 'What is counted: <flow>:<kind>:<client address and/or a hash of the account''s email>, e.g. login:address:203.0.113.7.';
+
+--
+-- Name: COLUMN rate_limits.points; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.rate_limits.points IS 'Attempts counted in the current window (for a wait key: more than 1 means wait until expire).';
+
+--
+-- Name: COLUMN rate_limits.expire; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.rate_limits.expire IS 'When the window ends, in milliseconds since 1970 (the library''s format); NULL never expires.';
+
+--
 -- Name: service_titan_credentials; Type: TABLE; Schema: app_private; Owner: -
 --
 
@@ -14756,7 +14786,7 @@ COMMENT ON COLUMN app_private.user_secrets.first_failed_login_at IS 'When the cu
 -- Name: COLUMN user_secrets.locked_until; Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON COLUMN app_private.user_secrets.locked_until IS 'Logins are refused until this time (set after 5 failures within 15 minutes).';
+COMMENT ON COLUMN app_private.user_secrets.locked_until IS 'No longer set (logins are rate limited per client address and per account instead, src/api/rateLimit.ts); kept for history.';
 
 --
 -- Name: COLUMN user_secrets.password_changed_at; Type: COMMENT; Schema: app_private; Owner: -
@@ -19083,6 +19113,13 @@ ALTER TABLE ONLY app_private.local_provider_messages
     ADD CONSTRAINT local_provider_messages_pkey PRIMARY KEY (sid);
 
 --
+-- Name: rate_limits rate_limits_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.rate_limits
+    ADD CONSTRAINT rate_limits_pkey PRIMARY KEY (key);
+
+--
 -- Name: service_titan_credentials service_titan_credentials_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
 --
 
@@ -19970,6 +20007,12 @@ ALTER TABLE ONLY raw.st_technicians
 
 ALTER TABLE ONLY raw.sync_state
     ADD CONSTRAINT sync_state_must_be_one_row_per_tenant_and_table PRIMARY KEY (tenant_id, table_name);
+
+--
+-- Name: rate_limits_expire_idx; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX rate_limits_expire_idx ON app_private.rate_limits USING btree (expire);
 
 --
 -- Name: agent_availability_routable; Type: INDEX; Schema: app_public; Owner: -
@@ -22044,6 +22087,12 @@ CREATE POLICY owner_all ON app_private.local_provider_emails TO :DATABASE_OWNER 
 CREATE POLICY owner_all ON app_private.local_provider_messages TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
+-- Name: rate_limits owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.rate_limits TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
 -- Name: service_titan_credentials owner_all; Type: POLICY; Schema: app_private; Owner: -
 --
 
@@ -22078,6 +22127,12 @@ COMMENT ON POLICY owner_all ON app_private.st_sync_seen IS 'Only the owner (the 
 --
 
 CREATE POLICY owner_all ON app_private.user_secrets TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: rate_limits; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.rate_limits ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: service_titan_credentials; Type: ROW SECURITY; Schema: app_private; Owner: -

@@ -39,13 +39,44 @@ export interface Config {
   authenticatorPassword: string;
   jwtSecret: string;
   worker: { enabled: boolean; concurrency: number };
-  graphql: { depthLimit: number; maxPageSize: number; statementTimeoutMs: number };
+  graphql: {
+    depthLimit: number;
+    maxPageSize: number;
+    statementTimeoutMs: number;
+    /** GRAPHQL_MAX_BODY_BYTES: any /graphql body, and any query text (only an authenticated importLeads body may be bigger). */
+    maxBodyBytes: number;
+    maxTokens: number;
+    maxAliases: number;
+    maxRootFields: number;
+    maxCost: number;
+    defaultPageSize: number;
+  };
   seedDemo: boolean;
   /** HEALTH_TOKEN: shows /healthz's details to whoever sends it (null: only on this machine's loopback). */
   healthToken: string | null;
   telephony: TelephonyConfig;
   email: EmailConfig;
   serviceTitan: ServiceTitanSettings;
+  /** TRUST_PROXY: how many reverse proxies in front of the server may set X-Forwarded-For (0: the socket address is the client). */
+  trustProxy: number;
+  rateLimits: RateLimitSettings;
+}
+
+/** Limits on login and register (src/api/rateLimit.ts), shared by every API process through PostgreSQL. */
+export interface RateLimitSettings {
+  /** RATE_LIMIT_WINDOW_SECONDS: the window of the per-address and per-account counters. */
+  windowSeconds: number;
+  /** LOGIN_LIMIT_PER_ADDRESS: login attempts one client address may make per window, whatever the accounts. */
+  loginPerAddress: number;
+  /** LOGIN_LIMIT_PER_ACCOUNT: login attempts on one account per window, from all addresses together (a ceiling only many addresses reach). */
+  loginPerAccount: number;
+  /** LOGIN_FREE_ATTEMPTS: attempts on one account from one address before each further one must wait. */
+  loginFreeAttempts: number;
+  /** LOGIN_BACKOFF_BASE_SECONDS / LOGIN_BACKOFF_MAX_SECONDS: the first wait, doubled after each further attempt, up to the maximum. */
+  loginBackoffBaseSeconds: number;
+  loginBackoffMaxSeconds: number;
+  /** REGISTER_LIMIT_PER_ADDRESS: registrations one client address may attempt per window. */
+  registerPerAddress: number;
 }
 
 export interface ServiceTitanSettings {
@@ -260,12 +291,50 @@ export function loadConfig(env: Env = process.env, argv: string[] = []): Config 
       depthLimit: int(env, "GRAPHQL_DEPTH_LIMIT", 12, 2, 100),
       maxPageSize: int(env, "GRAPHQL_MAX_PAGE_SIZE", 200, 1, 10000),
       statementTimeoutMs: int(env, "STATEMENT_TIMEOUT_MS", production ? 15000 : 0, 0, 3_600_000),
+      ...graphqlLimits(env),
     },
     seedDemo: seedDemoOf(env, argv, production),
     healthToken: healthTokenOf(env),
     telephony: telephonyConfig(env, secrets, production),
     email: emailConfig(env),
     serviceTitan: serviceTitanConfig(env, secrets),
+    trustProxy: int(env, "TRUST_PROXY", 0, 0, 10),
+    rateLimits: rateLimitConfig(env),
+  };
+}
+
+function rateLimitConfig(env: Env): RateLimitSettings {
+  const settings: RateLimitSettings = {
+    windowSeconds: int(env, "RATE_LIMIT_WINDOW_SECONDS", 900, 10, 86_400),
+    loginPerAddress: int(env, "LOGIN_LIMIT_PER_ADDRESS", 30, 1, 1_000_000),
+    loginPerAccount: int(env, "LOGIN_LIMIT_PER_ACCOUNT", 100, 1, 1_000_000),
+    loginFreeAttempts: int(env, "LOGIN_FREE_ATTEMPTS", 3, 1, 1_000),
+    loginBackoffBaseSeconds: int(env, "LOGIN_BACKOFF_BASE_SECONDS", 1, 1, 3_600),
+    loginBackoffMaxSeconds: int(env, "LOGIN_BACKOFF_MAX_SECONDS", 900, 1, 86_400),
+    registerPerAddress: int(env, "REGISTER_LIMIT_PER_ADDRESS", 10, 1, 1_000_000),
+  };
+  if (settings.loginBackoffMaxSeconds < settings.loginBackoffBaseSeconds) {
+    throw new ConfigError(
+      `LOGIN_BACKOFF_MAX_SECONDS (${settings.loginBackoffMaxSeconds}) must be at least LOGIN_BACKOFF_BASE_SECONDS (${settings.loginBackoffBaseSeconds}).`,
+    );
+  }
+  return settings;
+}
+
+/** Request limits of /graphql (src/api/limits.ts, docs/configuration.md). */
+function graphqlLimits(env: Env): Omit<Config["graphql"], "depthLimit" | "maxPageSize" | "statementTimeoutMs"> {
+  const maxPageSize = int(env, "GRAPHQL_MAX_PAGE_SIZE", 200, 1, 10000);
+  const defaultPageSize = int(env, "GRAPHQL_DEFAULT_PAGE_SIZE", Math.min(50, maxPageSize), 1, 10000);
+  if (defaultPageSize > maxPageSize) {
+    throw new ConfigError(`GRAPHQL_DEFAULT_PAGE_SIZE (${defaultPageSize}) must not be more than GRAPHQL_MAX_PAGE_SIZE (${maxPageSize}).`);
+  }
+  return {
+    maxBodyBytes: int(env, "GRAPHQL_MAX_BODY_BYTES", 102_400, 1024, 5 * 1024 * 1024),
+    maxTokens: int(env, "GRAPHQL_MAX_TOKENS", 2000, 50, 100_000),
+    maxAliases: int(env, "GRAPHQL_MAX_ALIASES", 30, 0, 10_000),
+    maxRootFields: int(env, "GRAPHQL_MAX_ROOT_FIELDS", 20, 1, 1000),
+    maxCost: int(env, "GRAPHQL_MAX_COST", 50_000, 100, 100_000_000),
+    defaultPageSize,
   };
 }
 

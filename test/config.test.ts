@@ -41,6 +41,10 @@ describe("configuration", () => {
     [{ NODE_ENV: "production", DATABASE_URL: "postgres://o@h/db", AUTH_DATABASE_URL: "postgres://a@h/db", JWT_SECRET: "x".repeat(40) }, /PUBLIC_URL must be the https:\/\/ address/],
     [{ NODE_ENV: "production", DATABASE_URL: "postgres://o@h/db", AUTH_DATABASE_URL: "postgres://a@h/db", JWT_SECRET: "x".repeat(40), PUBLIC_URL: "http://switchboard.example.com" }, /PUBLIC_URL must be the https:\/\/ address.*got 'http:\/\/switchboard/],
     [{ HEALTH_TOKEN: "short" }, /HEALTH_TOKEN must be at least 24 characters/],
+    [{ GRAPHQL_DEFAULT_PAGE_SIZE: "300" }, /GRAPHQL_DEFAULT_PAGE_SIZE \(300\) must not be more than GRAPHQL_MAX_PAGE_SIZE \(200\)/],
+    [{ GRAPHQL_MAX_TOKENS: "10" }, /GRAPHQL_MAX_TOKENS must be between 50 and 100000/],
+    [{ GRAPHQL_MAX_BODY_BYTES: "lots" }, /GRAPHQL_MAX_BODY_BYTES must be a whole number/],
+    [{ GRAPHQL_MAX_COST: "0" }, /GRAPHQL_MAX_COST must be between 100 and 100000000/],
     [{ WORKER_ENABLED: "maybe" }, /WORKER_ENABLED must be true or false/],
     [{ DATABASE_VISITOR: "Bad-Role" }, /DATABASE_VISITOR must be a lowercase role name/],
     [{ SMTP_URL: "http://mail.example.com" }, /SMTP_URL must start with smtp:\/\/ or smtps:\/\//],
@@ -49,10 +53,53 @@ describe("configuration", () => {
     [{ EMAIL_PROVIDER: "smtp" }, /EMAIL_PROVIDER=smtp needs SMTP_URL/],
     [{ EMAIL_PROVIDER: "sendgrid" }, /EMAIL_PROVIDER must be smtp or local/],
     [{ SMTP_TIMEOUT_MS: "10" }, /SMTP_TIMEOUT_MS must be between 1000 and 600000/],
+    [{ TRUST_PROXY: "true" }, /TRUST_PROXY must be a whole number, got 'true'/],
+    [{ TRUST_PROXY: "11" }, /TRUST_PROXY must be between 0 and 10/],
+    [{ LOGIN_LIMIT_PER_ADDRESS: "0" }, /LOGIN_LIMIT_PER_ADDRESS must be between 1 and 1000000/],
+    [{ LOGIN_LIMIT_PER_ACCOUNT: "-5" }, /LOGIN_LIMIT_PER_ACCOUNT must be a whole number/],
+    [{ LOGIN_FREE_ATTEMPTS: "0" }, /LOGIN_FREE_ATTEMPTS must be between 1 and 1000/],
+    [{ REGISTER_LIMIT_PER_ADDRESS: "many" }, /REGISTER_LIMIT_PER_ADDRESS must be a whole number/],
+    [{ RATE_LIMIT_WINDOW_SECONDS: "5" }, /RATE_LIMIT_WINDOW_SECONDS must be between 10 and 86400/],
+    [{ LOGIN_BACKOFF_BASE_SECONDS: "60", LOGIN_BACKOFF_MAX_SECONDS: "30" }, /LOGIN_BACKOFF_MAX_SECONDS \(30\) must be at least LOGIN_BACKOFF_BASE_SECONDS \(60\)/],
   ])("rejects %o with a clear message", (env, message) => {
     const run = () => loadConfig({ SWITCHBOARD_DATA_DIR: dataDir(), ...env });
     expect(run).toThrow(ConfigError);
     expect(run).toThrow(message);
+  });
+
+  it("rate limits: on by default, X-Forwarded-For not trusted unless TRUST_PROXY names the proxies in front", () => {
+    const defaults = loadConfig({ SWITCHBOARD_DATA_DIR: dataDir() });
+    expect(defaults.trustProxy).toBe(0);
+    expect(defaults.rateLimits).toEqual({
+      windowSeconds: 900,
+      loginPerAddress: 30,
+      loginPerAccount: 100,
+      loginFreeAttempts: 3,
+      loginBackoffBaseSeconds: 1,
+      loginBackoffMaxSeconds: 900,
+      registerPerAddress: 10,
+    });
+    const set = loadConfig({
+      SWITCHBOARD_DATA_DIR: dataDir(),
+      TRUST_PROXY: "2",
+      RATE_LIMIT_WINDOW_SECONDS: "600",
+      LOGIN_LIMIT_PER_ADDRESS: "20",
+      LOGIN_LIMIT_PER_ACCOUNT: "500",
+      LOGIN_FREE_ATTEMPTS: "5",
+      LOGIN_BACKOFF_BASE_SECONDS: "2",
+      LOGIN_BACKOFF_MAX_SECONDS: "600",
+      REGISTER_LIMIT_PER_ADDRESS: "4",
+    });
+    expect(set.trustProxy).toBe(2);
+    expect(set.rateLimits).toEqual({
+      windowSeconds: 600,
+      loginPerAddress: 20,
+      loginPerAccount: 500,
+      loginFreeAttempts: 5,
+      loginBackoffBaseSeconds: 2,
+      loginBackoffMaxSeconds: 600,
+      registerPerAddress: 4,
+    });
   });
 
   it("email: the local catcher by default; SMTP with SMTP_URL and EMAIL_FROM (a bare address or Name <address>)", () => {

@@ -36,6 +36,12 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     SWITCHBOARD_DATA_DIR: dataDir,
     // Production refuses to start without an https PUBLIC_URL (webhook signatures are computed over it).
     ...(env.NODE_ENV === "production" ? { PUBLIC_URL: "https://switchboard.test" } : {}),
+    // The rate limits' counters live in the test database, shared by every file's servers on 127.0.0.1:
+    // out of the way unless a test sets its own (test/api/rate-limits.test.ts).
+    LOGIN_LIMIT_PER_ADDRESS: "1000000",
+    LOGIN_LIMIT_PER_ACCOUNT: "1000000",
+    LOGIN_FREE_ATTEMPTS: "1000",
+    REGISTER_LIMIT_PER_ADDRESS: "1000000",
     ...env,
   });
   const ownerPool = makePool(db.ownerUrl, 4, "test server owner", 0);

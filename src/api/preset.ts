@@ -5,22 +5,23 @@ import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
 import type { Config } from "../config.ts";
 import { JWT_AUDIENCE, JWT_ISSUER, pgSettingsFor } from "./auth.ts";
 import { maskError } from "./errors.ts";
-import { ImportPlugin, MAX_REQUEST_BYTES } from "./importPlugin.ts";
-import { LoginPlugin, makeRequestLimitsPlugin } from "./plugins.ts";
+import { ImportPlugin } from "./importPlugin.ts";
+import { makeLoginPlugin, makeRequestLimitsPlugin } from "./plugins.ts";
+import { AuthRateLimiter, clientAddress, flowLimitsFrom } from "./rateLimit.ts";
 import { makeServiceTitanPlugin } from "./serviceTitanPlugin.ts";
 
-export function makePreset(config: Config, authPool: pg.Pool): GraphileConfig.Preset {
+/**
+ * `counterPool` keeps the login and register rate-limit counters (app_private.rate_limits): the owner's
+ * pool in the server, so no role a request can become has any right on app_private.
+ */
+export function makePreset(config: Config, authPool: pg.Pool, counterPool: pg.Pool): GraphileConfig.Preset {
   return {
     extends: [PostGraphileAmberPreset],
     plugins: [
-      LoginPlugin,
+      makeLoginPlugin(new AuthRateLimiter(counterPool, flowLimitsFrom(config.rateLimits)), config.trustProxy),
       ImportPlugin,
       makeServiceTitanPlugin(config.serviceTitan),
-      makeRequestLimitsPlugin({
-        depthLimit: config.graphql.depthLimit,
-        maxPageSize: config.graphql.maxPageSize,
-        production: config.production,
-      }),
+      makeRequestLimitsPlugin({ ...config.graphql, production: config.production }),
     ],
     pgServices: [makePgService({ pool: authPool, schemas: ["app_public", "raw"] })],
     gather: { pgJwtTypes: "app_public.jwt_token" },
@@ -35,8 +36,13 @@ export function makePreset(config: Config, authPool: pg.Pool): GraphileConfig.Pr
       graphiqlPath: "/graphiql",
       graphiqlOnGraphQLGET: false,
       watch: false,
-      // importLeads carries a CSV of up to 5 MB (grafserv's default limit is 100 kB).
-      maxRequestLength: MAX_REQUEST_BYTES,
+      // server.ts reads JSON bodies itself (GRAPHQL_MAX_BODY_BYTES; an authenticated importLeads up to
+      // MAX_REQUEST_BYTES); grafserv reads the other content types (application/graphql) with this cap.
+      maxRequestLength: config.graphql.maxBodyBytes,
+      // Parsed documents are cached by grafserv (an LRU keyed by the query text's hash). Each entry holds
+      // a text of at most GRAPHQL_MAX_BODY_BYTES with at most GRAPHQL_MAX_TOKENS tokens, so the cache is
+      // bounded in bytes: 100 entries (docs/operations.md, "Request limits").
+      parseAndValidateCacheSize: 100,
       maskError,
     },
     grafast: {
@@ -45,6 +51,7 @@ export function makePreset(config: Config, authPool: pg.Pool): GraphileConfig.Pr
         const req = requestContext.expressv4?.req;
         return {
           pgSettings: pgSettingsFor(req?.switchboardAuth, config.roles.visitor, config.graphql.statementTimeoutMs),
+          clientAddress: req ? clientAddress(req, config.trustProxy) : null,
         };
       },
     },

@@ -6,7 +6,8 @@ import type { Config } from "../config.ts";
 import { makePreset } from "./preset.ts";
 
 export async function schemaSDL(config: Config, authPool: pg.Pool): Promise<string> {
-  const pgl = postgraphile(makePreset(config, authPool));
+  // No request runs here, so the rate-limit counters (the third argument) are never touched.
+  const pgl = postgraphile(makePreset(config, authPool, authPool));
   try {
     const { schema } = await pgl.getSchemaResult();
     return `${printSchema(lexicographicSortSchema(schema))}\n`;

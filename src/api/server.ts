@@ -11,6 +11,8 @@ import { grafserv } from "postgraphile/grafserv/express/v4";
 import type { Config } from "../config.ts";
 import { latestCommittedMigration } from "../db/migrate.ts";
 import { authMiddleware } from "./auth.ts";
+import { MAX_REQUEST_BYTES } from "./importPlugin.ts";
+import { graphqlBodyParser } from "./limits.ts";
 import { makePreset } from "./preset.ts";
 import { twilioWebhooks } from "../webhooks/twilio.ts";
 import { unsubscribeRoutes } from "../webhooks/unsubscribe.ts";
@@ -92,7 +94,9 @@ export async function startApiServer(options: {
   );
   app.use("/email/unsubscribe", unsubscribeRoutes({ ownerPool: options.ownerPool }));
   app.use("/graphql", authMiddleware(config.jwtSecret));
-  const pgl = postgraphile(makePreset(config, options.authPool));
+  // Request limits start here: the body is read with its cap before grafserv sees it (src/api/limits.ts).
+  app.use("/graphql", graphqlBodyParser(config.graphql.maxBodyBytes, MAX_REQUEST_BYTES, config.graphql));
+  const pgl = postgraphile(makePreset(config, options.authPool, options.ownerPool));
   const serv = pgl.createServ(grafserv);
   await serv.addTo(app, server);
   const port = options.port ?? config.port;
