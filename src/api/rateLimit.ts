@@ -13,8 +13,8 @@
  *   attempts on one account, then each further attempt must wait twice as long as the one before
  *   (up to a maximum). A stranger slowing himself down on another address changes nothing for the
  *   real user on theirs. A generous per-account ceiling across all addresses only stops attacks
- *   from many addresses, and it expires with its window; each address also has its own ceiling over
- *   all accounts.
+ *   from many addresses, and it expires with its window; an address the account logged in from in
+ *   the last 90 days is not held back by it. Each address also has its own ceiling over all accounts.
  * - The account is counted as a hash of the normalised email, so the table holds no email address.
  */
 import { createHash } from "node:crypto";
@@ -38,6 +38,13 @@ export interface FlowLimits {
 
 /** How long the per-(account, address) attempt count is remembered without a success. */
 export const BACKOFF_MEMORY_SECONDS = 86_400;
+
+/**
+ * How long an address stays known for an account after a successful login from it. A known address
+ * is not held back by the per-account ceiling, so strangers on many addresses who exhaust it cannot
+ * keep the real user out from where they usually log in.
+ */
+export const KNOWN_ADDRESS_SECONDS = 90 * 86_400;
 
 export function flowLimitsFrom(settings: RateLimitSettings): Partial<Record<AuthFlow, FlowLimits>> {
   const window = settings.windowSeconds;
@@ -141,6 +148,8 @@ interface FlowLimiters {
   pairCount: RateLimiterPostgres | null;
   /** The wait before the next attempt on (account, address): one point, its duration set per attempt. */
   pairWait: RateLimiterPostgres | null;
+  /** (account, address) pairs that logged in successfully: exempt from the per-account ceiling. */
+  known: RateLimiterPostgres | null;
 }
 
 export interface AttemptWho {
@@ -181,6 +190,7 @@ export class AuthRateLimiter {
         account: flowLimits.perAccount ? make(`${flow}:account`, flowLimits.perAccount.points, flowLimits.perAccount.windowSeconds) : null,
         pairCount: flowLimits.backoff ? make(`${flow}:pair`, 1_000_000_000, flowLimits.backoff.windowSeconds) : null,
         pairWait: flowLimits.backoff ? make(`${flow}:wait`, 1, flowLimits.backoff.maxSeconds) : null,
+        known: flowLimits.perAccount ? make(`${flow}:known`, 1_000_000_000, KNOWN_ADDRESS_SECONDS) : null,
       });
     }
   }
@@ -224,8 +234,15 @@ export class AuthRateLimiter {
       // 2. Per address, over all accounts.
       await limiters.address.consume(who.address, 1);
       undo.push(() => limiters.address.reward(who.address, 1));
-      // 3. Per account, over all addresses.
-      if (account !== null && limiters.account) await limiters.account.consume(account, 1);
+      // 3. Per account, over all addresses; an address the account logged in from before is let through.
+      if (account !== null && limiters.account) {
+        try {
+          await limiters.account.consume(account, 1);
+        } catch (error) {
+          const known = pair !== null && limiters.known !== null && (await limiters.known.get(pair)) !== null;
+          if (!isRefusal(error) || !known) throw error;
+        }
+      }
     } catch (error) {
       if (isRefusal(error)) return refuse(error);
       throw error;
@@ -242,6 +259,7 @@ export class AuthRateLimiter {
       const pair = `${account}:${who.address}`;
       if (limiters.pairCount) steps.push(limiters.pairCount.delete(pair));
       if (limiters.pairWait) steps.push(limiters.pairWait.delete(pair));
+      if (limiters.known) steps.push(limiters.known.set(pair, 1, KNOWN_ADDRESS_SECONDS));
     }
     await Promise.all(steps);
   }

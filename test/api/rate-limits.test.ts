@@ -124,6 +124,25 @@ describe("login and register rate limits over HTTP (production mode)", () => {
     expect(code(await login(s, victim, PASSWORD, "127.0.0.3"))).toBe("RATE_LIMITED");
   });
 
+  it("strangers on many addresses who exhaust the per-account ceiling don't keep the real user out from an address they logged in from", async () => {
+    const s = await server({ LOGIN_FREE_ATTEMPTS: "3", LOGIN_LIMIT_PER_ACCOUNT: "4", LOGIN_LIMIT_PER_ADDRESS: "50" });
+    const victim = await registerVia(s, "127.0.0.20");
+    expect((await login(s, victim, PASSWORD, "127.0.0.20")).body.errors).toBeUndefined();
+    // Four wrong guesses from two addresses (within each address's free attempts) use up the account's ceiling…
+    for (const from of ["127.0.0.21", "127.0.0.21", "127.0.0.22", "127.0.0.22"]) {
+      expect(code(await login(s, victim, "wrong-guess", from))).toBe("28P01");
+    }
+    // …so a third address is refused before any password check,
+    expect(code(await login(s, victim, "wrong-guess", "127.0.0.23"))).toBe("RATE_LIMITED");
+    expect(await failedAttemptsInDb(victim)).toBe(4);
+    // and so is the real user on an address the account never logged in from,
+    expect(code(await login(s, victim, PASSWORD, "127.0.0.24"))).toBe("RATE_LIMITED");
+    // but from the address they logged in from before, the real user gets in.
+    const real = await login(s, victim, PASSWORD, "127.0.0.20");
+    expect(real.body.errors).toBeUndefined();
+    expect(real.body.data.login.result).toBeTypeOf("string");
+  });
+
   it("refuses 8 aliased logins in one request (and logins through fragments, and batches), counting nothing", async () => {
     const s = await server({ LOGIN_FREE_ATTEMPTS: "3", LOGIN_LIMIT_PER_ADDRESS: "5" });
     const victim = await registerVia(s, "127.0.0.4");
