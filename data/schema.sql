@@ -5408,13 +5408,13 @@ CREATE FUNCTION app_private.number_owner(phone text, OUT tenant_id uuid, OUT pho
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-  (select p.tenant_id, p.id, null::uuid, null::uuid, p.messaging_service_sid
-   from app_public.phone_numbers p
-   where p.phone_number = number_owner.phone and p.status in ('active', 'suspended'))
-  union all
-  (select t.tenant_id, null::uuid, t.id, t.agent_id, null::text
-   from app_public.tracking_numbers t
-   where t.phone = number_owner.phone and t.is_active)
+  -- Only a number we provisioned (a phone_numbers row, active or suspended) reaches a tenant. A tracking
+  -- number is one of those rows given to an agent, so the same number yields the agent as well.
+  select p.tenant_id, p.id, t.id, t.agent_id, p.messaging_service_sid
+  from app_public.phone_numbers p
+  left join app_public.tracking_numbers t
+    on t.tenant_id = p.tenant_id and t.phone_number_id = p.id and t.is_active
+  where p.phone_number = number_owner.phone and p.status in ('active', 'suspended')
   limit 1
 $$;
 
@@ -5422,7 +5422,7 @@ $$;
 -- Name: FUNCTION number_owner(phone text, OUT tenant_id uuid, OUT phone_number_id uuid, OUT tracking_number_id uuid, OUT agent_id uuid, OUT messaging_service_sid text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.number_owner(phone text, OUT tenant_id uuid, OUT phone_number_id uuid, OUT tracking_number_id uuid, OUT agent_id uuid, OUT messaging_service_sid text) IS 'Whose number this is: the tenant of an active phone_numbers row or of an active agent tracking number (then also the tracking number and its agent). No row when the number is not ours.';
+COMMENT ON FUNCTION app_private.number_owner(phone text, OUT tenant_id uuid, OUT phone_number_id uuid, OUT tracking_number_id uuid, OUT agent_id uuid, OUT messaging_service_sid text) IS 'Whose number this is: the tenant of the active (or suspended) phone_numbers row with this number, and, when that number is the active tracking number of an agent, the tracking number and its agent. No row when the number is not one we provisioned (a tracking number that is no phone_numbers row of its tenant reaches nobody).';
 
 --
 -- Name: nurture_lead_opted_out(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -5623,6 +5623,28 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.offer_for_response(offer_id uuid, action text) IS 'For accept_offer and reject_offer: the pending, unexpired offer of the current tenant, locked (its lead first, then the offer). Errors: 28000 not logged in; 42501 not a member, or neither the offered agent''s own user nor a manager, admin or owner; P0002 no such offer in this tenant; 22023 the offer is no longer pending, or has expired (expires_at <= now()).';
+
+--
+-- Name: phone_number_limit(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.phone_number_limit(tenant_id uuid) RETURNS integer
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select coalesce(
+    (select case when c.value_type = 'number' and (c.value #>> '{}')::numeric >= 0
+                 then least(pg_catalog.floor((c.value #>> '{}')::numeric), 1000)::integer end
+     from app_public.system_config c
+     where c.tenant_id = phone_number_limit.tenant_id and c.key = 'limits.phone_numbers'),
+    3)
+$$;
+
+--
+-- Name: FUNCTION phone_number_limit(tenant_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.phone_number_limit(tenant_id uuid) IS 'How many phone numbers a tenant may hold (provisioning, active, suspended or releasing): system_config limits.phone_numbers (a number, at most 1000), else 3. Keys under limits. are written only by Switchboard operators (the database owner), never by a request.';
 
 --
 -- Name: plan_next_nurture_step(uuid, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
@@ -10294,6 +10316,28 @@ $$;
 COMMENT ON FUNCTION app_private.tg_nurture_sequences__version() IS 'Trigger (_200_version, before insert or update): validates steps (every template variable known), the sending window and the auto-enrollment statuses (22023 with the reason, naming the step), refuses changes to an archived sequence, and counts a new version when the steps or the window change.';
 
 --
+-- Name: tg_phone_numbers__end_tracking(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_phone_numbers__end_tracking() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  update app_public.tracking_numbers t
+  set is_active = false, inactive_reason = 'Its phone number is ' || NEW.status
+  where t.tenant_id = NEW.tenant_id and t.phone_number_id = NEW.id and t.is_active;
+  return NEW;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_phone_numbers__end_tracking(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_phone_numbers__end_tracking() IS 'Trigger (_600_end_tracking, after update of status on phone_numbers, when the number is no longer active or suspended): its tracking numbers become inactive, with the reason, so a released number reaches no agent.';
+
+--
 -- Name: tg_routing_experiment_variants__lock_while_running(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -10585,6 +10629,32 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg_tenants__enqueue_lead_rescore() IS 'AFTER trigger on tenants: the service area (business coordinates or radius) changed, so enqueue lead__score_tenant {tenant_id} to rescore the tenant''s leads (demographic factor).';
+
+--
+-- Name: tg_tracking_numbers__number_must_be_ours(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_tracking_numbers__number_must_be_ours() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if NEW.is_active and not exists (
+    select 1 from app_public.phone_numbers p
+    where p.tenant_id = NEW.tenant_id and p.id = NEW.phone_number_id and p.phone_number = NEW.phone and p.status = 'active'
+  ) then
+    raise exception 'Not one of your numbers: a tracking number must be an active phone number of this business (request one with requestPhoneNumber)'
+      using errcode = 'P0002';
+  end if;
+  return NEW;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_tracking_numbers__number_must_be_ours(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_tracking_numbers__number_must_be_ours() IS 'Trigger (_200_number_must_be_ours, before insert or update on tracking_numbers): an active tracking number must be an active phone_numbers row of its own tenant (same id and number), whoever writes it. Raises P0002 "Not one of your numbers …", the same text whether the number is unknown, released or another tenant''s.';
 
 --
 -- Name: unsubscribe_email(text, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -10912,6 +10982,144 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.accept_offer(offer_id uuid) IS 'Accepts a pending lead offer: the lead is assigned to the agent (owner_agent_id, and owner_user_id when the agent is a member; recorded in lead_assignments with the strategy of the routing decision), the load reserved by the offer stays, the held calendar slot is booked (for a DJ, the agent''s other free slots that day are blocked automatically, auto_blocked), and routing_events get "accepted" and "assigned". Only the offered agent''s own user, or managers, admins and owners. Errors: 28000 not logged in; 42501 not allowed; P0002 no such offer in this tenant; 22023 the offer is not pending, has expired, its lead was deleted, or its held slot is no longer free.';
+
+--
+-- Name: tracking_numbers; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.tracking_numbers (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
+    agent_id uuid NOT NULL,
+    phone app_public.e164_phone NOT NULL,
+    provider_sid text,
+    is_active boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    phone_number_id uuid,
+    inactive_reason text,
+    CONSTRAINT tracking_numbers_active_number_must_be_one_of_the_tenants_numbe CHECK (((NOT is_active) OR (phone_number_id IS NOT NULL)))
+);
+
+ALTER TABLE ONLY app_public.tracking_numbers FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE tracking_numbers; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.tracking_numbers IS 'A phone number of the business (one of its phone_numbers) given to one agent (the DJ marketplace''s tracking numbers): calls and texts to it are attributed to that agent and the caller''s lead. Created with assignTrackingNumber; managers and up may move it to another agent or deactivate it.';
+
+--
+-- Name: COLUMN tracking_numbers.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.tracking_numbers.id IS 'The row''s id.';
+
+--
+-- Name: COLUMN tracking_numbers.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.tracking_numbers.tenant_id IS 'The tenant.';
+
+--
+-- Name: COLUMN tracking_numbers.agent_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.tracking_numbers.agent_id IS 'The agent the number belongs to.';
+
+--
+-- Name: COLUMN tracking_numbers.phone; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.tracking_numbers.phone IS 'The number (E.164): the phone_number of its phone_numbers row.';
+
+--
+-- Name: COLUMN tracking_numbers.provider_sid; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.tracking_numbers.provider_sid IS 'The provider''s id of the number (e.g. Twilio PN…), copied from its phone_numbers row.';
+
+--
+-- Name: COLUMN tracking_numbers.is_active; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.tracking_numbers.is_active IS 'Inactive numbers are no longer attributed.';
+
+--
+-- Name: COLUMN tracking_numbers.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.tracking_numbers.created_at IS 'When the number was assigned.';
+
+--
+-- Name: COLUMN tracking_numbers.phone_number_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.tracking_numbers.phone_number_id IS 'The phone number of this business (phone_numbers) that this tracking number is; required while active.';
+
+--
+-- Name: COLUMN tracking_numbers.inactive_reason; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.tracking_numbers.inactive_reason IS 'Why the tracking number is inactive, in words, when the system made it so (e.g. its number was released, or it was never one of the business''s numbers).';
+
+--
+-- Name: assign_tracking_number(uuid, text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.assign_tracking_number(agent_id uuid, phone text) RETURNS app_public.tracking_numbers
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('manager', 'assign tracking numbers');
+  v_number app_public.phone_numbers;
+  v_tracking app_public.tracking_numbers;
+begin
+  if assign_tracking_number.phone is null or assign_tracking_number.phone !~ '^\+[1-9][0-9]{6,14}$' then
+    raise exception 'phone must be in E.164 form, e.g. +12125551234' using errcode = '22023';
+  end if;
+  if not exists (select 1 from app_public.agents a where a.tenant_id = v_tenant_id and a.id = assign_tracking_number.agent_id) then
+    raise exception 'No agent % in this tenant', assign_tracking_number.agent_id using errcode = 'P0002';
+  end if;
+  -- Ownership first, and only within this tenant: an unknown number, a released one and another
+  -- tenant's get the same error, so the answer says nothing about other tenants.
+  select p.* into v_number from app_public.phone_numbers p
+  where p.tenant_id = v_tenant_id and p.phone_number = assign_tracking_number.phone and p.status = 'active'
+  for update;
+  if not found then
+    raise exception 'Not one of your numbers: a tracking number must be an active phone number of this business (request one with requestPhoneNumber)'
+      using errcode = 'P0002';
+  end if;
+  select t.* into v_tracking from app_public.tracking_numbers t
+  where t.tenant_id = v_tenant_id and t.phone = v_number.phone_number;
+  if found and v_tracking.is_active and v_tracking.agent_id = assign_tracking_number.agent_id then
+    return v_tracking;
+  end if;
+  if found and v_tracking.is_active then
+    raise exception 'This number is already the tracking number of another agent of this business: deactivate that one first'
+      using errcode = '23505';
+  end if;
+  begin
+    insert into app_public.tracking_numbers (tenant_id, agent_id, phone, phone_number_id, provider_sid, is_active)
+    values (v_tenant_id, assign_tracking_number.agent_id, v_number.phone_number, v_number.id, v_number.phone_number_sid, true)
+    on conflict on constraint tracking_numbers_phone_must_be_unique_per_tenant do update
+      set agent_id = excluded.agent_id, phone_number_id = excluded.phone_number_id, provider_sid = excluded.provider_sid,
+          is_active = true, inactive_reason = null
+    returning * into v_tracking;
+  exception when unique_violation then
+    -- Only a number held elsewhere can collide here (the global index on active numbers): say no more than above.
+    raise exception 'Not one of your numbers: a tracking number must be an active phone number of this business (request one with requestPhoneNumber)'
+      using errcode = 'P0002';
+  end;
+  return v_tracking;
+end;
+$_$;
+
+--
+-- Name: FUNCTION assign_tracking_number(agent_id uuid, phone text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.assign_tracking_number(agent_id uuid, phone text) IS 'Makes one of the business''s own active phone numbers (phone_numbers, bought through requestPhoneNumber) the tracking number of an agent (owners, admins and managers): calls and texts to it are attributed to that agent. An inactive tracking number of the same number is reused. Calling it again with the same agent returns the same row. Errors: P0002 "Not one of your numbers" for a number that is not an active number of this business (the same error whether it is unknown, released or another business''s), or no such agent; 23505 the number is already the active tracking number of another agent of this business; 22023 a number not in E.164 form; 42501 not a manager or above.';
 
 --
 -- Name: leads; Type: TABLE; Schema: app_public; Owner: -
@@ -13079,12 +13287,25 @@ CREATE FUNCTION app_public.request_phone_number(area_code text, friendly_name te
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $_$
 declare
-  v_tenant_id uuid := app_private.require_tenant_role('admin', 'request phone numbers');
+  -- Owners only for now; a verified email will be required too once email verification exists (issue 14).
+  v_tenant_id uuid := app_private.require_tenant_role('owner', 'request phone numbers');
   v_number app_public.phone_numbers;
+  v_limit integer;
+  v_held integer;
 begin
   if request_phone_number.area_code is null or request_phone_number.area_code !~ '^[2-9][0-9]{2}$' then
     raise exception 'area_code must be 3 digits, the first 2 to 9 (e.g. 305), got %', coalesce(pg_catalog.quote_literal(request_phone_number.area_code), 'nothing')
       using errcode = '22023';
+  end if;
+  -- One request per tenant at a time, so that concurrent requests cannot pass the quota together.
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('phone-number-quota:' || v_tenant_id, 0));
+  v_limit := app_private.phone_number_limit(v_tenant_id);
+  select pg_catalog.count(*) into v_held
+  from app_public.phone_numbers p
+  where p.tenant_id = v_tenant_id and p.status in ('provisioning', 'active', 'suspended', 'releasing');
+  if v_held >= v_limit then
+    raise exception 'This business already has % phone numbers active or being provisioned, its limit: release one, or ask Switchboard support to raise the limit (system_config limits.phone_numbers)', v_limit
+      using errcode = '55000';
   end if;
   insert into app_public.phone_numbers (tenant_id, area_code, friendly_name, status)
   values (v_tenant_id, request_phone_number.area_code,
@@ -13101,7 +13322,7 @@ $_$;
 -- Name: FUNCTION request_phone_number(area_code text, friendly_name text); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.request_phone_number(area_code text, friendly_name text) IS 'Asks for a new local number in an area code (owners and admins). The row starts as provisioning; the phone_number__provision job buys a number with voice and SMS, points its webhooks at Switchboard, creates its Messaging Service, and makes it active (or failed, with status_reason). Errors: 22023 a malformed area code; 42501 not an owner or admin.';
+COMMENT ON FUNCTION app_public.request_phone_number(area_code text, friendly_name text) IS 'Asks for a new local number in an area code (owners only: it buys a number on Switchboard''s provider account). The row starts as provisioning; the phone_number__provision job buys a number with voice and SMS, points its webhooks at Switchboard, creates its Messaging Service, and makes it active (or failed, with status_reason). A business may hold at most limits.phone_numbers numbers (system_config, set by Switchboard operators; default 3) that are provisioning, active, suspended or releasing. Errors: 22023 a malformed area code; 55000 the limit is reached (nothing is queued); 42501 not an owner.';
 
 --
 -- Name: request_service_titan_sync(text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -13788,6 +14009,196 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.set_budget_allow_negative(allow_negative boolean) IS 'Sets whether your tenant''s budget may go below zero (creating the budget account if needed) and returns the account. Owners and admins only. Errors: 42501 not allowed; 22023 when turning it off while the balance is negative.';
+
+--
+-- Name: business_settings; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.business_settings (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
+    business_hours jsonb DEFAULT '{"friday": {"open": "09:00", "close": "17:00", "enabled": true}, "monday": {"open": "09:00", "close": "17:00", "enabled": true}, "sunday": {"open": "09:00", "close": "17:00", "enabled": false}, "tuesday": {"open": "09:00", "close": "17:00", "enabled": true}, "saturday": {"open": "09:00", "close": "17:00", "enabled": false}, "thursday": {"open": "09:00", "close": "17:00", "enabled": true}, "wednesday": {"open": "09:00", "close": "17:00", "enabled": true}}'::jsonb NOT NULL,
+    timezone text DEFAULT 'America/New_York'::text NOT NULL,
+    auto_response_enabled boolean DEFAULT true NOT NULL,
+    auto_response_message text DEFAULT 'Hi! Sorry we missed your call. How can we help?'::text NOT NULL,
+    ai_greeting_template text DEFAULT 'Hello! I''m here to help with your [TRADE] needs. What can I assist you with today?'::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    forward_to_phone app_public.e164_phone,
+    ring_timeout_seconds integer DEFAULT 20 NOT NULL,
+    missed_call_threshold_seconds integer DEFAULT 10 NOT NULL,
+    ai_enabled boolean DEFAULT true NOT NULL,
+    sms_help_message text DEFAULT '[BUSINESS]: reply to this number and we will get back to you. Msg & data rates may apply. Reply STOP to opt out.'::text NOT NULL,
+    opt_out_confirmation_message text DEFAULT '[BUSINESS]: you are unsubscribed and will get no more texts from us. Reply START to subscribe again.'::text NOT NULL,
+    opt_in_confirmation_message text DEFAULT '[BUSINESS]: you are subscribed again. Reply HELP for help, STOP to opt out.'::text NOT NULL,
+    nurture_stop_on_human_contact boolean DEFAULT true NOT NULL,
+    service_appointment_minutes integer DEFAULT 120 NOT NULL,
+    CONSTRAINT business_settings_ai_greeting_template_must_not_be_blank CHECK ((btrim(ai_greeting_template) <> ''::text)),
+    CONSTRAINT business_settings_auto_response_message_must_not_be_blank CHECK ((btrim(auto_response_message) <> ''::text)),
+    CONSTRAINT business_settings_business_hours_must_be_valid CHECK (app_public.is_valid_business_hours(business_hours)),
+    CONSTRAINT business_settings_missed_call_threshold_seconds_must_be_between CHECK (((missed_call_threshold_seconds >= 0) AND (missed_call_threshold_seconds <= 600))),
+    CONSTRAINT business_settings_opt_in_confirmation_message_must_be_1_to_320_ CHECK (((length(btrim(opt_in_confirmation_message)) >= 1) AND (length(btrim(opt_in_confirmation_message)) <= 320))),
+    CONSTRAINT business_settings_opt_out_confirmation_message_must_be_1_to_320 CHECK (((length(btrim(opt_out_confirmation_message)) >= 1) AND (length(btrim(opt_out_confirmation_message)) <= 320))),
+    CONSTRAINT business_settings_ring_timeout_seconds_must_be_between_5_and_60 CHECK (((ring_timeout_seconds >= 5) AND (ring_timeout_seconds <= 60))),
+    CONSTRAINT business_settings_service_appointment_minutes_must_be_between_1 CHECK (((service_appointment_minutes >= 15) AND (service_appointment_minutes <= 1440))),
+    CONSTRAINT business_settings_sms_help_message_must_be_1_to_320_characters CHECK (((length(btrim(sms_help_message)) >= 1) AND (length(btrim(sms_help_message)) <= 320)))
+);
+
+ALTER TABLE ONLY app_public.business_settings FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE business_settings; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.business_settings IS 'The tenant''s opening hours, time zone and automatic replies (one row per tenant). Members can read them; owners and admins can change them.';
+
+--
+-- Name: COLUMN business_settings.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.id IS 'The row''s id.';
+
+--
+-- Name: COLUMN business_settings.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.tenant_id IS 'The tenant these settings belong to.';
+
+--
+-- Name: COLUMN business_settings.business_hours; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.business_hours IS 'Opening hours per day: {"monday": {"open": "09:00", "close": "17:00", "enabled": true}, ...} (days monday to sunday; a missing or disabled day is closed; open before close; times in the tenant''s time zone).';
+
+--
+-- Name: COLUMN business_settings.timezone; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.timezone IS 'The tenant''s IANA time zone, e.g. America/New_York.';
+
+--
+-- Name: COLUMN business_settings.auto_response_enabled; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.auto_response_enabled IS 'Send the automatic reply when a call is missed.';
+
+--
+-- Name: COLUMN business_settings.auto_response_message; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.auto_response_message IS 'The text sent to a caller whose call was missed.';
+
+--
+-- Name: COLUMN business_settings.ai_greeting_template; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.ai_greeting_template IS 'The AI assistant''s first message; [TRADE] is replaced with the tenant''s trade.';
+
+--
+-- Name: COLUMN business_settings.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.created_at IS 'When the settings were created.';
+
+--
+-- Name: COLUMN business_settings.updated_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.updated_at IS 'When the settings were last changed.';
+
+--
+-- Name: COLUMN business_settings.forward_to_phone; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.forward_to_phone IS 'The phone that calls to the business number ring first (E.164). When empty every call counts as missed and gets the automatic reply.';
+
+--
+-- Name: COLUMN business_settings.ring_timeout_seconds; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.ring_timeout_seconds IS 'Seconds the forwarded call rings before it counts as not answered (5 to 60).';
+
+--
+-- Name: COLUMN business_settings.missed_call_threshold_seconds; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.missed_call_threshold_seconds IS 'A forwarded call answered for fewer seconds than this (e.g. picked up by a voicemail box or hung up at once) also counts as missed (0 to 600).';
+
+--
+-- Name: COLUMN business_settings.ai_enabled; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.ai_enabled IS 'Let the AI assistant take over a conversation nobody answered within the ai_takeover_delay of the user who owns it.';
+
+--
+-- Name: COLUMN business_settings.sms_help_message; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.sms_help_message IS 'The reply to HELP or INFO; [BUSINESS] is replaced with the business name.';
+
+--
+-- Name: COLUMN business_settings.opt_out_confirmation_message; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.opt_out_confirmation_message IS 'The one confirmation sent after STOP (and the other opt-out words); [BUSINESS] is replaced with the business name.';
+
+--
+-- Name: COLUMN business_settings.opt_in_confirmation_message; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.opt_in_confirmation_message IS 'The confirmation sent after START, UNSTOP or YES from an opted-out number; [BUSINESS] is replaced with the business name.';
+
+--
+-- Name: COLUMN business_settings.nurture_stop_on_human_contact; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.nurture_stop_on_human_contact IS 'Stop the nurture sequences of a lead once it is assigned to someone and a person of the business texts it or marks it contacted (default true), as HubSpot does.';
+
+--
+-- Name: COLUMN business_settings.service_appointment_minutes; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.service_appointment_minutes IS 'How long a requested service appointment (leads.appointment_at) lasts when routing checks that a technician is free (default 120).';
+
+--
+-- Name: set_forward_to_phone(text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.set_forward_to_phone(phone text) RETURNS app_public.business_settings
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('admin', 'change the forwarding phone');
+  v_settings app_public.business_settings;
+  v_phone text := nullif(pg_catalog.btrim(set_forward_to_phone.phone), '');
+begin
+  if v_phone is not null and v_phone !~ '^\+[1-9][0-9]{6,14}$' then
+    raise exception 'phone must be in E.164 form, e.g. +12125551234' using errcode = '22023';
+  end if;
+  -- Only this tenant's own numbers are looked at, so the answer says nothing about other tenants.
+  if v_phone is not null and exists (
+    select 1 from app_public.phone_numbers p
+    where p.tenant_id = v_tenant_id and p.phone_number = v_phone and p.status not in ('released', 'failed')
+  ) then
+    raise exception 'Calls cannot be forwarded to one of this business''s own Switchboard numbers: give the phone that should ring (e.g. the office line)'
+      using errcode = '22023';
+  end if;
+  update app_public.business_settings s set forward_to_phone = v_phone
+  where s.tenant_id = v_tenant_id
+  returning * into v_settings;
+  if not found then
+    raise exception 'This business has no settings row' using errcode = 'P0002';
+  end if;
+  return v_settings;
+end;
+$_$;
+
+--
+-- Name: FUNCTION set_forward_to_phone(phone text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.set_forward_to_phone(phone text) IS 'Sets (or, with null or an empty string, clears) the phone that calls to the business''s numbers ring first (owners and admins); the column cannot be written directly. It must be a phone outside Switchboard, e.g. the office line: one of the business''s own numbers would forward calls to itself. Errors: 22023 a number not in E.164 form, or one of the business''s own numbers; 42501 not an owner or admin.';
 
 --
 -- Name: sms_keyword(text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -15647,156 +16058,6 @@ COMMENT ON COLUMN app_public.availability_slots.created_at IS 'When the slot was
 --
 
 COMMENT ON COLUMN app_public.availability_slots.updated_at IS 'When the slot last changed.';
-
---
--- Name: business_settings; Type: TABLE; Schema: app_public; Owner: -
---
-
-CREATE TABLE app_public.business_settings (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
-    business_hours jsonb DEFAULT '{"friday": {"open": "09:00", "close": "17:00", "enabled": true}, "monday": {"open": "09:00", "close": "17:00", "enabled": true}, "sunday": {"open": "09:00", "close": "17:00", "enabled": false}, "tuesday": {"open": "09:00", "close": "17:00", "enabled": true}, "saturday": {"open": "09:00", "close": "17:00", "enabled": false}, "thursday": {"open": "09:00", "close": "17:00", "enabled": true}, "wednesday": {"open": "09:00", "close": "17:00", "enabled": true}}'::jsonb NOT NULL,
-    timezone text DEFAULT 'America/New_York'::text NOT NULL,
-    auto_response_enabled boolean DEFAULT true NOT NULL,
-    auto_response_message text DEFAULT 'Hi! Sorry we missed your call. How can we help?'::text NOT NULL,
-    ai_greeting_template text DEFAULT 'Hello! I''m here to help with your [TRADE] needs. What can I assist you with today?'::text NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    forward_to_phone app_public.e164_phone,
-    ring_timeout_seconds integer DEFAULT 20 NOT NULL,
-    missed_call_threshold_seconds integer DEFAULT 10 NOT NULL,
-    ai_enabled boolean DEFAULT true NOT NULL,
-    sms_help_message text DEFAULT '[BUSINESS]: reply to this number and we will get back to you. Msg & data rates may apply. Reply STOP to opt out.'::text NOT NULL,
-    opt_out_confirmation_message text DEFAULT '[BUSINESS]: you are unsubscribed and will get no more texts from us. Reply START to subscribe again.'::text NOT NULL,
-    opt_in_confirmation_message text DEFAULT '[BUSINESS]: you are subscribed again. Reply HELP for help, STOP to opt out.'::text NOT NULL,
-    nurture_stop_on_human_contact boolean DEFAULT true NOT NULL,
-    service_appointment_minutes integer DEFAULT 120 NOT NULL,
-    CONSTRAINT business_settings_ai_greeting_template_must_not_be_blank CHECK ((btrim(ai_greeting_template) <> ''::text)),
-    CONSTRAINT business_settings_auto_response_message_must_not_be_blank CHECK ((btrim(auto_response_message) <> ''::text)),
-    CONSTRAINT business_settings_business_hours_must_be_valid CHECK (app_public.is_valid_business_hours(business_hours)),
-    CONSTRAINT business_settings_missed_call_threshold_seconds_must_be_between CHECK (((missed_call_threshold_seconds >= 0) AND (missed_call_threshold_seconds <= 600))),
-    CONSTRAINT business_settings_opt_in_confirmation_message_must_be_1_to_320_ CHECK (((length(btrim(opt_in_confirmation_message)) >= 1) AND (length(btrim(opt_in_confirmation_message)) <= 320))),
-    CONSTRAINT business_settings_opt_out_confirmation_message_must_be_1_to_320 CHECK (((length(btrim(opt_out_confirmation_message)) >= 1) AND (length(btrim(opt_out_confirmation_message)) <= 320))),
-    CONSTRAINT business_settings_ring_timeout_seconds_must_be_between_5_and_60 CHECK (((ring_timeout_seconds >= 5) AND (ring_timeout_seconds <= 60))),
-    CONSTRAINT business_settings_service_appointment_minutes_must_be_between_1 CHECK (((service_appointment_minutes >= 15) AND (service_appointment_minutes <= 1440))),
-    CONSTRAINT business_settings_sms_help_message_must_be_1_to_320_characters CHECK (((length(btrim(sms_help_message)) >= 1) AND (length(btrim(sms_help_message)) <= 320)))
-);
-
-ALTER TABLE ONLY app_public.business_settings FORCE ROW LEVEL SECURITY;
-
---
--- Name: TABLE business_settings; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON TABLE app_public.business_settings IS 'The tenant''s opening hours, time zone and automatic replies (one row per tenant). Members can read them; owners and admins can change them.';
-
---
--- Name: COLUMN business_settings.id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.id IS 'The row''s id.';
-
---
--- Name: COLUMN business_settings.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.tenant_id IS 'The tenant these settings belong to.';
-
---
--- Name: COLUMN business_settings.business_hours; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.business_hours IS 'Opening hours per day: {"monday": {"open": "09:00", "close": "17:00", "enabled": true}, ...} (days monday to sunday; a missing or disabled day is closed; open before close; times in the tenant''s time zone).';
-
---
--- Name: COLUMN business_settings.timezone; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.timezone IS 'The tenant''s IANA time zone, e.g. America/New_York.';
-
---
--- Name: COLUMN business_settings.auto_response_enabled; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.auto_response_enabled IS 'Send the automatic reply when a call is missed.';
-
---
--- Name: COLUMN business_settings.auto_response_message; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.auto_response_message IS 'The text sent to a caller whose call was missed.';
-
---
--- Name: COLUMN business_settings.ai_greeting_template; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.ai_greeting_template IS 'The AI assistant''s first message; [TRADE] is replaced with the tenant''s trade.';
-
---
--- Name: COLUMN business_settings.created_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.created_at IS 'When the settings were created.';
-
---
--- Name: COLUMN business_settings.updated_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.updated_at IS 'When the settings were last changed.';
-
---
--- Name: COLUMN business_settings.forward_to_phone; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.forward_to_phone IS 'The phone that calls to the business number ring first (E.164). When empty every call counts as missed and gets the automatic reply.';
-
---
--- Name: COLUMN business_settings.ring_timeout_seconds; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.ring_timeout_seconds IS 'Seconds the forwarded call rings before it counts as not answered (5 to 60).';
-
---
--- Name: COLUMN business_settings.missed_call_threshold_seconds; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.missed_call_threshold_seconds IS 'A forwarded call answered for fewer seconds than this (e.g. picked up by a voicemail box or hung up at once) also counts as missed (0 to 600).';
-
---
--- Name: COLUMN business_settings.ai_enabled; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.ai_enabled IS 'Let the AI assistant take over a conversation nobody answered within the ai_takeover_delay of the user who owns it.';
-
---
--- Name: COLUMN business_settings.sms_help_message; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.sms_help_message IS 'The reply to HELP or INFO; [BUSINESS] is replaced with the business name.';
-
---
--- Name: COLUMN business_settings.opt_out_confirmation_message; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.opt_out_confirmation_message IS 'The one confirmation sent after STOP (and the other opt-out words); [BUSINESS] is replaced with the business name.';
-
---
--- Name: COLUMN business_settings.opt_in_confirmation_message; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.opt_in_confirmation_message IS 'The confirmation sent after START, UNSTOP or YES from an opted-out number; [BUSINESS] is replaced with the business name.';
-
---
--- Name: COLUMN business_settings.nurture_stop_on_human_contact; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.nurture_stop_on_human_contact IS 'Stop the nurture sequences of a lead once it is assigned to someone and a person of the business texts it or marks it contacted (default true), as HubSpot does.';
-
---
--- Name: COLUMN business_settings.service_appointment_minutes; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.business_settings.service_appointment_minutes IS 'How long a requested service appointment (leads.appointment_at) lasts when routing checks that a technician is free (default 120).';
 
 --
 -- Name: calls; Type: TABLE; Schema: app_public; Owner: -
@@ -18069,70 +18330,6 @@ COMMENT ON COLUMN app_public.system_config.created_at IS 'When the setting was c
 COMMENT ON COLUMN app_public.system_config.updated_at IS 'When the setting was last changed.';
 
 --
--- Name: tracking_numbers; Type: TABLE; Schema: app_public; Owner: -
---
-
-CREATE TABLE app_public.tracking_numbers (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
-    agent_id uuid NOT NULL,
-    phone app_public.e164_phone NOT NULL,
-    provider_sid text,
-    is_active boolean DEFAULT true NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL
-);
-
-ALTER TABLE ONLY app_public.tracking_numbers FORCE ROW LEVEL SECURITY;
-
---
--- Name: TABLE tracking_numbers; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON TABLE app_public.tracking_numbers IS 'A virtual phone number that belongs to one agent (the DJ marketplace''s tracking numbers): calls and texts to it are attributed to that agent and the caller''s lead.';
-
---
--- Name: COLUMN tracking_numbers.id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.tracking_numbers.id IS 'The row''s id.';
-
---
--- Name: COLUMN tracking_numbers.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.tracking_numbers.tenant_id IS 'The tenant.';
-
---
--- Name: COLUMN tracking_numbers.agent_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.tracking_numbers.agent_id IS 'The agent the number belongs to.';
-
---
--- Name: COLUMN tracking_numbers.phone; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.tracking_numbers.phone IS 'The number (E.164).';
-
---
--- Name: COLUMN tracking_numbers.provider_sid; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.tracking_numbers.provider_sid IS 'The provider''s id of the number (e.g. Twilio PN…).';
-
---
--- Name: COLUMN tracking_numbers.is_active; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.tracking_numbers.is_active IS 'Inactive numbers are no longer attributed.';
-
---
--- Name: COLUMN tracking_numbers.created_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.tracking_numbers.created_at IS 'When the number was assigned.';
-
---
 -- Name: user_preferences; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -19687,6 +19884,13 @@ ALTER TABLE ONLY app_public.phone_numbers
     ADD CONSTRAINT phone_numbers_id_must_be_unique_per_tenant UNIQUE (tenant_id, id);
 
 --
+-- Name: phone_numbers phone_numbers_number_must_be_unique_per_tenant_and_id; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.phone_numbers
+    ADD CONSTRAINT phone_numbers_number_must_be_unique_per_tenant_and_id UNIQUE (tenant_id, id, phone_number);
+
+--
 -- Name: phone_numbers phone_numbers_phone_number_must_be_unique; Type: CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -20501,6 +20705,12 @@ CREATE UNIQUE INDEX tracking_numbers_active_phone_must_be_unique ON app_public.t
 CREATE INDEX tracking_numbers_by_agent ON app_public.tracking_numbers USING btree (tenant_id, agent_id);
 
 --
+-- Name: tracking_numbers_by_phone_number; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX tracking_numbers_by_phone_number ON app_public.tracking_numbers USING btree (tenant_id, phone_number_id);
+
+--
 -- Name: user_sessions_expires_at_idx; Type: INDEX; Schema: app_public; Owner: -
 --
 
@@ -20993,6 +21203,12 @@ CREATE TRIGGER _200_guard_outbound BEFORE INSERT ON app_public.email_messages FO
 CREATE TRIGGER _200_guard_outbound BEFORE INSERT ON app_public.messages FOR EACH ROW WHEN ((new.direction = 'outbound'::text)) EXECUTE FUNCTION app_private.tg_messages__guard_outbound();
 
 --
+-- Name: tracking_numbers _200_number_must_be_ours; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _200_number_must_be_ours BEFORE INSERT OR UPDATE ON app_public.tracking_numbers FOR EACH ROW EXECUTE FUNCTION app_private.tg_tracking_numbers__number_must_be_ours();
+
+--
 -- Name: leads _200_phone_must_be_unique; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -21087,6 +21303,12 @@ CREATE TRIGGER _530_assignment_history AFTER INSERT OR UPDATE ON app_public.lead
 --
 
 CREATE TRIGGER _540_add_to_dnc_list AFTER INSERT OR UPDATE OF status ON app_public.leads FOR EACH ROW EXECUTE FUNCTION app_private.tg_leads__add_to_dnc_list();
+
+--
+-- Name: phone_numbers _600_end_tracking; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _600_end_tracking AFTER UPDATE OF status ON app_public.phone_numbers FOR EACH ROW WHEN (((new.status <> ALL (ARRAY['active'::text, 'suspended'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION app_private.tg_phone_numbers__end_tracking();
 
 --
 -- Name: dnc_list _600_nurture_stop; Type: TRIGGER; Schema: app_public; Owner: -
@@ -21950,6 +22172,13 @@ ALTER TABLE ONLY app_public.tracking_numbers
     ADD CONSTRAINT tracking_numbers_agent_must_exist FOREIGN KEY (tenant_id, agent_id) REFERENCES app_public.agents(tenant_id, id) ON DELETE CASCADE;
 
 --
+-- Name: tracking_numbers tracking_numbers_number_must_be_one_of_the_tenants_numbers; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.tracking_numbers
+    ADD CONSTRAINT tracking_numbers_number_must_be_one_of_the_tenants_numbers FOREIGN KEY (tenant_id, phone_number_id, phone) REFERENCES app_public.phone_numbers(tenant_id, id, phone_number) ON DELETE CASCADE;
+
+--
 -- Name: user_preferences user_preferences_user_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -22315,6 +22544,12 @@ CREATE POLICY delete_current_tenant ON app_public.service_titan_skill_lines FOR 
 CREATE POLICY delete_current_tenant ON app_public.system_config FOR DELETE TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
+-- Name: system_config delete_no_limits_keys; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY delete_no_limits_keys ON app_public.system_config AS RESTRICTIVE FOR DELETE TO :DATABASE_VISITOR USING ((key !~ '^limits\.'::text));
+
+--
 -- Name: dnc_audit_log; Type: ROW SECURITY; Schema: app_public; Owner: -
 --
 
@@ -22453,10 +22688,10 @@ CREATE POLICY insert_current_tenant ON app_public.service_titan_skill_lines FOR 
 CREATE POLICY insert_current_tenant ON app_public.system_config FOR INSERT TO :DATABASE_VISITOR WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
--- Name: tracking_numbers insert_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+-- Name: system_config insert_no_limits_keys; Type: POLICY; Schema: app_public; Owner: -
 --
 
-CREATE POLICY insert_current_tenant ON app_public.tracking_numbers FOR INSERT TO :DATABASE_VISITOR WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+CREATE POLICY insert_no_limits_keys ON app_public.system_config AS RESTRICTIVE FOR INSERT TO :DATABASE_VISITOR WITH CHECK ((key !~ '^limits\.'::text));
 
 --
 -- Name: user_profiles insert_own_or_as_admin; Type: POLICY; Schema: app_public; Owner: -
@@ -23521,6 +23756,12 @@ CREATE POLICY update_current_tenant ON app_public.system_config FOR UPDATE TO :D
 CREATE POLICY update_current_tenant ON app_public.tracking_numbers FOR UPDATE TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id))) WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
+-- Name: system_config update_no_limits_keys; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY update_no_limits_keys ON app_public.system_config AS RESTRICTIVE FOR UPDATE TO :DATABASE_VISITOR USING ((key !~ '^limits\.'::text)) WITH CHECK ((key !~ '^limits\.'::text));
+
+--
 -- Name: notifications update_own; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -24477,6 +24718,12 @@ GRANT SELECT ON TABLE app_public.routing_offers TO :DATABASE_VISITOR;
 REVOKE ALL ON FUNCTION app_private.offer_for_response(offer_id uuid, action text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION phone_number_limit(tenant_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.phone_number_limit(tenant_id uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION plan_next_nurture_step(enrollment_id uuid, base timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -25023,6 +25270,12 @@ REVOKE ALL ON FUNCTION app_private.tg_nurture_sequences__status_changed() FROM P
 REVOKE ALL ON FUNCTION app_private.tg_nurture_sequences__version() FROM PUBLIC;
 
 --
+-- Name: FUNCTION tg_phone_numbers__end_tracking(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_phone_numbers__end_tracking() FROM PUBLIC;
+
+--
 -- Name: FUNCTION tg_routing_experiment_variants__lock_while_running(); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -25083,6 +25336,12 @@ REVOKE ALL ON FUNCTION app_private.tg_system_config__validate_scoring_weights() 
 REVOKE ALL ON FUNCTION app_private.tg_tenants__enqueue_lead_rescore() FROM PUBLIC;
 
 --
+-- Name: FUNCTION tg_tracking_numbers__number_must_be_ours(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_tracking_numbers__number_must_be_ours() FROM PUBLIC;
+
+--
 -- Name: FUNCTION unsubscribe_email(token text, source text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -25136,6 +25395,31 @@ REVOKE ALL ON FUNCTION app_private.wake_due_jobs(tenant_id uuid) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION app_public.accept_offer(offer_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.accept_offer(offer_id uuid) TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE tracking_numbers; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.tracking_numbers TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN tracking_numbers.agent_id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT UPDATE(agent_id) ON TABLE app_public.tracking_numbers TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN tracking_numbers.is_active; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT UPDATE(is_active) ON TABLE app_public.tracking_numbers TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION assign_tracking_number(agent_id uuid, phone text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.assign_tracking_number(agent_id uuid, phone text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.assign_tracking_number(agent_id uuid, phone text) TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE leads; Type: ACL; Schema: app_public; Owner: -
@@ -25804,6 +26088,103 @@ REVOKE ALL ON FUNCTION app_public.set_budget_allow_negative(allow_negative boole
 GRANT ALL ON FUNCTION app_public.set_budget_allow_negative(allow_negative boolean) TO :DATABASE_VISITOR;
 
 --
+-- Name: TABLE business_settings; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.tenant_id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(tenant_id) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.business_hours; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(business_hours),UPDATE(business_hours) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.timezone; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(timezone),UPDATE(timezone) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.auto_response_enabled; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(auto_response_enabled),UPDATE(auto_response_enabled) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.auto_response_message; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(auto_response_message),UPDATE(auto_response_message) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.ai_greeting_template; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(ai_greeting_template),UPDATE(ai_greeting_template) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.ring_timeout_seconds; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(ring_timeout_seconds),UPDATE(ring_timeout_seconds) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.missed_call_threshold_seconds; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(missed_call_threshold_seconds),UPDATE(missed_call_threshold_seconds) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.ai_enabled; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(ai_enabled),UPDATE(ai_enabled) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.sms_help_message; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(sms_help_message),UPDATE(sms_help_message) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.opt_out_confirmation_message; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(opt_out_confirmation_message),UPDATE(opt_out_confirmation_message) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.opt_in_confirmation_message; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(opt_in_confirmation_message),UPDATE(opt_in_confirmation_message) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.nurture_stop_on_human_contact; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT UPDATE(nurture_stop_on_human_contact) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.service_appointment_minutes; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT UPDATE(service_appointment_minutes) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION set_forward_to_phone(phone text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.set_forward_to_phone(phone text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.set_forward_to_phone(phone text) TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION sms_keyword(body text); Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -26168,102 +26549,6 @@ GRANT INSERT(end_time),UPDATE(end_time) ON TABLE app_public.availability_slots T
 GRANT INSERT(status),UPDATE(status) ON TABLE app_public.availability_slots TO :DATABASE_VISITOR;
 
 --
--- Name: TABLE business_settings; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT SELECT ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.tenant_id; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(tenant_id) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.business_hours; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(business_hours),UPDATE(business_hours) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.timezone; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(timezone),UPDATE(timezone) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.auto_response_enabled; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(auto_response_enabled),UPDATE(auto_response_enabled) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.auto_response_message; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(auto_response_message),UPDATE(auto_response_message) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.ai_greeting_template; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(ai_greeting_template),UPDATE(ai_greeting_template) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.forward_to_phone; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(forward_to_phone),UPDATE(forward_to_phone) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.ring_timeout_seconds; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(ring_timeout_seconds),UPDATE(ring_timeout_seconds) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.missed_call_threshold_seconds; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(missed_call_threshold_seconds),UPDATE(missed_call_threshold_seconds) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.ai_enabled; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(ai_enabled),UPDATE(ai_enabled) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.sms_help_message; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(sms_help_message),UPDATE(sms_help_message) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.opt_out_confirmation_message; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(opt_out_confirmation_message),UPDATE(opt_out_confirmation_message) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.opt_in_confirmation_message; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(opt_in_confirmation_message),UPDATE(opt_in_confirmation_message) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.nurture_stop_on_human_contact; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT UPDATE(nurture_stop_on_human_contact) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN business_settings.service_appointment_minutes; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT UPDATE(service_appointment_minutes) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
-
---
 -- Name: TABLE calls; Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -26592,42 +26877,6 @@ GRANT INSERT(value_type),UPDATE(value_type) ON TABLE app_public.system_config TO
 --
 
 GRANT INSERT(description),UPDATE(description) ON TABLE app_public.system_config TO :DATABASE_VISITOR;
-
---
--- Name: TABLE tracking_numbers; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT SELECT ON TABLE app_public.tracking_numbers TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN tracking_numbers.tenant_id; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(tenant_id) ON TABLE app_public.tracking_numbers TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN tracking_numbers.agent_id; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(agent_id),UPDATE(agent_id) ON TABLE app_public.tracking_numbers TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN tracking_numbers.phone; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(phone) ON TABLE app_public.tracking_numbers TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN tracking_numbers.provider_sid; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(provider_sid) ON TABLE app_public.tracking_numbers TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN tracking_numbers.is_active; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(is_active),UPDATE(is_active) ON TABLE app_public.tracking_numbers TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE user_preferences; Type: ACL; Schema: app_public; Owner: -

@@ -333,7 +333,19 @@ describe("Twilio webhooks", () => {
       "insert into app_public.agents (tenant_id, display_name, phone) values ($1, 'DJ Nova', $2) returning id",
       [owner.tenant_id, agentPhone],
     );
-    await root.query("insert into app_public.tracking_numbers (tenant_id, agent_id, phone) values ($1, $2, $3)", [owner.tenant_id, agent[0].id, tracking]);
+    // The tracking number is one of the tenant's provisioned numbers, given to the agent through the API.
+    await root.query(
+      `insert into app_public.phone_numbers (tenant_id, phone_number, phone_number_sid, area_code, status, date_provisioned)
+       values ($1, $2, $3, '305', 'active', now())`,
+      [owner.tenant_id, tracking, `PN${hex()}`],
+    );
+    const assigned = await server.gql(
+      `mutation ($agentId: UUID!, $phone: String!) { assignTrackingNumber(input: { agentId: $agentId, phone: $phone }) { result { rowId isActive } } }`,
+      { agentId: agent[0].id, phone: tracking },
+      await ownerToken(),
+    );
+    expect(assigned.errors).toBeUndefined();
+    expect(assigned.data.assignTrackingNumber.result.isActive).toBe(true);
     const callSid = `CA${hex()}`;
     const customer = randomPhone("212");
     const voice = await hook("/voice", { CallSid: callSid, From: customer, To: tracking, CallStatus: "ringing" });

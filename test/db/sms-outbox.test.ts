@@ -338,7 +338,7 @@ describe("the API", () => {
     });
   });
 
-  it("request_phone_number: admins only; a malformed area code is 22023; the row starts provisioning with its job", async () => {
+  it("request_phone_number: owners only; a malformed area code is 22023; the row starts provisioning with its job", async () => {
     await withRootDb(async (client) => {
       const w = await world(client);
       const agent = await addMember(client, w.tenant, "agent");
