@@ -11,12 +11,15 @@ import type { DatabaseUrls, Roles } from "../src/db/bootstrap.ts";
 import { startApiServer } from "../src/api/server.ts";
 
 export interface BenchApi {
+  /** The server's address, for raw requests. */
+  url: string;
   gql(query: string, variables?: Record<string, unknown>, token?: string): Promise<any>;
   login(email: string, password: string): Promise<string>;
   close(): Promise<void>;
 }
 
-export async function startBenchApi(urls: DatabaseUrls, roles: Roles, ownerPool: pg.Pool): Promise<BenchApi> {
+/** `env` overrides settings (e.g. rate limits) on top of the production ones below. */
+export async function startBenchApi(urls: DatabaseUrls, roles: Roles, ownerPool: pg.Pool, env: Record<string, string> = {}): Promise<BenchApi> {
   const dataDir = mkdtempSync(join(tmpdir(), "switchboard-bench-data-"));
   const config = loadConfig({
     DATABASE_URL: urls.ownerUrl,
@@ -28,6 +31,7 @@ export async function startBenchApi(urls: DatabaseUrls, roles: Roles, ownerPool:
     PORT: "0",
     SWITCHBOARD_DATA_DIR: dataDir,
     STATEMENT_TIMEOUT_MS: "60000",
+    ...env,
   });
   const authPool = new pg.Pool({ connectionString: urls.authUrl, max: 8 });
   const api = await startApiServer({ config, authPool, ownerPool, workerState: () => "not in this process", port: 0 });
@@ -42,6 +46,7 @@ export async function startBenchApi(urls: DatabaseUrls, roles: Roles, ownerPool:
     return body.data;
   };
   return {
+    url: api.url,
     gql,
     async login(email, password) {
       const data = await gql(`mutation ($email: String!, $password: String!) { login(input: { email: $email, password: $password }) { result } }`, {

@@ -22,12 +22,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { performance } from "node:perf_hooks";
 import pg from "pg";
 import twilio from "twilio";
 import { loadConfig } from "../src/config.ts";
 import { startApiServer } from "../src/api/server.ts";
 import { openBenchDatabase } from "./database.ts";
+import { runLoad } from "./load.ts";
 import { startWorker } from "../src/worker/start.ts";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -56,21 +56,7 @@ async function post(url: string, params: Record<string, string>, sign: boolean):
 }
 
 /** CONCURRENCY loops for SECONDS; returns requests per second and each request's latency in ms. */
-async function load(request: () => Promise<unknown>): Promise<{ rps: number; latencies: number[] }> {
-  const latencies: number[] = [];
-  const end = performance.now() + SECONDS * 1000;
-  const start = performance.now();
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (performance.now() < end) {
-        const t = performance.now();
-        await request();
-        latencies.push(performance.now() - t);
-      }
-    }),
-  );
-  return { rps: latencies.length / ((performance.now() - start) / 1000), latencies };
-}
+const load = (request: () => Promise<unknown>) => runLoad(SECONDS, CONCURRENCY, request);
 
 async function main(): Promise<void> {
   const bench = await openBenchDatabase("switchboard_wbench", roles, log);

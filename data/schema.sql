@@ -354,25 +354,25 @@ CREATE TYPE app_public.invite_result AS (
 -- Name: TYPE invite_result; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON TYPE app_public.invite_result IS 'The outcome of invite_member: exactly one of membership_id (the person already had an account and is now a member) and invitation_id (an invitation now waits for them to register) is set.';
+COMMENT ON TYPE app_public.invite_result IS 'The outcome of invite_member: the pending invitation (invitation_id). The same whether or not the address has an account; membership_id and user_id are always null (kept so existing clients keep working).';
 
 --
 -- Name: COLUMN invite_result.membership_id; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.invite_result.membership_id IS 'The new membership, when the email belonged to an existing account.';
+COMMENT ON COLUMN app_public.invite_result.membership_id IS 'Always null: nobody joins before accepting the invitation.';
 
 --
 -- Name: COLUMN invite_result.invitation_id; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.invite_result.invitation_id IS 'The pending invitation, when the email has no account yet.';
+COMMENT ON COLUMN app_public.invite_result.invitation_id IS 'The pending invitation.';
 
 --
 -- Name: COLUMN invite_result.user_id; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.invite_result.user_id IS 'The invited user, when the email belonged to an existing account.';
+COMMENT ON COLUMN app_public.invite_result.user_id IS 'Always null: the answer does not say whether the address has an account.';
 
 --
 -- Name: COLUMN invite_result.email; Type: COMMENT; Schema: app_public; Owner: -
@@ -384,7 +384,7 @@ COMMENT ON COLUMN app_public.invite_result.email IS 'The invited email address.'
 -- Name: COLUMN invite_result.role; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.invite_result.role IS 'The role the person has (or will have) in the tenant.';
+COMMENT ON COLUMN app_public.invite_result.role IS 'The role the person will have in the tenant once they accept.';
 
 --
 -- Name: jwt_token; Type: TYPE; Schema: app_public; Owner: -
@@ -2622,7 +2622,7 @@ ALTER TABLE ONLY app_public.memberships FORCE ROW LEVEL SECURITY;
 -- Name: TABLE memberships; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON TABLE app_public.memberships IS 'Who belongs to which tenant, with which role. Changed only through invite_member, remove_member and register.';
+COMMENT ON TABLE app_public.memberships IS 'Who belongs to which tenant, with which role. Changed only through register (the owner of a new business), accept_invitation and remove_member.';
 
 --
 -- Name: COLUMN memberships.id; Type: COMMENT; Schema: app_public; Owner: -
@@ -3933,6 +3933,7 @@ CREATE TABLE app_public.users (
     email public.citext NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    email_verified_at timestamp with time zone,
     CONSTRAINT users_email_must_be_valid CHECK (app_hidden.is_valid_email((email)::text))
 );
 
@@ -3967,6 +3968,12 @@ COMMENT ON COLUMN app_public.users.created_at IS 'When the account was created.'
 --
 
 COMMENT ON COLUMN app_public.users.updated_at IS 'When the account was last changed.';
+
+--
+-- Name: COLUMN users.email_verified_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.users.email_verified_at IS 'When the user proved they own their email address (verifyEmail); null until then. Invitations can only be accepted by a verified account.';
 
 --
 -- Name: create_user(text, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -5221,6 +5228,171 @@ $$;
 COMMENT ON FUNCTION app_private.is_email_suppressed(tenant_id uuid, email text) IS 'True when the address is on the email suppression list of the tenant (case-insensitive).';
 
 --
+-- Name: invitations; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.invitations (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
+    email public.citext NOT NULL,
+    role text DEFAULT 'agent'::text NOT NULL,
+    invited_by uuid,
+    accepted_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    last_sent_at timestamp with time zone,
+    send_count integer DEFAULT 0 NOT NULL,
+    CONSTRAINT invitations_email_must_be_valid CHECK (app_hidden.is_valid_email((email)::text)),
+    CONSTRAINT invitations_must_not_be_both_accepted_and_revoked CHECK (((accepted_at IS NULL) OR (revoked_at IS NULL))),
+    CONSTRAINT invitations_role_must_be_known CHECK ((role = ANY (ARRAY['owner'::text, 'admin'::text, 'manager'::text, 'agent'::text]))),
+    CONSTRAINT invitations_send_count_must_not_be_negative CHECK ((send_count >= 0))
+);
+
+ALTER TABLE ONLY app_public.invitations FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE invitations; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.invitations IS 'An invitation to join a tenant, sent to an email address. It stays pending until the person, logged in with that address and verified, accepts it with the token emailed to them (acceptInvitation); owners and admins list (pendingInvitations), resend and revoke it. Only owners and admins can read invitations.';
+
+--
+-- Name: COLUMN invitations.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invitations.id IS 'The invitation''s id.';
+
+--
+-- Name: COLUMN invitations.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invitations.tenant_id IS 'The tenant the person is invited to.';
+
+--
+-- Name: COLUMN invitations.email; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invitations.email IS 'The invited email address (case-insensitive).';
+
+--
+-- Name: COLUMN invitations.role; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invitations.role IS 'The role the person gets on joining: owner, admin, manager or agent.';
+
+--
+-- Name: COLUMN invitations.invited_by; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invitations.invited_by IS 'The member who sent the invitation; null when sent with an API key or when the inviter has left.';
+
+--
+-- Name: COLUMN invitations.accepted_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invitations.accepted_at IS 'When the invitation was accepted (acceptInvitation); null while pending.';
+
+--
+-- Name: COLUMN invitations.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invitations.created_at IS 'When the invitation was sent.';
+
+--
+-- Name: COLUMN invitations.updated_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invitations.updated_at IS 'When the invitation was last changed.';
+
+--
+-- Name: COLUMN invitations.expires_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invitations.expires_at IS 'When the current token stops working (7 days after it was sent, on the tenant''s clock); resendInvitation sends a new one.';
+
+--
+-- Name: COLUMN invitations.revoked_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invitations.revoked_at IS 'When an owner or admin revoked the invitation; its token no longer works.';
+
+--
+-- Name: COLUMN invitations.last_sent_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invitations.last_sent_at IS 'When the invitation was last emailed, on the tenant''s clock (at most once a minute).';
+
+--
+-- Name: COLUMN invitations.send_count; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invitations.send_count IS 'How many times the invitation has been emailed.';
+
+--
+-- Name: issue_invitation_token(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.issue_invitation_token(invitation_id uuid) RETURNS app_public.invitations
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_invitation app_public.invitations;
+  v_token text := 'sbi_' || pg_catalog.encode(public.gen_random_bytes(32), 'hex');
+  v_business text;
+  v_inviter text;
+begin
+  select i.* into v_invitation from app_public.invitations i
+  where i.id = issue_invitation_token.invitation_id and i.accepted_at is null and i.revoked_at is null
+  for update;
+  if not found then
+    raise exception 'No pending invitation with that id' using errcode = 'P0002';
+  end if;
+  if v_invitation.last_sent_at > app_hidden.clock_now(v_invitation.tenant_id) - interval '1 minute' then
+    raise exception 'An invitation was emailed to that address less than a minute ago: wait a minute before sending it again'
+      using errcode = '55000';
+  end if;
+  update app_public.invitations i
+    set expires_at = app_hidden.clock_now(i.tenant_id) + interval '7 days',
+        last_sent_at = app_hidden.clock_now(i.tenant_id),
+        send_count = i.send_count + 1
+    where i.id = v_invitation.id
+    returning i.* into v_invitation;
+  -- One token per invitation: a new one replaces the old, which stops working at once.
+  insert into app_private.invitation_tokens (tenant_id, invitation_id, token_hash)
+    values (v_invitation.tenant_id, v_invitation.id, public.digest(v_token, 'sha256'))
+    on conflict (tenant_id, invitation_id) do update set token_hash = excluded.token_hash, created_at = pg_catalog.now();
+
+  select pg_catalog.left(pg_catalog.regexp_replace(t.business_name, '[\r\n]+', ' ', 'g'), 200) into v_business
+  from app_public.tenants t where t.id = v_invitation.tenant_id;
+  select u.email::text into v_inviter from app_public.users u where u.id = v_invitation.invited_by;
+  -- Account email, not the tenant's: no tenant_id, so no request can read the token in the outbox.
+  perform app_private.queue_email(null, v_invitation.email::text,
+    'You are invited to join ' || v_business || ' on Switchboard',
+    coalesce(v_inviter, 'A member of ' || v_business) || ' invited you to join ' || v_business
+      || ' on Switchboard as ' || v_invitation.role || E'.\n\n'
+      || E'Your invitation token:\n\n  ' || v_token || E'\n\n'
+      || 'To accept, log in to Switchboard with this email address (' || v_invitation.email
+      || E'), or register with it and confirm it from the verification email first, then send:\n\n'
+      || '  mutation { acceptInvitation(input: { token: "' || v_token || E'" }) { result } }\n\n'
+      || 'The token works once and expires on '
+      || pg_catalog.to_char(v_invitation.expires_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI') || E' UTC.\n'
+      || E'If you did not expect this invitation, ignore this email: nothing happens unless you accept it.\n',
+    'transactional', from_name => v_business);
+  return v_invitation;
+end;
+$$;
+
+--
+-- Name: FUNCTION issue_invitation_token(invitation_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.issue_invitation_token(invitation_id uuid) IS 'Gives a pending invitation a new random token (256 bits; only its SHA-256 is kept, in app_private.invitation_tokens, replacing the previous one), valid 7 days on the tenant''s clock, and emails it to the invited address through the outbox (transactional, with no tenant so that no request can read it). At most once a minute per invitation (on the tenant''s clock). No permission checks: callers check. Errors: P0002 no pending invitation; 55000 sent less than a minute ago.';
+
+--
 -- Name: lead_default_timezone(uuid, text, text, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -5857,7 +6029,7 @@ COMMENT ON FUNCTION app_private.qualify_conversation_lead(conversation_id uuid) 
 
 CREATE TABLE app_public.email_messages (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
-    tenant_id uuid NOT NULL,
+    tenant_id uuid,
     lead_id uuid,
     user_id uuid,
     purpose text NOT NULL,
@@ -5912,7 +6084,7 @@ COMMENT ON COLUMN app_public.email_messages.id IS 'The email’s id (also the le
 -- Name: COLUMN email_messages.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.email_messages.tenant_id IS 'The tenant that sends it.';
+COMMENT ON COLUMN app_public.email_messages.tenant_id IS 'The business the email is sent for; null for Switchboard''s own account emails (verification, invitations), which no request can read.';
 
 --
 -- Name: COLUMN email_messages.lead_id; Type: COMMENT; Schema: app_public; Owner: -
@@ -8158,6 +8330,45 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.schedule_nurture_step(enrollment_id uuid) IS 'Enqueues (or moves) the nurture__run_step job of the next step of an active enrollment at next_step_at (on the clock of the tenant), keyed nurture:<enrollment>:<step> so that rescheduling replaces rather than duplicates.';
+
+--
+-- Name: send_verification_email(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.send_verification_email(user_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_user app_public.users;
+  v_token text := 'sbv_' || pg_catalog.encode(public.gen_random_bytes(32), 'hex');
+begin
+  select u.* into v_user from app_public.users u where u.id = send_verification_email.user_id;
+  if not found then
+    raise exception 'No such user' using errcode = 'P0002';
+  end if;
+  -- One token per user: a new one replaces the old, which stops working at once.
+  insert into app_private.email_verification_tokens (user_id, email, token_hash, expires_at)
+    values (v_user.id, v_user.email, public.digest(v_token, 'sha256'), pg_catalog.now() + interval '24 hours')
+    on conflict (user_id) do update
+      set email = excluded.email, token_hash = excluded.token_hash, expires_at = excluded.expires_at, created_at = pg_catalog.now();
+  -- Account email, not a tenant's: no tenant_id, so no request can read the token in the outbox.
+  perform app_private.queue_email(null, v_user.email::text, 'Confirm your email address for Switchboard',
+    E'Confirm that this address is yours. Your verification token:\n\n  ' || v_token || E'\n\n'
+      || E'Send it to Switchboard (no login needed):\n\n'
+      || '  mutation { verifyEmail(input: { token: "' || v_token || E'" }) { result } }\n\n'
+      || E'The token works once and expires in 24 hours.\n'
+      || E'If you did not create a Switchboard account with this address, ignore this email.\n',
+    'transactional', from_name => 'Switchboard');
+end;
+$$;
+
+--
+-- Name: FUNCTION send_verification_email(user_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.send_verification_email(user_id uuid) IS 'Gives a user a new random email verification token (256 bits; only its SHA-256 is kept, in app_private.email_verification_tokens, replacing the previous one), valid 24 hours, and emails it to their address through the outbox (transactional, with no tenant so that no request can read it). No permission checks: callers check. Errors: P0002 no such user.';
 
 --
 -- Name: service_titan_connection_for_sync(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -10884,6 +11095,59 @@ $$;
 COMMENT ON FUNCTION app_private.wake_due_jobs(tenant_id uuid) IS 'After the clock of a tenant moved forward: everything of the tenant now due by its clock (queued emails and texts, nurture steps) gets its job at once instead of at the real time it was placed at. Returns how many jobs were moved.';
 
 --
+-- Name: accept_invitation(text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.accept_invitation(token text) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_user app_public.users;
+  v_invitation app_public.invitations;
+begin
+  select u.* into v_user from app_public.users u where u.id = app_public.current_user_id();
+  if v_user.id is null then
+    raise exception 'You must be logged in to accept an invitation' using errcode = '28000';
+  end if;
+  -- Tokens are 68 characters; anything much longer is refused without hashing it.
+  if accept_invitation.token is not null and pg_catalog.length(accept_invitation.token) <= 200 then
+    select i.* into v_invitation
+    from app_private.invitation_tokens t
+    join app_public.invitations i on i.tenant_id = t.tenant_id and i.id = t.invitation_id
+    where t.token_hash = public.digest(accept_invitation.token, 'sha256')
+      and i.accepted_at is null and i.revoked_at is null
+      and i.expires_at > app_hidden.clock_now(i.tenant_id)
+      and i.email = v_user.email
+    for update of i;
+  end if;
+  -- Unknown, tampered, expired, used, revoked or someone else's: one answer, so a token reveals nothing.
+  if v_invitation.id is null then
+    raise exception 'This invitation is not valid: it may have expired, been used or revoked, or be meant for another email address'
+      using errcode = 'P0002';
+  end if;
+  if v_user.email_verified_at is null then
+    raise exception 'Verify your email address first: use the token in the verification email (resendVerificationEmail sends a new one)'
+      using errcode = '55000';
+  end if;
+  if exists (select 1 from app_public.memberships m where m.tenant_id = v_invitation.tenant_id and m.user_id = v_user.id) then
+    raise exception 'You are already a member of this tenant' using errcode = '23505';
+  end if;
+  perform app_private.add_member(v_invitation.tenant_id, v_user.id, v_invitation.role, v_invitation.invited_by);
+  update app_public.invitations i set accepted_at = pg_catalog.now() where i.id = v_invitation.id;
+  delete from app_private.invitation_tokens t where t.tenant_id = v_invitation.tenant_id and t.invitation_id = v_invitation.id;
+  return v_invitation.tenant_id;
+end;
+$$;
+
+--
+-- Name: FUNCTION accept_invitation(token text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.accept_invitation(token text) IS 'Accepts an invitation with the token from its email: you join its tenant with the invited role, and the token is used up. You must be logged in with the invited email address, and have verified it. Returns the tenant''s id (switchTenant takes you there). Rate limited per client address (RATE_LIMITED). Errors: 28000 not logged in; P0002 the token is unknown, expired, used, revoked or meant for another address (one error for all); 55000 verify your email address first; 23505 already a member.';
+
+--
 -- Name: accept_offer(uuid); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
@@ -12159,8 +12423,6 @@ declare
   v_email public.citext := app_private.validate_email(invite_member.email);
   v_role text := coalesce(nullif(pg_catalog.btrim(invite_member.role), ''), 'agent');
   v_inviter uuid := app_public.current_user_id();
-  v_user_id uuid;
-  v_membership app_public.memberships;
   v_invitation app_public.invitations;
 begin
   if v_role not in ('owner', 'admin', 'manager', 'agent') then
@@ -12175,20 +12437,19 @@ begin
   ) then
     v_inviter := null;
   end if;
-
-  select u.id into v_user_id from app_public.users u where u.email = v_email;
-  if v_user_id is not null then
-    if exists (select 1 from app_public.memberships m where m.tenant_id = v_tenant_id and m.user_id = v_user_id) then
-      raise exception 'That user is already a member of this tenant' using errcode = '23505';
-    end if;
-    v_membership := app_private.add_member(v_tenant_id, v_user_id, v_role, v_inviter);
-    return (v_membership.id, null, v_user_id, v_email, v_role)::app_public.invite_result;
+  -- Members are listed to owners and admins already, so saying so reveals nothing about other accounts.
+  if exists (
+    select 1 from app_public.memberships m join app_public.users u on u.id = m.user_id
+    where m.tenant_id = v_tenant_id and u.email = v_email
+  ) then
+    raise exception 'That user is already a member of this tenant' using errcode = '23505';
   end if;
 
-  -- No account yet: create the invitation, or refresh the pending one.
+  -- Whether the address has an account or not, the answer is the same: a pending invitation that the
+  -- person accepts with the token emailed to them (acceptInvitation). Inviting again refreshes it.
   update app_public.invitations i
     set role = v_role, invited_by = v_inviter
-    where i.tenant_id = v_tenant_id and i.email = v_email and i.accepted_at is null
+    where i.tenant_id = v_tenant_id and i.email = v_email and i.accepted_at is null and i.revoked_at is null
     returning i.* into v_invitation;
   if v_invitation.id is null then
     begin
@@ -12199,6 +12460,7 @@ begin
       raise exception 'That email has just been invited' using errcode = '23505';
     end;
   end if;
+  v_invitation := app_private.issue_invitation_token(v_invitation.id);
   return (null, v_invitation.id, null, v_email, v_role)::app_public.invite_result;
 end;
 $$;
@@ -12207,7 +12469,7 @@ $$;
 -- Name: FUNCTION invite_member(email text, role text); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.invite_member(email text, role text) IS 'Invites someone to the current tenant with a role (default agent). If the email already has an account they become a member at once; otherwise an invitation waits until they register (inviting the same email again updates it). Owners and admins only; only owners can invite owners. Errors: 42501 not allowed; 22023 invalid email or role; 23505 already a member.';
+COMMENT ON FUNCTION app_public.invite_member(email text, role text) IS 'Invites someone to the current tenant with a role (default agent): emails them a token, valid 7 days and once, that they accept with acceptInvitation while logged in with this address, verified. Nobody joins without accepting, and the answer is the same whether the address has an account or not. Inviting a pending address again updates the role and sends a new token (the old one stops working). Owners and admins only; only owners can invite owners. Errors: 42501 not allowed; 22023 invalid email or role; 23505 already a member; 55000 an invitation went to that address less than a minute ago.';
 
 --
 -- Name: is_on_dnc_list(text, uuid); Type: FUNCTION; Schema: app_public; Owner: -
@@ -12859,6 +13121,30 @@ $$;
 COMMENT ON FUNCTION app_public.nurture_sequences_step_stats(sequence app_public.nurture_sequences) IS 'Statistics per version and step of the sequence (its stepStats field): how many enrollments reached the step, skipped it, what its texts and emails became, and the replies and opt-outs that followed it.';
 
 --
+-- Name: pending_invitations(); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.pending_invitations() RETURNS SETOF app_public.invitations
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('admin', 'see invitations');
+begin
+  return query
+    select i.* from app_public.invitations i
+    where i.tenant_id = v_tenant_id and i.accepted_at is null and i.revoked_at is null
+    order by i.created_at desc, i.id;
+end;
+$$;
+
+--
+-- Name: FUNCTION pending_invitations(); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.pending_invitations() IS 'The current tenant''s invitations that are neither accepted nor revoked, newest first (expired ones included: resendInvitation renews them). Owners and admins only. Errors: 28000 not logged in; 42501 not allowed.';
+
+--
 -- Name: phone_area_codes; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -13120,7 +13406,6 @@ declare
   v_timezone text := coalesce(nullif(pg_catalog.btrim(register.timezone), ''), 'America/New_York');
   v_user app_public.users;
   v_tenant_id uuid;
-  v_invitation app_public.invitations;
   v_session app_public.user_sessions;
 begin
   perform app_private.validate_password(register.password);
@@ -13129,7 +13414,7 @@ begin
     raise exception 'An account with this email already exists' using errcode = '23505';
   end if;
   if v_business_name is null and not exists (
-    select 1 from app_public.invitations i where i.email = v_email and i.accepted_at is null
+    select 1 from app_public.invitations i where i.email = v_email and i.accepted_at is null and i.revoked_at is null
   ) then
     raise exception 'Business name is required' using errcode = '22023';
   end if;
@@ -13141,19 +13426,9 @@ begin
       register.first_name, register.last_name)).id;
   end if;
 
-  -- Accept every pending invitation for this email (newest first: it becomes the
-  -- session's tenant when no business was created).
-  for v_invitation in
-    select i.* from app_public.invitations i
-    where i.email = v_email and i.accepted_at is null
-    order by i.created_at desc, i.id
-    for update
-  loop
-    perform app_private.add_member(v_invitation.tenant_id, v_user.id, v_invitation.role,
-      v_invitation.invited_by, register.first_name, register.last_name);
-    update app_public.invitations i set accepted_at = pg_catalog.now() where i.id = v_invitation.id;
-    v_tenant_id := coalesce(v_tenant_id, v_invitation.tenant_id);
-  end loop;
+  -- Invitations to this address are not accepted here: whoever registers has not proved they own it.
+  -- They verify it (the email sent now), then accept each invitation with its own token.
+  perform app_private.send_verification_email(v_user.id);
 
   v_session := app_private.create_session(v_user.id, v_tenant_id);
   update app_public.user_status s set last_seen_at = pg_catalog.now() where s.user_id = v_user.id;
@@ -13165,7 +13440,7 @@ $$;
 -- Name: FUNCTION register(email text, password text, business_name text, first_name text, last_name text, timezone text); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.register(email text, password text, business_name text, first_name text, last_name text, timezone text) IS 'Creates your account and logs you in. With a business name it also creates your business (you are its owner); pending invitations to your email are accepted. The business name may be left out only when you have been invited. Errors: 22023 invalid email, weak password (at least 10 characters with a letter and a digit or symbol), unknown timezone or missing business name; 23505 when an account with this email already exists.';
+COMMENT ON FUNCTION app_public.register(email text, password text, business_name text, first_name text, last_name text, timezone text) IS 'Creates your account and logs you in, and emails you a token to verify your address (verifyEmail). With a business name it also creates your business (you are its owner). Invitations to your email are not accepted by registering: verify your address, then accept each one with the token from its email (acceptInvitation). The business name may be left out only when you have been invited; you then belong to no tenant until you accept. Errors: 22023 invalid email, weak password (at least 10 characters with a letter and a digit or symbol), unknown timezone or missing business name; 23505 when an account with this email already exists.';
 
 --
 -- Name: reject_offer(uuid, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -13360,6 +13635,73 @@ $$;
 COMMENT ON FUNCTION app_public.request_service_titan_sync(mode text, table_name text) IS 'Starts a ServiceTitan sync of the current tenant now: mode incremental (default: changes since the last sync) or full (everything, marking what ServiceTitan deleted), of one cache (table_name: st_locations, st_jobs, st_appointments, st_technicians, st_appointment_assignments) or all. Returns how many table syncs were queued; progress is in syncStates (raw.sync_state). Managers and up (42501); P0002 without a connection; 55000 when it is disabled or failed its last test; 22023 for an unknown mode or table.';
 
 --
+-- Name: resend_invitation(uuid); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.resend_invitation(invitation_id uuid) RETURNS app_public.invitations
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('admin', 'resend invitations');
+  v_invitation app_public.invitations;
+begin
+  select i.* into v_invitation from app_public.invitations i
+  where i.id = resend_invitation.invitation_id and i.tenant_id = v_tenant_id
+    and i.accepted_at is null and i.revoked_at is null;
+  if not found then
+    raise exception 'No pending invitation with that id in this tenant' using errcode = 'P0002';
+  end if;
+  if v_invitation.role = 'owner' and not app_hidden.current_user_has_role('owner') then
+    raise exception 'Only owners can resend an invitation to be an owner' using errcode = '42501';
+  end if;
+  return app_private.issue_invitation_token(v_invitation.id);
+end;
+$$;
+
+--
+-- Name: FUNCTION resend_invitation(invitation_id uuid); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.resend_invitation(invitation_id uuid) IS 'Emails a pending invitation again with a new token, valid 7 days; the previous token stops working. At most once a minute per invitation. Owners and admins only (owners for an invitation to be an owner). Errors: 42501 not allowed; P0002 no pending invitation with that id in this tenant; 55000 sent less than a minute ago.';
+
+--
+-- Name: resend_verification_email(); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.resend_verification_email() RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_user app_public.users;
+begin
+  select u.* into v_user from app_public.users u where u.id = app_public.current_user_id();
+  if v_user.id is null then
+    raise exception 'You must be logged in to ask for a verification email' using errcode = '28000';
+  end if;
+  if v_user.email_verified_at is not null then
+    raise exception 'Your email address is already verified' using errcode = '55000';
+  end if;
+  if exists (
+    select 1 from app_private.email_verification_tokens t
+    where t.user_id = v_user.id and t.created_at > pg_catalog.now() - interval '1 minute'
+  ) then
+    raise exception 'A verification email was sent less than a minute ago: wait a minute before asking again' using errcode = '55000';
+  end if;
+  perform app_private.send_verification_email(v_user.id);
+  return true;
+end;
+$$;
+
+--
+-- Name: FUNCTION resend_verification_email(); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.resend_verification_email() IS 'Emails you a new verification token (the previous one stops working). At most once a minute. Errors: 28000 not logged in; 55000 already verified, or one was sent less than a minute ago.';
+
+--
 -- Name: restore_lead(uuid); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
@@ -13524,6 +13866,42 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.revoke_api_key(id uuid) IS 'Revokes an API key of the current tenant: it stops working at once (revoking twice is harmless). Owners and admins only. Errors: 42501 not allowed; P0002 no such key in this tenant.';
+
+--
+-- Name: revoke_invitation(uuid); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.revoke_invitation(invitation_id uuid) RETURNS app_public.invitations
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('admin', 'revoke invitations');
+  v_invitation app_public.invitations;
+begin
+  select i.* into v_invitation from app_public.invitations i
+  where i.id = revoke_invitation.invitation_id and i.tenant_id = v_tenant_id
+    and i.accepted_at is null and i.revoked_at is null
+  for update;
+  if not found then
+    raise exception 'No pending invitation with that id in this tenant' using errcode = 'P0002';
+  end if;
+  if v_invitation.role = 'owner' and not app_hidden.current_user_has_role('owner') then
+    raise exception 'Only owners can revoke an invitation to be an owner' using errcode = '42501';
+  end if;
+  update app_public.invitations i set revoked_at = pg_catalog.now() where i.id = v_invitation.id
+    returning i.* into v_invitation;
+  delete from app_private.invitation_tokens t where t.tenant_id = v_tenant_id and t.invitation_id = v_invitation.id;
+  return v_invitation;
+end;
+$$;
+
+--
+-- Name: FUNCTION revoke_invitation(invitation_id uuid); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.revoke_invitation(invitation_id uuid) IS 'Revokes a pending invitation: its token stops working at once. Owners and admins only (owners for an invitation to be an owner). Errors: 42501 not allowed; P0002 no pending invitation with that id in this tenant.';
 
 --
 -- Name: lead_routing_history; Type: TABLE; Schema: app_public; Owner: -
@@ -14564,6 +14942,43 @@ $$;
 COMMENT ON FUNCTION app_public.unenroll_lead_from_sequence(enrollment_id uuid) IS 'Stops an active enrollment (any member): no further step runs and what it queued and is still waiting is canceled. Errors: 22023 it is already completed or stopped; P0002 no such enrollment; 42501 not a member.';
 
 --
+-- Name: verify_email(text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.verify_email(token text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_user_id uuid;
+begin
+  -- Tokens are 68 characters; anything much longer is refused without hashing it.
+  if verify_email.token is not null and pg_catalog.length(verify_email.token) <= 200 then
+    delete from app_private.email_verification_tokens t
+    using app_public.users u
+    where t.token_hash = public.digest(verify_email.token, 'sha256')
+      and t.expires_at > pg_catalog.now()
+      and u.id = t.user_id and u.email = t.email
+    returning t.user_id into v_user_id;
+  end if;
+  if v_user_id is null then
+    raise exception 'This verification token is not valid: it may have expired or been used already'
+      using errcode = 'P0002';
+  end if;
+  update app_public.users u set email_verified_at = pg_catalog.now()
+    where u.id = v_user_id and u.email_verified_at is null;
+  return true;
+end;
+$$;
+
+--
+-- Name: FUNCTION verify_email(token text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.verify_email(token text) IS 'Confirms an account''s email address with the token from the verification email (no login needed); the token is used up. Rate limited per client address (RATE_LIMITED). Errors: P0002 the token is unknown, expired or used (one error for all).';
+
+--
 -- Name: sync_state; Type: TABLE; Schema: raw; Owner: -
 --
 
@@ -14819,6 +15234,57 @@ COMMENT ON COLUMN app_private.clock_offsets.offset_by IS 'How far its clock is a
 COMMENT ON COLUMN app_private.clock_offsets.changed_at IS 'When the offset was last changed (real time).';
 
 --
+-- Name: email_verification_tokens; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.email_verification_tokens (
+    user_id uuid NOT NULL,
+    email public.citext NOT NULL,
+    token_hash bytea NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT email_verification_tokens_token_hash_must_be_a_sha256 CHECK ((octet_length(token_hash) = 32))
+);
+
+ALTER TABLE ONLY app_private.email_verification_tokens FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE email_verification_tokens; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.email_verification_tokens IS 'The current email verification token of each unverified user, as its SHA-256 only (the token itself is only in the email). Deleted when used; replaced when a new one is sent.';
+
+--
+-- Name: COLUMN email_verification_tokens.user_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.email_verification_tokens.user_id IS 'The user.';
+
+--
+-- Name: COLUMN email_verification_tokens.email; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.email_verification_tokens.email IS 'The address the token proves (a token stops working if the address changes).';
+
+--
+-- Name: COLUMN email_verification_tokens.token_hash; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.email_verification_tokens.token_hash IS 'SHA-256 of the token (sbv_ and 64 hex digits, 256 random bits).';
+
+--
+-- Name: COLUMN email_verification_tokens.expires_at; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.email_verification_tokens.expires_at IS 'When the token stops working (24 hours after it was sent).';
+
+--
+-- Name: COLUMN email_verification_tokens.created_at; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.email_verification_tokens.created_at IS 'When the token was issued.';
+
+--
 -- Name: instance_secrets; Type: TABLE; Schema: app_private; Owner: -
 --
 
@@ -14854,6 +15320,50 @@ COMMENT ON COLUMN app_private.instance_secrets.secret IS 'The key (at least 32 r
 --
 
 COMMENT ON COLUMN app_private.instance_secrets.created_at IS 'When it was generated.';
+
+--
+-- Name: invitation_tokens; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.invitation_tokens (
+    tenant_id uuid NOT NULL,
+    invitation_id uuid NOT NULL,
+    token_hash bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT invitation_tokens_token_hash_must_be_a_sha256 CHECK ((octet_length(token_hash) = 32))
+);
+
+ALTER TABLE ONLY app_private.invitation_tokens FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE invitation_tokens; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.invitation_tokens IS 'The current token of each pending invitation, as its SHA-256 only (the token itself is only in the email). Deleted when the invitation is accepted or revoked; replaced when it is resent.';
+
+--
+-- Name: COLUMN invitation_tokens.tenant_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.invitation_tokens.tenant_id IS 'The invitation''s tenant.';
+
+--
+-- Name: COLUMN invitation_tokens.invitation_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.invitation_tokens.invitation_id IS 'The invitation.';
+
+--
+-- Name: COLUMN invitation_tokens.token_hash; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.invitation_tokens.token_hash IS 'SHA-256 of the token (sbi_ and 64 hex digits, 256 random bits).';
+
+--
+-- Name: COLUMN invitation_tokens.created_at; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.invitation_tokens.created_at IS 'When the token was issued.';
 
 --
 -- Name: local_provider_emails; Type: TABLE; Schema: app_private; Owner: -
@@ -16822,79 +17332,6 @@ ALTER TABLE app_public.import_batch_rows ALTER COLUMN id ADD GENERATED ALWAYS AS
     NO MAXVALUE
     CACHE 1
 );
-
---
--- Name: invitations; Type: TABLE; Schema: app_public; Owner: -
---
-
-CREATE TABLE app_public.invitations (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
-    email public.citext NOT NULL,
-    role text DEFAULT 'agent'::text NOT NULL,
-    invited_by uuid,
-    accepted_at timestamp with time zone,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT invitations_email_must_be_valid CHECK (app_hidden.is_valid_email((email)::text)),
-    CONSTRAINT invitations_role_must_be_known CHECK ((role = ANY (ARRAY['owner'::text, 'admin'::text, 'manager'::text, 'agent'::text])))
-);
-
-ALTER TABLE ONLY app_public.invitations FORCE ROW LEVEL SECURITY;
-
---
--- Name: TABLE invitations; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON TABLE app_public.invitations IS 'An invitation to join a tenant, sent to an email address that has no account yet. Registering with that email turns it into a membership.';
-
---
--- Name: COLUMN invitations.id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.invitations.id IS 'The invitation''s id.';
-
---
--- Name: COLUMN invitations.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.invitations.tenant_id IS 'The tenant the person is invited to.';
-
---
--- Name: COLUMN invitations.email; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.invitations.email IS 'The invited email address (case-insensitive).';
-
---
--- Name: COLUMN invitations.role; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.invitations.role IS 'The role the person gets on joining: owner, admin, manager or agent.';
-
---
--- Name: COLUMN invitations.invited_by; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.invitations.invited_by IS 'The member who sent the invitation; null when sent with an API key or when the inviter has left.';
-
---
--- Name: COLUMN invitations.accepted_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.invitations.accepted_at IS 'When the invitation was accepted (the person registered); null while pending.';
-
---
--- Name: COLUMN invitations.created_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.invitations.created_at IS 'When the invitation was sent.';
-
---
--- Name: COLUMN invitations.updated_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.invitations.updated_at IS 'When the invitation was last changed.';
 
 --
 -- Name: lead_assignments; Type: TABLE; Schema: app_public; Owner: -
@@ -19289,11 +19726,25 @@ ALTER TABLE ONLY app_private.clock_offsets
     ADD CONSTRAINT clock_offsets_pkey PRIMARY KEY (tenant_id);
 
 --
+-- Name: email_verification_tokens email_verification_tokens_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.email_verification_tokens
+    ADD CONSTRAINT email_verification_tokens_pkey PRIMARY KEY (user_id);
+
+--
 -- Name: instance_secrets instance_secrets_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
 --
 
 ALTER TABLE ONLY app_private.instance_secrets
     ADD CONSTRAINT instance_secrets_pkey PRIMARY KEY (name);
+
+--
+-- Name: invitation_tokens invitation_tokens_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.invitation_tokens
+    ADD CONSTRAINT invitation_tokens_pkey PRIMARY KEY (tenant_id, invitation_id);
 
 --
 -- Name: local_provider_emails local_provider_emails_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
@@ -19644,6 +20095,13 @@ ALTER TABLE ONLY app_public.import_batches
 
 ALTER TABLE ONLY app_public.import_batches
     ADD CONSTRAINT import_batches_pkey PRIMARY KEY (id);
+
+--
+-- Name: invitations invitations_id_must_be_unique_per_tenant; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.invitations
+    ADD CONSTRAINT invitations_id_must_be_unique_per_tenant UNIQUE (tenant_id, id);
 
 --
 -- Name: invitations invitations_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
@@ -20213,6 +20671,18 @@ ALTER TABLE ONLY raw.sync_state
     ADD CONSTRAINT sync_state_must_be_one_row_per_tenant_and_table PRIMARY KEY (tenant_id, table_name);
 
 --
+-- Name: email_verification_tokens_token_hash_idx; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX email_verification_tokens_token_hash_idx ON app_private.email_verification_tokens USING btree (token_hash);
+
+--
+-- Name: invitation_tokens_token_hash_idx; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX invitation_tokens_token_hash_idx ON app_private.invitation_tokens USING btree (token_hash);
+
+--
 -- Name: rate_limits_expire_idx; Type: INDEX; Schema: app_private; Owner: -
 --
 
@@ -20408,7 +20878,7 @@ CREATE INDEX invitations_pending_email_idx ON app_public.invitations USING btree
 -- Name: invitations_pending_email_must_be_unique_per_tenant; Type: INDEX; Schema: app_public; Owner: -
 --
 
-CREATE UNIQUE INDEX invitations_pending_email_must_be_unique_per_tenant ON app_public.invitations USING btree (tenant_id, email) WHERE (accepted_at IS NULL);
+CREATE UNIQUE INDEX invitations_pending_email_must_be_unique_per_tenant ON app_public.invitations USING btree (tenant_id, email) WHERE ((accepted_at IS NULL) AND (revoked_at IS NULL));
 
 --
 -- Name: invitations_tenant_id_invited_by_idx; Type: INDEX; Schema: app_public; Owner: -
@@ -21493,6 +21963,20 @@ ALTER TABLE ONLY app_private.clock_offsets
     ADD CONSTRAINT clock_offsets_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
 
 --
+-- Name: email_verification_tokens email_verification_tokens_user_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.email_verification_tokens
+    ADD CONSTRAINT email_verification_tokens_user_must_exist FOREIGN KEY (user_id) REFERENCES app_public.users(id) ON DELETE CASCADE;
+
+--
+-- Name: invitation_tokens invitation_tokens_invitation_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.invitation_tokens
+    ADD CONSTRAINT invitation_tokens_invitation_must_exist FOREIGN KEY (tenant_id, invitation_id) REFERENCES app_public.invitations(tenant_id, id) ON DELETE CASCADE;
+
+--
 -- Name: service_titan_credentials service_titan_credentials_connection_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
 --
 
@@ -22268,10 +22752,22 @@ ALTER TABLE app_private.api_key_secrets ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_private.clock_offsets ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: email_verification_tokens; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.email_verification_tokens ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: instance_secrets; Type: ROW SECURITY; Schema: app_private; Owner: -
 --
 
 ALTER TABLE app_private.instance_secrets ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: invitation_tokens; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.invitation_tokens ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: local_provider_emails; Type: ROW SECURITY; Schema: app_private; Owner: -
@@ -22298,10 +22794,22 @@ CREATE POLICY owner_all ON app_private.api_key_secrets TO :DATABASE_OWNER USING 
 CREATE POLICY owner_all ON app_private.clock_offsets TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
+-- Name: email_verification_tokens owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.email_verification_tokens TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
 -- Name: instance_secrets owner_all; Type: POLICY; Schema: app_private; Owner: -
 --
 
 CREATE POLICY owner_all ON app_private.instance_secrets TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: invitation_tokens owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.invitation_tokens TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
 -- Name: local_provider_emails owner_all; Type: POLICY; Schema: app_private; Owner: -
@@ -23387,7 +23895,7 @@ CREATE POLICY select_current_tenant ON app_public.import_batches FOR SELECT TO :
 -- Name: invitations select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
 --
 
-CREATE POLICY select_current_tenant ON app_public.invitations FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+CREATE POLICY select_current_tenant ON app_public.invitations FOR SELECT TO :DATABASE_VISITOR USING (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND ( SELECT app_hidden.current_user_has_role('admin'::text) AS current_user_has_role)));
 
 --
 -- Name: lead_assignments select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
@@ -24610,6 +25118,18 @@ REVOKE ALL ON FUNCTION app_private.initialize_tenant(tenant_id uuid) FROM PUBLIC
 REVOKE ALL ON FUNCTION app_private.is_email_suppressed(tenant_id uuid, email text) FROM PUBLIC;
 
 --
+-- Name: TABLE invitations; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.invitations TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION issue_invitation_token(invitation_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.issue_invitation_token(invitation_id uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION lead_default_timezone(tenant_id uuid, phone text, country text, region text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -24944,6 +25464,12 @@ REVOKE ALL ON FUNCTION app_private.run_nurture_step(enrollment_id uuid, step_num
 --
 
 REVOKE ALL ON FUNCTION app_private.schedule_nurture_step(enrollment_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION send_verification_email(user_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.send_verification_email(user_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION service_titan_connection_for_sync(tenant_id uuid); Type: ACL; Schema: app_private; Owner: -
@@ -25388,6 +25914,13 @@ REVOKE ALL ON FUNCTION app_private.verify_unsubscribe_token(token text) FROM PUB
 --
 
 REVOKE ALL ON FUNCTION app_private.wake_due_jobs(tenant_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION accept_invitation(token text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.accept_invitation(token text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.accept_invitation(token text) TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION accept_offer(offer_id uuid); Type: ACL; Schema: app_public; Owner: -
@@ -25894,6 +26427,13 @@ REVOKE ALL ON FUNCTION app_public.nurture_sequences_step_stats(sequence app_publ
 GRANT ALL ON FUNCTION app_public.nurture_sequences_step_stats(sequence app_public.nurture_sequences) TO :DATABASE_VISITOR;
 
 --
+-- Name: FUNCTION pending_invitations(); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.pending_invitations() FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.pending_invitations() TO :DATABASE_VISITOR;
+
+--
 -- Name: TABLE phone_area_codes; Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -25984,6 +26524,20 @@ REVOKE ALL ON FUNCTION app_public.request_service_titan_sync(mode text, table_na
 GRANT ALL ON FUNCTION app_public.request_service_titan_sync(mode text, table_name text) TO :DATABASE_VISITOR;
 
 --
+-- Name: FUNCTION resend_invitation(invitation_id uuid); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.resend_invitation(invitation_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.resend_invitation(invitation_id uuid) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION resend_verification_email(); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.resend_verification_email() FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.resend_verification_email() TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION restore_lead(lead_id uuid); Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -26002,6 +26556,13 @@ GRANT SELECT ON TABLE app_public.api_keys TO :DATABASE_VISITOR;
 
 REVOKE ALL ON FUNCTION app_public.revoke_api_key(id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.revoke_api_key(id uuid) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION revoke_invitation(invitation_id uuid); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.revoke_invitation(invitation_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.revoke_invitation(invitation_id uuid) TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE lead_routing_history; Type: ACL; Schema: app_public; Owner: -
@@ -26246,6 +26807,13 @@ GRANT ALL ON FUNCTION app_public.timezone_for_region(country text, region text) 
 
 REVOKE ALL ON FUNCTION app_public.unenroll_lead_from_sequence(enrollment_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.unenroll_lead_from_sequence(enrollment_id uuid) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION verify_email(token text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.verify_email(token text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.verify_email(token text) TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE sync_state; Type: ACL; Schema: raw; Owner: -
@@ -26631,12 +27199,6 @@ GRANT INSERT(source) ON TABLE app_public.email_suppressions TO :DATABASE_VISITOR
 --
 
 GRANT INSERT(reason) ON TABLE app_public.email_suppressions TO :DATABASE_VISITOR;
-
---
--- Name: TABLE invitations; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT SELECT ON TABLE app_public.invitations TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE lead_assignments; Type: ACL; Schema: app_public; Owner: -

@@ -62,7 +62,7 @@ export interface Config {
   rateLimits: RateLimitSettings;
 }
 
-/** Limits on login and register (src/api/rateLimit.ts), shared by every API process through PostgreSQL. */
+/** Limits on login, register, acceptInvitation and verifyEmail (src/api/rateLimit.ts), shared by every API process through PostgreSQL. */
 export interface RateLimitSettings {
   /** RATE_LIMIT_WINDOW_SECONDS: the window of the per-address and per-account counters. */
   windowSeconds: number;
@@ -77,6 +77,10 @@ export interface RateLimitSettings {
   loginBackoffMaxSeconds: number;
   /** REGISTER_LIMIT_PER_ADDRESS: registrations one client address may attempt per window. */
   registerPerAddress: number;
+  /** ACCEPT_INVITATION_LIMIT_PER_ADDRESS: acceptInvitation attempts one client address may make per window. */
+  acceptInvitationPerAddress: number;
+  /** VERIFY_EMAIL_LIMIT_PER_ADDRESS: verifyEmail attempts one client address may make per window. */
+  verifyEmailPerAddress: number;
 }
 
 export interface ServiceTitanSettings {
@@ -312,6 +316,8 @@ function rateLimitConfig(env: Env): RateLimitSettings {
     loginBackoffBaseSeconds: int(env, "LOGIN_BACKOFF_BASE_SECONDS", 1, 1, 3_600),
     loginBackoffMaxSeconds: int(env, "LOGIN_BACKOFF_MAX_SECONDS", 900, 1, 86_400),
     registerPerAddress: int(env, "REGISTER_LIMIT_PER_ADDRESS", 10, 1, 1_000_000),
+    acceptInvitationPerAddress: int(env, "ACCEPT_INVITATION_LIMIT_PER_ADDRESS", 20, 1, 1_000_000),
+    verifyEmailPerAddress: int(env, "VERIFY_EMAIL_LIMIT_PER_ADDRESS", 20, 1, 1_000_000),
   };
   if (settings.loginBackoffMaxSeconds < settings.loginBackoffBaseSeconds) {
     throw new ConfigError(

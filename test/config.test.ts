@@ -78,6 +78,8 @@ describe("configuration", () => {
       loginBackoffBaseSeconds: 1,
       loginBackoffMaxSeconds: 900,
       registerPerAddress: 10,
+      acceptInvitationPerAddress: 20,
+      verifyEmailPerAddress: 20,
     });
     const set = loadConfig({
       SWITCHBOARD_DATA_DIR: dataDir(),
@@ -89,6 +91,8 @@ describe("configuration", () => {
       LOGIN_BACKOFF_BASE_SECONDS: "2",
       LOGIN_BACKOFF_MAX_SECONDS: "600",
       REGISTER_LIMIT_PER_ADDRESS: "4",
+      ACCEPT_INVITATION_LIMIT_PER_ADDRESS: "7",
+      VERIFY_EMAIL_LIMIT_PER_ADDRESS: "8",
     });
     expect(set.trustProxy).toBe(2);
     expect(set.rateLimits).toEqual({
@@ -99,6 +103,8 @@ describe("configuration", () => {
       loginBackoffBaseSeconds: 2,
       loginBackoffMaxSeconds: 600,
       registerPerAddress: 4,
+      acceptInvitationPerAddress: 7,
+      verifyEmailPerAddress: 8,
     });
   });
 

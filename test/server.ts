@@ -42,6 +42,8 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     LOGIN_LIMIT_PER_ACCOUNT: "1000000",
     LOGIN_FREE_ATTEMPTS: "1000",
     REGISTER_LIMIT_PER_ADDRESS: "1000000",
+    ACCEPT_INVITATION_LIMIT_PER_ADDRESS: "1000000",
+    VERIFY_EMAIL_LIMIT_PER_ADDRESS: "1000000",
     ...env,
   });
   const ownerPool = makePool(db.ownerUrl, 4, "test server owner", 0);

@@ -45,7 +45,14 @@ class JwtRecordStep extends UnbatchedStep<Record<string, unknown>> {
 }
 
 /** The mutations a stranger calls without a token, each rate limited (src/api/rateLimit.ts). */
-const LIMITED_FIELDS: Record<string, AuthFlow> = { login: "login", register: "register" };
+const LIMITED_FIELDS: Record<string, AuthFlow> = {
+  login: "login",
+  register: "register",
+  acceptInvitation: "accept_invitation",
+  verifyEmail: "verify_email",
+};
+
+const LIMITED_NAMES = Object.keys(LIMITED_FIELDS);
 
 export interface LimitedField {
   flow: AuthFlow;
@@ -179,7 +186,7 @@ export function makeLoginPlugin(limiter: AuthRateLimiter, trustProxy: number): G
             variableValues?: Record<string, unknown> | null;
           };
           const req = event.request?.requestContext?.expressv4?.req;
-          if (typeof query !== "string" || (!query.includes("login") && !query.includes("register"))) return next();
+          if (typeof query !== "string" || !LIMITED_NAMES.some((name) => query.includes(name))) return next();
           if (event.request && event.request.method !== "POST") return next(); // grafserv refuses mutations over GET
           let document: DocumentNode;
           try {
@@ -191,7 +198,7 @@ export function makeLoginPlugin(limiter: AuthRateLimiter, trustProxy: number): G
           if (!fields || fields.length === 0) return next();
           if (fields.length > 1) {
             throw new SafeError(
-              `One login or register per request: this one holds ${fields.length} (aliases and fragments count). Send each in its own request.`,
+              `One login, register, acceptInvitation or verifyEmail per request: this one holds ${fields.length} (aliases and fragments count). Send each in its own request.`,
               { code: "LOGIN_REPEATED", statusCode: 400 },
             );
           }

@@ -60,6 +60,8 @@ export function flowLimitsFrom(settings: RateLimitSettings): Partial<Record<Auth
       },
     },
     register: { perAddress: { points: settings.registerPerAddress, windowSeconds: window } },
+    accept_invitation: { perAddress: { points: settings.acceptInvitationPerAddress, windowSeconds: window } },
+    verify_email: { perAddress: { points: settings.verifyEmailPerAddress, windowSeconds: window } },
   };
 }
 

@@ -97,6 +97,10 @@ export async function startApiServer(options: {
   // Request limits start here: the body is read with its cap before grafserv sees it (src/api/limits.ts).
   app.use("/graphql", graphqlBodyParser(config.graphql.maxBodyBytes, MAX_REQUEST_BYTES, config.graphql));
   const pgl = postgraphile(makePreset(config, options.authPool, options.ownerPool));
+  // Build the GraphQL schema before listening: a request that arrives while it is still being built
+  // would otherwise wait at most grafserv's schemaWaitTime and then fail ("Schema isn't ready"), which
+  // a busy machine reaches.
+  await pgl.getSchema();
   const serv = pgl.createServ(grafserv);
   await serv.addTo(app, server);
   const port = options.port ?? config.port;

@@ -137,6 +137,11 @@ begin
     end if;
   end loop;
 
+  -- The demo's people are verified: they log in and work at once, as accounts that verified their address.
+  update app_public.users u set email_verified_at = u.created_at
+  where u.email in ('owner@demo.switchboard.test', 'manager@demo.switchboard.test', 'agent@demo.switchboard.test')
+    and u.email_verified_at is null;
+
   select u.id into v_owner_id from app_public.users u where u.email = 'owner@demo.switchboard.test';
   select u.id into v_manager_id from app_public.users u where u.email = 'manager@demo.switchboard.test';
   select u.id into v_agent_id from app_public.users u where u.email = 'agent@demo.switchboard.test';

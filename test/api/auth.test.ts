@@ -1,11 +1,12 @@
 /**
  * Auth flows over real HTTP against a running server: register, login, logout, switchTenant,
- * inviteMember/removeMember, API keys, and what happens to expired, tampered and revoked tokens.
+ * inviteMember/removeMember (invitations themselves: test/api/invitations.test.ts), API keys, and what happens to expired, tampered and revoked tokens.
  */
 import { SignJWT, decodeJwt } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PASSWORD, uniqueEmail } from "../helpers.ts";
 import { startTestServer, TEST_JWT_SECRET, type TestServer } from "../server.ts";
+import { joinByInvitation } from "../fixtures/accountEmails.ts";
 
 let server: TestServer;
 beforeAll(async () => {
@@ -101,12 +102,7 @@ describe("auth over HTTP", () => {
   it("switchTenant moves to a tenant the user belongs to, and nowhere else", async () => {
     const owner = await register("Home Tenant");
     const other = await register("Second Tenant");
-    const invite = await server.gql(
-      `mutation ($email: String!) { inviteMember(input: { email: $email, role: "agent" }) { clientMutationId } }`,
-      { email: owner.email },
-      other.token,
-    );
-    expect(invite.errors).toBeUndefined();
+    await joinByInvitation(server, other.token, owner, "agent");
     const otherTenant = decodeJwt(other.token).tenant_id as string;
     const switched = await server.gql(`mutation ($t: UUID!) { switchTenant(input: { tenantId: $t }) { result } }`, { t: otherTenant }, owner.token);
     expect(switched.errors).toBeUndefined();
@@ -128,7 +124,7 @@ describe("auth over HTTP", () => {
   it("a removed member loses access on the very next request", async () => {
     const owner = await register("Removal Co");
     const member = await register("Member's Own Co");
-    await server.gql(`mutation ($email: String!) { inviteMember(input: { email: $email, role: "agent" }) { clientMutationId } }`, { email: member.email }, owner.token);
+    await joinByInvitation(server, owner.token, member, "agent");
     const ownerTenant = decodeJwt(owner.token).tenant_id as string;
     const switched = await server.gql(`mutation ($t: UUID!) { switchTenant(input: { tenantId: $t }) { result } }`, { t: ownerTenant }, member.token);
     const memberToken: string = switched.data.switchTenant.result;

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PASSWORD, uniqueEmail } from "../helpers.ts";
 import { startTestServer, type TestServer } from "../server.ts";
+import { joinByInvitation } from "../fixtures/accountEmails.ts";
 
 let server: TestServer;
 beforeAll(async () => {
@@ -28,12 +29,7 @@ async function register(business = "Import Test Co"): Promise<{ email: string; t
 /** A new user who joins the owner's tenant with a role; returns their token for that tenant. */
 async function member(owner: { token: string }, role: "manager" | "agent"): Promise<string> {
   const them = await register("Their Own Co");
-  const invited = await server.gql(
-    `mutation ($email: String!, $role: String!) { inviteMember(input: { email: $email, role: $role }) { clientMutationId } }`,
-    { email: them.email, role },
-    owner.token,
-  );
-  expect(invited.errors).toBeUndefined();
+  await joinByInvitation(server, owner.token, them, role);
   const me = await server.gql(`{ currentTenant { rowId } }`, {}, owner.token);
   const switched = await server.gql(`mutation ($t: UUID!) { switchTenant(input: { tenantId: $t }) { result } }`, { t: me.data.currentTenant.rowId }, them.token);
   expect(switched.errors).toBeUndefined();

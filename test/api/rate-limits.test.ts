@@ -1,5 +1,5 @@
 /**
- * Rate limits on login and register, attacked over real HTTP against servers in production mode.
+ * Rate limits on login, register, acceptInvitation and verifyEmail, attacked over real HTTP against servers in production mode.
  *
  * Client addresses: each request's socket is bound to its own loopback address (http.request's
  * localAddress, 127.0.0.2 and up; Linux routes all of 127.0.0.0/8 to lo), so the server sees distinct
@@ -237,6 +237,44 @@ describe("login and register rate limits over HTTP (production mode)", () => {
     expect(rows).toEqual([]);
     // Someone else, elsewhere, registers as usual.
     await registerVia(s, "127.0.0.11");
+  });
+
+  it("acceptInvitation and verifyEmail are limited per client address; a refused attempt writes nothing; one per request", async () => {
+    const s = await server({ ACCEPT_INVITATION_LIMIT_PER_ADDRESS: "2", VERIFY_EMAIL_LIMIT_PER_ADDRESS: "2" });
+    const email = await registerVia(s, "127.0.0.20");
+    const login = await post(s, { query: LOGIN, variables: { email, password: PASSWORD } }, "127.0.0.20");
+    const token: string = login.body.data.login.result;
+    const auth = { authorization: `Bearer ${token}` };
+    const accept = (from: string) =>
+      post(s, { query: `mutation { acceptInvitation(input: { token: "sbi_guess" }) { result } }` }, from, auth);
+    expect([code(await accept("127.0.0.21")), code(await accept("127.0.0.21"))]).toEqual(["P0002", "P0002"]);
+    const refusedAccept = await accept("127.0.0.21");
+    expect(refusedAccept.status).toBe(429);
+    expect(code(refusedAccept)).toBe("RATE_LIMITED");
+    expect(code(await accept("127.0.0.22"))).toBe("P0002"); // another address is not affected
+
+    const verify = (from: string, value: string) =>
+      post(s, { query: `mutation ($t: String!) { verifyEmail(input: { token: $t }) { result } }`, variables: { t: value } }, from);
+    expect([code(await verify("127.0.0.23", "sbv_guess")), code(await verify("127.0.0.23", "sbv_guess"))]).toEqual(["P0002", "P0002"]);
+    // Even the right token is not tried once the address is over its limit: the account stays unverified.
+    const { rows } = await ownerPool().query<{ body_text: string }>(
+      "select body_text from app_public.email_messages where tenant_id is null and to_email = $1 and body_text like '%sbv_%'",
+      [email],
+    );
+    const real = /sbv_[0-9a-f]{64}/.exec(rows[0]!.body_text)![0];
+    const refusedVerify = await verify("127.0.0.23", real);
+    expect(refusedVerify.status).toBe(429);
+    expect(code(refusedVerify)).toBe("RATE_LIMITED");
+    const still = await ownerPool().query("select email_verified_at from app_public.users where email = $1", [email]);
+    expect(still.rows[0].email_verified_at).toBeNull();
+    // Many guesses in one request are refused before any is tried.
+    const batched = await post(
+      s,
+      { query: `mutation { a: verifyEmail(input: { token: "sbv_1" }) { result } b: verifyEmail(input: { token: "sbv_2" }) { result } }` },
+      "127.0.0.24",
+    );
+    expect(code(batched)).toBe("LOGIN_REPEATED");
+    expect(code(await verify("127.0.0.24", real))).toBeUndefined(); // elsewhere the right token works
   });
 
   it("X-Forwarded-For is ignored unless TRUST_PROXY says how many proxies wrote it", async () => {

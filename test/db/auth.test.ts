@@ -161,24 +161,64 @@ describe("sessions and tenants", () => {
 });
 
 describe("members and roles", () => {
-  it("owners invite existing users as members and unknown emails as invitations accepted at registration", async () => {
+  it("an invitation is pending until the invited address, verified, accepts it with the emailed token: registering or being invited joins nobody", async () => {
     await withRootDb(async (client) => {
       const owner = await registerUser(client);
       const existing = await registerUser(client);
       await becomeUser(client, owner);
-      await client.query("select app_public.invite_member($1, 'manager')", [existing.email]);
+      const toExisting = await client.query("select r.* from app_public.invite_member($1, 'manager') r", [existing.email]);
       const newcomer = uniqueEmail("newcomer");
-      await client.query("select app_public.invite_member($1, 'agent')", [newcomer]);
-      const members = await client.query("select user_id, role from app_public.memberships order by role");
-      expect(members.rows).toContainEqual({ user_id: existing.user_id, role: "manager" });
-      await expectSqlError(client, "23505", () => client.query("select app_public.invite_member($1, 'agent')", [existing.email]));
-      // The newcomer registers without a business and lands in the inviting tenant.
+      const toNewcomer = await client.query("select r.* from app_public.invite_member($1, 'agent') r", [newcomer]);
+      // Same shape either way: nothing says whether the address has an account.
+      for (const r of [toExisting.rows[0], toNewcomer.rows[0]]) {
+        expect(r.membership_id).toBeNull();
+        expect(r.user_id).toBeNull();
+        expect(r.invitation_id).toBeTypeOf("string");
+      }
+      const members = await client.query("select user_id from app_public.memberships");
+      expect(members.rows.map((r) => r.user_id)).toEqual([owner.user_id]);
+
+      // The newcomer registers without a business: an account, a verification email, no membership.
       await becomeAnonymous(client);
       const { rows } = await client.query("select t.* from app_public.register($1, $2, null, null, null, null) t", [newcomer, PASSWORD]);
-      expect(rows[0].tenant_id).toBe(owner.tenant_id);
+      expect(rows[0].tenant_id).toBeNull();
+      await becomeRoot(client);
+      expect((await client.query("select count(*)::int as n from app_public.memberships where user_id = $1", [rows[0].user_id])).rows[0].n).toBe(0);
+      const tokenOf = async (to: string, pattern: RegExp) => {
+        await becomeRoot(client);
+        const email = await client.query("select body_text, purpose, tenant_id from app_public.email_messages where to_email = $1 and body_text ~ $2 order by created_at desc limit 1", [to, pattern.source]);
+        expect(email.rows[0].purpose).toBe("transactional");
+        expect(email.rows[0].tenant_id).toBeNull();
+        return pattern.exec(email.rows[0].body_text)![0];
+      };
+      const invitationToken = await tokenOf(newcomer, /sbi_[0-9a-f]{64}/);
+      // Only the hash is stored.
+      const stored = await client.query("select count(*)::int as n from app_private.invitation_tokens where token_hash = digest($1, 'sha256')", [invitationToken]);
+      expect(stored.rows[0].n).toBe(1);
+      const newcomerSession = { user_id: rows[0].user_id, tenant_id: null, session_id: rows[0].session_id };
+      await becomeUser(client, newcomerSession);
+      await expectSqlError(client, "55000", () => client.query("select app_public.accept_invitation($1)", [invitationToken]));
+      await becomeAnonymous(client);
+      const verificationToken = await tokenOf(newcomer, /sbv_[0-9a-f]{64}/);
+      await becomeAnonymous(client);
+      expect((await client.query("select app_public.verify_email($1) as ok", [verificationToken])).rows[0].ok).toBe(true);
+      await expectSqlError(client, "P0002", () => client.query("select app_public.verify_email($1)", [verificationToken]));
+      await becomeUser(client, newcomerSession);
+      const joined = await client.query("select app_public.accept_invitation($1) as t", [invitationToken]);
+      expect(joined.rows[0].t).toBe(owner.tenant_id);
       await becomeRoot(client);
       const role = await client.query("select role from app_public.memberships where tenant_id = $1 and user_id = $2", [owner.tenant_id, rows[0].user_id]);
       expect(role.rows[0].role).toBe("agent");
+
+      // The existing user joins only when they accept (verified here by hand; verifyEmail is tested above).
+      const existingToken = await tokenOf(existing.email, /sbi_[0-9a-f]{64}/);
+      await client.query("update app_public.users set email_verified_at = now() where id = $1", [existing.user_id]);
+      await becomeUser(client, existing);
+      await client.query("select app_public.accept_invitation($1)", [existingToken]);
+      await becomeUser(client, owner);
+      const after = await client.query("select user_id, role from app_public.memberships order by role");
+      expect(after.rows).toContainEqual({ user_id: existing.user_id, role: "manager" });
+      await expectSqlError(client, "23505", () => client.query("select app_public.invite_member($1, 'agent')", [existing.email]));
     });
   });
 
