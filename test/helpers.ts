@@ -115,6 +115,14 @@ export async function registerUser(
   return { ...rows[0]!, email, password: PASSWORD };
 }
 
+/**
+ * Marks a user's email address verified, as verifyEmail does with the emailed token (root only; for
+ * tests whose subject is not verification itself, e.g. an owner buying numbers).
+ */
+export async function markEmailVerified(client: pg.ClientBase, userId: string): Promise<void> {
+  await client.query("update app_public.users set email_verified_at = coalesce(email_verified_at, now()) where id = $1", [userId]);
+}
+
 /** Adds an existing user to a tenant with a role, and opens a session for them in that tenant (root only). */
 export async function addMember(client: pg.ClientBase, tenantId: string, role: "owner" | "admin" | "manager" | "agent"): Promise<RegisteredUser> {
   await becomeRoot(client);

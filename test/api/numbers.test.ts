@@ -13,6 +13,7 @@ import {
   becomeRoot,
   becomeUser,
   expectSqlError,
+  markEmailVerified,
   registerUser,
   rootPool,
   useOwnDatabase,
@@ -73,6 +74,8 @@ beforeAll(async () => {
   try {
     ownerA = await registerUser(root, { businessName: "Alpha Plumbing" });
     ownerB = await registerUser(root, { businessName: "Bravo Plumbing" });
+    // Buying numbers needs a verified email address (tested in test/db/sms-outbox.test.ts).
+    for (const owner of [ownerA, ownerB]) await markEmailVerified(root, owner.user_id);
   } finally {
     root.release();
   }
@@ -237,6 +240,7 @@ describe("buying numbers", () => {
     let fresh: RegisteredUser;
     try {
       fresh = await registerUser(root, { businessName: "Fresh Signup" });
+      await markEmailVerified(root, fresh.user_id);
     } finally {
       root.release();
     }
@@ -264,6 +268,7 @@ describe("buying numbers", () => {
   it("the limit comes from system_config limits.phone_numbers, which the tenant itself cannot write", async () => {
     await withRootDb(async (client) => {
       const fresh = await registerUser(client, { businessName: "Limited" });
+      await markEmailVerified(client, fresh.user_id);
       await client.query(
         "insert into app_public.system_config (tenant_id, key, value, value_type) values ($1, 'limits.phone_numbers', '1', 'number')",
         [fresh.tenant_id],
@@ -285,6 +290,7 @@ describe("buying numbers", () => {
     let fresh: RegisteredUser;
     try {
       fresh = await registerUser(root, { businessName: "Racing Signup" });
+      await markEmailVerified(root, fresh.user_id);
     } finally {
       root.release();
     }

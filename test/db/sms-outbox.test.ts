@@ -6,7 +6,7 @@
  */
 import pg from "pg";
 import { describe, expect, it } from "vitest";
-import { addMember, becomeRoot, db, becomeUser, expectSqlError, rootPool, withRootDb, registerUser, type RegisteredUser } from "../helpers.ts";
+import { addMember, becomeRoot, db, becomeUser, expectSqlError, markEmailVerified, rootPool, withRootDb, registerUser, type RegisteredUser } from "../helpers.ts";
 
 let serial = 0;
 /** A unique E.164 number in an area code (global uniqueness matters for phone_numbers). */
@@ -338,12 +338,17 @@ describe("the API", () => {
     });
   });
 
-  it("request_phone_number: owners only; a malformed area code is 22023; the row starts provisioning with its job", async () => {
+  it("request_phone_number: owners with a verified email only; a malformed area code is 22023; the row starts provisioning with its job", async () => {
     await withRootDb(async (client) => {
       const w = await world(client);
       const agent = await addMember(client, w.tenant, "agent");
       await becomeUser(client, agent);
       await expectSqlError(client, "42501", () => client.query("select app_public.request_phone_number('305')"));
+      await becomeUser(client, w.owner);
+      // An owner whose email address is not verified yet can't buy (nor can an API key: no user).
+      await expectSqlError(client, "55000", () => client.query("select app_public.request_phone_number('305')"));
+      await becomeRoot(client);
+      await markEmailVerified(client, w.owner.user_id);
       await becomeUser(client, w.owner);
       await expectSqlError(client, "22023", () => client.query("select app_public.request_phone_number('05')"));
       const { rows } = await client.query("select * from app_public.request_phone_number('305')");
