@@ -13562,12 +13562,17 @@ CREATE FUNCTION app_public.request_phone_number(area_code text, friendly_name te
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $_$
 declare
-  -- Owners only for now; a verified email will be required too once email verification exists (issue 14).
+  -- Owners only: it spends money on the provider account of Switchboard.
   v_tenant_id uuid := app_private.require_tenant_role('owner', 'request phone numbers');
   v_number app_public.phone_numbers;
   v_limit integer;
   v_held integer;
 begin
+  -- A person who proved their email address: not an API key, not a brand-new unverified signup.
+  if not exists (select 1 from app_public.users u where u.id = app_public.current_user_id() and u.email_verified_at is not null) then
+    raise exception 'Verify your email address first: buying a phone number needs an owner logged in with a verified email address (verifyEmail; resendVerificationEmail sends a new token)'
+      using errcode = '55000';
+  end if;
   if request_phone_number.area_code is null or request_phone_number.area_code !~ '^[2-9][0-9]{2}$' then
     raise exception 'area_code must be 3 digits, the first 2 to 9 (e.g. 305), got %', coalesce(pg_catalog.quote_literal(request_phone_number.area_code), 'nothing')
       using errcode = '22023';
@@ -13597,7 +13602,7 @@ $_$;
 -- Name: FUNCTION request_phone_number(area_code text, friendly_name text); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.request_phone_number(area_code text, friendly_name text) IS 'Asks for a new local number in an area code (owners only: it buys a number on Switchboard''s provider account). The row starts as provisioning; the phone_number__provision job buys a number with voice and SMS, points its webhooks at Switchboard, creates its Messaging Service, and makes it active (or failed, with status_reason). A business may hold at most limits.phone_numbers numbers (system_config, set by Switchboard operators; default 3) that are provisioning, active, suspended or releasing. Errors: 22023 a malformed area code; 55000 the limit is reached (nothing is queued); 42501 not an owner.';
+COMMENT ON FUNCTION app_public.request_phone_number(area_code text, friendly_name text) IS 'Asks for a new local number in an area code (owners only: it buys a number on Switchboard''s provider account). The row starts as provisioning; the phone_number__provision job buys a number with voice and SMS, points its webhooks at Switchboard, creates its Messaging Service, and makes it active (or failed, with status_reason). A business may hold at most limits.phone_numbers numbers (system_config, set by Switchboard operators; default 3) that are provisioning, active, suspended or releasing. Only an owner logged in with a verified email address may buy (not an API key). Errors: 22023 a malformed area code; 55000 the email address is not verified, or the limit is reached (nothing is queued); 42501 not an owner.';
 
 --
 -- Name: request_service_titan_sync(text, text); Type: FUNCTION; Schema: app_public; Owner: -
