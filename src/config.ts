@@ -62,7 +62,7 @@ export interface Config {
   rateLimits: RateLimitSettings;
 }
 
-/** Limits on login, register, acceptInvitation and verifyEmail (src/api/rateLimit.ts), shared by every API process through PostgreSQL. */
+/** Limits on login, register, the token flows and the password checks (src/api/rateLimit.ts), shared by every API process through PostgreSQL. */
 export interface RateLimitSettings {
   /** RATE_LIMIT_WINDOW_SECONDS: the window of the per-address and per-account counters. */
   windowSeconds: number;
@@ -79,8 +79,16 @@ export interface RateLimitSettings {
   registerPerAddress: number;
   /** ACCEPT_INVITATION_LIMIT_PER_ADDRESS: acceptInvitation attempts one client address may make per window. */
   acceptInvitationPerAddress: number;
-  /** VERIFY_EMAIL_LIMIT_PER_ADDRESS: verifyEmail attempts one client address may make per window. */
+  /** VERIFY_EMAIL_LIMIT_PER_ADDRESS: verifyEmail and confirmEmailChange attempts one client address may make per window. */
   verifyEmailPerAddress: number;
+  /** RESET_PASSWORD_LIMIT_PER_ADDRESS: requestPasswordReset and resetPassword attempts one client address may make per window. */
+  resetPasswordPerAddress: number;
+  /** RESET_PASSWORD_LIMIT_PER_ACCOUNT: requestPasswordReset for one address per window, from all client addresses together. */
+  resetPasswordPerAccount: number;
+  /** CHANGE_PASSWORD_LIMIT_PER_ADDRESS: changePassword and requestEmailChange attempts (they check the current password) per client address per window. */
+  changePasswordPerAddress: number;
+  /** CHANGE_PASSWORD_LIMIT_PER_ACCOUNT: the same attempts on one account per window, from all client addresses together. */
+  changePasswordPerAccount: number;
 }
 
 export interface ServiceTitanSettings {
@@ -318,6 +326,10 @@ function rateLimitConfig(env: Env): RateLimitSettings {
     registerPerAddress: int(env, "REGISTER_LIMIT_PER_ADDRESS", 10, 1, 1_000_000),
     acceptInvitationPerAddress: int(env, "ACCEPT_INVITATION_LIMIT_PER_ADDRESS", 20, 1, 1_000_000),
     verifyEmailPerAddress: int(env, "VERIFY_EMAIL_LIMIT_PER_ADDRESS", 20, 1, 1_000_000),
+    resetPasswordPerAddress: int(env, "RESET_PASSWORD_LIMIT_PER_ADDRESS", 10, 1, 1_000_000),
+    resetPasswordPerAccount: int(env, "RESET_PASSWORD_LIMIT_PER_ACCOUNT", 5, 1, 1_000_000),
+    changePasswordPerAddress: int(env, "CHANGE_PASSWORD_LIMIT_PER_ADDRESS", 10, 1, 1_000_000),
+    changePasswordPerAccount: int(env, "CHANGE_PASSWORD_LIMIT_PER_ACCOUNT", 10, 1, 1_000_000),
   };
   if (settings.loginBackoffMaxSeconds < settings.loginBackoffBaseSeconds) {
     throw new ConfigError(

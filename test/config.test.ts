@@ -80,6 +80,10 @@ describe("configuration", () => {
       registerPerAddress: 10,
       acceptInvitationPerAddress: 20,
       verifyEmailPerAddress: 20,
+      resetPasswordPerAddress: 10,
+      resetPasswordPerAccount: 5,
+      changePasswordPerAddress: 10,
+      changePasswordPerAccount: 10,
     });
     const set = loadConfig({
       SWITCHBOARD_DATA_DIR: dataDir(),
@@ -93,6 +97,10 @@ describe("configuration", () => {
       REGISTER_LIMIT_PER_ADDRESS: "4",
       ACCEPT_INVITATION_LIMIT_PER_ADDRESS: "7",
       VERIFY_EMAIL_LIMIT_PER_ADDRESS: "8",
+      RESET_PASSWORD_LIMIT_PER_ADDRESS: "9",
+      RESET_PASSWORD_LIMIT_PER_ACCOUNT: "3",
+      CHANGE_PASSWORD_LIMIT_PER_ADDRESS: "6",
+      CHANGE_PASSWORD_LIMIT_PER_ACCOUNT: "11",
     });
     expect(set.trustProxy).toBe(2);
     expect(set.rateLimits).toEqual({
@@ -105,6 +113,10 @@ describe("configuration", () => {
       registerPerAddress: 4,
       acceptInvitationPerAddress: 7,
       verifyEmailPerAddress: 8,
+      resetPasswordPerAddress: 9,
+      resetPasswordPerAccount: 3,
+      changePasswordPerAddress: 6,
+      changePasswordPerAccount: 11,
     });
   });
 

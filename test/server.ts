@@ -44,6 +44,10 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     REGISTER_LIMIT_PER_ADDRESS: "1000000",
     ACCEPT_INVITATION_LIMIT_PER_ADDRESS: "1000000",
     VERIFY_EMAIL_LIMIT_PER_ADDRESS: "1000000",
+    RESET_PASSWORD_LIMIT_PER_ADDRESS: "1000000",
+    RESET_PASSWORD_LIMIT_PER_ACCOUNT: "1000000",
+    CHANGE_PASSWORD_LIMIT_PER_ADDRESS: "1000000",
+    CHANGE_PASSWORD_LIMIT_PER_ACCOUNT: "1000000",
     ...env,
   });
   const ownerPool = makePool(db.ownerUrl, 4, "test server owner", 0);

@@ -34,6 +34,7 @@ import {
   type OperationDefinitionNode,
   type SelectionSetNode,
   type ValidationContext,
+  type ValidationRule,
   type ValueNode,
 } from "postgraphile/graphql";
 
@@ -91,6 +92,35 @@ export function checkQueryText(query: string, limits: RequestLimits): SafeError 
 }
 
 /** Aliases in the whole document and fields at the root of each operation (fragments included). */
+/**
+ * A validation rule whose errors carry `extensions.code` (a library rule such as @graphile/depth-limit
+ * reports plain GraphQLErrors): the rule runs unchanged against a context whose reportError adds it.
+ */
+export function withErrorCode(rule: ValidationRule, code: string): ValidationRule {
+  return (context) =>
+    rule(
+      new Proxy(context, {
+        get(target, property) {
+          if (property === "reportError") {
+            return (error: GraphQLError) =>
+              target.reportError(
+                new GraphQLError(error.message, {
+                  nodes: error.nodes,
+                  source: error.source,
+                  positions: error.positions,
+                  path: error.path,
+                  originalError: error.originalError,
+                  extensions: { ...error.extensions, code },
+                }),
+              );
+          }
+          const value: unknown = Reflect.get(target, property, target);
+          return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        },
+      }),
+    );
+}
+
 export function aliasesAndRootFieldsRule(limits: RequestLimits) {
   return function SwitchboardAliasesAndRootFields(context: ValidationContext): ASTVisitor {
     return {

@@ -21,7 +21,7 @@ import {
   type SelectionSetNode,
 } from "postgraphile/graphql";
 import { extendSchema, gql } from "postgraphile/utils";
-import { aliasesAndRootFieldsRule, checkOperation, checkQueryText, type RequestLimits } from "./limits.ts";
+import { aliasesAndRootFieldsRule, checkOperation, checkQueryText, withErrorCode, type RequestLimits } from "./limits.ts";
 import { clientAddress, rateLimitedError, type AuthFlow, type AuthRateLimiter } from "./rateLimit.ts";
 
 /**
@@ -44,13 +44,36 @@ class JwtRecordStep extends UnbatchedStep<Record<string, unknown>> {
   }
 }
 
-/** The mutations a stranger calls without a token, each rate limited (src/api/rateLimit.ts). */
+/**
+ * The rate-limited mutations (src/api/rateLimit.ts): those a stranger calls without a token, and
+ * those that check a logged-in user's current password again.
+ */
 const LIMITED_FIELDS: Record<string, AuthFlow> = {
   login: "login",
   register: "register",
   acceptInvitation: "accept_invitation",
   verifyEmail: "verify_email",
+  confirmEmailChange: "verify_email",
+  requestPasswordReset: "reset_password",
+  resetPassword: "reset_password",
+  changePassword: "change_password",
+  requestEmailChange: "change_password",
 };
+
+/**
+ * The account an attempt is counted against, beside the client address: the email for login and
+ * for asking a reset (so nobody floods one mailbox from many addresses), the logged-in user for the
+ * password checks (so a stolen session can't guess the password from many addresses). The token
+ * flows count per address only: their tokens are 256 random bits.
+ */
+function accountOf(field: LimitedField, userId: string | undefined): string | undefined {
+  const email = field.input?.email;
+  if (field.flow === "login" || field.flow === "reset_password") {
+    return typeof email === "string" ? email : "";
+  }
+  if (field.flow === "change_password") return `user:${userId ?? ""}`;
+  return undefined;
+}
 
 const LIMITED_NAMES = Object.keys(LIMITED_FIELDS);
 
@@ -198,15 +221,15 @@ export function makeLoginPlugin(limiter: AuthRateLimiter, trustProxy: number): G
           if (!fields || fields.length === 0) return next();
           if (fields.length > 1) {
             throw new SafeError(
-              `One login, register, acceptInvitation or verifyEmail per request: this one holds ${fields.length} (aliases and fragments count). Send each in its own request.`,
+              `One of ${LIMITED_NAMES.join(", ")} per request: this one holds ${fields.length} (aliases and fragments count). Send each in its own request.`,
               { code: "LOGIN_REPEATED", statusCode: 400 },
             );
           }
           const [field] = fields as [LimitedField];
           const address = req ? clientAddress(req, trustProxy) : null;
           if (!address) throw rateLimitedError(1); // an attempt that can't be counted is not made (the peer is already gone)
-          const email = field.input?.email;
-          await limiter.attempt(field.flow, field.flow === "login" ? { address, account: typeof email === "string" ? email : "" } : { address });
+          const account = accountOf(field, req?.switchboardAuth?.userId);
+          await limiter.attempt(field.flow, account === undefined ? { address } : { address, account });
           return next();
         },
       },
@@ -262,7 +285,7 @@ export function makeRequestLimitsPlugin(options: RequestLimits & { depthLimit: n
     grafserv: {
       middleware: {
         setPreset(next, event) {
-          event.validationRules.push(depthLimit({ maxDepth: options.depthLimit, maxListDepth: 6, maxSelfReferentialDepth: 3 }));
+          event.validationRules.push(withErrorCode(depthLimit({ maxDepth: options.depthLimit, maxListDepth: 6, maxSelfReferentialDepth: 3 }), "QUERY_TOO_DEEP"));
           event.validationRules.push(aliasesAndRootFieldsRule(options));
           if (options.production) event.validationRules.push(NoSchemaIntrospectionCustomRule);
           return next();

@@ -1,7 +1,9 @@
 /**
- * Rate limits on the flows a stranger can call without a token: login and register today, and the
- * flows still to come (accepting an invitation, resetting a password, verifying an address), which
- * plug in by adding their name to AuthFlow and their limits to flowLimitsFrom().
+ * Rate limits on the flows a stranger can call without a token (login, register, accepting an
+ * invitation, verifying an address or a change of address, resetting a password) and on the two that
+ * check a logged-in user's current password again (changing the password or the address), where a
+ * stolen session could otherwise guess it. A flow plugs in by adding its name to AuthFlow and its
+ * limits to flowLimitsFrom(), and its mutations to LIMITED_FIELDS in plugins.ts.
  *
  * Why it is shaped this way:
  * - The counters live in PostgreSQL (app_private.rate_limits, created by our migration, written by
@@ -25,7 +27,7 @@ import { RateLimiterPostgres, RateLimiterRes } from "rate-limiter-flexible";
 import type { RateLimitSettings } from "../config.ts";
 
 /** The flows that take a limit. To add one: name it here, give it limits in flowLimitsFrom(), call attempt()/succeeded(). */
-export type AuthFlow = "login" | "register" | "accept_invitation" | "reset_password" | "verify_email";
+export type AuthFlow = "login" | "register" | "accept_invitation" | "reset_password" | "verify_email" | "change_password";
 
 export interface FlowLimits {
   /** Attempts from one client address per window, whatever the account. */
@@ -62,6 +64,14 @@ export function flowLimitsFrom(settings: RateLimitSettings): Partial<Record<Auth
     register: { perAddress: { points: settings.registerPerAddress, windowSeconds: window } },
     accept_invitation: { perAddress: { points: settings.acceptInvitationPerAddress, windowSeconds: window } },
     verify_email: { perAddress: { points: settings.verifyEmailPerAddress, windowSeconds: window } },
+    reset_password: {
+      perAddress: { points: settings.resetPasswordPerAddress, windowSeconds: window },
+      perAccount: { points: settings.resetPasswordPerAccount, windowSeconds: window },
+    },
+    change_password: {
+      perAddress: { points: settings.changePasswordPerAddress, windowSeconds: window },
+      perAccount: { points: settings.changePasswordPerAccount, windowSeconds: window },
+    },
   };
 }
 

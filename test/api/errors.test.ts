@@ -100,6 +100,7 @@ describe("production guards", () => {
     for (let i = 0; i < 14; i++) selection = `tenantByTenantId { businessSettingByTenantId { ${selection} } }`;
     const deep = await prod.gql(`{ currentTenant { businessSettingByTenantId { ${selection} } } }`);
     expect(deep.errors?.[0]?.message).toMatch(/depth/i);
+    expect(deep.errors?.[0]?.extensions?.code).toBe("QUERY_TOO_DEEP");
   });
 
   it("caps page sizes, whether written inline or passed as a variable", async () => {

@@ -1,5 +1,6 @@
 /**
- * Rate limits on login, register, acceptInvitation and verifyEmail, attacked over real HTTP against servers in production mode.
+ * Rate limits on login, register, acceptInvitation, verifyEmail, the password reset and the password checks of
+ * changePassword and requestEmailChange, attacked over real HTTP against servers in production mode.
  *
  * Client addresses: each request's socket is bound to its own loopback address (http.request's
  * localAddress, 127.0.0.2 and up; Linux routes all of 127.0.0.0/8 to lo), so the server sees distinct
@@ -275,6 +276,68 @@ describe("login and register rate limits over HTTP (production mode)", () => {
     );
     expect(code(batched)).toBe("LOGIN_REPEATED");
     expect(code(await verify("127.0.0.24", real))).toBeUndefined(); // elsewhere the right token works
+  });
+
+  it("requestPasswordReset is limited per client address and per address asked about, so nobody floods one mailbox from many addresses", async () => {
+    const s = await server({ RESET_PASSWORD_LIMIT_PER_ADDRESS: "3", RESET_PASSWORD_LIMIT_PER_ACCOUNT: "2" });
+    const victim = await registerVia(s, "127.0.0.30");
+    const ask = (email: string, from: string) =>
+      post(s, { query: `mutation ($e: String!) { requestPasswordReset(input: { email: $e }) { result } }`, variables: { e: email } }, from);
+    expect((await ask(victim, "127.0.0.31")).body.data.requestPasswordReset.result).toBe(true);
+    expect((await ask(victim.toUpperCase(), "127.0.0.32")).body.data.requestPasswordReset.result).toBe(true);
+    const refused = await ask(` ${victim}`, "127.0.0.33"); // a third address, the same account however it is written
+    expect(refused.status).toBe(429);
+    expect(code(refused)).toBe("RATE_LIMITED");
+    // Per client address, whatever the accounts: an unknown address counts the same as a real one.
+    for (let i = 0; i < 3; i++) expect(code(await ask(uniqueEmail("nobody"), "127.0.0.34"))).toBeUndefined();
+    expect(code(await ask(uniqueEmail("nobody"), "127.0.0.34"))).toBe("RATE_LIMITED");
+    const reset = (from: string) =>
+      post(s, { query: `mutation { resetPassword(input: { token: "sbr_guess", newPassword: "guessed-pass-1" }) { result } }` }, from);
+    expect(code(await reset("127.0.0.34"))).toBe("RATE_LIMITED"); // the same flow shares the address's count
+    expect(code(await reset("127.0.0.35"))).toBe("P0002");
+    const aliased = await post(
+      s,
+      { query: `mutation { a: resetPassword(input: { token: "sbr_1", newPassword: "guessed-pass-1" }) { result } b: resetPassword(input: { token: "sbr_2", newPassword: "guessed-pass-1" }) { result } }` },
+      "127.0.0.36",
+    );
+    expect(code(aliased)).toBe("LOGIN_REPEATED");
+  });
+
+  it("a stolen session guessing the current password through changePassword or requestEmailChange is limited per account, from every address", async () => {
+    const s = await server({ CHANGE_PASSWORD_LIMIT_PER_ADDRESS: "100", CHANGE_PASSWORD_LIMIT_PER_ACCOUNT: "3" });
+    const email = await registerVia(s, "127.0.0.40");
+    const token: string = (await login(s, email, PASSWORD, "127.0.0.40")).body.data.login.result;
+    const auth = { authorization: `Bearer ${token}` };
+    const guess = (i: number, from: string) =>
+      post(
+        s,
+        i % 2 === 0
+          ? { query: `mutation ($c: String!) { changePassword(input: { currentPassword: $c, newPassword: "attacker-pass-1" }) { result } }`, variables: { c: `guess-${i}-x` } }
+          : { query: `mutation ($c: String!) { requestEmailChange(input: { newEmail: "thief@example.test", password: $c }) { result } }`, variables: { c: `guess-${i}-x` } },
+        from,
+        auth,
+      );
+    expect([code(await guess(0, "127.0.0.41")), code(await guess(1, "127.0.0.42")), code(await guess(2, "127.0.0.43"))]).toEqual(["28P01", "28P01", "28P01"]);
+    // The fourth guess, and even the right password, from yet another address: refused before any check.
+    expect(code(await guess(3, "127.0.0.44"))).toBe("RATE_LIMITED");
+    const right = await post(
+      s,
+      { query: `mutation { changePassword(input: { currentPassword: "${PASSWORD}", newPassword: "attacker-pass-1" }) { result } }` },
+      "127.0.0.45",
+      auth,
+    );
+    expect(code(right)).toBe("RATE_LIMITED");
+    expect(code(await login(s, email, PASSWORD, "127.0.0.40"))).toBeUndefined(); // the password is unchanged
+    // Another account is not affected.
+    const other = await registerVia(s, "127.0.0.46");
+    const otherToken: string = (await login(s, other, PASSWORD, "127.0.0.46")).body.data.login.result;
+    const mine = await post(
+      s,
+      { query: `mutation { changePassword(input: { currentPassword: "${PASSWORD}", newPassword: "my-new-pass-12" }) { result } }` },
+      "127.0.0.44",
+      { authorization: `Bearer ${otherToken}` },
+    );
+    expect(mine.body.errors).toBeUndefined();
   });
 
   it("X-Forwarded-For is ignored unless TRUST_PROXY says how many proxies wrote it", async () => {
