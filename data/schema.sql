@@ -2622,7 +2622,7 @@ ALTER TABLE ONLY app_public.memberships FORCE ROW LEVEL SECURITY;
 -- Name: TABLE memberships; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON TABLE app_public.memberships IS 'Who belongs to which tenant, with which role. Changed only through register (the owner of a new business), accept_invitation and remove_member.';
+COMMENT ON TABLE app_public.memberships IS 'Who belongs to which tenant, with which role. Changed only through register (the owner of a new business), accept_invitation, change_member_role and remove_member.';
 
 --
 -- Name: COLUMN memberships.id; Type: COMMENT; Schema: app_public; Owner: -
@@ -3703,7 +3703,7 @@ ALTER TABLE ONLY app_public.user_sessions FORCE ROW LEVEL SECURITY;
 -- Name: TABLE user_sessions; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON TABLE app_public.user_sessions IS 'Your login sessions. The signed token carries the session id; a session stops working when it expires or is revoked (logout).';
+COMMENT ON TABLE app_public.user_sessions IS 'Your login sessions (isCurrent marks the one making the request). The signed token carries the session id; a session stops working when it expires or is revoked: logout, revokeSession, revokeOtherSessions, a password change (the others) or reset (all).';
 
 --
 -- Name: COLUMN user_sessions.id; Type: COMMENT; Schema: app_public; Owner: -
@@ -3739,7 +3739,7 @@ COMMENT ON COLUMN app_public.user_sessions.expires_at IS 'When the session stops
 -- Name: COLUMN user_sessions.revoked_at; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.user_sessions.revoked_at IS 'When the session was ended by logout; null while active.';
+COMMENT ON COLUMN app_public.user_sessions.revoked_at IS 'When the session was ended (logout, revokeSession, revokeOtherSessions, a password change or reset); null while active.';
 
 --
 -- Name: COLUMN user_sessions.user_agent; Type: COMMENT; Schema: app_public; Owner: -
@@ -5391,6 +5391,45 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.issue_invitation_token(invitation_id uuid) IS 'Gives a pending invitation a new random token (256 bits; only its SHA-256 is kept, in app_private.invitation_tokens, replacing the previous one), valid 7 days on the tenant''s clock, and emails it to the invited address through the outbox (transactional, with no tenant so that no request can read it). At most once a minute per invitation (on the tenant''s clock). No permission checks: callers check. Errors: P0002 no pending invitation; 55000 sent less than a minute ago.';
+
+--
+-- Name: issue_password_reset_token(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.issue_password_reset_token(user_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_user app_public.users;
+  v_token text := 'sbr_' || pg_catalog.encode(public.gen_random_bytes(32), 'hex');
+begin
+  select u.* into v_user from app_public.users u where u.id = issue_password_reset_token.user_id;
+  if not found then
+    raise exception 'No such user' using errcode = 'P0002';
+  end if;
+  -- One token per user: a new one replaces the old, which stops working at once.
+  insert into app_private.password_reset_tokens (user_id, email, token_hash, expires_at)
+    values (v_user.id, v_user.email, public.digest(v_token, 'sha256'), pg_catalog.now() + interval '1 hour')
+    on conflict (user_id) do update
+      set email = excluded.email, token_hash = excluded.token_hash, expires_at = excluded.expires_at, created_at = pg_catalog.now();
+  perform app_private.queue_email(null, v_user.email::text, 'Reset your Switchboard password',
+    E'Someone asked to reset the password of the Switchboard account with this address. Your reset token:\n\n  '
+      || v_token || E'\n\n'
+      || E'Choose a new password with it (no login needed):\n\n'
+      || '  mutation { resetPassword(input: { token: "' || v_token || E'", newPassword: "..." }) { result } }\n\n'
+      || E'The token works once and expires in 1 hour. Resetting logs out every session of the account.\n'
+      || E'If you did not ask for this, ignore this email: your password stays as it is.\n',
+    'transactional', from_name => 'Switchboard');
+end;
+$$;
+
+--
+-- Name: FUNCTION issue_password_reset_token(user_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.issue_password_reset_token(user_id uuid) IS 'Gives a user a new random password reset token (256 bits; only its SHA-256 is kept, in app_private.password_reset_tokens, replacing the previous one), valid 1 hour, and emails it to their address through the outbox (transactional, no tenant, so no request can read it). No permission checks: callers check. Errors: P0002 no such user.';
 
 --
 -- Name: lead_default_timezone(uuid, text, text, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -7533,6 +7572,39 @@ $$;
 COMMENT ON FUNCTION app_private.render_nurture_template(template text, tenant_id uuid, lead_id uuid) IS 'The template with every {{variable}} replaced by the value of the lead, its tenant or its owner; an empty value becomes the default given in the placeholder, else nothing.';
 
 --
+-- Name: require_current_password(text, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.require_current_password(password text, action text) RETURNS app_public.users
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_user app_public.users;
+  v_hash text;
+begin
+  -- A logged-in person only: an API key acts for a tenant, not for an account.
+  select u.* into v_user from app_public.users u where u.id = app_public.current_user_id() for update;
+  if v_user.id is null then
+    raise exception 'You must be logged in to %', require_current_password.action using errcode = '28000';
+  end if;
+  select s.password_hash into v_hash from app_private.user_secrets s where s.user_id = v_user.id;
+  if require_current_password.password is null or pg_catalog.length(require_current_password.password) > 1000
+     or v_hash is null or public.crypt(require_current_password.password, v_hash) <> v_hash then
+    raise exception 'Your current password is not correct' using errcode = '28P01';
+  end if;
+  return v_user;
+end;
+$$;
+
+--
+-- Name: FUNCTION require_current_password(password text, action text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.require_current_password(password text, action text) IS 'The logged-in user (their row locked), after checking that the given password is their current one: asked again before a change to the account, so a session left open is not enough. Errors: 28000 not logged in (API keys included: they belong to no account), with the action in the message; 28P01 the password is not correct.';
+
+--
 -- Name: require_manager(text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -8330,6 +8402,30 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.schedule_nurture_step(enrollment_id uuid) IS 'Enqueues (or moves) the nurture__run_step job of the next step of an active enrollment at next_step_at (on the clock of the tenant), keyed nurture:<enrollment>:<step> so that rescheduling replaces rather than duplicates.';
+
+--
+-- Name: send_account_notice(uuid, text, text, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.send_account_notice(user_id uuid, to_email text, subject text, body_text text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+begin
+  -- Account email, not a tenant's: no tenant_id, so no request can read it in the outbox.
+  perform app_private.queue_email(null, send_account_notice.to_email, send_account_notice.subject,
+    send_account_notice.body_text
+      || E'\n\nIf this was not you, reset your password at once (requestPasswordReset) and review your sessions.\n',
+    'transactional', from_name => 'Switchboard');
+end;
+$$;
+
+--
+-- Name: FUNCTION send_account_notice(user_id uuid, to_email text, subject text, body_text text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.send_account_notice(user_id uuid, to_email text, subject text, body_text text) IS 'Emails a user a notice about their account (password changed, email address changed or about to change) through the outbox, as an account email with no tenant so that no request can read it. The body ends with what to do if it was not them. user_id names whom it is about (for callers and readers); to_email is where it goes, which for an address change is the old address. No permission checks: callers check.';
 
 --
 -- Name: send_verification_email(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11798,6 +11894,153 @@ Points of a factor = round(weight × raw / 100), half away from zero, so 0 ≤ p
 Pure calculation: it changes nothing. leads.lead_score is kept up to date by the lead__score job (refresh_lead_score), which freezes the score of leads in a final status (won, recruited, lost, dnc).';
 
 --
+-- Name: change_member_role(uuid, text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.change_member_role(user_id uuid, role text) RETURNS app_public.memberships
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('admin', 'change roles');
+  v_role text := pg_catalog.btrim(change_member_role.role);
+  v_target app_public.memberships;
+begin
+  -- A person decides who holds power, not a key that might have leaked.
+  if app_public.current_user_id() is null then
+    raise exception 'Roles can only be changed by a member who is logged in, not with an API key' using errcode = '42501';
+  end if;
+  if v_role is null or v_role not in ('owner', 'admin', 'manager', 'agent') then
+    raise exception 'Invalid role ''%'': use owner, admin, manager or agent', coalesce(v_role, '') using errcode = '22023';
+  end if;
+  -- Serialise role changes and removals per tenant (remove_member takes the same lock), so two
+  -- owners demoting each other at once cannot leave the tenant without one.
+  perform 1 from app_public.tenants t where t.id = v_tenant_id for no key update;
+  -- Checked again now that the lock is held: the caller may have been demoted while waiting.
+  perform app_private.require_tenant_role('admin', 'change roles');
+  select m.* into v_target
+  from app_public.memberships m
+  where m.tenant_id = v_tenant_id and m.user_id = change_member_role.user_id
+  for update;
+  if v_target.id is null then
+    raise exception 'That user is not a member of this tenant' using errcode = 'P0002';
+  end if;
+  if v_target.role = v_role then
+    return v_target;
+  end if;
+  if (v_target.role = 'owner' or v_role = 'owner') and not app_hidden.current_user_has_role('owner') then
+    raise exception 'Only owners can make someone an owner or change the role of an owner' using errcode = '42501';
+  end if;
+  if v_target.role = 'owner' and (
+    select pg_catalog.count(*) from app_public.memberships m where m.tenant_id = v_tenant_id and m.role = 'owner'
+  ) <= 1 then
+    raise exception 'The last owner cannot be demoted: make someone else an owner first' using errcode = '42501';
+  end if;
+  update app_public.memberships m set role = v_role where m.id = v_target.id returning m.* into v_target;
+  -- The API keys this member created with more power than the new role stop working: the member
+  -- may still hold their secrets.
+  update app_public.api_keys k set revoked_at = pg_catalog.now()
+    where k.tenant_id = v_tenant_id and k.created_by = v_target.user_id and k.revoked_at is null
+      and pg_catalog.array_position(array['agent', 'manager', 'admin', 'owner']::text[], k.role)
+        > pg_catalog.array_position(array['agent', 'manager', 'admin', 'owner']::text[], v_role);
+  return v_target;
+end;
+$$;
+
+--
+-- Name: FUNCTION change_member_role(user_id uuid, role text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.change_member_role(user_id uuid, role text) IS 'Changes the role of a member of the current tenant; it applies to their very next request. Owners and admins, logged in (not with an API key); only owners can make someone an owner or change the role of an owner, and the last owner cannot be demoted. Setting the role a member already has changes nothing. On a demotion, the API keys the member created with a role above the new one are revoked (they may still hold the secrets). Errors: 22023 unknown role; 42501 not allowed, or the last owner; P0002 not a member of this tenant.';
+
+--
+-- Name: change_password(text, text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.change_password(current_password text, new_password text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_user app_public.users := app_private.require_current_password(change_password.current_password, 'change your password');
+begin
+  perform app_private.validate_password(change_password.new_password);
+  if change_password.new_password = change_password.current_password then
+    raise exception 'The new password must differ from the current one' using errcode = '22023';
+  end if;
+  update app_private.user_secrets s set
+    password_hash = public.crypt(change_password.new_password, public.gen_salt('bf', 10)),
+    password_changed_at = pg_catalog.now()
+  where s.user_id = v_user.id;
+  -- Every other session ends; the one making the change goes on.
+  update app_public.user_sessions s set revoked_at = pg_catalog.now()
+    where s.user_id = v_user.id and s.revoked_at is null and s.id is distinct from app_public.current_session_id();
+  -- A reset token emailed earlier would undo the change: it stops working.
+  delete from app_private.password_reset_tokens t where t.user_id = v_user.id;
+  perform app_private.send_account_notice(v_user.id, v_user.email::text, 'Your Switchboard password was changed',
+    E'The password of the Switchboard account with this address was changed, and every other session of the account was logged out.');
+  return true;
+end;
+$$;
+
+--
+-- Name: FUNCTION change_password(current_password text, new_password text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.change_password(current_password text, new_password text) IS 'Changes your password; asks for the current one. Your other sessions are logged out (this one goes on), a pending password reset token stops working, and a notice is emailed to your address. Logged-in users only (not API keys). Rate limited per client address and per account (RATE_LIMITED). Errors: 28000 not logged in; 28P01 the current password is not correct; 22023 weak new password (at least 10 characters with a letter and a digit or symbol) or the same as the current one.';
+
+--
+-- Name: confirm_email_change(text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.confirm_email_change(token text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_request app_private.email_change_requests;
+begin
+  -- Tokens are 68 characters; anything much longer is refused without hashing it.
+  if confirm_email_change.token is not null and pg_catalog.length(confirm_email_change.token) <= 200 then
+    delete from app_private.email_change_requests r
+    using app_public.users u
+    where r.token_hash = public.digest(confirm_email_change.token, 'sha256')
+      and r.expires_at > pg_catalog.now()
+      and u.id = r.user_id and u.email = r.old_email
+    returning r.* into v_request;
+  end if;
+  if v_request.user_id is null then
+    raise exception 'This email change token is not valid: it may have expired or been used already' using errcode = 'P0002';
+  end if;
+  begin
+    update app_public.users u set email = v_request.new_email, email_verified_at = pg_catalog.now()
+      where u.id = v_request.user_id;
+  exception when unique_violation then
+    raise exception 'Another account already uses this email address: log in to that account, or ask for a change to another address'
+      using errcode = '23505';
+  end;
+  -- The profiles that showed the old address show the new one.
+  update app_public.user_profiles p set email = v_request.new_email
+    where p.user_id = v_request.user_id and p.email = v_request.old_email;
+  -- Tokens sent to the old address stop working.
+  delete from app_private.email_verification_tokens t where t.user_id = v_request.user_id;
+  delete from app_private.password_reset_tokens t where t.user_id = v_request.user_id;
+  perform app_private.send_account_notice(v_request.user_id, v_request.old_email::text, 'Your Switchboard email address was changed',
+    'The login of the Switchboard account that used this address is now ' || v_request.new_email::text || '.');
+  return true;
+end;
+$$;
+
+--
+-- Name: FUNCTION confirm_email_change(token text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.confirm_email_change(token text) IS 'Finishes a change of login email address with the token sent to the new address (no login needed): the account then logs in with the new address, which counts as verified, tokens sent to the old address stop working, and a notice goes to the old address. The token is used up. Rate limited per client address (RATE_LIMITED). Errors: P0002 the token is unknown, expired or used, or the account changed address since (one error for all); 23505 another account took the address meanwhile (nothing changes).';
+
+--
 -- Name: create_api_key(text, text); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
@@ -13526,8 +13769,10 @@ declare
   v_tenant_id uuid := app_private.require_tenant_role('admin', 'remove members');
   v_target app_public.memberships;
 begin
-  -- Serialise membership removals per tenant so two owners cannot remove each other at once.
+  -- Serialise membership removals and role changes per tenant so two owners cannot remove each other at once.
   perform 1 from app_public.tenants t where t.id = v_tenant_id for no key update;
+  -- Checked again now that the lock is held: the caller may have been demoted while waiting.
+  perform app_private.require_tenant_role('admin', 'remove members');
   select m.* into v_target
   from app_public.memberships m
   where m.tenant_id = v_tenant_id and m.user_id = remove_member.user_id;
@@ -13538,10 +13783,14 @@ begin
     if not app_hidden.current_user_has_role('owner') then
       raise exception 'Only owners can remove owners' using errcode = '42501';
     end if;
-    if (select count(*) from app_public.memberships m where m.tenant_id = v_tenant_id and m.role = 'owner') <= 1 then
+    if (select pg_catalog.count(*) from app_public.memberships m where m.tenant_id = v_tenant_id and m.role = 'owner') <= 1 then
       raise exception 'The last owner cannot be removed: make someone else an owner first' using errcode = '42501';
     end if;
   end if;
+  -- The API keys the member created stop working: they may still hold the secrets. (Deleting the
+  -- membership sets api_keys.created_by to null, so this comes first.)
+  update app_public.api_keys k set revoked_at = pg_catalog.now()
+    where k.tenant_id = v_tenant_id and k.created_by = v_target.user_id and k.revoked_at is null;
   delete from app_public.memberships m where m.id = v_target.id;
   return true;
 end;
@@ -13551,7 +13800,90 @@ $$;
 -- Name: FUNCTION remove_member(user_id uuid); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.remove_member(user_id uuid) IS 'Removes a member from the current tenant (their profile goes too; their next request no longer sees the tenant). Owners and admins only; only owners can remove owners, and the last owner cannot be removed. Errors: 42501 not allowed; P0002 not a member.';
+COMMENT ON FUNCTION app_public.remove_member(user_id uuid) IS 'Removes a member from the current tenant (their profile goes too; their next request no longer sees the tenant) and revokes the API keys they created (they may still hold the secrets). Owners and admins only; only owners can remove owners, and the last owner cannot be removed. Errors: 42501 not allowed, or the last owner; P0002 not a member.';
+
+--
+-- Name: request_email_change(text, text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.request_email_change(new_email text, password text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_user app_public.users := app_private.require_current_password(request_email_change.password, 'change your email address');
+  v_email public.citext := app_private.validate_email(request_email_change.new_email);
+  v_token text := 'sbe_' || pg_catalog.encode(public.gen_random_bytes(32), 'hex');
+begin
+  if v_email = v_user.email then
+    raise exception 'That is already your email address' using errcode = '22023';
+  end if;
+  if exists (
+    select 1 from app_private.email_change_requests r
+    where r.user_id = v_user.id and r.created_at > pg_catalog.now() - interval '1 minute'
+  ) then
+    raise exception 'A confirmation email was sent less than a minute ago: wait a minute before asking again' using errcode = '55000';
+  end if;
+  -- Whether another account uses the new address is not checked here (the answer would tell):
+  -- only the owner of that mailbox gets the token, and confirming tells them.
+  insert into app_private.email_change_requests (user_id, old_email, new_email, token_hash, expires_at)
+    values (v_user.id, v_user.email, v_email, public.digest(v_token, 'sha256'), pg_catalog.now() + interval '24 hours')
+    on conflict (user_id) do update
+      set old_email = excluded.old_email, new_email = excluded.new_email, token_hash = excluded.token_hash,
+          expires_at = excluded.expires_at, created_at = pg_catalog.now();
+  perform app_private.queue_email(null, v_email::text, 'Confirm your new email address for Switchboard',
+    E'Confirm that this address is yours to make it the login of your Switchboard account. Your token:\n\n  '
+      || v_token || E'\n\n'
+      || E'Send it to Switchboard (no login needed):\n\n'
+      || '  mutation { confirmEmailChange(input: { token: "' || v_token || E'" }) { result } }\n\n'
+      || E'The token works once and expires in 24 hours.\n'
+      || E'If you did not ask for this, ignore this email: nothing changes.\n',
+    'transactional', from_name => 'Switchboard');
+  perform app_private.send_account_notice(v_user.id, v_user.email::text, 'A change of your Switchboard email address was requested',
+    'Someone logged in to your Switchboard account asked to change its address to ' || v_email::text
+      || E'. Nothing changes until the new address is confirmed with the token sent there.');
+  return true;
+end;
+$$;
+
+--
+-- Name: FUNCTION request_email_change(new_email text, password text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.request_email_change(new_email text, password text) IS 'Starts changing your login email address; asks for your current password. A single-use token (valid 24 hours) goes to the new address, and a notice to the current one; nothing changes until the token is sent back (confirmEmailChange), so the new address is verified by then. A new request replaces the previous one; at most one a minute. Logged-in users only (not API keys). Rate limited per client address and per account (RATE_LIMITED). Errors: 28000 not logged in; 28P01 the password is not correct; 22023 not an email address, or already yours; 55000 asked less than a minute ago.';
+
+--
+-- Name: request_password_reset(text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.request_password_reset(email text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_email public.citext := app_private.validate_email(request_password_reset.email);
+  v_user_id uuid;
+begin
+  select u.id into v_user_id from app_public.users u where u.email = v_email;
+  -- The same answer whether or not the address has an account, and whether or not an email goes out:
+  -- at most one reset email a minute per account, so nobody can flood the mailbox of someone else.
+  if v_user_id is not null and not exists (
+    select 1 from app_private.password_reset_tokens t
+    where t.user_id = v_user_id and t.created_at > pg_catalog.now() - interval '1 minute'
+  ) then
+    perform app_private.issue_password_reset_token(v_user_id);
+  end if;
+  return true;
+end;
+$$;
+
+--
+-- Name: FUNCTION request_password_reset(email text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.request_password_reset(email text) IS 'Emails a single-use password reset token (valid 1 hour) to the account with this address, if there is one (no login needed). Always answers true, so the answer never tells whether an account exists; at most one email a minute goes to an account, and requests are rate limited per client address and per address asked about (RATE_LIMITED). Errors: 22023 not an email address.';
 
 --
 -- Name: request_phone_number(text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -13707,6 +14039,71 @@ $$;
 COMMENT ON FUNCTION app_public.resend_verification_email() IS 'Emails you a new verification token (the previous one stops working). At most once a minute. Errors: 28000 not logged in; 55000 already verified, or one was sent less than a minute ago.';
 
 --
+-- Name: reset_password(text, text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.reset_password(token text, new_password text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_user app_public.users;
+  v_user_id uuid;
+begin
+  -- A weak password is refused before the token is looked at, so the token still works afterwards.
+  perform app_private.validate_password(reset_password.new_password);
+  -- Tokens are 68 characters; anything much longer is refused without hashing it.
+  if reset_password.token is not null and pg_catalog.length(reset_password.token) <= 200 then
+    delete from app_private.password_reset_tokens t
+    using app_public.users u
+    where t.token_hash = public.digest(reset_password.token, 'sha256')
+      and t.expires_at > pg_catalog.now()
+      and u.id = t.user_id and u.email = t.email
+    returning t.user_id into v_user_id;
+  end if;
+  if v_user_id is null then
+    raise exception 'This password reset token is not valid: it may have expired or been used already' using errcode = 'P0002';
+  end if;
+  select u.* into v_user from app_public.users u where u.id = v_user_id for update;
+
+  update app_private.user_secrets s set
+    password_hash = public.crypt(reset_password.new_password, public.gen_salt('bf', 10)),
+    password_changed_at = pg_catalog.now(),
+    failed_login_attempts = 0,
+    first_failed_login_at = null,
+    locked_until = null
+  where s.user_id = v_user.id;
+
+  -- Whoever held a session (or knew the old password) is out: every session of the account ends.
+  update app_public.user_sessions s set revoked_at = pg_catalog.now()
+    where s.user_id = v_user.id and s.revoked_at is null;
+  -- A pending change of address was asked for by whoever held the account before: it is dropped.
+  delete from app_private.email_change_requests r where r.user_id = v_user.id;
+
+  -- The token came to this address, so its owner has now proved it. If nobody had before, the account
+  -- may have been registered by a stranger who never owned the address: the API keys made while it
+  -- was unproved are revoked, so nothing that stranger set up keeps access.
+  if v_user.email_verified_at is null then
+    update app_public.users u set email_verified_at = pg_catalog.now() where u.id = v_user.id;
+    delete from app_private.email_verification_tokens t where t.user_id = v_user.id;
+    update app_public.api_keys k set revoked_at = pg_catalog.now()
+      where k.created_by = v_user.id and k.revoked_at is null;
+  end if;
+
+  perform app_private.send_account_notice(v_user.id, v_user.email::text, 'Your Switchboard password was reset',
+    E'The password of the Switchboard account with this address was reset with a token sent here, and every session of the account was logged out.');
+  return true;
+end;
+$$;
+
+--
+-- Name: FUNCTION reset_password(token text, new_password text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.reset_password(token text, new_password text) IS 'Sets a new password with the token from the password reset email (no login needed). The token is used up, every session of the account is logged out, and a notice is emailed. Resetting proves the address: an account that had never verified it becomes verified, and the API keys it created before are revoked (a stranger who registered the address first keeps nothing). Rate limited per client address (RATE_LIMITED). Errors: 22023 weak password (at least 10 characters with a letter and a digit or symbol; the token still works); P0002 the token is unknown, expired or used (one error for all).';
+
+--
 -- Name: restore_lead(uuid); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
@@ -13816,7 +14213,7 @@ COMMENT ON COLUMN app_public.api_keys.prefix IS 'The first characters of the key
 -- Name: COLUMN api_keys.created_by; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.api_keys.created_by IS 'The member who created the key; null when created with another API key or when that member has left.';
+COMMENT ON COLUMN app_public.api_keys.created_by IS 'The member who created the key; null when created with another API key or when the creator has left. Removing the member, or demoting them below the key''s role, revokes the key.';
 
 --
 -- Name: COLUMN api_keys.last_used_at; Type: COMMENT; Schema: app_public; Owner: -
@@ -13907,6 +14304,69 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.revoke_invitation(invitation_id uuid) IS 'Revokes a pending invitation: its token stops working at once. Owners and admins only (owners for an invitation to be an owner). Errors: 42501 not allowed; P0002 no pending invitation with that id in this tenant.';
+
+--
+-- Name: revoke_other_sessions(); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.revoke_other_sessions() RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_user_id uuid := app_public.current_user_id();
+  v_count integer;
+begin
+  if v_user_id is null then
+    raise exception 'You must be logged in to end your other sessions' using errcode = '28000';
+  end if;
+  update app_public.user_sessions s set revoked_at = pg_catalog.now()
+    where s.user_id = v_user_id and s.revoked_at is null and s.expires_at > pg_catalog.now()
+      and s.id <> app_public.current_session_id();
+  get diagnostics v_count = row_count;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION revoke_other_sessions(); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.revoke_other_sessions() IS 'Ends every one of your sessions except the one making this request ("log out everywhere else"); returns how many were ended. Logged-in users only. Errors: 28000 not logged in.';
+
+--
+-- Name: revoke_session(uuid); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.revoke_session(session_id uuid) RETURNS app_public.user_sessions
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_user_id uuid := app_public.current_user_id();
+  v_session app_public.user_sessions;
+begin
+  if v_user_id is null then
+    raise exception 'You must be logged in to end a session' using errcode = '28000';
+  end if;
+  -- Only your own sessions: the id of anyone else is answered exactly like an unknown id.
+  update app_public.user_sessions s set revoked_at = pg_catalog.now()
+    where s.id = revoke_session.session_id and s.user_id = v_user_id and s.revoked_at is null
+      and s.expires_at > pg_catalog.now()
+    returning s.* into v_session;
+  if v_session.id is null then
+    raise exception 'You have no active session with that id' using errcode = 'P0002';
+  end if;
+  return v_session;
+end;
+$$;
+
+--
+-- Name: FUNCTION revoke_session(session_id uuid); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.revoke_session(session_id uuid) IS 'Ends one of your sessions (listed by allUserSessions, e.g. a phone you lost): its token stops working at once. Ending the current one is logging out. Logged-in users only. Errors: 28000 not logged in; P0002 no active session of yours has that id (also for the sessions of others).';
 
 --
 -- Name: lead_routing_history; Type: TABLE; Schema: app_public; Owner: -
@@ -14947,6 +15407,23 @@ $$;
 COMMENT ON FUNCTION app_public.unenroll_lead_from_sequence(enrollment_id uuid) IS 'Stops an active enrollment (any member): no further step runs and what it queued and is still waiting is canceled. Errors: 22023 it is already completed or stopped; P0002 no such enrollment; 42501 not a member.';
 
 --
+-- Name: user_sessions_is_current(app_public.user_sessions); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.user_sessions_is_current(session app_public.user_sessions) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select session.id = app_public.current_session_id();
+$$;
+
+--
+-- Name: FUNCTION user_sessions_is_current(session app_public.user_sessions); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.user_sessions_is_current(session app_public.user_sessions) IS 'True for the session making this request.';
+
+--
 -- Name: verify_email(text); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
@@ -15239,6 +15716,65 @@ COMMENT ON COLUMN app_private.clock_offsets.offset_by IS 'How far its clock is a
 COMMENT ON COLUMN app_private.clock_offsets.changed_at IS 'When the offset was last changed (real time).';
 
 --
+-- Name: email_change_requests; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.email_change_requests (
+    user_id uuid NOT NULL,
+    old_email public.citext NOT NULL,
+    new_email public.citext NOT NULL,
+    token_hash bytea NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT email_change_requests_new_email_must_differ_from_the_old CHECK ((new_email OPERATOR(public.<>) old_email)),
+    CONSTRAINT email_change_requests_token_hash_must_be_a_sha256 CHECK ((octet_length(token_hash) = 32))
+);
+
+ALTER TABLE ONLY app_private.email_change_requests FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE email_change_requests; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.email_change_requests IS 'The pending change of login address of each user who asked for one, with the SHA-256 of the token sent to the new address. Deleted when confirmed or when the password is reset; replaced by a new request.';
+
+--
+-- Name: COLUMN email_change_requests.user_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.email_change_requests.user_id IS 'The user.';
+
+--
+-- Name: COLUMN email_change_requests.old_email; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.email_change_requests.old_email IS 'The address when the change was asked for (the token stops working if it changes meanwhile).';
+
+--
+-- Name: COLUMN email_change_requests.new_email; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.email_change_requests.new_email IS 'The address to change to; not checked against other accounts until it is confirmed (the answer would tell whether an account uses it).';
+
+--
+-- Name: COLUMN email_change_requests.token_hash; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.email_change_requests.token_hash IS 'SHA-256 of the token (sbe_ and 64 hex digits, 256 random bits).';
+
+--
+-- Name: COLUMN email_change_requests.expires_at; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.email_change_requests.expires_at IS 'When the token stops working (24 hours after it was sent).';
+
+--
+-- Name: COLUMN email_change_requests.created_at; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.email_change_requests.created_at IS 'When the change was asked for (at most one a minute per user).';
+
+--
 -- Name: email_verification_tokens; Type: TABLE; Schema: app_private; Owner: -
 --
 
@@ -15497,6 +16033,57 @@ COMMENT ON COLUMN app_private.local_provider_messages.status_callback_url IS 'Wh
 --
 
 COMMENT ON COLUMN app_private.local_provider_messages.created_at IS 'When it was sent.';
+
+--
+-- Name: password_reset_tokens; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.password_reset_tokens (
+    user_id uuid NOT NULL,
+    email public.citext NOT NULL,
+    token_hash bytea NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT password_reset_tokens_token_hash_must_be_a_sha256 CHECK ((octet_length(token_hash) = 32))
+);
+
+ALTER TABLE ONLY app_private.password_reset_tokens FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE password_reset_tokens; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.password_reset_tokens IS 'The current password reset token of each user who asked for one, as its SHA-256 only (the token itself is only in the email). Deleted when used, when the password is changed, or when the address changes; replaced when a new one is sent.';
+
+--
+-- Name: COLUMN password_reset_tokens.user_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.password_reset_tokens.user_id IS 'The user.';
+
+--
+-- Name: COLUMN password_reset_tokens.email; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.password_reset_tokens.email IS 'The address the token was sent to (the token stops working if the account address changes).';
+
+--
+-- Name: COLUMN password_reset_tokens.token_hash; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.password_reset_tokens.token_hash IS 'SHA-256 of the token (sbr_ and 64 hex digits, 256 random bits).';
+
+--
+-- Name: COLUMN password_reset_tokens.expires_at; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.password_reset_tokens.expires_at IS 'When the token stops working (1 hour after it was sent).';
+
+--
+-- Name: COLUMN password_reset_tokens.created_at; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.password_reset_tokens.created_at IS 'When the token was issued (at most one a minute per user).';
 
 --
 -- Name: rate_limits; Type: TABLE; Schema: app_private; Owner: -
@@ -19731,6 +20318,13 @@ ALTER TABLE ONLY app_private.clock_offsets
     ADD CONSTRAINT clock_offsets_pkey PRIMARY KEY (tenant_id);
 
 --
+-- Name: email_change_requests email_change_requests_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.email_change_requests
+    ADD CONSTRAINT email_change_requests_pkey PRIMARY KEY (user_id);
+
+--
 -- Name: email_verification_tokens email_verification_tokens_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
 --
 
@@ -19764,6 +20358,13 @@ ALTER TABLE ONLY app_private.local_provider_emails
 
 ALTER TABLE ONLY app_private.local_provider_messages
     ADD CONSTRAINT local_provider_messages_pkey PRIMARY KEY (sid);
+
+--
+-- Name: password_reset_tokens password_reset_tokens_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.password_reset_tokens
+    ADD CONSTRAINT password_reset_tokens_pkey PRIMARY KEY (user_id);
 
 --
 -- Name: rate_limits rate_limits_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
@@ -20676,6 +21277,12 @@ ALTER TABLE ONLY raw.sync_state
     ADD CONSTRAINT sync_state_must_be_one_row_per_tenant_and_table PRIMARY KEY (tenant_id, table_name);
 
 --
+-- Name: email_change_requests_token_hash_idx; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE UNIQUE INDEX email_change_requests_token_hash_idx ON app_private.email_change_requests USING btree (token_hash);
+
+--
 -- Name: email_verification_tokens_token_hash_idx; Type: INDEX; Schema: app_private; Owner: -
 --
 
@@ -20686,6 +21293,12 @@ CREATE INDEX email_verification_tokens_token_hash_idx ON app_private.email_verif
 --
 
 CREATE INDEX invitation_tokens_token_hash_idx ON app_private.invitation_tokens USING btree (token_hash);
+
+--
+-- Name: password_reset_tokens_token_hash_idx; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE UNIQUE INDEX password_reset_tokens_token_hash_idx ON app_private.password_reset_tokens USING btree (token_hash);
 
 --
 -- Name: rate_limits_expire_idx; Type: INDEX; Schema: app_private; Owner: -
@@ -20740,6 +21353,18 @@ CREATE UNIQUE INDEX agents_external_id_must_be_unique_per_tenant ON app_public.a
 --
 
 CREATE UNIQUE INDEX agents_user_must_be_unique_per_tenant ON app_public.agents USING btree (tenant_id, user_id) WHERE (user_id IS NOT NULL);
+
+--
+-- Name: api_keys_created_by_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX api_keys_created_by_idx ON app_public.api_keys USING btree (created_by) WHERE (revoked_at IS NULL);
+
+--
+-- Name: INDEX api_keys_created_by_idx; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON INDEX app_public.api_keys_created_by_idx IS 'The active keys a user created, in any tenant: reset_password revokes them when the account had never proved its address.';
 
 --
 -- Name: api_keys_tenant_id_created_by_idx; Type: INDEX; Schema: app_public; Owner: -
@@ -21968,6 +22593,13 @@ ALTER TABLE ONLY app_private.clock_offsets
     ADD CONSTRAINT clock_offsets_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
 
 --
+-- Name: email_change_requests email_change_requests_user_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.email_change_requests
+    ADD CONSTRAINT email_change_requests_user_must_exist FOREIGN KEY (user_id) REFERENCES app_public.users(id) ON DELETE CASCADE;
+
+--
 -- Name: email_verification_tokens email_verification_tokens_user_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
 --
 
@@ -21980,6 +22612,13 @@ ALTER TABLE ONLY app_private.email_verification_tokens
 
 ALTER TABLE ONLY app_private.invitation_tokens
     ADD CONSTRAINT invitation_tokens_invitation_must_exist FOREIGN KEY (tenant_id, invitation_id) REFERENCES app_public.invitations(tenant_id, id) ON DELETE CASCADE;
+
+--
+-- Name: password_reset_tokens password_reset_tokens_user_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.password_reset_tokens
+    ADD CONSTRAINT password_reset_tokens_user_must_exist FOREIGN KEY (user_id) REFERENCES app_public.users(id) ON DELETE CASCADE;
 
 --
 -- Name: service_titan_credentials service_titan_credentials_connection_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
@@ -22757,6 +23396,12 @@ ALTER TABLE app_private.api_key_secrets ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_private.clock_offsets ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: email_change_requests; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.email_change_requests ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: email_verification_tokens; Type: ROW SECURITY; Schema: app_private; Owner: -
 --
 
@@ -22799,6 +23444,12 @@ CREATE POLICY owner_all ON app_private.api_key_secrets TO :DATABASE_OWNER USING 
 CREATE POLICY owner_all ON app_private.clock_offsets TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
+-- Name: email_change_requests owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.email_change_requests TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
 -- Name: email_verification_tokens owner_all; Type: POLICY; Schema: app_private; Owner: -
 --
 
@@ -22827,6 +23478,12 @@ CREATE POLICY owner_all ON app_private.local_provider_emails TO :DATABASE_OWNER 
 --
 
 CREATE POLICY owner_all ON app_private.local_provider_messages TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: password_reset_tokens owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.password_reset_tokens TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
 -- Name: rate_limits owner_all; Type: POLICY; Schema: app_private; Owner: -
@@ -22869,6 +23526,12 @@ COMMENT ON POLICY owner_all ON app_private.st_sync_seen IS 'Only the owner (the 
 --
 
 CREATE POLICY owner_all ON app_private.user_secrets TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: password_reset_tokens; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.password_reset_tokens ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: rate_limits; Type: ROW SECURITY; Schema: app_private; Owner: -
@@ -25135,6 +25798,12 @@ GRANT SELECT ON TABLE app_public.invitations TO :DATABASE_VISITOR;
 REVOKE ALL ON FUNCTION app_private.issue_invitation_token(invitation_id uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION issue_password_reset_token(user_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.issue_password_reset_token(user_id uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION lead_default_timezone(tenant_id uuid, phone text, country text, region text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -25429,6 +26098,12 @@ REVOKE ALL ON FUNCTION app_private.release_offer_hold(tenant_id uuid, agent_id u
 REVOKE ALL ON FUNCTION app_private.render_nurture_template(template text, tenant_id uuid, lead_id uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION require_current_password(password text, action text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.require_current_password(password text, action text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION require_manager(action text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -25469,6 +26144,12 @@ REVOKE ALL ON FUNCTION app_private.run_nurture_step(enrollment_id uuid, step_num
 --
 
 REVOKE ALL ON FUNCTION app_private.schedule_nurture_step(enrollment_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION send_account_notice(user_id uuid, to_email text, subject text, body_text text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.send_account_notice(user_id uuid, to_email text, subject text, body_text text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION send_verification_email(user_id uuid); Type: ACL; Schema: app_private; Owner: -
@@ -26153,6 +26834,27 @@ REVOKE ALL ON FUNCTION app_public.calculate_lead_score(lead app_public.leads) FR
 GRANT ALL ON FUNCTION app_public.calculate_lead_score(lead app_public.leads) TO :DATABASE_VISITOR;
 
 --
+-- Name: FUNCTION change_member_role(user_id uuid, role text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.change_member_role(user_id uuid, role text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.change_member_role(user_id uuid, role text) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION change_password(current_password text, new_password text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.change_password(current_password text, new_password text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.change_password(current_password text, new_password text) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION confirm_email_change(token text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.confirm_email_change(token text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.confirm_email_change(token text) TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION create_api_key(name text, role text); Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -26515,6 +27217,20 @@ REVOKE ALL ON FUNCTION app_public.remove_member(user_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.remove_member(user_id uuid) TO :DATABASE_VISITOR;
 
 --
+-- Name: FUNCTION request_email_change(new_email text, password text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.request_email_change(new_email text, password text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.request_email_change(new_email text, password text) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION request_password_reset(email text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.request_password_reset(email text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.request_password_reset(email text) TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION request_phone_number(area_code text, friendly_name text); Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -26543,6 +27259,13 @@ REVOKE ALL ON FUNCTION app_public.resend_verification_email() FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.resend_verification_email() TO :DATABASE_VISITOR;
 
 --
+-- Name: FUNCTION reset_password(token text, new_password text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.reset_password(token text, new_password text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.reset_password(token text, new_password text) TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION restore_lead(lead_id uuid); Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -26568,6 +27291,20 @@ GRANT ALL ON FUNCTION app_public.revoke_api_key(id uuid) TO :DATABASE_VISITOR;
 
 REVOKE ALL ON FUNCTION app_public.revoke_invitation(invitation_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.revoke_invitation(invitation_id uuid) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION revoke_other_sessions(); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.revoke_other_sessions() FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.revoke_other_sessions() TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION revoke_session(session_id uuid); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.revoke_session(session_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.revoke_session(session_id uuid) TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE lead_routing_history; Type: ACL; Schema: app_public; Owner: -
@@ -26812,6 +27549,13 @@ GRANT ALL ON FUNCTION app_public.timezone_for_region(country text, region text) 
 
 REVOKE ALL ON FUNCTION app_public.unenroll_lead_from_sequence(enrollment_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.unenroll_lead_from_sequence(enrollment_id uuid) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION user_sessions_is_current(session app_public.user_sessions); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.user_sessions_is_current(session app_public.user_sessions) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.user_sessions_is_current(session app_public.user_sessions) TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION verify_email(token text); Type: ACL; Schema: app_public; Owner: -
