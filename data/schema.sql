@@ -5286,7 +5286,7 @@ COMMENT ON COLUMN app_public.invitations.role IS 'The role the person gets on jo
 -- Name: COLUMN invitations.invited_by; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.invitations.invited_by IS 'The member who sent the invitation; null when sent with an API key or when the inviter has left.';
+COMMENT ON COLUMN app_public.invitations.invited_by IS 'The member who sent the invitation; null when sent with an API key or when the inviter has left. Removing the member, or demoting them so that they could no longer send it, revokes it while pending.';
 
 --
 -- Name: COLUMN invitations.accepted_at; Type: COMMENT; Schema: app_public; Owner: -
@@ -5409,11 +5409,11 @@ begin
   if not found then
     raise exception 'No such user' using errcode = 'P0002';
   end if;
-  -- One token per user: a new one replaces the old, which stops working at once.
+  -- A new token does not replace the earlier ones: anyone may ask for a reset of any address, and
+  -- a stranger asking again must not make the token in the mailbox of the owner stop working.
+  delete from app_private.password_reset_tokens t where t.user_id = v_user.id and t.expires_at <= pg_catalog.now();
   insert into app_private.password_reset_tokens (user_id, email, token_hash, expires_at)
-    values (v_user.id, v_user.email, public.digest(v_token, 'sha256'), pg_catalog.now() + interval '1 hour')
-    on conflict (user_id) do update
-      set email = excluded.email, token_hash = excluded.token_hash, expires_at = excluded.expires_at, created_at = pg_catalog.now();
+    values (v_user.id, v_user.email, public.digest(v_token, 'sha256'), pg_catalog.now() + interval '1 hour');
   perform app_private.queue_email(null, v_user.email::text, 'Reset your Switchboard password',
     E'Someone asked to reset the password of the Switchboard account with this address. Your reset token:\n\n  '
       || v_token || E'\n\n'
@@ -5429,7 +5429,7 @@ $$;
 -- Name: FUNCTION issue_password_reset_token(user_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.issue_password_reset_token(user_id uuid) IS 'Gives a user a new random password reset token (256 bits; only its SHA-256 is kept, in app_private.password_reset_tokens, replacing the previous one), valid 1 hour, and emails it to their address through the outbox (transactional, no tenant, so no request can read it). No permission checks: callers check. Errors: P0002 no such user.';
+COMMENT ON FUNCTION app_private.issue_password_reset_token(user_id uuid) IS 'Gives a user a new random password reset token (256 bits; only its SHA-256 is kept, in app_private.password_reset_tokens; earlier unexpired tokens keep working, so nobody can cancel the one the owner holds by asking again), valid 1 hour, and emails it to their address through the outbox (transactional, no tenant, so no request can read it). No permission checks: callers check. Errors: P0002 no such user.';
 
 --
 -- Name: lead_default_timezone(uuid, text, text, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -7673,6 +7673,45 @@ $$;
 COMMENT ON FUNCTION app_private.require_tenant_role(minimum text, action text) IS 'Returns the current tenant id if the caller''s role there is at least the minimum; raises 28000 when not logged in, 42501 "Only owners and admins can <action>" otherwise.';
 
 --
+-- Name: revoke_member_grants(uuid, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.revoke_member_grants(user_id uuid, tenant_id uuid, keep_up_to text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_ranks constant text[] := array['agent', 'manager', 'admin', 'owner'];
+  v_keep integer := pg_catalog.array_position(v_ranks, revoke_member_grants.keep_up_to);
+begin
+  -- API keys the member created with a role above what they keep.
+  update app_public.api_keys k set revoked_at = pg_catalog.now()
+    where k.created_by = revoke_member_grants.user_id and k.revoked_at is null
+      and (revoke_member_grants.tenant_id is null or k.tenant_id = revoke_member_grants.tenant_id)
+      and (v_keep is null or pg_catalog.array_position(v_ranks, k.role) > v_keep);
+  -- Pending invitations the member sent: all of them once they may no longer invite (below admin),
+  -- otherwise those to a role above what they keep.
+  with revoked as (
+    update app_public.invitations i set revoked_at = pg_catalog.now()
+      where i.invited_by = revoke_member_grants.user_id and i.accepted_at is null and i.revoked_at is null
+        and (revoke_member_grants.tenant_id is null or i.tenant_id = revoke_member_grants.tenant_id)
+        and (v_keep is null or v_keep < pg_catalog.array_position(v_ranks, 'admin')
+             or pg_catalog.array_position(v_ranks, i.role) > v_keep)
+      returning i.tenant_id, i.id
+  )
+  delete from app_private.invitation_tokens t using revoked r
+    where t.tenant_id = r.tenant_id and t.invitation_id = r.id;
+end;
+$$;
+
+--
+-- Name: FUNCTION revoke_member_grants(user_id uuid, tenant_id uuid, keep_up_to text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.revoke_member_grants(user_id uuid, tenant_id uuid, keep_up_to text) IS 'Takes back what a member handed out: revokes the API keys they created with a role above keep_up_to, and the pending invitations they sent (all of them when keep_up_to is below admin, since they may no longer invite; otherwise those to a role above it). In one tenant, or in all when tenant_id is null; keep_up_to null revokes everything. Used when a member is removed or demoted, and when an account that never proved its address is reset. No permission checks: callers check.';
+
+--
 -- Name: route_lead(uuid, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -8416,7 +8455,7 @@ begin
   -- Account email, not a tenant's: no tenant_id, so no request can read it in the outbox.
   perform app_private.queue_email(null, send_account_notice.to_email, send_account_notice.subject,
     send_account_notice.body_text
-      || E'\n\nIf this was not you, reset your password at once (requestPasswordReset) and review your sessions.\n',
+      || E'\n\nIf this was not you, reset your password at once (requestPasswordReset), and review your sessions and the API keys of your businesses.\n',
     'transactional', from_name => 'Switchboard');
 end;
 $$;
@@ -11894,6 +11933,32 @@ Points of a factor = round(weight × raw / 100), half away from zero, so 0 ≤ p
 Pure calculation: it changes nothing. leads.lead_score is kept up to date by the lead__score job (refresh_lead_score), which freezes the score of leads in a final status (won, recruited, lost, dnc).';
 
 --
+-- Name: cancel_email_change(); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.cancel_email_change() RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_user_id uuid := app_public.current_user_id();
+begin
+  if v_user_id is null then
+    raise exception 'You must be logged in to cancel a change of email address' using errcode = '28000';
+  end if;
+  perform 1 from app_public.users u where u.id = v_user_id for update;
+  delete from app_private.email_change_requests r where r.user_id = v_user_id;
+  return found;
+end;
+$$;
+
+--
+-- Name: FUNCTION cancel_email_change(); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.cancel_email_change() IS 'Cancels your pending change of login address (the token sent to the new address stops working), for example one you did not ask for. Returns whether there was one. Changing your password or ending your other sessions cancels it too. Logged-in users only. Errors: 28000 not logged in.';
+
+--
 -- Name: change_member_role(uuid, text); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
@@ -11938,12 +12003,9 @@ begin
     raise exception 'The last owner cannot be demoted: make someone else an owner first' using errcode = '42501';
   end if;
   update app_public.memberships m set role = v_role where m.id = v_target.id returning m.* into v_target;
-  -- The API keys this member created with more power than the new role stop working: the member
-  -- may still hold their secrets.
-  update app_public.api_keys k set revoked_at = pg_catalog.now()
-    where k.tenant_id = v_tenant_id and k.created_by = v_target.user_id and k.revoked_at is null
-      and pg_catalog.array_position(array['agent', 'manager', 'admin', 'owner']::text[], k.role)
-        > pg_catalog.array_position(array['agent', 'manager', 'admin', 'owner']::text[], v_role);
+  -- What the member handed out beyond the new role stops working: API keys with more power (they
+  -- may still hold the secrets) and invitations they could no longer send.
+  perform app_private.revoke_member_grants(v_target.user_id, v_tenant_id, v_role);
   return v_target;
 end;
 $$;
@@ -11952,7 +12014,7 @@ $$;
 -- Name: FUNCTION change_member_role(user_id uuid, role text); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.change_member_role(user_id uuid, role text) IS 'Changes the role of a member of the current tenant; it applies to their very next request. Owners and admins, logged in (not with an API key); only owners can make someone an owner or change the role of an owner, and the last owner cannot be demoted. Setting the role a member already has changes nothing. On a demotion, the API keys the member created with a role above the new one are revoked (they may still hold the secrets). Errors: 22023 unknown role; 42501 not allowed, or the last owner; P0002 not a member of this tenant.';
+COMMENT ON FUNCTION app_public.change_member_role(user_id uuid, role text) IS 'Changes the role of a member of the current tenant; it applies to their very next request. Owners and admins, logged in (not with an API key); only owners can make someone an owner or change the role of an owner, and the last owner cannot be demoted. Setting the role a member already has changes nothing. On a demotion, the API keys the member created with a role above the new one are revoked (they may still hold the secrets), and so are the pending invitations they could no longer send. Errors: 22023 unknown role; 42501 not allowed, or the last owner; P0002 not a member of this tenant.';
 
 --
 -- Name: change_password(text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -11977,8 +12039,10 @@ begin
   -- Every other session ends; the one making the change goes on.
   update app_public.user_sessions s set revoked_at = pg_catalog.now()
     where s.user_id = v_user.id and s.revoked_at is null and s.id is distinct from app_public.current_session_id();
-  -- A reset token emailed earlier would undo the change: it stops working.
+  -- A reset token emailed earlier would undo the change, and a pending change of address (asked for by
+  -- whoever knew the old password) would hand the account over: both stop working.
   delete from app_private.password_reset_tokens t where t.user_id = v_user.id;
+  delete from app_private.email_change_requests r where r.user_id = v_user.id;
   perform app_private.send_account_notice(v_user.id, v_user.email::text, 'Your Switchboard password was changed',
     E'The password of the Switchboard account with this address was changed, and every other session of the account was logged out.');
   return true;
@@ -11989,7 +12053,7 @@ $$;
 -- Name: FUNCTION change_password(current_password text, new_password text); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.change_password(current_password text, new_password text) IS 'Changes your password; asks for the current one. Your other sessions are logged out (this one goes on), a pending password reset token stops working, and a notice is emailed to your address. Logged-in users only (not API keys). Rate limited per client address and per account (RATE_LIMITED). Errors: 28000 not logged in; 28P01 the current password is not correct; 22023 weak new password (at least 10 characters with a letter and a digit or symbol) or the same as the current one.';
+COMMENT ON FUNCTION app_public.change_password(current_password text, new_password text) IS 'Changes your password; asks for the current one. Your other sessions are logged out (this one goes on), pending password reset tokens and a pending change of address stop working, and a notice is emailed to your address. Logged-in users only (not API keys). Rate limited per client address and per account (RATE_LIMITED). Errors: 28000 not logged in; 28P01 the current password is not correct; 22023 weak new password (at least 10 characters with a letter and a digit or symbol) or the same as the current one.';
 
 --
 -- Name: confirm_email_change(text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -12002,13 +12066,20 @@ CREATE FUNCTION app_public.confirm_email_change(token text) RETURNS boolean
 #variable_conflict use_column
 declare
   v_request app_private.email_change_requests;
+  v_hash bytea;
+  v_user_id uuid;
 begin
   -- Tokens are 68 characters; anything much longer is refused without hashing it.
   if confirm_email_change.token is not null and pg_catalog.length(confirm_email_change.token) <= 200 then
+    v_hash := public.digest(confirm_email_change.token, 'sha256');
+    select r.user_id into v_user_id from app_private.email_change_requests r where r.token_hash = v_hash;
+  end if;
+  -- The account first, then the request: the order every account change locks in, so none deadlock.
+  if v_user_id is not null then
+    perform 1 from app_public.users u where u.id = v_user_id for update;
     delete from app_private.email_change_requests r
     using app_public.users u
-    where r.token_hash = public.digest(confirm_email_change.token, 'sha256')
-      and r.expires_at > pg_catalog.now()
+    where r.token_hash = v_hash and r.user_id = v_user_id and r.expires_at > pg_catalog.now()
       and u.id = r.user_id and u.email = r.old_email
     returning r.* into v_request;
   end if;
@@ -12058,16 +12129,16 @@ declare
   v_secret text;
   v_key app_public.api_keys;
 begin
+  -- A key makes no keys: its creator would be nobody, and removing the member who made the first key
+  -- could not take back the ones made with it.
+  if v_creator is null then
+    raise exception 'API keys can only be created by a member who is logged in, not with an API key' using errcode = '42501';
+  end if;
   if v_name is null then
     raise exception 'API key name is required' using errcode = '22023';
   end if;
   if v_role not in ('admin', 'manager', 'agent') then
     raise exception 'Invalid role ''%'' for an API key: use admin, manager or agent', v_role using errcode = '22023';
-  end if;
-  if v_creator is not null and not exists (
-    select 1 from app_public.memberships m where m.tenant_id = v_tenant_id and m.user_id = v_creator
-  ) then
-    v_creator := null;
   end if;
   v_secret := 'sbk_' || pg_catalog.replace(v_id::text, '-', '') || '_' || pg_catalog.encode(public.gen_random_bytes(32), 'hex');
   insert into app_public.api_keys (id, tenant_id, name, role, prefix, created_by)
@@ -12083,7 +12154,7 @@ $$;
 -- Name: FUNCTION create_api_key(name text, role text); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.create_api_key(name text, role text) IS 'Creates an API key for the current tenant with a role (admin, manager or agent; default agent) and returns it with its secret, which is shown only this once. Owners and admins only. Errors: 42501 not allowed; 22023 blank name or invalid role.';
+COMMENT ON FUNCTION app_public.create_api_key(name text, role text) IS 'Creates an API key for the current tenant with a role (admin, manager or agent; default agent) and returns it with its secret, which is shown only this once. Owners and admins, logged in (not with another API key: every key has a member who made it, and removing or demoting that member revokes it). Errors: 42501 not allowed, or with an API key; 22023 blank name or invalid role.';
 
 --
 -- Name: current_api_key_id(); Type: FUNCTION; Schema: app_public; Owner: -
@@ -13769,6 +13840,10 @@ declare
   v_tenant_id uuid := app_private.require_tenant_role('admin', 'remove members');
   v_target app_public.memberships;
 begin
+  -- A person decides who leaves, not a key that might have leaked.
+  if app_public.current_user_id() is null then
+    raise exception 'Members can only be removed by a member who is logged in, not with an API key' using errcode = '42501';
+  end if;
   -- Serialise membership removals and role changes per tenant so two owners cannot remove each other at once.
   perform 1 from app_public.tenants t where t.id = v_tenant_id for no key update;
   -- Checked again now that the lock is held: the caller may have been demoted while waiting.
@@ -13787,10 +13862,9 @@ begin
       raise exception 'The last owner cannot be removed: make someone else an owner first' using errcode = '42501';
     end if;
   end if;
-  -- The API keys the member created stop working: they may still hold the secrets. (Deleting the
-  -- membership sets api_keys.created_by to null, so this comes first.)
-  update app_public.api_keys k set revoked_at = pg_catalog.now()
-    where k.tenant_id = v_tenant_id and k.created_by = v_target.user_id and k.revoked_at is null;
+  -- The API keys the member created stop working (they may still hold the secrets), and so do the
+  -- invitations they sent. Deleting the membership sets created_by and invited_by to null, so this comes first.
+  perform app_private.revoke_member_grants(v_target.user_id, v_tenant_id, null);
   delete from app_public.memberships m where m.id = v_target.id;
   return true;
 end;
@@ -13800,7 +13874,7 @@ $$;
 -- Name: FUNCTION remove_member(user_id uuid); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.remove_member(user_id uuid) IS 'Removes a member from the current tenant (their profile goes too; their next request no longer sees the tenant) and revokes the API keys they created (they may still hold the secrets). Owners and admins only; only owners can remove owners, and the last owner cannot be removed. Errors: 42501 not allowed, or the last owner; P0002 not a member.';
+COMMENT ON FUNCTION app_public.remove_member(user_id uuid) IS 'Removes a member from the current tenant (their profile goes too; their next request no longer sees the tenant) and revokes the API keys they created (they may still hold the secrets) and the invitations they sent. Owners and admins, logged in (not with an API key); only owners can remove owners, and the last owner cannot be removed. Errors: 42501 not allowed, with an API key, or the last owner; P0002 not a member.';
 
 --
 -- Name: request_email_change(text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -14049,23 +14123,30 @@ CREATE FUNCTION app_public.reset_password(token text, new_password text) RETURNS
 #variable_conflict use_column
 declare
   v_user app_public.users;
+  v_hash bytea;
   v_user_id uuid;
 begin
   -- A weak password is refused before the token is looked at, so the token still works afterwards.
   perform app_private.validate_password(reset_password.new_password);
   -- Tokens are 68 characters; anything much longer is refused without hashing it.
   if reset_password.token is not null and pg_catalog.length(reset_password.token) <= 200 then
-    delete from app_private.password_reset_tokens t
-    using app_public.users u
-    where t.token_hash = public.digest(reset_password.token, 'sha256')
-      and t.expires_at > pg_catalog.now()
-      and u.id = t.user_id and u.email = t.email
-    returning t.user_id into v_user_id;
+    v_hash := public.digest(reset_password.token, 'sha256');
+    select t.user_id into v_user_id from app_private.password_reset_tokens t where t.token_hash = v_hash;
   end if;
-  if v_user_id is null then
+  -- The account first, then its token: the order every account change locks in, so none deadlock.
+  if v_user_id is not null then
+    select u.* into v_user from app_public.users u where u.id = v_user_id for update;
+    delete from app_private.password_reset_tokens t
+    where t.token_hash = v_hash and t.user_id = v_user.id and t.expires_at > pg_catalog.now() and t.email = v_user.email;
+    if not found then
+      v_user := null;
+    end if;
+  end if;
+  if v_user.id is null then
     raise exception 'This password reset token is not valid: it may have expired or been used already' using errcode = 'P0002';
   end if;
-  select u.* into v_user from app_public.users u where u.id = v_user_id for update;
+  -- One reset uses up every reset token of the account.
+  delete from app_private.password_reset_tokens t where t.user_id = v_user.id;
 
   update app_private.user_secrets s set
     password_hash = public.crypt(reset_password.new_password, public.gen_salt('bf', 10)),
@@ -14082,13 +14163,12 @@ begin
   delete from app_private.email_change_requests r where r.user_id = v_user.id;
 
   -- The token came to this address, so its owner has now proved it. If nobody had before, the account
-  -- may have been registered by a stranger who never owned the address: the API keys made while it
-  -- was unproved are revoked, so nothing that stranger set up keeps access.
+  -- may have been registered by a stranger who never owned the address: the API keys it created and
+  -- the invitations it sent, in every tenant, are revoked, so what that stranger handed out stops working.
   if v_user.email_verified_at is null then
     update app_public.users u set email_verified_at = pg_catalog.now() where u.id = v_user.id;
     delete from app_private.email_verification_tokens t where t.user_id = v_user.id;
-    update app_public.api_keys k set revoked_at = pg_catalog.now()
-      where k.created_by = v_user.id and k.revoked_at is null;
+    perform app_private.revoke_member_grants(v_user.id, null, null);
   end if;
 
   perform app_private.send_account_notice(v_user.id, v_user.email::text, 'Your Switchboard password was reset',
@@ -14101,7 +14181,7 @@ $$;
 -- Name: FUNCTION reset_password(token text, new_password text); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.reset_password(token text, new_password text) IS 'Sets a new password with the token from the password reset email (no login needed). The token is used up, every session of the account is logged out, and a notice is emailed. Resetting proves the address: an account that had never verified it becomes verified, and the API keys it created before are revoked (a stranger who registered the address first keeps nothing). Rate limited per client address (RATE_LIMITED). Errors: 22023 weak password (at least 10 characters with a letter and a digit or symbol; the token still works); P0002 the token is unknown, expired or used (one error for all).';
+COMMENT ON FUNCTION app_public.reset_password(token text, new_password text) IS 'Sets a new password with the token from the password reset email (no login needed). The token is used up, every session of the account is logged out, and a notice is emailed. Resetting proves the address: an account that had never verified it becomes verified, and the API keys it created and the invitations it sent are revoked (a stranger who registered the address first keeps no way in). One reset uses up every reset token of the account. Rate limited per client address (RATE_LIMITED). Errors: 22023 weak password (at least 10 characters with a letter and a digit or symbol; the token still works); P0002 the token is unknown, expired or used (one error for all).';
 
 --
 -- Name: restore_lead(uuid); Type: FUNCTION; Schema: app_public; Owner: -
@@ -14213,7 +14293,7 @@ COMMENT ON COLUMN app_public.api_keys.prefix IS 'The first characters of the key
 -- Name: COLUMN api_keys.created_by; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.api_keys.created_by IS 'The member who created the key; null when created with another API key or when the creator has left. Removing the member, or demoting them below the key''s role, revokes the key.';
+COMMENT ON COLUMN app_public.api_keys.created_by IS 'The member who created the key (only a member logged in creates keys); null once that member has left. Removing the member, or demoting them below the key''s role, revokes the key.';
 
 --
 -- Name: COLUMN api_keys.last_used_at; Type: COMMENT; Schema: app_public; Owner: -
@@ -14324,6 +14404,8 @@ begin
     where s.user_id = v_user_id and s.revoked_at is null and s.expires_at > pg_catalog.now()
       and s.id <> app_public.current_session_id();
   get diagnostics v_count = row_count;
+  -- Distrusting the other sessions includes a change of address one of them may have asked for.
+  delete from app_private.email_change_requests r where r.user_id = v_user_id;
   return v_count;
 end;
 $$;
@@ -14332,7 +14414,7 @@ $$;
 -- Name: FUNCTION revoke_other_sessions(); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.revoke_other_sessions() IS 'Ends every one of your sessions except the one making this request ("log out everywhere else"); returns how many were ended. Logged-in users only. Errors: 28000 not logged in.';
+COMMENT ON FUNCTION app_public.revoke_other_sessions() IS 'Ends every one of your sessions except the one making this request ("log out everywhere else"); returns how many were ended. A pending change of address is cancelled too (one of those sessions may have asked for it). Logged-in users only. Errors: 28000 not logged in.';
 
 --
 -- Name: revoke_session(uuid); Type: FUNCTION; Schema: app_public; Owner: -
@@ -16039,9 +16121,9 @@ COMMENT ON COLUMN app_private.local_provider_messages.created_at IS 'When it was
 --
 
 CREATE TABLE app_private.password_reset_tokens (
+    token_hash bytea NOT NULL,
     user_id uuid NOT NULL,
     email public.citext NOT NULL,
-    token_hash bytea NOT NULL,
     expires_at timestamp with time zone NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT password_reset_tokens_token_hash_must_be_a_sha256 CHECK ((octet_length(token_hash) = 32))
@@ -16053,7 +16135,13 @@ ALTER TABLE ONLY app_private.password_reset_tokens FORCE ROW LEVEL SECURITY;
 -- Name: TABLE password_reset_tokens; Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON TABLE app_private.password_reset_tokens IS 'The current password reset token of each user who asked for one, as its SHA-256 only (the token itself is only in the email). Deleted when used, when the password is changed, or when the address changes; replaced when a new one is sent.';
+COMMENT ON TABLE app_private.password_reset_tokens IS 'The password reset tokens of users who asked for one, as their SHA-256 only (the tokens themselves are only in the emails). A new token does not replace earlier ones (a stranger asking again must not cancel the one in the owner''s mailbox); all of a user''s tokens go when one is used, when the password is changed, or when the address changes; expired ones go when a new one is issued.';
+
+--
+-- Name: COLUMN password_reset_tokens.token_hash; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.password_reset_tokens.token_hash IS 'SHA-256 of the token (sbr_ and 64 hex digits, 256 random bits).';
 
 --
 -- Name: COLUMN password_reset_tokens.user_id; Type: COMMENT; Schema: app_private; Owner: -
@@ -16066,12 +16154,6 @@ COMMENT ON COLUMN app_private.password_reset_tokens.user_id IS 'The user.';
 --
 
 COMMENT ON COLUMN app_private.password_reset_tokens.email IS 'The address the token was sent to (the token stops working if the account address changes).';
-
---
--- Name: COLUMN password_reset_tokens.token_hash; Type: COMMENT; Schema: app_private; Owner: -
---
-
-COMMENT ON COLUMN app_private.password_reset_tokens.token_hash IS 'SHA-256 of the token (sbr_ and 64 hex digits, 256 random bits).';
 
 --
 -- Name: COLUMN password_reset_tokens.expires_at; Type: COMMENT; Schema: app_private; Owner: -
@@ -20364,7 +20446,7 @@ ALTER TABLE ONLY app_private.local_provider_messages
 --
 
 ALTER TABLE ONLY app_private.password_reset_tokens
-    ADD CONSTRAINT password_reset_tokens_pkey PRIMARY KEY (user_id);
+    ADD CONSTRAINT password_reset_tokens_pkey PRIMARY KEY (token_hash);
 
 --
 -- Name: rate_limits rate_limits_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
@@ -21295,10 +21377,16 @@ CREATE INDEX email_verification_tokens_token_hash_idx ON app_private.email_verif
 CREATE INDEX invitation_tokens_token_hash_idx ON app_private.invitation_tokens USING btree (token_hash);
 
 --
--- Name: password_reset_tokens_token_hash_idx; Type: INDEX; Schema: app_private; Owner: -
+-- Name: password_reset_tokens_user_id_idx; Type: INDEX; Schema: app_private; Owner: -
 --
 
-CREATE UNIQUE INDEX password_reset_tokens_token_hash_idx ON app_private.password_reset_tokens USING btree (token_hash);
+CREATE INDEX password_reset_tokens_user_id_idx ON app_private.password_reset_tokens USING btree (user_id, created_at);
+
+--
+-- Name: INDEX password_reset_tokens_user_id_idx; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.password_reset_tokens_user_id_idx IS 'A user''s tokens, newest last: the once-a-minute check and the clean-ups.';
 
 --
 -- Name: rate_limits_expire_idx; Type: INDEX; Schema: app_private; Owner: -
@@ -26116,6 +26204,12 @@ REVOKE ALL ON FUNCTION app_private.require_manager(action text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_private.require_tenant_role(minimum text, action text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION revoke_member_grants(user_id uuid, tenant_id uuid, keep_up_to text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.revoke_member_grants(user_id uuid, tenant_id uuid, keep_up_to text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION route_lead(tenant_id uuid, lead_id uuid, trigger text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -26832,6 +26926,13 @@ GRANT INSERT(attributes),UPDATE(attributes) ON TABLE app_public.leads TO :DATABA
 
 REVOKE ALL ON FUNCTION app_public.calculate_lead_score(lead app_public.leads) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.calculate_lead_score(lead app_public.leads) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION cancel_email_change(); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.cancel_email_change() FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.cancel_email_change() TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION change_member_role(user_id uuid, role text); Type: ACL; Schema: app_public; Owner: -

@@ -23,6 +23,7 @@ const EXPOSED_CODES = new Set([
   "42501", // not allowed
   "P0002", // not found
   "40001", // serialization failure: retry
+  "40P01", // deadlock: this transaction was chosen to roll back; retry
   "57014", // statement timeout
   "55000", // not in a state that allows it (e.g. a ServiceTitan connection that is disabled or failed its test)
   "SB001", // not sent: the number is on the do-not-contact list

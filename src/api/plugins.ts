@@ -61,23 +61,25 @@ const LIMITED_FIELDS: Record<string, AuthFlow> = {
 };
 
 /**
- * The account an attempt is counted against, beside the client address: the email for login and
- * for asking a reset (so nobody floods one mailbox from many addresses), the logged-in user for the
- * password checks (so a stolen session can't guess the password from many addresses). The token
- * flows count per address only: their tokens are 256 random bits.
+ * What an attempt is counted against beside the client address: the email for login and for asking
+ * a reset (so nobody floods one mailbox from many addresses), the session for the password checks
+ * (so a stolen session can't guess the password from many addresses, and a revoked token, whose
+ * signature still verifies, can only use up its own count). The token flows (resetPassword included)
+ * count per client address only: their tokens are 256 random bits, and a shared count would let
+ * anyone use it up for everybody.
  */
-function accountOf(field: LimitedField, userId: string | undefined): string | undefined {
+function accountOf(field: LimitedField, sessionId: string | undefined): string | undefined {
   const email = field.input?.email;
-  if (field.flow === "login" || field.flow === "reset_password") {
-    return typeof email === "string" ? email : "";
-  }
-  if (field.flow === "change_password") return `user:${userId ?? ""}`;
+  if (field.name === "login" || field.name === "requestPasswordReset") return typeof email === "string" ? email : "";
+  if (field.flow === "change_password") return `session:${sessionId ?? ""}`;
   return undefined;
 }
 
 const LIMITED_NAMES = Object.keys(LIMITED_FIELDS);
 
 export interface LimitedField {
+  /** The mutation's name (not its alias). */
+  name: string;
   flow: AuthFlow;
   /** The `input` argument with this request's variables, if it could be read. */
   input: Record<string, unknown> | null;
@@ -110,7 +112,7 @@ export function limitedFieldsOf(document: DocumentNode, operationName: string | 
         } catch {
           input = null;
         }
-        found.push({ flow, input: input && typeof input === "object" ? (input as Record<string, unknown>) : null });
+        found.push({ name: selection.name.value, flow, input: input && typeof input === "object" ? (input as Record<string, unknown>) : null });
       } else if (selection.kind === Kind.INLINE_FRAGMENT) {
         walk(selection.selectionSet);
       } else {
@@ -228,7 +230,7 @@ export function makeLoginPlugin(limiter: AuthRateLimiter, trustProxy: number): G
           const [field] = fields as [LimitedField];
           const address = req ? clientAddress(req, trustProxy) : null;
           if (!address) throw rateLimitedError(1); // an attempt that can't be counted is not made (the peer is already gone)
-          const account = accountOf(field, req?.switchboardAuth?.userId);
+          const account = accountOf(field, req?.switchboardAuth?.sessionId);
           await limiter.attempt(field.flow, account === undefined ? { address } : { address, account });
           return next();
         },

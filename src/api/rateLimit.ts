@@ -179,7 +179,7 @@ export class AuthRateLimiter {
 
   constructor(pool: pg.Pool, limits: Partial<Record<AuthFlow, FlowLimits>>) {
     let first = true;
-    const make = (keyPrefix: string, points: number, duration: number) => {
+    const make = (keyPrefix: string, points: number, duration: number, memory: { blockWhenRefused?: boolean } = {}) => {
       const limiter = new RateLimiterPostgres({
         storeClient: pool,
         storeType: "pool",
@@ -191,6 +191,9 @@ export class AuthRateLimiter {
         keyPrefix,
         points,
         duration,
+        // Once a key is refused, this process remembers it until the window ends and refuses it again
+        // without a query (the table still holds the count, for every process).
+        ...(memory.blockWhenRefused ? { inMemoryBlockOnConsumed: points + 1 } : {}),
       });
       first = false;
       return limiter;
@@ -198,7 +201,7 @@ export class AuthRateLimiter {
     for (const [flow, flowLimits] of Object.entries(limits) as Array<[AuthFlow, FlowLimits]>) {
       this.#flows.set(flow, {
         limits: flowLimits,
-        address: make(`${flow}:address`, flowLimits.perAddress.points, flowLimits.perAddress.windowSeconds),
+        address: make(`${flow}:address`, flowLimits.perAddress.points, flowLimits.perAddress.windowSeconds, { blockWhenRefused: true }),
         account: flowLimits.perAccount ? make(`${flow}:account`, flowLimits.perAccount.points, flowLimits.perAccount.windowSeconds) : null,
         pairCount: flowLimits.backoff ? make(`${flow}:pair`, 1_000_000_000, flowLimits.backoff.windowSeconds) : null,
         pairWait: flowLimits.backoff ? make(`${flow}:wait`, 1, flowLimits.backoff.maxSeconds) : null,
@@ -228,7 +231,11 @@ export class AuthRateLimiter {
       throw rateLimitedError(refusal.msBeforeNext / 1000);
     };
     try {
-      // 1. Per (account, address): free attempts, then growing waits. Decided on the atomic count, so parallel requests can't slip through together.
+      // 1. Per address, over all accounts. First, so that an address over its limit is refused from
+      //    memory, without a query, for the rest of the window.
+      await limiters.address.consume(who.address, 1);
+      undo.push(() => limiters.address.reward(who.address, 1));
+      // 2. Per (account, address): free attempts, then growing waits. Decided on the atomic count, so parallel requests can't slip through together.
       const { backoff } = limiters.limits;
       if (pair !== null && backoff && limiters.pairCount && limiters.pairWait) {
         const pairCount = limiters.pairCount;
@@ -243,9 +250,6 @@ export class AuthRateLimiter {
           await limiters.pairWait.block(pair, wait);
         }
       }
-      // 2. Per address, over all accounts.
-      await limiters.address.consume(who.address, 1);
-      undo.push(() => limiters.address.reward(who.address, 1));
       // 3. Per account, over all addresses; an address the account logged in from before is let through.
       if (account !== null && limiters.account) {
         try {

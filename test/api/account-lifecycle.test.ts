@@ -97,6 +97,17 @@ async function keyRevoked(id: string): Promise<boolean> {
   return rows[0]!.revoked;
 }
 
+async function invite(owner: { token: string }, email: string, role: string): Promise<string> {
+  const r = await server.gql(`mutation ($e: String!, $r: String) { inviteMember(input: { email: $e, role: $r }) { result { invitationId } } }`, { e: email, r: role }, owner.token);
+  expect(r.errors).toBeUndefined();
+  return r.data.inviteMember.result.invitationId;
+}
+
+async function invitationRevoked(id: string): Promise<boolean> {
+  const { rows } = await ownerPool().query<{ revoked: boolean }>("select revoked_at is not null as revoked from app_public.invitations where id = $1", [id]);
+  return rows[0]!.revoked;
+}
+
 describe("password reset by emailed token (production mode)", () => {
   it("resets with the emailed token: the old password and every session stop working, a notice is sent, the token works once", async () => {
     const person = await verified();
@@ -188,11 +199,43 @@ describe("password reset by emailed token (production mode)", () => {
     expect(replies.filter((r) => codeOf(r) === "P0002")).toHaveLength(2);
   });
 
+  it("a stranger asking again does not cancel the token in the owner's mailbox; one reset uses up every token", async () => {
+    const person = await verified();
+    await server.gql(REQUEST_RESET, { email: person.email });
+    const first = await tokenFromEmail(person.email, "reset");
+    // A minute later, someone asks again: a second email, and the first token still works.
+    await ownerPool().query("update app_private.password_reset_tokens set created_at = created_at - interval '2 minutes' where user_id = $1", [userOf(person)]);
+    await server.gql(REQUEST_RESET, { email: person.email });
+    const second = await tokenFromEmail(person.email, "reset");
+    expect(second).not.toBe(first);
+    expect((await server.gql(RESET, { token: first, password: NEW_PASSWORD })).errors).toBeUndefined();
+    expect(codeOf(await server.gql(RESET, { token: second, password: "another-pass-22" }))).toBe("P0002");
+    expect(await works(await loginToken(person.email, NEW_PASSWORD))).toBe(true);
+  });
+
+  it("a reset racing a password change never fails with an unexplained error", async () => {
+    for (let round = 0; round < 12; round++) {
+      const person = await verified();
+      await server.gql(REQUEST_RESET, { email: person.email });
+      const token = await tokenFromEmail(person.email, "reset");
+      const [reset, changed] = await Promise.all([
+        server.gql(RESET, { token, password: NEW_PASSWORD }),
+        server.gql(CHANGE_PASSWORD, { current: PASSWORD, next: "changed-pass-33" }, person.token),
+      ]);
+      for (const reply of [reset, changed]) {
+        // The loser is told why: the token was used up, or the password it gave is no longer the current one, or its session was ended by the reset.
+        if (reply.errors) expect(["P0002", "28P01", "28000"]).toContain(codeOf(reply));
+      }
+      expect(reset.errors === undefined || changed.errors === undefined).toBe(true);
+    }
+  });
+
   it("a stranger who registered someone's address first loses the account, its sessions and its API keys when the real owner resets", async () => {
     const address = uniqueEmail("victim");
     const stranger = await register("Squatter Co", address, "stranger-pass-99");
     const key = await createKey(stranger, "admin");
     expect((await server.gql(`{ currentTenant { rowId } }`, {}, key.secret)).data.currentTenant).not.toBeNull();
+    const squatterInvitation = await invite(stranger, uniqueEmail("accomplice"), "owner");
 
     // The real owner of the address can't register it, so they reset the password from their mailbox.
     const blocked = await server.gql(REGISTER, { email: address, password: PASSWORD, business: "Real Co" });
@@ -205,6 +248,7 @@ describe("password reset by emailed token (production mode)", () => {
     expect(codeOf(await login(address, "stranger-pass-99"))).toBe("28P01");
     expect(await keyRevoked(key.id)).toBe(true);
     expect((await server.gql(`{ currentTenant { rowId } }`, {}, key.secret)).data.currentTenant).toBeNull();
+    expect(await invitationRevoked(squatterInvitation)).toBe(true);
     const owner = await loginToken(address, NEW_PASSWORD);
     const me = await server.gql(ME, {}, owner);
     expect(me.data.currentUser.emailVerifiedAt).not.toBeNull(); // the reset proved the address
@@ -275,6 +319,26 @@ describe("change of email address (production mode)", () => {
     expect(codeOf(await server.gql(RESET, { token: oldReset, password: "attacker-pass-1" }))).toBe("P0002");
     // The token works once.
     expect(codeOf(await server.gql(CONFIRM_EMAIL_CHANGE, { token: await tokenFromEmail(newAddress, "emailChange") }))).toBe("P0002");
+  });
+
+  it("a change of address asked for with a stolen password dies when the owner changes the password, ends the other sessions, or cancels it", async () => {
+    for (const defence of ["changePassword", "revokeOtherSessions", "cancelEmailChange"] as const) {
+      const person = await verified();
+      const thief = await loginToken(person.email); // the thief knows the password
+      const thiefAddress = uniqueEmail("thief");
+      expect((await server.gql(REQUEST_EMAIL_CHANGE, { email: thiefAddress, password: PASSWORD }, thief)).errors).toBeUndefined();
+      const token = await tokenFromEmail(thiefAddress, "emailChange");
+      if (defence === "changePassword") {
+        expect((await server.gql(CHANGE_PASSWORD, { current: PASSWORD, next: NEW_PASSWORD }, person.token)).errors).toBeUndefined();
+      } else if (defence === "revokeOtherSessions") {
+        expect((await server.gql(REVOKE_OTHERS, {}, person.token)).data.revokeOtherSessions.result).toBe(1);
+      } else {
+        const cancelled = await server.gql(`mutation { cancelEmailChange(input: {}) { result } }`, {}, person.token);
+        expect(cancelled.data.cancelEmailChange.result).toBe(true);
+      }
+      expect(codeOf(await server.gql(CONFIRM_EMAIL_CHANGE, { token }))).toBe("P0002");
+      expect((await server.gql(ME, {}, person.token)).data.currentUser.email).toBe(person.email);
+    }
   });
 
   it("asking does not tell whether another account uses the address; confirming then refuses and changes nothing", async () => {
@@ -421,13 +485,24 @@ describe("role changes (production mode)", () => {
     }
   });
 
-  it("a demoted or removed member's API keys above their new role stop working", async () => {
-    const { owner, admin } = await team();
+  it("a demoted or removed member's API keys above their new role, and the invitations they could no longer send, stop working", async () => {
+    const { owner, admin, agent } = await team();
     const adminKey = await createKey(admin, "admin");
     const agentKey = await createKey(admin, "agent");
+    const alt = await verified("Alt Co");
+    const altInvitation = await invite(admin, alt.email, "admin");
     expect((await server.gql(CHANGE_ROLE, { user: userOf(admin), role: "manager" }, owner.token)).errors).toBeUndefined();
     expect(await keyRevoked(adminKey.id)).toBe(true);
     expect(await keyRevoked(agentKey.id)).toBe(false);
+    expect(await invitationRevoked(altInvitation)).toBe(true);
+    expect(codeOf(await server.gql(`mutation ($t: String!) { acceptInvitation(input: { token: $t }) { result } }`, { t: await tokenFromEmail(alt.email, "invitation") }, alt.token))).toBe("P0002");
+    // A key makes no keys, and removes nobody: what a key could hand out, removing its maker takes back.
+    const viaKey = await server.gql(`mutation { createApiKey(input: { name: "Child", role: "agent" }) { result { rowId } } }`, {}, agentKey.secret);
+    expect(codeOf(viaKey)).toBe("42501");
+    expect(codeOf(await server.gql(REMOVE, { user: userOf(agent) }, adminKey.secret))).toBe("28000"); // revoked: nobody
+    const ownerKey = await createKey(owner, "admin");
+    expect(codeOf(await server.gql(REMOVE, { user: userOf(agent) }, ownerKey.secret))).toBe("42501");
+    expect(await roleIn(tenantOf(owner), userOf(agent))).toBe("agent");
     expect((await server.gql(REMOVE, { user: userOf(admin) }, owner.token)).errors).toBeUndefined();
     expect(await keyRevoked(agentKey.id)).toBe(true);
     expect((await server.gql(`{ currentTenant { rowId } }`, {}, agentKey.secret)).data.currentTenant).toBeNull();

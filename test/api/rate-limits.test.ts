@@ -295,6 +295,14 @@ describe("login and register rate limits over HTTP (production mode)", () => {
       post(s, { query: `mutation { resetPassword(input: { token: "sbr_guess", newPassword: "guessed-pass-1" }) { result } }` }, from);
     expect(code(await reset("127.0.0.34"))).toBe("RATE_LIMITED"); // the same flow shares the address's count
     expect(code(await reset("127.0.0.35"))).toBe("P0002");
+    // Junk tokens from one address use up nobody else's count: the owner's real token works from theirs.
+    const s2 = await server({ RESET_PASSWORD_LIMIT_PER_ADDRESS: "3", RESET_PASSWORD_LIMIT_PER_ACCOUNT: "2" });
+    for (let i = 0; i < 3; i++) expect(code(await post(s2, { query: `mutation { resetPassword(input: { token: "sbr_junk${i}", newPassword: "guessed-pass-1" }) { result } }` }, "127.0.0.37"))).toBe("P0002");
+    const realToken = /sbr_[0-9a-f]{64}/.exec(
+      (await ownerPool().query<{ body_text: string }>("select body_text from app_public.email_messages where tenant_id is null and to_email = $1 and subject = 'Reset your Switchboard password'", [victim])).rows[0]!.body_text,
+    )![0];
+    const real = await post(s2, { query: `mutation ($t: String!) { resetPassword(input: { token: $t, newPassword: "owner-new-pass-1" }) { result } }`, variables: { t: realToken } }, "127.0.0.38");
+    expect(real.body.errors).toBeUndefined();
     const aliased = await post(
       s,
       { query: `mutation { a: resetPassword(input: { token: "sbr_1", newPassword: "guessed-pass-1" }) { result } b: resetPassword(input: { token: "sbr_2", newPassword: "guessed-pass-1" }) { result } }` },
@@ -327,7 +335,19 @@ describe("login and register rate limits over HTTP (production mode)", () => {
       auth,
     );
     expect(code(right)).toBe("RATE_LIMITED");
-    expect(code(await login(s, email, PASSWORD, "127.0.0.40"))).toBeUndefined(); // the password is unchanged
+    expect(code(await login(s, email, PASSWORD, "127.0.0.40"))).toBeUndefined(); // the password is unchanged, and the owner still logs in
+    // A revoked session's token (its signature still verifies) only uses up its own count: the owner's
+    // current session changes the password.
+    const current: string = (await login(s, email, PASSWORD, "127.0.0.47")).body.data.login.result;
+    await post(s, { query: `mutation { revokeOtherSessions(input: {}) { result } }` }, "127.0.0.47", { authorization: `Bearer ${current}` });
+    expect(code(await guess(4, "127.0.0.48"))).toBe("RATE_LIMITED"); // the revoked token, already over its count
+    const owner = await post(
+      s,
+      { query: `mutation { changePassword(input: { currentPassword: "${PASSWORD}", newPassword: "owner-pass-777" }) { result } }` },
+      "127.0.0.47",
+      { authorization: `Bearer ${current}` },
+    );
+    expect(owner.body.errors).toBeUndefined();
     // Another account is not affected.
     const other = await registerVia(s, "127.0.0.46");
     const otherToken: string = (await login(s, other, PASSWORD, "127.0.0.46")).body.data.login.result;

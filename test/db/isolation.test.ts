@@ -46,13 +46,16 @@ async function tables(client: pg.ClientBase): Promise<TableInfo[]> {
 const qualified = (t: TableInfo) => `${t.schema}.${t.name}`;
 
 /**
- * Tenant B with a row in every table: a member, an invitation, an API key, settings, config, and a
+ * Tenant B with a row in every table: a member, an invitation, an API key, account tokens, settings, config, and a
  * lead with its history (audit, status, score, assignment) and a do-not-contact entry.
  */
 async function seedTenant(client: pg.ClientBase, owner: RegisteredUser): Promise<void> {
   await becomeUser(client, owner);
   await client.query("select app_public.invite_member($1, 'agent')", [`invitee-${owner.user_id.slice(0, 8)}@example.test`]);
   await client.query("select app_public.create_api_key('isolation fixture', 'agent')");
+  // Account tokens: a pending change of address and a password reset.
+  await client.query("select app_public.request_email_change($1, $2)", [`moved-${owner.user_id.slice(0, 8)}@example.test`, owner.password]);
+  await client.query("select app_public.request_password_reset($1)", [owner.email]);
   await client.query(
     "insert into app_public.system_config (key, value, value_type, description) values ('fixture.flag', 'true', 'boolean', 'isolation fixture')",
   );
