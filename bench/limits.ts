@@ -14,7 +14,10 @@
  *   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres npm run bench:limits
  *
  * Measures:
- *   1. a 1 MB body (REQUEST_TOO_LARGE, refused from its Content-Length);
+ *   1. a 1 MB body (REQUEST_TOO_LARGE, refused from its Content-Length), compared not with
+ *      `{ __typename }` but with Node's HTTP server alone refusing the same body at once (the
+ *      transport baseline): whoever refuses a body over HTTP/1.1 reads it off the socket, so what is
+ *      judged is what the API adds to that;
  *   2. 1,000 aliases (TOO_MANY_TOKENS, refused before parsing);
  *   3. a cost bomb (QUERY_TOO_COSTLY, parsed and validated once, then refused before execution);
  *   4. a login refused by its rate limit (RATE_LIMITED: a few counter upserts, no bcrypt; the
@@ -23,6 +26,8 @@
  */
 import "../src/env.ts";
 import { execFile } from "node:child_process";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -50,10 +55,29 @@ async function post(api: BenchApi, body: string, expect: { status: number; code?
 
 interface Measure {
   name: string;
-  api: BenchApi;
+  /** Where the requests go: an API server's /graphql, or the bare HTTP server. */
+  url: string;
   body: string;
   status: number;
   code?: string;
+  /** The measure this one is compared with, when it is not `{ __typename }`. */
+  against?: string;
+}
+
+/**
+ * Node's HTTP server alone, refusing every request at once with the same 413: what the transport
+ * costs. HTTP/1.1 leaves a server two choices with a body it refuses, read it off the socket and
+ * throw it away (what Node does) or break the connection while the client is still writing (the
+ * client then sees a broken pipe, not the 413), so refusing a large body costs in proportion to its
+ * bytes even here. The API's refusal of a 1 MB body is compared with this one.
+ */
+async function startBareRefuser(): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = createServer((_req, res) => {
+    res.writeHead(413, { "content-type": "application/json" }).end('{"errors":[{"message":"too large","extensions":{"code":"REQUEST_TOO_LARGE"}}]}');
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}/graphql`, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
 const jobs = mkdtempSync(join(tmpdir(), "switchboard-lbench-jobs-"));
@@ -61,7 +85,7 @@ const jobs = mkdtempSync(join(tmpdir(), "switchboard-lbench-jobs-"));
 /** Runs one measure's load from a child process; returns requests per second and this process's CPU µs per request. */
 async function measure(m: Measure): Promise<{ rps: number; cpuMicros: number }> {
   const file = join(jobs, "job.json");
-  writeFileSync(file, JSON.stringify({ url: `${m.api.url}/graphql`, body: m.body, seconds: SECONDS, concurrency: CONCURRENCY, status: m.status, code: m.code }));
+  writeFileSync(file, JSON.stringify({ url: m.url, body: m.body, seconds: SECONDS, concurrency: CONCURRENCY, status: m.status, code: m.code }));
   const before = process.cpuUsage();
   const { stdout } = await promisify(execFile)(process.execPath, [new URL("./loadClient.ts", import.meta.url).pathname, file], { maxBuffer: 1 << 20 });
   const used = process.cpuUsage(before);
@@ -79,6 +103,7 @@ async function main(): Promise<void> {
     LOGIN_LIMIT_PER_ACCOUNT: "1000000",
   });
   const strict = await startBenchApi(bench.urls, roles, ownerPool, { LOGIN_LIMIT_PER_ADDRESS: "1" });
+  const closers: Array<() => Promise<void>> = [];
   try {
     await open.gql(`mutation { register(input: { email: "lbench@example.com", password: "lbench-password-1", businessName: "Limits Bench", timezone: "UTC" }) { result } }`);
     const login = (password: string) => JSON.stringify({
@@ -95,13 +120,17 @@ async function main(): Promise<void> {
       bomb: JSON.stringify({ query: `{ allTenants(first: 200) { nodes { leadsByTenantId(first: 200) { nodes { id } } } } }` }),
       wrongLogin: login("wrong-password"),
     };
+    const bare = await startBareRefuser();
+    closers.push(bare.close);
+    const at = (api: BenchApi) => `${api.url}/graphql`;
     const measures: Measure[] = [
-      { name: "baseline: { __typename }", api: open, body: bodies.baseline, status: 200 },
-      { name: "1 MB body (REQUEST_TOO_LARGE)", api: open, body: bodies.big, status: 413, code: "REQUEST_TOO_LARGE" },
-      { name: "1,000 aliases (TOO_MANY_TOKENS)", api: open, body: bodies.aliases, status: 400, code: "TOO_MANY_TOKENS" },
-      { name: "cost bomb (QUERY_TOO_COSTLY)", api: open, body: bodies.bomb, status: 400, code: "QUERY_TOO_COSTLY" },
-      { name: "login refused by its rate limit (RATE_LIMITED)", api: strict, body: bodies.wrongLogin, status: 429, code: "RATE_LIMITED" },
-      { name: "for scale: login with a wrong password (28P01, bcrypt)", api: open, body: bodies.wrongLogin, status: 200, code: "28P01" },
+      { name: "baseline: { __typename }", url: at(open), body: bodies.baseline, status: 200 },
+      { name: "transport baseline: Node alone refusing a 1 MB body", url: bare.url, body: bodies.big, status: 413, code: "REQUEST_TOO_LARGE" },
+      { name: "1 MB body (REQUEST_TOO_LARGE)", url: at(open), body: bodies.big, status: 413, code: "REQUEST_TOO_LARGE", against: "transport baseline: Node alone refusing a 1 MB body" },
+      { name: "1,000 aliases (TOO_MANY_TOKENS)", url: at(open), body: bodies.aliases, status: 400, code: "TOO_MANY_TOKENS" },
+      { name: "cost bomb (QUERY_TOO_COSTLY)", url: at(open), body: bodies.bomb, status: 400, code: "QUERY_TOO_COSTLY" },
+      { name: "login refused by its rate limit (RATE_LIMITED)", url: at(strict), body: bodies.wrongLogin, status: 429, code: "RATE_LIMITED" },
+      { name: "for scale: login with a wrong password (28P01, bcrypt)", url: at(open), body: bodies.wrongLogin, status: 200, code: "28P01" },
     ];
     const results = new Map<string, { rps: number[]; cpu: number[] }>(measures.map((m) => [m.name, { rps: [], cpu: [] }]));
     for (let round = 1; round <= ROUNDS; round++) {
@@ -113,28 +142,29 @@ async function main(): Promise<void> {
       }
     }
     const baseline = results.get(measures[0]!.name)!;
-    const baselineCpu = median(baseline.cpu);
     const baselineRps = median(baseline.rps);
     const lines = [
-      "| request | server CPU per request | ratio to the baseline (CPU) | requests/s | ratio to the baseline (requests/s) |",
-      "|---|---|---|---|---|",
+      "| request | server CPU per request | compared with | ratio (CPU) | requests/s | ratio to { __typename } (requests/s) |",
+      "|---|---|---|---|---|---|",
     ];
     let met = true;
     for (const m of measures) {
       const r = results.get(m.name)!;
       const cpu = median(r.cpu);
       const rps = median(r.rps);
-      const ratio = baselineCpu / cpu;
-      if (m.name.includes("(") && !m.name.startsWith("for scale") && ratio < GOAL) met = false;
-      lines.push(`| ${m.name} | ${Math.round(cpu)} µs | ${ratio.toFixed(2)} | ${Math.round(rps)} | ${(rps / baselineRps).toFixed(2)} |`);
+      const reference = m.against ?? measures[0]!.name;
+      const ratio = median(results.get(reference)!.cpu) / cpu;
+      const judged = m.name.includes("(") && !m.name.startsWith("for scale") && !m.name.startsWith("transport");
+      if (judged && ratio < GOAL) met = false;
+      lines.push(`| ${m.name} | ${Math.round(cpu)} µs | ${m.against ? "Node alone" : "{ __typename }"} | ${ratio.toFixed(2)} | ${Math.round(rps)} | ${(rps / baselineRps).toFixed(2)} |`);
     }
     console.log(`\n${lines.join("\n")}\n`);
     console.log(
       `${CONCURRENCY} concurrent clients in a child process, ${SECONDS} s per measure, ${ROUNDS} rounds (medians). ` +
-        `Goal: every refusal costs the server at most twice the baseline's CPU (ratio at least ${GOAL}): ${met ? "met" : "NOT met"}.`,
+        `Goal: every refusal costs the server at most twice its reference (ratio at least ${GOAL}): ${met ? "met" : "NOT met"}.`,
     );
   } finally {
-    await Promise.all([open.close(), strict.close()]);
+    await Promise.all([open.close(), strict.close(), ...closers.map((close) => close())]);
     await ownerPool.end();
     await bench.close();
     rmSync(jobs, { recursive: true, force: true });
