@@ -199,6 +199,531 @@ COMMENT ON COLUMN app_hidden.lead_filter.text IS 'Text to find in the name, emai
 COMMENT ON COLUMN app_hidden.lead_filter.include_deleted IS 'True to include soft-deleted leads (default false).';
 
 --
+-- Name: e164_phone; Type: DOMAIN; Schema: app_public; Owner: -
+--
+
+CREATE DOMAIN app_public.e164_phone AS text
+	CONSTRAINT phone_must_be_e164 CHECK ((VALUE ~ '^\+[1-9][0-9]{6,14}$'::text));
+
+--
+-- Name: DOMAIN e164_phone; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON DOMAIN app_public.e164_phone IS 'A phone number in E.164 form: +, country code and number, 7 to 15 digits, e.g. +12125551234.';
+
+--
+-- Name: is_valid_email(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.is_valid_email(email text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+  select email is not null
+    and pg_catalog.length(email) <= 254
+    and email ~ '^[A-Za-z0-9.!#$%&''*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$';
+$_$;
+
+--
+-- Name: FUNCTION is_valid_email(email text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.is_valid_email(email text) IS 'True for a plausible email address (the HTML living standard''s rule, with a dot in the domain, at most 254 characters).';
+
+--
+-- Name: current_tenant_id(); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.current_tenant_id() RETURNS uuid
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_tenant_id uuid := app_private.uuid_setting('app.current_tenant_id');
+  v_user_id uuid;
+  v_key_id uuid;
+  v_key_tenant_id uuid;
+begin
+  if v_tenant_id is not null then
+    v_user_id := app_public.current_user_id();
+    if v_user_id is not null and exists (
+      select 1 from app_public.memberships m
+      where m.tenant_id = v_tenant_id and m.user_id = v_user_id
+    ) then
+      return v_tenant_id;
+    end if;
+  end if;
+
+  v_key_id := app_public.current_api_key_id();
+  if v_key_id is not null then
+    select k.tenant_id into v_key_tenant_id from app_public.api_keys k where k.id = v_key_id;
+    -- An API key only ever acts in its own tenant; the tenant setting may be omitted.
+    if v_tenant_id is null or v_tenant_id = v_key_tenant_id then
+      return v_key_tenant_id;
+    end if;
+  end if;
+
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION current_tenant_id(); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.current_tenant_id() IS 'The tenant this request acts in: the token''s tenant if the session is valid and the user is (still) a member of it, or the tenant of a valid API key; otherwise null. Checked on every statement, so logout and member removal apply at once.';
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: leads; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.leads (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
+    first_name text,
+    last_name text,
+    full_name text GENERATED ALWAYS AS (btrim(((COALESCE(first_name, ''::text) || ' '::text) || COALESCE(last_name, ''::text)))) STORED,
+    phone app_public.e164_phone,
+    email public.citext,
+    address text,
+    city text,
+    region text,
+    postal_code text,
+    country text DEFAULT 'US'::text NOT NULL,
+    timezone text,
+    source text DEFAULT 'manual'::text NOT NULL,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    status text DEFAULT 'new'::text NOT NULL,
+    lead_score integer DEFAULT 0 NOT NULL,
+    lead_score_factors jsonb DEFAULT '{}'::jsonb NOT NULL,
+    owner_user_id uuid,
+    last_contact_at timestamp with time zone,
+    problem_description text,
+    job_type text,
+    urgency text DEFAULT 'normal'::text NOT NULL,
+    estimated_value numeric(12,2),
+    event_date date,
+    event_type text,
+    service_line text,
+    customer_segment text,
+    language text DEFAULT 'en'::text NOT NULL,
+    ai_analysis jsonb,
+    appointment_at timestamp with time zone,
+    conversion_value numeric(12,2),
+    lost_reason text,
+    attributes jsonb DEFAULT '{}'::jsonb NOT NULL,
+    deleted_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    owner_agent_id uuid,
+    CONSTRAINT leads_ai_analysis_must_be_an_object CHECK (((ai_analysis IS NULL) OR (jsonb_typeof(ai_analysis) = 'object'::text))),
+    CONSTRAINT leads_attributes_must_be_an_object CHECK ((jsonb_typeof(attributes) = 'object'::text)),
+    CONSTRAINT leads_conversion_value_must_not_be_negative CHECK ((conversion_value >= (0)::numeric)),
+    CONSTRAINT leads_country_must_be_an_iso_code CHECK ((country ~ '^[A-Z]{2}$'::text)),
+    CONSTRAINT leads_email_must_look_like_an_email CHECK (((email IS NULL) OR app_hidden.is_valid_email((email)::text))),
+    CONSTRAINT leads_estimated_value_must_not_be_negative CHECK ((estimated_value >= (0)::numeric)),
+    CONSTRAINT leads_language_must_be_a_language_tag CHECK ((language ~ '^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$'::text)),
+    CONSTRAINT leads_lead_score_factors_must_be_an_object CHECK ((jsonb_typeof(lead_score_factors) = 'object'::text)),
+    CONSTRAINT leads_lead_score_must_be_between_0_and_100 CHECK (((lead_score >= 0) AND (lead_score <= 100))),
+    CONSTRAINT leads_need_a_phone_or_an_email CHECK (((phone IS NOT NULL) OR (email IS NOT NULL))),
+    CONSTRAINT leads_source_must_not_be_blank CHECK (((btrim(source) <> ''::text) AND (length(source) <= 100))),
+    CONSTRAINT leads_tags_must_not_be_blank CHECK (((array_position(tags, ''::text) IS NULL) AND (array_position(tags, NULL::text) IS NULL))),
+    CONSTRAINT leads_urgency_must_be_known CHECK ((urgency = ANY (ARRAY['low'::text, 'normal'::text, 'high'::text, 'emergency'::text])))
+);
+
+ALTER TABLE ONLY app_public.leads FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE leads; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.leads IS '@behavior -delete
+A person who might become a customer, in one tenant: the CRM record every part of Switchboard uses (web forms, imports, missed calls, texts, routing, nurture). Every change is recorded by triggers in lead_audit_log, lead_status_history, lead_score_history and lead_assignments. Deleting is soft (deleted_at; see delete_lead and restore_lead). A phone number is unique among a tenant''s non-deleted leads.';
+
+--
+-- Name: COLUMN leads.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.id IS 'The lead''s id.';
+
+--
+-- Name: COLUMN leads.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.tenant_id IS 'The tenant this lead belongs to.';
+
+--
+-- Name: COLUMN leads.first_name; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.first_name IS 'First name.';
+
+--
+-- Name: COLUMN leads.last_name; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.last_name IS 'Last name.';
+
+--
+-- Name: COLUMN leads.full_name; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.full_name IS 'First and last name together (computed), used for name search.';
+
+--
+-- Name: COLUMN leads.phone; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.phone IS 'Phone number in E.164 form (+12125551234). Unique among the tenant''s non-deleted leads.';
+
+--
+-- Name: COLUMN leads.email; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.email IS 'Email address (case-insensitive).';
+
+--
+-- Name: COLUMN leads.address; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.address IS 'Street address.';
+
+--
+-- Name: COLUMN leads.city; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.city IS 'City.';
+
+--
+-- Name: COLUMN leads.region; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.region IS 'State, province or region (e.g. FL); used for state messaging rules.';
+
+--
+-- Name: COLUMN leads.postal_code; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.postal_code IS 'Postal or ZIP code.';
+
+--
+-- Name: COLUMN leads.country; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.country IS 'ISO 3166-1 alpha-2 country code (e.g. US).';
+
+--
+-- Name: COLUMN leads.timezone; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.timezone IS 'The lead''s IANA timezone. When not given, derived from the phone''s area code where known, else the tenant''s timezone.';
+
+--
+-- Name: COLUMN leads.source; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.source IS 'Where the lead came from (e.g. google_ads, referral, missed_call, import); used for source ROI.';
+
+--
+-- Name: COLUMN leads.tags; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.tags IS 'Free-form labels; filter with any/all through find_leads or segments.';
+
+--
+-- Name: COLUMN leads.status; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.status IS 'Where the lead stands (see lead_statuses): new, contacted, nurturing, cold, qualified, hot, won, recruited, lost or dnc.';
+
+--
+-- Name: COLUMN leads.lead_score; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.lead_score IS 'Score from 0 to 100, maintained by calculate_lead_score.';
+
+--
+-- Name: COLUMN leads.lead_score_factors; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.lead_score_factors IS 'The score''s breakdown: {"qualification", "engagement", "intent", "demographic", "total"}.';
+
+--
+-- Name: COLUMN leads.owner_user_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.owner_user_id IS 'The member who owns the lead (changes are recorded in lead_assignments).';
+
+--
+-- Name: COLUMN leads.last_contact_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.last_contact_at IS 'When someone last reached the lead.';
+
+--
+-- Name: COLUMN leads.problem_description; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.problem_description IS 'What the person needs, in their words.';
+
+--
+-- Name: COLUMN leads.job_type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.job_type IS 'Kind of job (e.g. water_heater, wedding).';
+
+--
+-- Name: COLUMN leads.urgency; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.urgency IS 'How urgent: low, normal, high or emergency.';
+
+--
+-- Name: COLUMN leads.estimated_value; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.estimated_value IS 'Estimated value of the job, in the tenant''s currency.';
+
+--
+-- Name: COLUMN leads.event_date; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.event_date IS 'Date of the event, for event leads (e.g. a wedding needing a DJ).';
+
+--
+-- Name: COLUMN leads.event_type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.event_type IS 'Kind of event, for event leads.';
+
+--
+-- Name: COLUMN leads.service_line; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.service_line IS 'Service or insurance line (e.g. auto, home), for routing by specialisation.';
+
+--
+-- Name: COLUMN leads.customer_segment; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.customer_segment IS 'Customer segment (e.g. residential, commercial, small_business).';
+
+--
+-- Name: COLUMN leads.language; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.language IS 'Preferred language as a BCP 47 tag (e.g. en, es, pt-BR).';
+
+--
+-- Name: COLUMN leads.ai_analysis; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.ai_analysis IS 'What the AI assistant concluded about the lead (JSON object).';
+
+--
+-- Name: COLUMN leads.appointment_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.appointment_at IS 'When the booked appointment is.';
+
+--
+-- Name: COLUMN leads.conversion_value; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.conversion_value IS 'What the lead was worth once won.';
+
+--
+-- Name: COLUMN leads.lost_reason; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.lost_reason IS 'Why the lead was lost.';
+
+--
+-- Name: COLUMN leads.attributes; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.attributes IS 'Any other fields, as a JSON object.';
+
+--
+-- Name: COLUMN leads.deleted_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.deleted_at IS 'When the lead was (soft) deleted; null while it is live. See delete_lead and restore_lead.';
+
+--
+-- Name: COLUMN leads.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.created_at IS 'When the lead was captured.';
+
+--
+-- Name: COLUMN leads.updated_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.updated_at IS 'When the lead last changed.';
+
+--
+-- Name: COLUMN leads.owner_agent_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.leads.owner_agent_id IS 'The agent the lead is assigned to (set by routing or reassignment; recorded in lead_assignments).';
+
+--
+-- Name: routing_rules; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.routing_rules (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
+    name text NOT NULL,
+    priority integer DEFAULT 100 NOT NULL,
+    is_active boolean DEFAULT true NOT NULL,
+    conditions jsonb DEFAULT '{}'::jsonb NOT NULL,
+    action text NOT NULL,
+    agent_ids uuid[] DEFAULT '{}'::uuid[] NOT NULL,
+    queue_type text,
+    strategy text,
+    strategy_params jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT routing_rules_action_must_be_known CHECK ((action = ANY (ARRAY['route_to_agent'::text, 'route_to_agents'::text, 'route_to_queue'::text, 'use_strategy'::text]))),
+    CONSTRAINT routing_rules_action_needs_its_target CHECK (
+CASE action
+    WHEN 'route_to_agent'::text THEN (cardinality(agent_ids) = 1)
+    WHEN 'route_to_agents'::text THEN (cardinality(agent_ids) >= 1)
+    WHEN 'route_to_queue'::text THEN (queue_type IS NOT NULL)
+    WHEN 'use_strategy'::text THEN (strategy IS NOT NULL)
+    ELSE NULL::boolean
+END),
+    CONSTRAINT routing_rules_name_must_not_be_blank CHECK ((btrim(name) <> ''::text)),
+    CONSTRAINT routing_rules_queue_type_must_be_known CHECK ((queue_type = ANY (ARRAY['hot'::text, 'active'::text, 'nurture'::text, 'waiting'::text, 'reassignment'::text]))),
+    CONSTRAINT routing_rules_strategy_must_be_known CHECK ((strategy = ANY (ARRAY['weighted_round_robin'::text, 'least_loaded'::text, 'best_match'::text, 'score_tiered'::text, 'direct_to_owner'::text]))),
+    CONSTRAINT routing_rules_strategy_params_must_be_an_object CHECK ((jsonb_typeof(strategy_params) = 'object'::text))
+);
+
+ALTER TABLE ONLY app_public.routing_rules FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE routing_rules; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.routing_rules IS 'How leads are routed: the active rule with the lowest priority number whose conditions match the lead decides. conditions use the lead filter language of find_leads (e.g. {"status": "hot", "tags_any": ["vip"], "score_min": 70, "region": ["FL"]}); an unknown field or operator is refused when the rule is saved. Actions: route_to_agent / route_to_agents (only these agents are candidates), route_to_queue (queue_type), use_strategy (strategy with strategy_params). Without a matching rule the tenant''s default strategy (system_config routing.default_strategy) applies.';
+
+--
+-- Name: COLUMN routing_rules.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.id IS 'The rule''s id.';
+
+--
+-- Name: COLUMN routing_rules.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.tenant_id IS 'The tenant.';
+
+--
+-- Name: COLUMN routing_rules.name; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.name IS 'Name, unique in the tenant.';
+
+--
+-- Name: COLUMN routing_rules.priority; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.priority IS 'Lower numbers are tried first.';
+
+--
+-- Name: COLUMN routing_rules.is_active; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.is_active IS 'Inactive rules are skipped.';
+
+--
+-- Name: COLUMN routing_rules.conditions; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.conditions IS 'A lead filter (the find_leads language); {} matches every lead.';
+
+--
+-- Name: COLUMN routing_rules.action; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.action IS 'route_to_agent, route_to_agents, route_to_queue or use_strategy.';
+
+--
+-- Name: COLUMN routing_rules.agent_ids; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.agent_ids IS 'The agents for route_to_agent (one) and route_to_agents (several).';
+
+--
+-- Name: COLUMN routing_rules.queue_type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.queue_type IS 'The queue for route_to_queue: hot, active, nurture, waiting or reassignment.';
+
+--
+-- Name: COLUMN routing_rules.strategy; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.strategy IS 'The strategy for use_strategy (or among route_to_agents): weighted_round_robin, least_loaded, best_match, score_tiered, direct_to_owner.';
+
+--
+-- Name: COLUMN routing_rules.strategy_params; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.strategy_params IS 'Parameters of the strategy (JSON object).';
+
+--
+-- Name: COLUMN routing_rules.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.created_at IS 'When the rule was created.';
+
+--
+-- Name: COLUMN routing_rules.updated_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.updated_at IS 'When the rule last changed.';
+
+--
+-- Name: routing_context; Type: TYPE; Schema: app_private; Owner: -
+--
+
+CREATE TYPE app_private.routing_context AS (
+	tenant_id uuid,
+	trigger text,
+	lead app_public.leads,
+	rule app_public.routing_rules,
+	strategy text,
+	order_strategy text,
+	params jsonb,
+	experiment_id uuid,
+	variant_id uuid,
+	restrict uuid[],
+	queue_type text,
+	queue_reason text,
+	hot_threshold integer,
+	tier text,
+	tier_weight numeric,
+	lat numeric,
+	lon numeric,
+	appt_range tstzrange,
+	prev_owner uuid
+);
+
+--
+-- Name: TYPE routing_context; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TYPE app_private.routing_context IS 'How one lead is to be routed, as app_private.routing_plan works it out and the other parts of route_lead read it: the tenant, trigger and lead (locked by route_lead); the matching rule; the strategy (null when a route_to_queue rule queues the lead: queue_type and queue_reason) and the one that orders candidates (order_strategy: score_tiered orders warm and cold leads by round robin); its parameters; the experiment and variant; the agents a rule allows (restrict, null for all); the hot threshold, tier and tier weight; the lead''s coordinates; its appointment range; its previous owner (direct_to_owner).';
+
+--
 -- Name: created_api_key; Type: TYPE; Schema: app_public; Owner: -
 --
 
@@ -259,19 +784,6 @@ COMMENT ON COLUMN app_public.created_api_key.created_at IS 'When the key was cre
 --
 
 COMMENT ON COLUMN app_public.created_api_key.secret IS 'The whole key (sbk_...): send it as "Authorization: Bearer <key>" or "X-API-Key: <key>". Shown only once.';
-
---
--- Name: e164_phone; Type: DOMAIN; Schema: app_public; Owner: -
---
-
-CREATE DOMAIN app_public.e164_phone AS text
-	CONSTRAINT phone_must_be_e164 CHECK ((VALUE ~ '^\+[1-9][0-9]{6,14}$'::text));
-
---
--- Name: DOMAIN e164_phone; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON DOMAIN app_public.e164_phone IS 'A phone number in E.164 form: +, country code and number, 7 to 15 digits, e.g. +12125551234.';
 
 --
 -- Name: experiment_choice; Type: TYPE; Schema: app_public; Owner: -
@@ -1460,25 +1972,6 @@ $$;
 COMMENT ON FUNCTION app_hidden.is_trusted_caller(relation regclass) IS 'True when the current role is a superuser or owns the table (migrations, the worker, SECURITY DEFINER functions): triggers that check the role of a member let these through.';
 
 --
--- Name: is_valid_email(text); Type: FUNCTION; Schema: app_hidden; Owner: -
---
-
-CREATE FUNCTION app_hidden.is_valid_email(email text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $_$
-  select email is not null
-    and pg_catalog.length(email) <= 254
-    and email ~ '^[A-Za-z0-9.!#$%&''*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$';
-$_$;
-
---
--- Name: FUNCTION is_valid_email(email text); Type: COMMENT; Schema: app_hidden; Owner: -
---
-
-COMMENT ON FUNCTION app_hidden.is_valid_email(email text) IS 'True for a plausible email address (the HTML living standard''s rule, with a dot in the domain, at most 254 characters).';
-
---
 -- Name: language_matches(text, text[]); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -2060,53 +2553,6 @@ $$;
 --
 
 COMMENT ON FUNCTION app_hidden.recipient_send_window(tenant_id uuid, lead_id uuid, phone text, at timestamp with time zone) IS 'sms_send_window for the recipient of a text: with the state and time zone of its lead (the given lead, else the live lead with that phone in the tenant), else from the number alone.';
-
---
--- Name: current_tenant_id(); Type: FUNCTION; Schema: app_public; Owner: -
---
-
-CREATE FUNCTION app_public.current_tenant_id() RETURNS uuid
-    LANGUAGE plpgsql STABLE SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $$
-declare
-  v_tenant_id uuid := app_private.uuid_setting('app.current_tenant_id');
-  v_user_id uuid;
-  v_key_id uuid;
-  v_key_tenant_id uuid;
-begin
-  if v_tenant_id is not null then
-    v_user_id := app_public.current_user_id();
-    if v_user_id is not null and exists (
-      select 1 from app_public.memberships m
-      where m.tenant_id = v_tenant_id and m.user_id = v_user_id
-    ) then
-      return v_tenant_id;
-    end if;
-  end if;
-
-  v_key_id := app_public.current_api_key_id();
-  if v_key_id is not null then
-    select k.tenant_id into v_key_tenant_id from app_public.api_keys k where k.id = v_key_id;
-    -- An API key only ever acts in its own tenant; the tenant setting may be omitted.
-    if v_tenant_id is null or v_tenant_id = v_key_tenant_id then
-      return v_key_tenant_id;
-    end if;
-  end if;
-
-  return null;
-end;
-$$;
-
---
--- Name: FUNCTION current_tenant_id(); Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON FUNCTION app_public.current_tenant_id() IS 'The tenant this request acts in: the token''s tenant if the session is valid and the user is (still) a member of it, or the tenant of a valid API key; otherwise null. Checked on every statement, so logout and member removal apply at once.';
-
-SET default_tablespace = '';
-
-SET default_table_access_method = heap;
 
 --
 -- Name: service_titan_connections; Type: TABLE; Schema: app_public; Owner: -
@@ -5452,125 +5898,6 @@ $$;
 COMMENT ON FUNCTION app_private.lead_default_timezone(tenant_id uuid, phone text, country text, region text) IS 'The time zone a lead gets when none is given: its phone''s area code zone if known, else its region''s zone (region_timezones), else the tenant''s business_settings.timezone. Called by the leads trigger, which runs as the owner (it reads the tenant''s settings explicitly by tenant_id).';
 
 --
--- Name: routing_rules; Type: TABLE; Schema: app_public; Owner: -
---
-
-CREATE TABLE app_public.routing_rules (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
-    name text NOT NULL,
-    priority integer DEFAULT 100 NOT NULL,
-    is_active boolean DEFAULT true NOT NULL,
-    conditions jsonb DEFAULT '{}'::jsonb NOT NULL,
-    action text NOT NULL,
-    agent_ids uuid[] DEFAULT '{}'::uuid[] NOT NULL,
-    queue_type text,
-    strategy text,
-    strategy_params jsonb DEFAULT '{}'::jsonb NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT routing_rules_action_must_be_known CHECK ((action = ANY (ARRAY['route_to_agent'::text, 'route_to_agents'::text, 'route_to_queue'::text, 'use_strategy'::text]))),
-    CONSTRAINT routing_rules_action_needs_its_target CHECK (
-CASE action
-    WHEN 'route_to_agent'::text THEN (cardinality(agent_ids) = 1)
-    WHEN 'route_to_agents'::text THEN (cardinality(agent_ids) >= 1)
-    WHEN 'route_to_queue'::text THEN (queue_type IS NOT NULL)
-    WHEN 'use_strategy'::text THEN (strategy IS NOT NULL)
-    ELSE NULL::boolean
-END),
-    CONSTRAINT routing_rules_name_must_not_be_blank CHECK ((btrim(name) <> ''::text)),
-    CONSTRAINT routing_rules_queue_type_must_be_known CHECK ((queue_type = ANY (ARRAY['hot'::text, 'active'::text, 'nurture'::text, 'waiting'::text, 'reassignment'::text]))),
-    CONSTRAINT routing_rules_strategy_must_be_known CHECK ((strategy = ANY (ARRAY['weighted_round_robin'::text, 'least_loaded'::text, 'best_match'::text, 'score_tiered'::text, 'direct_to_owner'::text]))),
-    CONSTRAINT routing_rules_strategy_params_must_be_an_object CHECK ((jsonb_typeof(strategy_params) = 'object'::text))
-);
-
-ALTER TABLE ONLY app_public.routing_rules FORCE ROW LEVEL SECURITY;
-
---
--- Name: TABLE routing_rules; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON TABLE app_public.routing_rules IS 'How leads are routed: the active rule with the lowest priority number whose conditions match the lead decides. conditions use the lead filter language of find_leads (e.g. {"status": "hot", "tags_any": ["vip"], "score_min": 70, "region": ["FL"]}); an unknown field or operator is refused when the rule is saved. Actions: route_to_agent / route_to_agents (only these agents are candidates), route_to_queue (queue_type), use_strategy (strategy with strategy_params). Without a matching rule the tenant''s default strategy (system_config routing.default_strategy) applies.';
-
---
--- Name: COLUMN routing_rules.id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.id IS 'The rule''s id.';
-
---
--- Name: COLUMN routing_rules.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.tenant_id IS 'The tenant.';
-
---
--- Name: COLUMN routing_rules.name; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.name IS 'Name, unique in the tenant.';
-
---
--- Name: COLUMN routing_rules.priority; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.priority IS 'Lower numbers are tried first.';
-
---
--- Name: COLUMN routing_rules.is_active; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.is_active IS 'Inactive rules are skipped.';
-
---
--- Name: COLUMN routing_rules.conditions; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.conditions IS 'A lead filter (the find_leads language); {} matches every lead.';
-
---
--- Name: COLUMN routing_rules.action; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.action IS 'route_to_agent, route_to_agents, route_to_queue or use_strategy.';
-
---
--- Name: COLUMN routing_rules.agent_ids; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.agent_ids IS 'The agents for route_to_agent (one) and route_to_agents (several).';
-
---
--- Name: COLUMN routing_rules.queue_type; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.queue_type IS 'The queue for route_to_queue: hot, active, nurture, waiting or reassignment.';
-
---
--- Name: COLUMN routing_rules.strategy; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.strategy IS 'The strategy for use_strategy (or among route_to_agents): weighted_round_robin, least_loaded, best_match, score_tiered, direct_to_owner.';
-
---
--- Name: COLUMN routing_rules.strategy_params; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.strategy_params IS 'Parameters of the strategy (JSON object).';
-
---
--- Name: COLUMN routing_rules.created_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.created_at IS 'When the rule was created.';
-
---
--- Name: COLUMN routing_rules.updated_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.routing_rules.updated_at IS 'When the rule last changed.';
-
---
 -- Name: matching_routing_rule(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -7718,48 +8045,354 @@ COMMENT ON FUNCTION app_private.revoke_member_grants(user_id uuid, tenant_id uui
 CREATE FUNCTION app_private.route_lead(tenant_id uuid, lead_id uuid, trigger text) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $_$
+    AS $$
 #variable_conflict use_variable
 declare
   v_tenant uuid := route_lead.tenant_id;
   v_trigger text := route_lead.trigger;
   v_lead app_public.leads;
-  v_rule app_public.routing_rules;
-  v_strategy text;
-  v_order_strategy text;
-  v_params jsonb := '{}';
-  v_experiment_id uuid;
-  v_variant_id uuid;
-  v_variant_strategy text;
-  v_variant_params jsonb;
-  v_restrict uuid[];
-  v_tier text;
-  v_tier_weight numeric;
-  v_hot_threshold int;
-  v_lat numeric;
-  v_lon numeric;
-  v_prev_owner uuid;
+  v_refusal record;
+  v_ctx app_private.routing_context;
   v_candidates jsonb := '[]';
   v_order uuid[];
-  v_eligible uuid[];
-  v_skipped uuid[] := '{}';
-  v_agent uuid;
-  v_av app_public.agent_availability;
-  v_slot uuid;
+  v_pass_floor numeric;
   v_chosen uuid;
   v_chosen_slot uuid;
   v_notes jsonb := '{}';
-  v_wrr_used boolean := false;
-  v_pass_floor numeric;
-  v_stride numeric;
+  v_decision record;
+begin
+  if v_trigger is null or v_trigger not in ('new_lead', 'manual', 'offer_rejected', 'offer_expired', 'agent_available', 'escalation', 'requeue') then
+    raise exception 'Invalid routing trigger ''%'': use new_lead, manual, offer_rejected, offer_expired, agent_available, escalation or requeue', v_trigger
+      using errcode = '22023';
+  end if;
+
+  -- The lead, locked: one routing decision per lead at a time.
+  select l.* into v_lead from app_public.leads l
+   where l.tenant_id = v_tenant and l.id = route_lead.lead_id
+   for no key update;
+  if not found then
+    raise exception 'Lead not found' using errcode = 'P0002';
+  end if;
+
+  -- Leads that must not be routed: recorded, with the reason.
+  select * into v_refusal from app_private.routing_refusal(v_tenant, v_lead);
+  if v_refusal.reason is not null then
+    if v_refusal.lead_closed then
+      update app_public.assignment_queue q set dequeued_at = pg_catalog.now(), dequeue_reason = 'lead_closed'
+       where q.tenant_id = v_tenant and q.lead_id = v_lead.id and q.dequeued_at is null;
+    end if;
+    v_ctx.tenant_id := v_tenant;
+    v_ctx.trigger := v_trigger;
+    v_ctx.lead := v_lead;
+    return app_private.routing_record(v_ctx, '[]'::jsonb, '{}'::jsonb, null, null, 'not_routed', v_refusal.reason, null, null, null);
+  end if;
+
+  -- Rule, strategy and experiment variant; then the candidates in the strategy's order, the first
+  -- that can be taken, the decision carried out, and its record.
+  v_ctx := app_private.routing_plan(v_tenant, v_lead, v_trigger);
+  if v_ctx.queue_reason is null then
+    select c.candidates, c.agent_order, c.pass_floor into v_candidates, v_order, v_pass_floor
+      from app_private.routing_candidates(v_ctx) c;
+    select c.chosen, c.chosen_slot, c.notes into v_chosen, v_chosen_slot, v_notes
+      from app_private.routing_claim(v_ctx, v_order) c;
+  end if;
+  select * into v_decision from app_private.routing_decide(v_ctx, v_candidates, v_order, v_pass_floor, v_chosen, v_chosen_slot);
+  return app_private.routing_record(v_ctx, v_candidates, v_notes, v_chosen, v_chosen_slot,
+    v_decision.outcome, v_decision.reason, v_decision.offer_id, v_decision.expires, v_decision.queue_type);
+end;
+$$;
+
+--
+-- Name: FUNCTION route_lead(tenant_id uuid, lead_id uuid, trigger text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.route_lead(tenant_id uuid, lead_id uuid, trigger text) IS 'Routes one lead in the caller’s transaction and returns the lead_routing_history id of the decision.
+trigger: new_lead, manual, offer_rejected, offer_expired, agent_available, escalation or requeue (22023 otherwise); P0002 when the lead is not the tenant’s.
+Not routed (with the reason): deleted lead, number on the DNC list (or status dnc), closed lead (final status), lead already assigned to an agent, lead with a pending offer.
+Candidates: the tenant’s active agents (for a lead with appointment_at: not busy then, see app_hidden.agent_is_busy; business_settings.service_appointment_minutes long) (only the rule’s agents for route_to_agent/route_to_agents), each checked for skill (a specialization for the lead’s service_line, segment ’any’ or equal, territories empty or containing the lead’s region; no service_line matches everyone), language (lead.language among the specialization’s or agent’s languages, en-US ~ en), area (no areas = everywhere; region, city (case-insensitive), postal code, or radius around attributes.latitude/longitude, ’unknown location’ without them), availability (status available), capacity (current_load < max_capacity), slot (event leads: a free, unlocked slot on event_date) and not_rejected (no rejected/expired offer of this lead).
+Escalation (trigger escalation) widens the candidate set: the rule’s agent list and route_to_queue action are ignored.
+Strategy: the matching rule’s (app_private.matching_routing_rule), else system_config routing.default_strategy, else weighted_round_robin; a running experiment’s variant (app_private.experiment_variant_for_lead, when that function exists) overrides it. weighted_round_robin = stride scheduling on agent_routing_credits (the eligible agent with the lowest pass goes next and its pass grows by 1/routing_weight; a pass below the virtual time of the eligible agents, max(pass - 1/weight), is raised to it, so agents coming back get no burst; score shown = how far behind the next agent in virtual time, 0 for the next); least_loaded = lowest load/capacity (ties: lowest pass, id); best_match = proficiency x recent conversion for the lead’s tier (0.5 when unknown) x tier weight; score_tiered = hot leads (score >= 70) to the best hot converters, others WRR; direct_to_owner = the previous owner agent if eligible, else WRR.
+Concurrency: the lead row is locked first (one decision per lead; routing_offers_one_pending_per_lead is the backstop); candidates are tried in strategy order with FOR UPDATE SKIP LOCKED on agent_availability, re-checking status and load under the lock, and only when every eligible agent was skipped does it wait (plain FOR UPDATE) for them, each waiter starting at one drawn in proportion to routing_weight, so busy tenants do not see false "no agent available"; the event slot is locked and re-checked too; only the round-robin row of the chosen agent is written, last. Lock order: lead, agent_availability, availability_slots, agent_routing_credits.
+LOAD RULE: a pending offer reserves capacity. Offering adds 1 to the agent’s current_load (as does direct assignment); accept keeps it; reject, expiry and cancellation must give it back (current_load - 1) and release the slot lock.
+Outcomes: offered (routing_offers row expiring after system_config routing.offer_timeout_seconds, default 120; slot locked until then; job routing__expire_offer {offer_id} at expires_at with job_key routing_offer:<id>), assigned (system_config routing.direct_assignment = true: owner_agent_id and, for members, owner_user_id; slot booked; recorded in lead_assignments with the strategy), queued (assignment_queue with the SLA of system_config routing.sla_seconds.<queue>, defaults hot 300, active 900, reassignment 600, nurture 86400, waiting 3600; an existing waiting entry keeps its place), not_routed. Every call writes lead_routing_history and a routing_events row.';
+
+--
+-- Name: routing_candidates(app_private.routing_context); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric) RETURNS record
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_tenant uuid := ctx.tenant_id;
+  v_lead app_public.leads := ctx.lead;
+  v_restrict uuid[] := ctx.restrict;
+  v_order_strategy text := ctx.order_strategy;
+  v_tier text := ctx.tier;
+  v_tier_weight numeric := ctx.tier_weight;
+  v_lat numeric := ctx.lat;
+  v_lon numeric := ctx.lon;
+  v_appt_range tstzrange := ctx.appt_range;
+  v_prev_owner uuid := ctx.prev_owner;
+begin
+  with base as materialized (
+    select a.id as agent_id, a.display_name as name, a.routing_weight as weight,
+           av.status, av.current_load, av.max_capacity,
+           cr.pass as stored_pass,
+           v_lead.service_line is null or sk.n > 0 as skill_ok,
+           coalesce(sk.proficiency, 3) as proficiency,
+           case when v_lead.service_line is not null and sk.n > 0 then coalesce(sk.lang_ok, false)
+                else v_lead.language = any (a.languages) or app_hidden.language_matches(v_lead.language, a.languages) end as language_ok,
+           ar.n = 0 or coalesce(ar.matched, false) as area_ok,
+           ar.n > 0 and not coalesce(ar.matched, false) and coalesce(ar.has_radius, false) and v_lat is null as area_unknown,
+           coalesce(av.status = 'available', false) as availability_ok,
+           coalesce(av.current_load < av.max_capacity, false) as capacity_ok,
+           v_lead.event_date is null or exists (
+             select 1 from app_public.availability_slots s
+              where s.tenant_id = v_tenant and s.agent_id = a.id and s.slot_date = v_lead.event_date and s.status = 'free'
+                and (s.locked_until is null or s.locked_until <= pg_catalog.now() or s.locked_by_lead_id = v_lead.id)) as slot_ok,
+           v_appt_range is null or not app_hidden.agent_is_busy(v_tenant, a.id, v_appt_range, v_lead.id) as free_ok,
+           not exists (
+             select 1 from app_public.routing_offers o
+              where o.tenant_id = v_tenant and o.lead_id = v_lead.id and o.agent_id = a.id and o.status in ('rejected', 'expired')) as not_rejected,
+           coalesce(pm.conv, 0.5) as conversion,
+           coalesce(pm.conv_hot, 0.5) as conversion_hot
+      from app_public.agents a
+      left join app_public.agent_availability av on av.tenant_id = a.tenant_id and av.agent_id = a.id
+      left join app_public.agent_routing_credits cr on cr.agent_id = a.id
+      left join lateral (
+        select pg_catalog.count(*) as n, pg_catalog.max(s.proficiency) as proficiency,
+               pg_catalog.bool_or(v_lead.language = any (case when pg_catalog.cardinality(s.languages) > 0 then s.languages else a.languages end)
+                 or app_hidden.language_matches(v_lead.language,
+                      case when pg_catalog.cardinality(s.languages) > 0 then s.languages else a.languages end)) as lang_ok
+          from app_public.agent_specializations s
+         where s.tenant_id = a.tenant_id and s.agent_id = a.id
+           and (v_lead.service_line is null or (
+                 s.service_line = v_lead.service_line
+             and (s.customer_segment = 'any' or v_lead.customer_segment is null or s.customer_segment = v_lead.customer_segment)
+             and (pg_catalog.cardinality(s.territories) = 0 or v_lead.region = any (s.territories))))
+      ) sk on true
+      left join lateral (
+        select pg_catalog.count(*) as n,
+               pg_catalog.bool_or(case z.kind
+                 when 'region' then pg_catalog.upper(z.region) = pg_catalog.upper(v_lead.region) and z.country = v_lead.country
+                 when 'city' then pg_catalog.lower(z.city) = pg_catalog.lower(v_lead.city)
+                                  and (z.region is null or v_lead.region is null or pg_catalog.upper(z.region) = pg_catalog.upper(v_lead.region))
+                 when 'postal_code' then pg_catalog.upper(pg_catalog.btrim(z.postal_code)) = pg_catalog.upper(pg_catalog.btrim(v_lead.postal_code))
+                 when 'radius' then app_hidden.distance_miles(z.center_latitude, z.center_longitude, v_lat, v_lon) <= z.radius_miles
+               end) as matched,
+               pg_catalog.bool_or(z.kind = 'radius') as has_radius
+          from app_public.agent_service_areas z
+         where z.tenant_id = a.tenant_id and z.agent_id = a.id
+      ) ar on true
+      left join lateral (
+        select case v_tier when 'hot' then m.conversion_rate_hot when 'warm' then m.conversion_rate_warm else m.conversion_rate_cold end as conv,
+               m.conversion_rate_hot as conv_hot
+          from app_public.agent_performance_metrics m
+         where m.tenant_id = a.tenant_id and m.agent_id = a.id
+         order by m.period_start desc, m.computed_at desc
+         limit 1
+      ) pm on true
+     where a.tenant_id = v_tenant and a.is_active
+       and (v_restrict is null or a.id = any (v_restrict))
+  ),
+  scored as (
+    select b.*,
+           b.skill_ok and b.language_ok and b.area_ok and b.availability_ok and b.capacity_ok and b.slot_ok and b.free_ok and b.not_rejected as eligible,
+           case when b.max_capacity > 0 then b.current_load::numeric / b.max_capacity else 1 end as load_ratio,
+           1::numeric / b.weight as stride
+      from base b
+  ),
+  paced as (
+    -- Stride scheduling: an agent without a ledger row starts one stride after virtual time 0.
+    -- v_floor = the latest virtual start among the eligible (pass - stride); in steady state every
+    -- eligible pass is at least that, so clamping to it only moves agents who fell behind while
+    -- they could not take leads (no burst on return).
+    select s.*, greatest(coalesce(s.stored_pass, s.stride),
+             pg_catalog.max(coalesce(s.stored_pass, s.stride) - s.stride) filter (where s.eligible) over ()) as pass,
+           pg_catalog.max(coalesce(s.stored_pass, s.stride) - s.stride) filter (where s.eligible) over () as pass_floor
+      from scored s
+  ),
+  paced_min as (
+    select p.*, pg_catalog.min(p.pass) filter (where p.eligible) over () as min_pass
+      from paced p
+  ),
+  keyed as (
+    select s.*,
+           case v_order_strategy
+             when 'weighted_round_robin' then s.min_pass - s.pass
+             when 'least_loaded' then s.load_ratio
+             when 'best_match' then s.proficiency * s.conversion * v_tier_weight
+             when 'score_tiered' then s.conversion_hot
+             when 'direct_to_owner' then case when s.agent_id = v_prev_owner then 1 else 0 end
+           end as score,
+           case v_order_strategy
+             when 'weighted_round_robin' then -s.pass
+             when 'least_loaded' then -s.load_ratio
+             when 'best_match' then s.proficiency * s.conversion * v_tier_weight
+             when 'score_tiered' then s.conversion_hot
+             when 'direct_to_owner' then case when s.agent_id = v_prev_owner then 1 else 0 end
+           end as k1,
+           case v_order_strategy
+             when 'weighted_round_robin' then s.weight::numeric
+             when 'least_loaded' then -s.pass
+             when 'direct_to_owner' then -s.pass
+             else -s.load_ratio
+           end as k2
+      from paced_min s
+  ),
+  ranked as (
+    select k.*, case when k.eligible then pg_catalog.row_number() over (partition by k.eligible order by k.k1 desc, k.k2 desc, k.agent_id) end as rank
+      from keyed k
+  )
+  select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+           'agent_id', r.agent_id,
+           'name', r.name,
+           'checks', pg_catalog.jsonb_build_object(
+             'skill', r.skill_ok, 'language', r.language_ok, 'area', r.area_ok, 'availability', r.availability_ok,
+             'capacity', r.capacity_ok, 'slot', r.slot_ok, 'free', r.free_ok, 'not_rejected', r.not_rejected),
+           'reasons', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+             'skill', case when not r.skill_ok then pg_catalog.format('no specialization in %s%s%s', v_lead.service_line,
+                 case when v_lead.customer_segment is not null then ' for segment ' || v_lead.customer_segment else '' end,
+                 case when v_lead.region is not null then ' licensed for ' || v_lead.region else '' end) end,
+             'language', case when not r.language_ok then pg_catalog.format('does not speak %s', v_lead.language) end,
+             'area', case when not r.area_ok then case when r.area_unknown then 'unknown location'
+                 else pg_catalog.format('outside the service areas (lead in %s)',
+                   coalesce(nullif(pg_catalog.concat_ws(', ', v_lead.city, v_lead.region, v_lead.postal_code), ''), 'an unknown place')) end end,
+             'availability', case when not r.availability_ok then
+                 case when r.status is null then 'no availability record' else pg_catalog.format('status is %s', r.status) end end,
+             'capacity', case when not r.capacity_ok then
+                 case when r.status is null then 'no availability record' else pg_catalog.format('at capacity (%s of %s)', r.current_load, r.max_capacity) end end,
+             'slot', case when not r.slot_ok then pg_catalog.format('no free slot on %s', v_lead.event_date) end,
+             'free', case when not r.free_ok then pg_catalog.format('busy at %s (an appointment or another lead)', v_lead.appointment_at) end,
+             'not_rejected', case when not r.not_rejected then 'already rejected this lead or let its offer expire' end)),
+           'eligible', r.eligible,
+           'score', pg_catalog.trim_scale(pg_catalog.round(r.score, 4)),
+           'rank', r.rank,
+           'weight', r.weight,
+           'pass', pg_catalog.trim_scale(pg_catalog.round(r.pass, 6)),
+           'load', r.current_load,
+           'capacity', r.max_capacity,
+           'proficiency', r.proficiency,
+           'conversion', r.conversion)
+         order by r.rank nulls last, r.name, r.agent_id), '[]'::jsonb),
+         pg_catalog.array_agg(r.agent_id order by r.rank) filter (where r.eligible),
+         pg_catalog.max(r.pass_floor)
+    into candidates, agent_order, pass_floor
+    from ranked r;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric) IS 'The candidates of a routing decision: every active agent of the tenant (only the rule''s agents when the plan restricts them), each with its checks (skill, language, area, availability, capacity, slot, free, not_rejected), the reasons of the failed ones, its score and rank in the strategy''s order (candidates, the jsonb stored in lead_routing_history), the eligible agents'' ids in that order (agent_order), and the round-robin virtual time of the eligible agents (pass_floor). Reads only. Part of route_lead.';
+
+--
+-- Name: routing_claim(app_private.routing_context, uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_claim(ctx app_private.routing_context, agent_order uuid[], OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_tenant uuid := ctx.tenant_id;
+  v_agent uuid;
+  v_try record;
+  v_skipped uuid[] := '{}';
   v_wait_from int;
-  v_appt_range tstzrange;
+begin
+  notes := '{}';
+  if agent_order is null then
+    return;
+  end if;
+  -- Take the first candidate whose availability (and slot) can be locked and still holds.
+  -- Pass 1 skips rows other routings hold; only if that finds nobody, wait for the skipped ones.
+  foreach v_agent in array agent_order loop
+    select * into v_try from app_private.routing_try_agent(v_tenant, v_agent, ctx.lead, ctx.appt_range, false);
+    if v_try.claimed then
+      chosen := v_agent;
+      chosen_slot := v_try.slot_id;
+      return;
+    elsif v_try.skipped then
+      v_skipped := v_skipped || v_agent;
+    else
+      notes := notes || pg_catalog.jsonb_build_object(v_agent::text, v_try.note);
+    end if;
+  end loop;
+  if pg_catalog.cardinality(v_skipped) = 0 then
+    return;
+  end if;
+  -- Waiters start at different agents, so a burst does not queue up behind one row: the first
+  -- agent to wait for is drawn in proportion to routing_weight, which keeps round-robin
+  -- shares close to the weights when most routes have to wait.
+  select o.n - 1 into v_wait_from
+    from (select u.n, pg_catalog.sum(a.routing_weight) over (order by u.n) as upto,
+                 pg_catalog.sum(a.routing_weight) over () as total
+            from pg_catalog.unnest(v_skipped) with ordinality u(agent_id, n)
+            join app_public.agents a on a.tenant_id = v_tenant and a.id = u.agent_id) o
+   where o.upto > pg_catalog.random() * o.total
+   order by o.n
+   limit 1;
+  v_wait_from := coalesce(v_wait_from, 0);
+  v_skipped := v_skipped[v_wait_from + 1:] || v_skipped[:v_wait_from];
+  foreach v_agent in array v_skipped loop
+    select * into v_try from app_private.routing_try_agent(v_tenant, v_agent, ctx.lead, ctx.appt_range, true);
+    if v_try.claimed then
+      chosen := v_agent;
+      chosen_slot := v_try.slot_id;
+      return;
+    end if;
+    notes := notes || pg_catalog.jsonb_build_object(v_agent::text, v_try.note);
+  end loop;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_claim(ctx app_private.routing_context, agent_order uuid[], OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_claim(ctx app_private.routing_context, agent_order uuid[], OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb) IS 'Takes the first agent of agent_order that can be locked and still holds (app_private.routing_try_agent): a first pass skips agents other routings hold; only if it finds nobody does it wait for those, starting at one drawn in proportion to routing_weight, so busy tenants see no false "no agent available". Returns the agent, its locked slot for an event lead, and a note per agent that changed while routing. Part of route_lead.';
+
+--
+-- Name: routing_decide(app_private.routing_context, jsonb, uuid[], numeric, uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_decide(ctx app_private.routing_context, candidates jsonb, agent_order uuid[], pass_floor numeric, chosen uuid, chosen_slot uuid, OUT outcome text, OUT reason text, OUT offer_id uuid, OUT expires timestamp with time zone, OUT queue_type text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_tenant uuid := ctx.tenant_id;
+  v_trigger text := ctx.trigger;
+  v_lead app_public.leads := ctx.lead;
+  v_rule app_public.routing_rules := ctx.rule;
+  v_strategy text := ctx.strategy;
+  v_order_strategy text := ctx.order_strategy;
+  v_variant_id uuid := ctx.variant_id;
+  v_restrict uuid[] := ctx.restrict;
+  v_tier text := ctx.tier;
+  v_hot_threshold int := ctx.hot_threshold;
+  v_prev_owner uuid := ctx.prev_owner;
+  v_candidates jsonb := routing_decide.candidates;
+  v_order uuid[] := routing_decide.agent_order;
+  v_pass_floor numeric := routing_decide.pass_floor;
+  v_chosen uuid := routing_decide.chosen;
+  v_chosen_slot uuid := routing_decide.chosen_slot;
+  v_reason text := ctx.queue_reason;
+  v_queue_type text := ctx.queue_type;
   v_outcome text;
-  v_reason text;
-  v_queue_type text;
-  v_history_id bigint;
   v_offer_id uuid;
   v_expires timestamptz;
+  v_failed text;
+  v_wrr_used boolean := false;
+  v_stride numeric;
   v_timeout numeric;
   v_direct boolean;
   v_sla numeric;
@@ -7769,366 +8402,25 @@ declare
   v_prev_setting_strategy text;
   v_prev_setting_reason text;
   v_prev_setting_source text;
-  v_failed text;
   v_setting jsonb;
 begin
-  if v_trigger is null or v_trigger not in ('new_lead', 'manual', 'offer_rejected', 'offer_expired', 'agent_available', 'escalation', 'requeue') then
-    raise exception 'Invalid routing trigger ''%'': use new_lead, manual, offer_rejected, offer_expired, agent_available, escalation or requeue', v_trigger
-      using errcode = '22023';
-  end if;
-
-  -- 1. The lead, locked: one routing decision per lead at a time.
-  select l.* into v_lead from app_public.leads l
-   where l.tenant_id = v_tenant and l.id = route_lead.lead_id
-   for no key update;
-  if not found then
-    raise exception 'Lead not found' using errcode = 'P0002';
-  end if;
-
-  -- 2. Leads that must not be routed.
-  if v_lead.deleted_at is not null then
-    v_reason := 'The lead is deleted';
-  elsif v_lead.status = 'dnc' or (v_lead.phone is not null and app_public.is_on_dnc_list(v_lead.phone, v_tenant)) then
-    v_reason := pg_catalog.format('The lead''s number %s is on the do-not-contact list', coalesce(v_lead.phone::text, '(none)'));
-  elsif exists (select 1 from app_public.lead_statuses s where s.status = v_lead.status and s.is_final) then
-    v_reason := pg_catalog.format('The lead is closed (status %s)', v_lead.status);
-  end if;
-  if v_reason is not null then
-    update app_public.assignment_queue q set dequeued_at = pg_catalog.now(), dequeue_reason = 'lead_closed'
-     where q.tenant_id = v_tenant and q.lead_id = v_lead.id and q.dequeued_at is null;
-  elsif v_lead.owner_agent_id is not null then
-    v_reason := pg_catalog.format('The lead is already assigned to agent %s',
-      coalesce((select a.display_name from app_public.agents a where a.tenant_id = v_tenant and a.id = v_lead.owner_agent_id), v_lead.owner_agent_id::text));
-  else
-    select pg_catalog.format('The lead already has a pending offer (offer %s to %s)', o.id, a.display_name) into v_reason
-      from app_public.routing_offers o join app_public.agents a on a.tenant_id = o.tenant_id and a.id = o.agent_id
-     where o.tenant_id = v_tenant and o.lead_id = v_lead.id and o.status = 'pending';
-  end if;
-  if v_reason is not null then
-    insert into app_public.lead_routing_history (tenant_id, lead_id, trigger, lead_score, outcome, reason)
-    values (v_tenant, v_lead.id, v_trigger, v_lead.lead_score, 'not_routed', v_reason)
-    returning id into v_history_id;
-    insert into app_public.routing_events (tenant_id, lead_id, event_type, data)
-    values (v_tenant, v_lead.id, 'not_routed', pg_catalog.jsonb_build_object('reason', v_reason, 'history_id', v_history_id));
-    return v_history_id;
-  end if;
-
-  -- 3. Rule, strategy, experiment variant.
-  v_rule := app_private.matching_routing_rule(v_tenant, v_lead.id);
-  if v_rule.id is not null then
-    v_strategy := v_rule.strategy;
-    v_params := v_rule.strategy_params;
-    -- An escalation widens the candidate set: the rule's agent list no longer limits it.
-    if v_rule.action in ('route_to_agent', 'route_to_agents') and v_trigger <> 'escalation' then
-      v_restrict := v_rule.agent_ids;
-    end if;
-  end if;
-  if v_strategy is null then
-    v_setting := app_private.routing_setting(v_tenant, 'routing.default_strategy');
-    v_strategy := case when v_setting #>> '{}' in ('weighted_round_robin', 'least_loaded', 'best_match', 'score_tiered', 'direct_to_owner')
-      then v_setting #>> '{}' else 'weighted_round_robin' end;
-  end if;
-  if pg_catalog.to_regprocedure('app_private.experiment_variant_for_lead(uuid,uuid)') is not null then
-    execute 'select c.experiment_id, c.variant_id, c.strategy, c.parameters from app_private.experiment_variant_for_lead($1, $2) c'
-      into v_experiment_id, v_variant_id, v_variant_strategy, v_variant_params
-      using v_tenant, v_lead.id;
-    if v_variant_id is not null and v_variant_strategy is not null then
-      v_strategy := v_variant_strategy;
-      v_params := coalesce(v_variant_params, '{}');
+  -- Nobody taken: say why (a route_to_queue rule already said so in the plan).
+  if v_chosen is null and v_reason is null then
+    if v_order is null then
+      select pg_catalog.string_agg(pg_catalog.format('%s %s', c.n, c.k), ', ' order by c.n desc, c.k) into v_failed
+        from (select k.key as k, pg_catalog.count(*) as n
+                from pg_catalog.jsonb_array_elements(v_candidates) e, pg_catalog.jsonb_each(e -> 'checks') k
+               where k.value = 'false'::jsonb group by k.key) c;
+      v_reason := case when pg_catalog.jsonb_array_length(v_candidates) = 0
+        then case when v_restrict is not null then pg_catalog.format('No eligible agent: rule "%s" allows no active agent', v_rule.name)
+                  else 'No eligible agent: the tenant has no active agents' end
+        else pg_catalog.format('No eligible agent among %s considered (failed checks: %s)', pg_catalog.jsonb_array_length(v_candidates), v_failed) end;
+    else
+      v_reason := pg_catalog.format('No agent available: all %s eligible agents became busy or unavailable while routing', pg_catalog.cardinality(v_order));
     end if;
   end if;
 
-  if v_rule.action = 'route_to_queue' and v_trigger <> 'escalation' then
-    v_strategy := null;
-    v_queue_type := v_rule.queue_type;
-    v_reason := pg_catalog.format('Rule "%s" sends the lead to the %s queue', v_rule.name, v_rule.queue_type);
-  else
-    -- 4. Candidates and their checks, ordered by the strategy.
-    v_hot_threshold := coalesce(case when v_params ->> 'hot_threshold' ~ '^\d{1,3}$' then (v_params ->> 'hot_threshold')::int end, 70);
-    v_tier := case when v_lead.lead_score >= v_hot_threshold then 'hot' when v_lead.lead_score >= 40 then 'warm' else 'cold' end;
-    v_tier_weight := coalesce(
-      case when v_params #>> array['tier_weights', v_tier] ~ '^\d+(\.\d+)?$' then (v_params #>> array['tier_weights', v_tier])::numeric end,
-      case v_tier when 'hot' then 1.0 when 'warm' then 0.8 else 0.6 end);
-    if v_lead.attributes ->> 'latitude' ~ '^-?\d{1,2}(\.\d+)?$' and v_lead.attributes ->> 'longitude' ~ '^-?\d{1,3}(\.\d+)?$' then
-      v_lat := (v_lead.attributes ->> 'latitude')::numeric;
-      v_lon := (v_lead.attributes ->> 'longitude')::numeric;
-    end if;
-    v_order_strategy := case
-      when v_strategy = 'score_tiered' and v_tier <> 'hot' then 'weighted_round_robin'
-      else v_strategy end;
-    if v_strategy = 'direct_to_owner' then
-      select la.to_agent_id into v_prev_owner from app_public.lead_assignments la
-       where la.tenant_id = v_tenant and la.lead_id = v_lead.id and la.to_agent_id is not null
-       order by la.assigned_at desc, la.id desc limit 1;
-      if v_prev_owner is null then
-        select o.agent_id into v_prev_owner from app_public.routing_offers o
-         where o.tenant_id = v_tenant and o.lead_id = v_lead.id and o.status = 'accepted'
-         order by o.responded_at desc nulls last limit 1;
-      end if;
-      if v_prev_owner is null and (v_lead.phone is not null or v_lead.email is not null) then
-        select l2.owner_agent_id into v_prev_owner from app_public.leads l2
-         where l2.tenant_id = v_tenant and l2.id <> v_lead.id and l2.owner_agent_id is not null
-           and (l2.phone = v_lead.phone or l2.email = v_lead.email)
-         order by l2.updated_at desc limit 1;
-      end if;
-    end if;
-
-    -- A requested appointment (service leads): the agent must not be busy then (app_hidden.agent_is_busy).
-    if v_lead.appointment_at is not null then
-      v_appt_range := pg_catalog.tstzrange(v_lead.appointment_at, v_lead.appointment_at + pg_catalog.make_interval(mins => coalesce(
-        (select bs.service_appointment_minutes from app_public.business_settings bs where bs.tenant_id = v_tenant), 120)));
-    end if;
-    with base as materialized (
-      select a.id as agent_id, a.display_name as name, a.routing_weight as weight,
-             av.status, av.current_load, av.max_capacity,
-             cr.pass as stored_pass,
-             v_lead.service_line is null or sk.n > 0 as skill_ok,
-             coalesce(sk.proficiency, 3) as proficiency,
-             case when v_lead.service_line is not null and sk.n > 0 then coalesce(sk.lang_ok, false)
-                  else v_lead.language = any (a.languages) or app_hidden.language_matches(v_lead.language, a.languages) end as language_ok,
-             ar.n = 0 or coalesce(ar.matched, false) as area_ok,
-             ar.n > 0 and not coalesce(ar.matched, false) and coalesce(ar.has_radius, false) and v_lat is null as area_unknown,
-             coalesce(av.status = 'available', false) as availability_ok,
-             coalesce(av.current_load < av.max_capacity, false) as capacity_ok,
-             v_lead.event_date is null or exists (
-               select 1 from app_public.availability_slots s
-                where s.tenant_id = v_tenant and s.agent_id = a.id and s.slot_date = v_lead.event_date and s.status = 'free'
-                  and (s.locked_until is null or s.locked_until <= pg_catalog.now() or s.locked_by_lead_id = v_lead.id)) as slot_ok,
-             v_appt_range is null or not app_hidden.agent_is_busy(v_tenant, a.id, v_appt_range, v_lead.id) as free_ok,
-             not exists (
-               select 1 from app_public.routing_offers o
-                where o.tenant_id = v_tenant and o.lead_id = v_lead.id and o.agent_id = a.id and o.status in ('rejected', 'expired')) as not_rejected,
-             coalesce(pm.conv, 0.5) as conversion,
-             coalesce(pm.conv_hot, 0.5) as conversion_hot
-        from app_public.agents a
-        left join app_public.agent_availability av on av.tenant_id = a.tenant_id and av.agent_id = a.id
-        left join app_public.agent_routing_credits cr on cr.agent_id = a.id
-        left join lateral (
-          select pg_catalog.count(*) as n, pg_catalog.max(s.proficiency) as proficiency,
-                 pg_catalog.bool_or(v_lead.language = any (case when pg_catalog.cardinality(s.languages) > 0 then s.languages else a.languages end)
-                   or app_hidden.language_matches(v_lead.language,
-                        case when pg_catalog.cardinality(s.languages) > 0 then s.languages else a.languages end)) as lang_ok
-            from app_public.agent_specializations s
-           where s.tenant_id = a.tenant_id and s.agent_id = a.id
-             and (v_lead.service_line is null or (
-                   s.service_line = v_lead.service_line
-               and (s.customer_segment = 'any' or v_lead.customer_segment is null or s.customer_segment = v_lead.customer_segment)
-               and (pg_catalog.cardinality(s.territories) = 0 or v_lead.region = any (s.territories))))
-        ) sk on true
-        left join lateral (
-          select pg_catalog.count(*) as n,
-                 pg_catalog.bool_or(case z.kind
-                   when 'region' then pg_catalog.upper(z.region) = pg_catalog.upper(v_lead.region) and z.country = v_lead.country
-                   when 'city' then pg_catalog.lower(z.city) = pg_catalog.lower(v_lead.city)
-                                    and (z.region is null or v_lead.region is null or pg_catalog.upper(z.region) = pg_catalog.upper(v_lead.region))
-                   when 'postal_code' then pg_catalog.upper(pg_catalog.btrim(z.postal_code)) = pg_catalog.upper(pg_catalog.btrim(v_lead.postal_code))
-                   when 'radius' then app_hidden.distance_miles(z.center_latitude, z.center_longitude, v_lat, v_lon) <= z.radius_miles
-                 end) as matched,
-                 pg_catalog.bool_or(z.kind = 'radius') as has_radius
-            from app_public.agent_service_areas z
-           where z.tenant_id = a.tenant_id and z.agent_id = a.id
-        ) ar on true
-        left join lateral (
-          select case v_tier when 'hot' then m.conversion_rate_hot when 'warm' then m.conversion_rate_warm else m.conversion_rate_cold end as conv,
-                 m.conversion_rate_hot as conv_hot
-            from app_public.agent_performance_metrics m
-           where m.tenant_id = a.tenant_id and m.agent_id = a.id
-           order by m.period_start desc, m.computed_at desc
-           limit 1
-        ) pm on true
-       where a.tenant_id = v_tenant and a.is_active
-         and (v_restrict is null or a.id = any (v_restrict))
-    ),
-    scored as (
-      select b.*,
-             b.skill_ok and b.language_ok and b.area_ok and b.availability_ok and b.capacity_ok and b.slot_ok and b.free_ok and b.not_rejected as eligible,
-             case when b.max_capacity > 0 then b.current_load::numeric / b.max_capacity else 1 end as load_ratio,
-             1::numeric / b.weight as stride
-        from base b
-    ),
-    paced as (
-      -- Stride scheduling: an agent without a ledger row starts one stride after virtual time 0.
-      -- v_floor = the latest virtual start among the eligible (pass - stride); in steady state every
-      -- eligible pass is at least that, so clamping to it only moves agents who fell behind while
-      -- they could not take leads (no burst on return).
-      select s.*, greatest(coalesce(s.stored_pass, s.stride),
-               pg_catalog.max(coalesce(s.stored_pass, s.stride) - s.stride) filter (where s.eligible) over ()) as pass,
-             pg_catalog.max(coalesce(s.stored_pass, s.stride) - s.stride) filter (where s.eligible) over () as pass_floor
-        from scored s
-    ),
-    paced_min as (
-      select p.*, pg_catalog.min(p.pass) filter (where p.eligible) over () as min_pass
-        from paced p
-    ),
-    keyed as (
-      select s.*,
-             case v_order_strategy
-               when 'weighted_round_robin' then s.min_pass - s.pass
-               when 'least_loaded' then s.load_ratio
-               when 'best_match' then s.proficiency * s.conversion * v_tier_weight
-               when 'score_tiered' then s.conversion_hot
-               when 'direct_to_owner' then case when s.agent_id = v_prev_owner then 1 else 0 end
-             end as score,
-             case v_order_strategy
-               when 'weighted_round_robin' then -s.pass
-               when 'least_loaded' then -s.load_ratio
-               when 'best_match' then s.proficiency * s.conversion * v_tier_weight
-               when 'score_tiered' then s.conversion_hot
-               when 'direct_to_owner' then case when s.agent_id = v_prev_owner then 1 else 0 end
-             end as k1,
-             case v_order_strategy
-               when 'weighted_round_robin' then s.weight::numeric
-               when 'least_loaded' then -s.pass
-               when 'direct_to_owner' then -s.pass
-               else -s.load_ratio
-             end as k2
-        from paced_min s
-    ),
-    ranked as (
-      select k.*, case when k.eligible then pg_catalog.row_number() over (partition by k.eligible order by k.k1 desc, k.k2 desc, k.agent_id) end as rank
-        from keyed k
-    )
-    select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-             'agent_id', r.agent_id,
-             'name', r.name,
-             'checks', pg_catalog.jsonb_build_object(
-               'skill', r.skill_ok, 'language', r.language_ok, 'area', r.area_ok, 'availability', r.availability_ok,
-               'capacity', r.capacity_ok, 'slot', r.slot_ok, 'free', r.free_ok, 'not_rejected', r.not_rejected),
-             'reasons', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-               'skill', case when not r.skill_ok then pg_catalog.format('no specialization in %s%s%s', v_lead.service_line,
-                   case when v_lead.customer_segment is not null then ' for segment ' || v_lead.customer_segment else '' end,
-                   case when v_lead.region is not null then ' licensed for ' || v_lead.region else '' end) end,
-               'language', case when not r.language_ok then pg_catalog.format('does not speak %s', v_lead.language) end,
-               'area', case when not r.area_ok then case when r.area_unknown then 'unknown location'
-                   else pg_catalog.format('outside the service areas (lead in %s)',
-                     coalesce(nullif(pg_catalog.concat_ws(', ', v_lead.city, v_lead.region, v_lead.postal_code), ''), 'an unknown place')) end end,
-               'availability', case when not r.availability_ok then
-                   case when r.status is null then 'no availability record' else pg_catalog.format('status is %s', r.status) end end,
-               'capacity', case when not r.capacity_ok then
-                   case when r.status is null then 'no availability record' else pg_catalog.format('at capacity (%s of %s)', r.current_load, r.max_capacity) end end,
-               'slot', case when not r.slot_ok then pg_catalog.format('no free slot on %s', v_lead.event_date) end,
-               'free', case when not r.free_ok then pg_catalog.format('busy at %s (an appointment or another lead)', v_lead.appointment_at) end,
-               'not_rejected', case when not r.not_rejected then 'already rejected this lead or let its offer expire' end)),
-             'eligible', r.eligible,
-             'score', pg_catalog.trim_scale(pg_catalog.round(r.score, 4)),
-             'rank', r.rank,
-             'weight', r.weight,
-             'pass', pg_catalog.trim_scale(pg_catalog.round(r.pass, 6)),
-             'load', r.current_load,
-             'capacity', r.max_capacity,
-             'proficiency', r.proficiency,
-             'conversion', r.conversion)
-           order by r.rank nulls last, r.name, r.agent_id), '[]'::jsonb),
-           pg_catalog.array_agg(r.agent_id order by r.rank) filter (where r.eligible),
-           pg_catalog.max(r.pass_floor)
-      into v_candidates, v_order, v_pass_floor
-      from ranked r;
-
-    -- 5. Take the first candidate whose availability (and slot) can be locked and still holds.
-    --    Pass 1 skips rows other routings hold; only if that finds nobody, wait for the skipped ones.
-    if v_order is not null then
-      foreach v_agent in array v_order loop
-        select av.* into v_av from app_public.agent_availability av
-         where av.tenant_id = v_tenant and av.agent_id = v_agent
-         for update skip locked;
-        if not found then
-          v_skipped := v_skipped || v_agent;
-          continue;
-        end if;
-        if v_av.status <> 'available' or v_av.current_load >= v_av.max_capacity then
-          v_notes := v_notes || pg_catalog.jsonb_build_object(v_agent::text, pg_catalog.format('changed while routing: status %s, load %s of %s', v_av.status, v_av.current_load, v_av.max_capacity));
-          continue;
-        end if;
-        if v_appt_range is not null and app_hidden.agent_is_busy(v_tenant, v_agent, v_appt_range, v_lead.id) then
-          v_notes := v_notes || pg_catalog.jsonb_build_object(v_agent::text, 'became busy at the requested time while routing');
-          continue;
-        end if;
-        v_slot := null;
-        if v_lead.event_date is not null then
-          select s.id into v_slot from app_public.availability_slots s
-           where s.tenant_id = v_tenant and s.agent_id = v_agent and s.slot_date = v_lead.event_date and s.status = 'free'
-             and (s.locked_until is null or s.locked_until <= pg_catalog.now() or s.locked_by_lead_id = v_lead.id)
-           order by s.start_time
-           limit 1
-           for update skip locked;
-          if v_slot is null then
-            v_notes := v_notes || pg_catalog.jsonb_build_object(v_agent::text, 'the slot was taken while routing');
-            continue;
-          end if;
-        end if;
-        v_chosen := v_agent;
-        v_chosen_slot := v_slot;
-        exit;
-      end loop;
-
-      if v_chosen is null and pg_catalog.cardinality(v_skipped) > 0 then
-        -- Waiters start at different agents, so a burst does not queue up behind one row: the first
-        -- agent to wait for is drawn in proportion to routing_weight, which keeps round-robin
-        -- shares close to the weights when most routes have to wait.
-        select o.n - 1 into v_wait_from
-          from (select u.n, pg_catalog.sum(a.routing_weight) over (order by u.n) as upto,
-                       pg_catalog.sum(a.routing_weight) over () as total
-                  from pg_catalog.unnest(v_skipped) with ordinality u(agent_id, n)
-                  join app_public.agents a on a.tenant_id = v_tenant and a.id = u.agent_id) o
-         where o.upto > pg_catalog.random() * o.total
-         order by o.n
-         limit 1;
-        v_wait_from := coalesce(v_wait_from, 0);
-        v_skipped := v_skipped[v_wait_from + 1:] || v_skipped[:v_wait_from];
-        foreach v_agent in array v_skipped loop
-          begin
-            select av.* into v_av from app_public.agent_availability av
-             where av.tenant_id = v_tenant and av.agent_id = v_agent
-             for update;
-          exception when deadlock_detected then
-            v_notes := v_notes || pg_catalog.jsonb_build_object(v_agent::text, 'could not be locked (deadlock avoided)');
-            continue;
-          end;
-          if not found or v_av.status <> 'available' or v_av.current_load >= v_av.max_capacity then
-            v_notes := v_notes || pg_catalog.jsonb_build_object(v_agent::text, pg_catalog.format('changed while routing: status %s, load %s of %s', v_av.status, v_av.current_load, v_av.max_capacity));
-            continue;
-          end if;
-          if v_appt_range is not null and app_hidden.agent_is_busy(v_tenant, v_agent, v_appt_range, v_lead.id) then
-            v_notes := v_notes || pg_catalog.jsonb_build_object(v_agent::text, 'became busy at the requested time while routing');
-            continue;
-          end if;
-          v_slot := null;
-          if v_lead.event_date is not null then
-            select s.id into v_slot from app_public.availability_slots s
-             where s.tenant_id = v_tenant and s.agent_id = v_agent and s.slot_date = v_lead.event_date and s.status = 'free'
-               and (s.locked_until is null or s.locked_until <= pg_catalog.now() or s.locked_by_lead_id = v_lead.id)
-             order by s.start_time
-             limit 1
-             for update skip locked;
-            if v_slot is null then
-              v_notes := v_notes || pg_catalog.jsonb_build_object(v_agent::text, 'the slot was taken while routing');
-              continue;
-            end if;
-          end if;
-          v_chosen := v_agent;
-          v_chosen_slot := v_slot;
-          exit;
-        end loop;
-      end if;
-    end if;
-
-    if v_chosen is null then
-      if v_order is null then
-        select pg_catalog.string_agg(pg_catalog.format('%s %s', c.n, c.k), ', ' order by c.n desc, c.k) into v_failed
-          from (select k.key as k, pg_catalog.count(*) as n
-                  from pg_catalog.jsonb_array_elements(v_candidates) e, pg_catalog.jsonb_each(e -> 'checks') k
-                 where k.value = 'false'::jsonb group by k.key) c;
-        v_reason := case when pg_catalog.jsonb_array_length(v_candidates) = 0
-          then case when v_restrict is not null then pg_catalog.format('No eligible agent: rule "%s" allows no active agent', v_rule.name)
-                    else 'No eligible agent: the tenant has no active agents' end
-          else pg_catalog.format('No eligible agent among %s considered (failed checks: %s)', pg_catalog.jsonb_array_length(v_candidates), v_failed) end;
-      else
-        v_reason := pg_catalog.format('No agent available: all %s eligible agents became busy or unavailable while routing', pg_catalog.cardinality(v_order));
-      end if;
-    end if;
-  end if;
-
-  -- 6. The decision.
+  -- The decision.
   if v_chosen is not null then
     v_wrr_used := v_order_strategy = 'weighted_round_robin'
       or (v_order_strategy = 'direct_to_owner' and v_chosen is distinct from v_prev_owner);
@@ -8199,7 +8491,7 @@ begin
     update app_public.assignment_queue q set dequeued_at = pg_catalog.now(), dequeue_reason = 'routed'
      where q.tenant_id = v_tenant and q.lead_id = v_lead.id and q.dequeued_at is null;
   else
-    -- 7. Nobody: wait in a queue with an SLA.
+    -- Nobody: wait in a queue with an SLA.
     v_outcome := 'queued';
     v_queue_type := coalesce(v_queue_type, case
       when v_trigger in ('escalation', 'offer_rejected', 'offer_expired') then 'reassignment'
@@ -8226,40 +8518,19 @@ begin
     v_reason := v_reason || pg_catalog.format('; queued in %s', v_queue_type);
   end if;
 
-  -- Lock-time notes go with their candidates.
-  if v_notes <> '{}'::jsonb then
-    select pg_catalog.jsonb_agg(case when v_notes ? (e ->> 'agent_id') then e || pg_catalog.jsonb_build_object('lock', v_notes ->> (e ->> 'agent_id')) else e end
-             order by o.n)
-      into v_candidates
-      from pg_catalog.jsonb_array_elements(v_candidates) with ordinality o(e, n);
-  end if;
-
-  insert into app_public.lead_routing_history (tenant_id, lead_id, trigger, strategy, rule_id, experiment_id, variant_id, lead_score,
-    candidates, chosen_agent_id, outcome, reason)
-  values (v_tenant, v_lead.id, v_trigger, v_strategy, v_rule.id, v_experiment_id, v_variant_id, v_lead.lead_score,
-    v_candidates, v_chosen, v_outcome, v_reason)
-  returning id into v_history_id;
-  insert into app_public.routing_events (tenant_id, lead_id, agent_id, offer_id, event_type, data)
-  values (v_tenant, v_lead.id, v_chosen, v_offer_id, v_outcome,
-    pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('history_id', v_history_id, 'strategy', v_strategy,
-      'queue_type', v_queue_type, 'expires_at', v_expires, 'slot_id', v_chosen_slot, 'reason', v_reason)));
-  return v_history_id;
+  outcome := v_outcome;
+  reason := v_reason;
+  offer_id := v_offer_id;
+  expires := v_expires;
+  queue_type := v_queue_type;
 end;
-$_$;
+$$;
 
 --
--- Name: FUNCTION route_lead(tenant_id uuid, lead_id uuid, trigger text); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION routing_decide(ctx app_private.routing_context, candidates jsonb, agent_order uuid[], pass_floor numeric, chosen uuid, chosen_slot uuid, OUT outcome text, OUT reason text, OUT offer_id uuid, OUT expires timestamp with time zone, OUT queue_type text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.route_lead(tenant_id uuid, lead_id uuid, trigger text) IS 'Routes one lead in the caller’s transaction and returns the lead_routing_history id of the decision.
-trigger: new_lead, manual, offer_rejected, offer_expired, agent_available, escalation or requeue (22023 otherwise); P0002 when the lead is not the tenant’s.
-Not routed (with the reason): deleted lead, number on the DNC list (or status dnc), closed lead (final status), lead already assigned to an agent, lead with a pending offer.
-Candidates: the tenant’s active agents (for a lead with appointment_at: not busy then, see app_hidden.agent_is_busy; business_settings.service_appointment_minutes long) (only the rule’s agents for route_to_agent/route_to_agents), each checked for skill (a specialization for the lead’s service_line, segment ’any’ or equal, territories empty or containing the lead’s region; no service_line matches everyone), language (lead.language among the specialization’s or agent’s languages, en-US ~ en), area (no areas = everywhere; region, city (case-insensitive), postal code, or radius around attributes.latitude/longitude, ’unknown location’ without them), availability (status available), capacity (current_load < max_capacity), slot (event leads: a free, unlocked slot on event_date) and not_rejected (no rejected/expired offer of this lead).
-Escalation (trigger escalation) widens the candidate set: the rule’s agent list and route_to_queue action are ignored.
-Strategy: the matching rule’s (app_private.matching_routing_rule), else system_config routing.default_strategy, else weighted_round_robin; a running experiment’s variant (app_private.experiment_variant_for_lead, when that function exists) overrides it. weighted_round_robin = stride scheduling on agent_routing_credits (the eligible agent with the lowest pass goes next and its pass grows by 1/routing_weight; a pass below the virtual time of the eligible agents, max(pass - 1/weight), is raised to it, so agents coming back get no burst; score shown = how far behind the next agent in virtual time, 0 for the next); least_loaded = lowest load/capacity (ties: lowest pass, id); best_match = proficiency x recent conversion for the lead’s tier (0.5 when unknown) x tier weight; score_tiered = hot leads (score >= 70) to the best hot converters, others WRR; direct_to_owner = the previous owner agent if eligible, else WRR.
-Concurrency: the lead row is locked first (one decision per lead; routing_offers_one_pending_per_lead is the backstop); candidates are tried in strategy order with FOR UPDATE SKIP LOCKED on agent_availability, re-checking status and load under the lock, and only when every eligible agent was skipped does it wait (plain FOR UPDATE) for them, each waiter starting at one drawn in proportion to routing_weight, so busy tenants do not see false "no agent available"; the event slot is locked and re-checked too; only the round-robin row of the chosen agent is written, last. Lock order: lead, agent_availability, availability_slots, agent_routing_credits.
-LOAD RULE: a pending offer reserves capacity. Offering adds 1 to the agent’s current_load (as does direct assignment); accept keeps it; reject, expiry and cancellation must give it back (current_load - 1) and release the slot lock.
-Outcomes: offered (routing_offers row expiring after system_config routing.offer_timeout_seconds, default 120; slot locked until then; job routing__expire_offer {offer_id} at expires_at with job_key routing_offer:<id>), assigned (system_config routing.direct_assignment = true: owner_agent_id and, for members, owner_user_id; slot booked; recorded in lead_assignments with the strategy), queued (assignment_queue with the SLA of system_config routing.sla_seconds.<queue>, defaults hot 300, active 900, reassignment 600, nurture 86400, waiting 3600; an existing waiting entry keeps its place), not_routed. Every call writes lead_routing_history and a routing_events row.';
+COMMENT ON FUNCTION app_private.routing_decide(ctx app_private.routing_context, candidates jsonb, agent_order uuid[], pass_floor numeric, chosen uuid, chosen_slot uuid, OUT outcome text, OUT reason text, OUT offer_id uuid, OUT expires timestamp with time zone, OUT queue_type text) IS 'Carries out a routing decision. With an agent: adds 1 to its load, moves its round-robin pass (stride scheduling) when round robin chose it, then assigns the lead (system_config routing.direct_assignment: owner, booked slot, lead_assignments with the strategy) or offers it (routing_offers expiring after routing.offer_timeout_seconds, the slot locked until then, a routing__expire_offer job), and takes the lead out of any queue. Without one: queues it with the SLA of its queue (an entry already waiting keeps its place). Returns the outcome (assigned, offered, queued) and the reason in words. Part of route_lead.';
 
 --
 -- Name: routing_outcome(bigint); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8279,6 +8550,187 @@ $$;
 COMMENT ON FUNCTION app_private.routing_outcome(history_id bigint) IS 'Internal: the outcome (offered, assigned, queued, not_routed) of a routing decision.';
 
 --
+-- Name: routing_plan(uuid, app_public.leads, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_plan(tenant_id uuid, lead app_public.leads, trigger text) RETURNS app_private.routing_context
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+#variable_conflict use_variable
+declare
+  v_tenant uuid := routing_plan.tenant_id;
+  v_trigger text := routing_plan.trigger;
+  v_lead app_public.leads := routing_plan.lead;
+  v_ctx app_private.routing_context;
+  v_rule app_public.routing_rules;
+  v_choice app_public.experiment_choice;
+  v_setting jsonb;
+begin
+  v_ctx.tenant_id := v_tenant;
+  v_ctx.trigger := v_trigger;
+  v_ctx.lead := v_lead;
+  v_ctx.params := '{}';
+
+  -- Rule, strategy, experiment variant.
+  v_rule := app_private.matching_routing_rule(v_tenant, v_lead.id);
+  v_ctx.rule := v_rule;
+  if v_rule.id is not null then
+    v_ctx.strategy := v_rule.strategy;
+    v_ctx.params := v_rule.strategy_params;
+    -- An escalation widens the candidate set: the rule's agent list no longer limits it.
+    if v_rule.action in ('route_to_agent', 'route_to_agents') and v_trigger <> 'escalation' then
+      v_ctx.restrict := v_rule.agent_ids;
+    end if;
+  end if;
+  if v_ctx.strategy is null then
+    v_setting := app_private.routing_setting(v_tenant, 'routing.default_strategy');
+    v_ctx.strategy := case when v_setting #>> '{}' in ('weighted_round_robin', 'least_loaded', 'best_match', 'score_tiered', 'direct_to_owner')
+      then v_setting #>> '{}' else 'weighted_round_robin' end;
+  end if;
+  v_choice := app_private.experiment_variant_for_lead(v_tenant, v_lead.id);
+  v_ctx.experiment_id := v_choice.experiment_id;
+  v_ctx.variant_id := v_choice.variant_id;
+  if v_choice.variant_id is not null and v_choice.strategy is not null then
+    v_ctx.strategy := v_choice.strategy;
+    v_ctx.params := coalesce(v_choice.parameters, '{}');
+  end if;
+
+  if v_rule.action = 'route_to_queue' and v_trigger <> 'escalation' then
+    v_ctx.strategy := null;
+    v_ctx.queue_type := v_rule.queue_type;
+    v_ctx.queue_reason := pg_catalog.format('Rule "%s" sends the lead to the %s queue', v_rule.name, v_rule.queue_type);
+    return v_ctx;
+  end if;
+
+  -- What the checks and the ordering need to know about the lead.
+  v_ctx.hot_threshold := coalesce(case when v_ctx.params ->> 'hot_threshold' ~ '^\d{1,3}$' then (v_ctx.params ->> 'hot_threshold')::int end, 70);
+  v_ctx.tier := case when v_lead.lead_score >= v_ctx.hot_threshold then 'hot' when v_lead.lead_score >= 40 then 'warm' else 'cold' end;
+  v_ctx.tier_weight := coalesce(
+    case when v_ctx.params #>> array['tier_weights', v_ctx.tier] ~ '^\d+(\.\d+)?$' then (v_ctx.params #>> array['tier_weights', v_ctx.tier])::numeric end,
+    case v_ctx.tier when 'hot' then 1.0 when 'warm' then 0.8 else 0.6 end);
+  if v_lead.attributes ->> 'latitude' ~ '^-?\d{1,2}(\.\d+)?$' and v_lead.attributes ->> 'longitude' ~ '^-?\d{1,3}(\.\d+)?$' then
+    v_ctx.lat := (v_lead.attributes ->> 'latitude')::numeric;
+    v_ctx.lon := (v_lead.attributes ->> 'longitude')::numeric;
+  end if;
+  v_ctx.order_strategy := case
+    when v_ctx.strategy = 'score_tiered' and v_ctx.tier <> 'hot' then 'weighted_round_robin'
+    else v_ctx.strategy end;
+  if v_ctx.strategy = 'direct_to_owner' then
+    select la.to_agent_id into v_ctx.prev_owner from app_public.lead_assignments la
+     where la.tenant_id = v_tenant and la.lead_id = v_lead.id and la.to_agent_id is not null
+     order by la.assigned_at desc, la.id desc limit 1;
+    if v_ctx.prev_owner is null then
+      select o.agent_id into v_ctx.prev_owner from app_public.routing_offers o
+       where o.tenant_id = v_tenant and o.lead_id = v_lead.id and o.status = 'accepted'
+       order by o.responded_at desc nulls last limit 1;
+    end if;
+    if v_ctx.prev_owner is null and (v_lead.phone is not null or v_lead.email is not null) then
+      select l2.owner_agent_id into v_ctx.prev_owner from app_public.leads l2
+       where l2.tenant_id = v_tenant and l2.id <> v_lead.id and l2.owner_agent_id is not null
+         and (l2.phone = v_lead.phone or l2.email = v_lead.email)
+       order by l2.updated_at desc limit 1;
+    end if;
+  end if;
+  -- A requested appointment (service leads): the agent must not be busy then (app_hidden.agent_is_busy).
+  if v_lead.appointment_at is not null then
+    v_ctx.appt_range := pg_catalog.tstzrange(v_lead.appointment_at, v_lead.appointment_at + pg_catalog.make_interval(mins => coalesce(
+      (select bs.service_appointment_minutes from app_public.business_settings bs where bs.tenant_id = v_tenant), 120)));
+  end if;
+  return v_ctx;
+end;
+$_$;
+
+--
+-- Name: FUNCTION routing_plan(tenant_id uuid, lead app_public.leads, trigger text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_plan(tenant_id uuid, lead app_public.leads, trigger text) IS 'How a lead is to be routed: the matching rule (app_private.matching_routing_rule), the strategy (the rule''s, else system_config routing.default_strategy, else weighted_round_robin; a running experiment''s variant overrides it), the agents a route_to_agent(s) rule allows (not on escalation), or the queue a route_to_queue rule sends it to (queue_type and queue_reason, strategy null); then the lead''s tier, coordinates, appointment range and, for direct_to_owner, its previous owner. Part of route_lead.';
+
+--
+-- Name: routing_record(app_private.routing_context, jsonb, jsonb, uuid, uuid, text, text, uuid, timestamp with time zone, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_candidates jsonb := coalesce(routing_record.candidates, '[]'::jsonb);
+  v_notes jsonb := coalesce(routing_record.notes, '{}'::jsonb);
+  v_history_id bigint;
+begin
+  -- Lock-time notes go with their candidates.
+  if v_notes <> '{}'::jsonb then
+    select pg_catalog.jsonb_agg(case when v_notes ? (e ->> 'agent_id') then e || pg_catalog.jsonb_build_object('lock', v_notes ->> (e ->> 'agent_id')) else e end
+             order by o.n)
+      into v_candidates
+      from pg_catalog.jsonb_array_elements(v_candidates) with ordinality o(e, n);
+  end if;
+
+  insert into app_public.lead_routing_history (tenant_id, lead_id, trigger, strategy, rule_id, experiment_id, variant_id, lead_score,
+    candidates, chosen_agent_id, outcome, reason)
+  values (ctx.tenant_id, (ctx.lead).id, ctx.trigger, ctx.strategy, (ctx.rule).id, ctx.experiment_id, ctx.variant_id, (ctx.lead).lead_score,
+    v_candidates, chosen, outcome, reason)
+  returning id into v_history_id;
+  insert into app_public.routing_events (tenant_id, lead_id, agent_id, offer_id, event_type, data)
+  values (ctx.tenant_id, (ctx.lead).id, chosen, offer_id, outcome,
+    pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('history_id', v_history_id, 'strategy', ctx.strategy,
+      'queue_type', queue_type, 'expires_at', expires, 'slot_id', chosen_slot, 'reason', reason)));
+  return v_history_id;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) IS 'Writes the record of a routing decision: the lead_routing_history row (strategy, rule, experiment variant, lead score, the candidates with the notes of those that changed while routing, the chosen agent, outcome and reason) and its routing_events row; returns the history id. Also records leads that were not routed (outcome not_routed, no candidates). Part of route_lead.';
+
+--
+-- Name: routing_refusal(uuid, app_public.leads); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_refusal(tenant_id uuid, lead app_public.leads, OUT reason text, OUT lead_closed boolean) RETURNS record
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_tenant uuid := routing_refusal.tenant_id;
+  v_lead app_public.leads := routing_refusal.lead;
+begin
+  lead_closed := true;
+  if v_lead.deleted_at is not null then
+    reason := 'The lead is deleted';
+  elsif v_lead.status = 'dnc' or (v_lead.phone is not null and app_public.is_on_dnc_list(v_lead.phone, v_tenant)) then
+    reason := pg_catalog.format('The lead''s number %s is on the do-not-contact list', coalesce(v_lead.phone::text, '(none)'));
+  elsif exists (select 1 from app_public.lead_statuses s where s.status = v_lead.status and s.is_final) then
+    reason := pg_catalog.format('The lead is closed (status %s)', v_lead.status);
+  end if;
+  if reason is not null then
+    return;
+  end if;
+  lead_closed := false;
+  if v_lead.owner_agent_id is not null then
+    reason := pg_catalog.format('The lead is already assigned to agent %s',
+      coalesce((select a.display_name from app_public.agents a where a.tenant_id = v_tenant and a.id = v_lead.owner_agent_id), v_lead.owner_agent_id::text));
+  else
+    select pg_catalog.format('The lead already has a pending offer (offer %s to %s)', o.id, a.display_name) into reason
+      from app_public.routing_offers o join app_public.agents a on a.tenant_id = o.tenant_id and a.id = o.agent_id
+     where o.tenant_id = v_tenant and o.lead_id = v_lead.id and o.status = 'pending';
+  end if;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_refusal(tenant_id uuid, lead app_public.leads, OUT reason text, OUT lead_closed boolean); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_refusal(tenant_id uuid, lead app_public.leads, OUT reason text, OUT lead_closed boolean) IS 'Why a lead must not be routed now, or a null reason: deleted, on the do-not-contact list (or status dnc), closed (a final status), already assigned to an agent, or holding a pending offer. lead_closed is true for the first three (the lead leaves any queue). Part of route_lead.';
+
+--
 -- Name: routing_setting(uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -8294,6 +8746,74 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.routing_setting(tenant_id uuid, key text) IS 'The tenant''s system_config value for key (JSON), or null when it is not set (callers apply their default).';
+
+--
+-- Name: routing_try_agent(uuid, uuid, app_public.leads, tstzrange, boolean); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_tenant uuid := routing_try_agent.tenant_id;
+  v_agent uuid := routing_try_agent.agent_id;
+  v_lead app_public.leads := routing_try_agent.lead;
+  v_av app_public.agent_availability;
+begin
+  claimed := false;
+  skipped := false;
+  -- Lock the agent's availability row: without waiting on the first pass (a row another routing
+  -- holds is skipped), waiting on the second.
+  if not wait then
+    select av.* into v_av from app_public.agent_availability av
+     where av.tenant_id = v_tenant and av.agent_id = v_agent
+     for update skip locked;
+    if not found then
+      skipped := true;
+      return;
+    end if;
+  else
+    begin
+      select av.* into v_av from app_public.agent_availability av
+       where av.tenant_id = v_tenant and av.agent_id = v_agent
+       for update;
+    exception when deadlock_detected then
+      note := 'could not be locked (deadlock avoided)';
+      return;
+    end;
+  end if;
+  -- Re-check under the lock what may have changed since the candidates were read.
+  if v_av.agent_id is null or v_av.status <> 'available' or v_av.current_load >= v_av.max_capacity then
+    note := pg_catalog.format('changed while routing: status %s, load %s of %s', v_av.status, v_av.current_load, v_av.max_capacity);
+    return;
+  end if;
+  if appt_range is not null and app_hidden.agent_is_busy(v_tenant, v_agent, appt_range, v_lead.id) then
+    note := 'became busy at the requested time while routing';
+    return;
+  end if;
+  if v_lead.event_date is not null then
+    select s.id into slot_id from app_public.availability_slots s
+     where s.tenant_id = v_tenant and s.agent_id = v_agent and s.slot_date = v_lead.event_date and s.status = 'free'
+       and (s.locked_until is null or s.locked_until <= pg_catalog.now() or s.locked_by_lead_id = v_lead.id)
+     order by s.start_time
+     limit 1
+     for update skip locked;
+    if slot_id is null then
+      note := 'the slot was taken while routing';
+      return;
+    end if;
+  end if;
+  claimed := true;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text) IS 'Tries to take one candidate for a lead: locks the agent''s agent_availability row (skip locked unless wait; skipped = another routing holds it), re-checks status, load, busy time and, for an event lead, locks a free slot on the event date (slot_id). claimed when all hold; otherwise note says what changed. The single copy of the lock-and-recheck step of route_lead (routing_claim calls it).';
 
 --
 -- Name: run_nurture_step(uuid, integer); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11519,301 +12039,6 @@ $_$;
 --
 
 COMMENT ON FUNCTION app_public.assign_tracking_number(agent_id uuid, phone text) IS 'Makes one of the business''s own active phone numbers (phone_numbers, bought through requestPhoneNumber) the tracking number of an agent (owners, admins and managers): calls and texts to it are attributed to that agent. An inactive tracking number of the same number is reused. Calling it again with the same agent returns the same row. Errors: P0002 "Not one of your numbers" for a number that is not an active number of this business (the same error whether it is unknown, released or another business''s), or no such agent; 23505 the number is already the active tracking number of another agent of this business; 22023 a number not in E.164 form; 42501 not a manager or above.';
-
---
--- Name: leads; Type: TABLE; Schema: app_public; Owner: -
---
-
-CREATE TABLE app_public.leads (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
-    first_name text,
-    last_name text,
-    full_name text GENERATED ALWAYS AS (btrim(((COALESCE(first_name, ''::text) || ' '::text) || COALESCE(last_name, ''::text)))) STORED,
-    phone app_public.e164_phone,
-    email public.citext,
-    address text,
-    city text,
-    region text,
-    postal_code text,
-    country text DEFAULT 'US'::text NOT NULL,
-    timezone text,
-    source text DEFAULT 'manual'::text NOT NULL,
-    tags text[] DEFAULT '{}'::text[] NOT NULL,
-    status text DEFAULT 'new'::text NOT NULL,
-    lead_score integer DEFAULT 0 NOT NULL,
-    lead_score_factors jsonb DEFAULT '{}'::jsonb NOT NULL,
-    owner_user_id uuid,
-    last_contact_at timestamp with time zone,
-    problem_description text,
-    job_type text,
-    urgency text DEFAULT 'normal'::text NOT NULL,
-    estimated_value numeric(12,2),
-    event_date date,
-    event_type text,
-    service_line text,
-    customer_segment text,
-    language text DEFAULT 'en'::text NOT NULL,
-    ai_analysis jsonb,
-    appointment_at timestamp with time zone,
-    conversion_value numeric(12,2),
-    lost_reason text,
-    attributes jsonb DEFAULT '{}'::jsonb NOT NULL,
-    deleted_at timestamp with time zone,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    owner_agent_id uuid,
-    CONSTRAINT leads_ai_analysis_must_be_an_object CHECK (((ai_analysis IS NULL) OR (jsonb_typeof(ai_analysis) = 'object'::text))),
-    CONSTRAINT leads_attributes_must_be_an_object CHECK ((jsonb_typeof(attributes) = 'object'::text)),
-    CONSTRAINT leads_conversion_value_must_not_be_negative CHECK ((conversion_value >= (0)::numeric)),
-    CONSTRAINT leads_country_must_be_an_iso_code CHECK ((country ~ '^[A-Z]{2}$'::text)),
-    CONSTRAINT leads_email_must_look_like_an_email CHECK (((email IS NULL) OR app_hidden.is_valid_email((email)::text))),
-    CONSTRAINT leads_estimated_value_must_not_be_negative CHECK ((estimated_value >= (0)::numeric)),
-    CONSTRAINT leads_language_must_be_a_language_tag CHECK ((language ~ '^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$'::text)),
-    CONSTRAINT leads_lead_score_factors_must_be_an_object CHECK ((jsonb_typeof(lead_score_factors) = 'object'::text)),
-    CONSTRAINT leads_lead_score_must_be_between_0_and_100 CHECK (((lead_score >= 0) AND (lead_score <= 100))),
-    CONSTRAINT leads_need_a_phone_or_an_email CHECK (((phone IS NOT NULL) OR (email IS NOT NULL))),
-    CONSTRAINT leads_source_must_not_be_blank CHECK (((btrim(source) <> ''::text) AND (length(source) <= 100))),
-    CONSTRAINT leads_tags_must_not_be_blank CHECK (((array_position(tags, ''::text) IS NULL) AND (array_position(tags, NULL::text) IS NULL))),
-    CONSTRAINT leads_urgency_must_be_known CHECK ((urgency = ANY (ARRAY['low'::text, 'normal'::text, 'high'::text, 'emergency'::text])))
-);
-
-ALTER TABLE ONLY app_public.leads FORCE ROW LEVEL SECURITY;
-
---
--- Name: TABLE leads; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON TABLE app_public.leads IS '@behavior -delete
-A person who might become a customer, in one tenant: the CRM record every part of Switchboard uses (web forms, imports, missed calls, texts, routing, nurture). Every change is recorded by triggers in lead_audit_log, lead_status_history, lead_score_history and lead_assignments. Deleting is soft (deleted_at; see delete_lead and restore_lead). A phone number is unique among a tenant''s non-deleted leads.';
-
---
--- Name: COLUMN leads.id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.id IS 'The lead''s id.';
-
---
--- Name: COLUMN leads.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.tenant_id IS 'The tenant this lead belongs to.';
-
---
--- Name: COLUMN leads.first_name; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.first_name IS 'First name.';
-
---
--- Name: COLUMN leads.last_name; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.last_name IS 'Last name.';
-
---
--- Name: COLUMN leads.full_name; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.full_name IS 'First and last name together (computed), used for name search.';
-
---
--- Name: COLUMN leads.phone; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.phone IS 'Phone number in E.164 form (+12125551234). Unique among the tenant''s non-deleted leads.';
-
---
--- Name: COLUMN leads.email; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.email IS 'Email address (case-insensitive).';
-
---
--- Name: COLUMN leads.address; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.address IS 'Street address.';
-
---
--- Name: COLUMN leads.city; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.city IS 'City.';
-
---
--- Name: COLUMN leads.region; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.region IS 'State, province or region (e.g. FL); used for state messaging rules.';
-
---
--- Name: COLUMN leads.postal_code; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.postal_code IS 'Postal or ZIP code.';
-
---
--- Name: COLUMN leads.country; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.country IS 'ISO 3166-1 alpha-2 country code (e.g. US).';
-
---
--- Name: COLUMN leads.timezone; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.timezone IS 'The lead''s IANA timezone. When not given, derived from the phone''s area code where known, else the tenant''s timezone.';
-
---
--- Name: COLUMN leads.source; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.source IS 'Where the lead came from (e.g. google_ads, referral, missed_call, import); used for source ROI.';
-
---
--- Name: COLUMN leads.tags; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.tags IS 'Free-form labels; filter with any/all through find_leads or segments.';
-
---
--- Name: COLUMN leads.status; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.status IS 'Where the lead stands (see lead_statuses): new, contacted, nurturing, cold, qualified, hot, won, recruited, lost or dnc.';
-
---
--- Name: COLUMN leads.lead_score; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.lead_score IS 'Score from 0 to 100, maintained by calculate_lead_score.';
-
---
--- Name: COLUMN leads.lead_score_factors; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.lead_score_factors IS 'The score''s breakdown: {"qualification", "engagement", "intent", "demographic", "total"}.';
-
---
--- Name: COLUMN leads.owner_user_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.owner_user_id IS 'The member who owns the lead (changes are recorded in lead_assignments).';
-
---
--- Name: COLUMN leads.last_contact_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.last_contact_at IS 'When someone last reached the lead.';
-
---
--- Name: COLUMN leads.problem_description; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.problem_description IS 'What the person needs, in their words.';
-
---
--- Name: COLUMN leads.job_type; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.job_type IS 'Kind of job (e.g. water_heater, wedding).';
-
---
--- Name: COLUMN leads.urgency; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.urgency IS 'How urgent: low, normal, high or emergency.';
-
---
--- Name: COLUMN leads.estimated_value; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.estimated_value IS 'Estimated value of the job, in the tenant''s currency.';
-
---
--- Name: COLUMN leads.event_date; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.event_date IS 'Date of the event, for event leads (e.g. a wedding needing a DJ).';
-
---
--- Name: COLUMN leads.event_type; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.event_type IS 'Kind of event, for event leads.';
-
---
--- Name: COLUMN leads.service_line; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.service_line IS 'Service or insurance line (e.g. auto, home), for routing by specialisation.';
-
---
--- Name: COLUMN leads.customer_segment; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.customer_segment IS 'Customer segment (e.g. residential, commercial, small_business).';
-
---
--- Name: COLUMN leads.language; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.language IS 'Preferred language as a BCP 47 tag (e.g. en, es, pt-BR).';
-
---
--- Name: COLUMN leads.ai_analysis; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.ai_analysis IS 'What the AI assistant concluded about the lead (JSON object).';
-
---
--- Name: COLUMN leads.appointment_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.appointment_at IS 'When the booked appointment is.';
-
---
--- Name: COLUMN leads.conversion_value; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.conversion_value IS 'What the lead was worth once won.';
-
---
--- Name: COLUMN leads.lost_reason; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.lost_reason IS 'Why the lead was lost.';
-
---
--- Name: COLUMN leads.attributes; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.attributes IS 'Any other fields, as a JSON object.';
-
---
--- Name: COLUMN leads.deleted_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.deleted_at IS 'When the lead was (soft) deleted; null while it is live. See delete_lead and restore_lead.';
-
---
--- Name: COLUMN leads.created_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.created_at IS 'When the lead was captured.';
-
---
--- Name: COLUMN leads.updated_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.updated_at IS 'When the lead last changed.';
-
---
--- Name: COLUMN leads.owner_agent_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.leads.owner_agent_id IS 'The agent the lead is assigned to (set by routing or reassignment; recorded in lead_assignments).';
 
 --
 -- Name: calculate_lead_score(app_public.leads); Type: FUNCTION; Schema: app_public; Owner: -
@@ -25266,6 +25491,272 @@ GRANT USAGE ON SCHEMA app_public TO :DATABASE_VISITOR;
 GRANT USAGE ON SCHEMA raw TO :DATABASE_VISITOR;
 
 --
+-- Name: FUNCTION is_valid_email(email text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.is_valid_email(email text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.is_valid_email(email text) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION current_tenant_id(); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.current_tenant_id() FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.current_tenant_id() TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE leads; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.tenant_id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(tenant_id) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.first_name; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(first_name),UPDATE(first_name) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.last_name; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(last_name),UPDATE(last_name) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.phone; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(phone),UPDATE(phone) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.email; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(email),UPDATE(email) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.address; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(address),UPDATE(address) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.city; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(city),UPDATE(city) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.region; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(region),UPDATE(region) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.postal_code; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(postal_code),UPDATE(postal_code) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.country; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(country),UPDATE(country) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.timezone; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(timezone),UPDATE(timezone) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.source; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(source),UPDATE(source) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.tags; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(tags),UPDATE(tags) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.status; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(status),UPDATE(status) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.owner_user_id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(owner_user_id) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.last_contact_at; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(last_contact_at),UPDATE(last_contact_at) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.problem_description; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(problem_description),UPDATE(problem_description) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.job_type; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(job_type),UPDATE(job_type) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.urgency; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(urgency),UPDATE(urgency) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.estimated_value; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(estimated_value),UPDATE(estimated_value) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.event_date; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(event_date),UPDATE(event_date) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.event_type; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(event_type),UPDATE(event_type) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.service_line; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(service_line),UPDATE(service_line) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.customer_segment; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(customer_segment),UPDATE(customer_segment) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.language; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(language),UPDATE(language) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.ai_analysis; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(ai_analysis),UPDATE(ai_analysis) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.appointment_at; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(appointment_at),UPDATE(appointment_at) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.conversion_value; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(conversion_value),UPDATE(conversion_value) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.lost_reason; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(lost_reason),UPDATE(lost_reason) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN leads.attributes; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(attributes),UPDATE(attributes) ON TABLE app_public.leads TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE routing_rules; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT,DELETE ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN routing_rules.tenant_id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(tenant_id) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN routing_rules.name; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(name),UPDATE(name) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN routing_rules.priority; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(priority),UPDATE(priority) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN routing_rules.is_active; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(is_active),UPDATE(is_active) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN routing_rules.conditions; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(conditions),UPDATE(conditions) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN routing_rules.action; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(action),UPDATE(action) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN routing_rules.agent_ids; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(agent_ids),UPDATE(agent_ids) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN routing_rules.queue_type; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(queue_type),UPDATE(queue_type) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN routing_rules.strategy; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(strategy),UPDATE(strategy) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN routing_rules.strategy_params; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(strategy_params),UPDATE(strategy_params) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION agent_is_busy(tenant_id uuid, agent_id uuid, during tstzrange, lead_id uuid); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -25357,13 +25848,6 @@ GRANT ALL ON FUNCTION app_hidden.filter_text_list(field text, value jsonb, allow
 
 REVOKE ALL ON FUNCTION app_hidden.is_trusted_caller(relation regclass) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.is_trusted_caller(relation regclass) TO :DATABASE_VISITOR;
-
---
--- Name: FUNCTION is_valid_email(email text); Type: ACL; Schema: app_hidden; Owner: -
---
-
-REVOKE ALL ON FUNCTION app_hidden.is_valid_email(email text) FROM PUBLIC;
-GRANT ALL ON FUNCTION app_hidden.is_valid_email(email text) TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION language_matches(lead_language text, languages text[]); Type: ACL; Schema: app_hidden; Owner: -
@@ -25468,13 +25952,6 @@ GRANT ALL ON FUNCTION app_hidden.phone_search_digits(value text) TO :DATABASE_VI
 --
 
 REVOKE ALL ON FUNCTION app_hidden.recipient_send_window(tenant_id uuid, lead_id uuid, phone text, at timestamp with time zone) FROM PUBLIC;
-
---
--- Name: FUNCTION current_tenant_id(); Type: ACL; Schema: app_public; Owner: -
---
-
-REVOKE ALL ON FUNCTION app_public.current_tenant_id() FROM PUBLIC;
-GRANT ALL ON FUNCTION app_public.current_tenant_id() TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE service_titan_connections; Type: ACL; Schema: app_public; Owner: -
@@ -25898,72 +26375,6 @@ REVOKE ALL ON FUNCTION app_private.issue_password_reset_token(user_id uuid) FROM
 REVOKE ALL ON FUNCTION app_private.lead_default_timezone(tenant_id uuid, phone text, country text, region text) FROM PUBLIC;
 
 --
--- Name: TABLE routing_rules; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT SELECT,DELETE ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN routing_rules.tenant_id; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(tenant_id) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN routing_rules.name; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(name),UPDATE(name) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN routing_rules.priority; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(priority),UPDATE(priority) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN routing_rules.is_active; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(is_active),UPDATE(is_active) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN routing_rules.conditions; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(conditions),UPDATE(conditions) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN routing_rules.action; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(action),UPDATE(action) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN routing_rules.agent_ids; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(agent_ids),UPDATE(agent_ids) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN routing_rules.queue_type; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(queue_type),UPDATE(queue_type) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN routing_rules.strategy; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(strategy),UPDATE(strategy) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN routing_rules.strategy_params; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(strategy_params),UPDATE(strategy_params) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
-
---
 -- Name: FUNCTION matching_routing_rule(tenant_id uuid, lead_id uuid); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -26216,16 +26627,58 @@ REVOKE ALL ON FUNCTION app_private.revoke_member_grants(user_id uuid, tenant_id 
 REVOKE ALL ON FUNCTION app_private.route_lead(tenant_id uuid, lead_id uuid, trigger text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_claim(ctx app_private.routing_context, agent_order uuid[], OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_claim(ctx app_private.routing_context, agent_order uuid[], OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_decide(ctx app_private.routing_context, candidates jsonb, agent_order uuid[], pass_floor numeric, chosen uuid, chosen_slot uuid, OUT outcome text, OUT reason text, OUT offer_id uuid, OUT expires timestamp with time zone, OUT queue_type text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_decide(ctx app_private.routing_context, candidates jsonb, agent_order uuid[], pass_floor numeric, chosen uuid, chosen_slot uuid, OUT outcome text, OUT reason text, OUT offer_id uuid, OUT expires timestamp with time zone, OUT queue_type text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION routing_outcome(history_id bigint); Type: ACL; Schema: app_private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_private.routing_outcome(history_id bigint) FROM PUBLIC;
 
 --
+-- Name: FUNCTION routing_plan(tenant_id uuid, lead app_public.leads, trigger text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_plan(tenant_id uuid, lead app_public.leads, trigger text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_refusal(tenant_id uuid, lead app_public.leads, OUT reason text, OUT lead_closed boolean); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_refusal(tenant_id uuid, lead app_public.leads, OUT reason text, OUT lead_closed boolean) FROM PUBLIC;
+
+--
 -- Name: FUNCTION routing_setting(tenant_id uuid, key text); Type: ACL; Schema: app_private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_private.routing_setting(tenant_id uuid, key text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION run_nurture_step(enrollment_id uuid, step_number integer); Type: ACL; Schema: app_private; Owner: -
@@ -26733,192 +27186,6 @@ GRANT UPDATE(is_active) ON TABLE app_public.tracking_numbers TO :DATABASE_VISITO
 
 REVOKE ALL ON FUNCTION app_public.assign_tracking_number(agent_id uuid, phone text) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.assign_tracking_number(agent_id uuid, phone text) TO :DATABASE_VISITOR;
-
---
--- Name: TABLE leads; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT SELECT ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.tenant_id; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(tenant_id) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.first_name; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(first_name),UPDATE(first_name) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.last_name; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(last_name),UPDATE(last_name) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.phone; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(phone),UPDATE(phone) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.email; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(email),UPDATE(email) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.address; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(address),UPDATE(address) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.city; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(city),UPDATE(city) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.region; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(region),UPDATE(region) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.postal_code; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(postal_code),UPDATE(postal_code) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.country; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(country),UPDATE(country) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.timezone; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(timezone),UPDATE(timezone) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.source; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(source),UPDATE(source) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.tags; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(tags),UPDATE(tags) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.status; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(status),UPDATE(status) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.owner_user_id; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(owner_user_id) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.last_contact_at; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(last_contact_at),UPDATE(last_contact_at) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.problem_description; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(problem_description),UPDATE(problem_description) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.job_type; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(job_type),UPDATE(job_type) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.urgency; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(urgency),UPDATE(urgency) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.estimated_value; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(estimated_value),UPDATE(estimated_value) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.event_date; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(event_date),UPDATE(event_date) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.event_type; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(event_type),UPDATE(event_type) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.service_line; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(service_line),UPDATE(service_line) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.customer_segment; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(customer_segment),UPDATE(customer_segment) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.language; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(language),UPDATE(language) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.ai_analysis; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(ai_analysis),UPDATE(ai_analysis) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.appointment_at; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(appointment_at),UPDATE(appointment_at) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.conversion_value; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(conversion_value),UPDATE(conversion_value) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.lost_reason; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(lost_reason),UPDATE(lost_reason) ON TABLE app_public.leads TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN leads.attributes; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(attributes),UPDATE(attributes) ON TABLE app_public.leads TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION calculate_lead_score(lead app_public.leads); Type: ACL; Schema: app_public; Owner: -

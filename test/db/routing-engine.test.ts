@@ -272,21 +272,13 @@ describe("strategies, rules, experiments, modes", () => {
       expect(he.candidates.map((x) => x.name).sort()).toEqual(["A", "B"]);
 
       // Experiment override: a running experiment's variant strategy wins over the rule's
-      // (040's app_private.experiment_variant_for_lead, or a stand-in when 040 is absent).
+      // (app_private.experiment_variant_for_lead puts the lead in the only arm).
       const { rows: exp } = await client.query<{ id: string }>("insert into app_public.routing_experiments (tenant_id, name) values ($1, 'x') returning id", [t]);
       const { rows: variant } = await client.query<{ id: string }>(
         "insert into app_public.routing_experiment_variants (tenant_id, experiment_id, name, strategy, traffic_allocation, is_control) values ($1, $2, 'least loaded arm', 'least_loaded', 100, true) returning id",
         [t, exp[0]!.id],
       );
       await client.query("update app_public.routing_experiments set status = 'running', started_at = now() where id = $1", [exp[0]!.id]);
-      const { rows: exists } = await client.query("select to_regprocedure('app_private.experiment_variant_for_lead(uuid,uuid)') is not null as e");
-      if (!exists[0].e) {
-        await client.query(
-          `create function app_private.experiment_variant_for_lead(tenant_id uuid, lead_id uuid)
-             returns table (experiment_id uuid, variant_id uuid, strategy text, parameters jsonb) language sql
-           as $$ select '${exp[0]!.id}'::uuid, '${variant[0]!.id}'::uuid, 'least_loaded', '{}'::jsonb $$`,
-        );
-      }
       const h4 = await routeAsSystem(client, t, await createLead(client, t));
       expect([h4.strategy, h4.experiment_id, h4.variant_id, h4.chosen_agent_id]).toEqual(["least_loaded", exp[0]!.id, variant[0]!.id, b]);
     });
