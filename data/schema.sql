@@ -1602,6 +1602,24 @@ COMMENT ON COLUMN app_public.user_tenant.joined_at IS 'When you joined that tena
 COMMENT ON COLUMN app_public.user_tenant.is_current IS 'True for the tenant your current token acts in.';
 
 --
+-- Name: agent_cap_period(text, timestamp with time zone); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.agent_cap_period(timezone text, at timestamp with time zone, OUT day date, OUT week date) RETURNS record
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select (agent_cap_period.at at time zone agent_cap_period.timezone)::date,
+         pg_catalog.date_trunc('week', agent_cap_period.at at time zone agent_cap_period.timezone)::date;
+$$;
+
+--
+-- Name: FUNCTION agent_cap_period(timezone text, at timestamp with time zone, OUT day date, OUT week date); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.agent_cap_period(timezone text, at timestamp with time zone, OUT day date, OUT week date) IS 'The day and the week (its Monday) a moment falls in, in a time zone: the periods that an agent''s daily_cap and weekly_cap count leads in (agent_availability.cap_day and cap_week).';
+
+--
 -- Name: agent_is_busy(uuid, uuid, tstzrange, uuid); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -7833,10 +7851,26 @@ CREATE FUNCTION app_private.release_offer_hold(tenant_id uuid, agent_id uuid, le
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
+#variable_conflict use_column
+declare
+  v_offered_at timestamptz;
 begin
+  -- The offer that ended: the newest one of this lead to this agent (the caller has just closed it).
+  select o.offered_at into v_offered_at from app_public.routing_offers o
+   where o.tenant_id = release_offer_hold.tenant_id and o.lead_id = release_offer_hold.lead_id and o.agent_id = release_offer_hold.agent_id
+   order by o.offered_at desc limit 1;
+  -- The reserved load comes back, and so does the lead counted against the caps, when the offer was
+  -- made in the current day or week: a lead declined or let expire was not received.
   update app_public.agent_availability av
-     set current_load = greatest(av.current_load - 1, 0)
-   where av.tenant_id = release_offer_hold.tenant_id and av.agent_id = release_offer_hold.agent_id;
+     set current_load = greatest(av.current_load - 1, 0),
+         cap_day_count = case when v_offered_at is not null and av.cap_day = off.day then greatest(av.cap_day_count - 1, 0) else av.cap_day_count end,
+         cap_week_count = case when v_offered_at is not null and av.cap_week = off.week then greatest(av.cap_week_count - 1, 0) else av.cap_week_count end
+    from app_public.agents a
+    cross join lateral app_hidden.agent_cap_period(coalesce(a.timezone,
+      (select bs.timezone from app_public.business_settings bs where bs.tenant_id = release_offer_hold.tenant_id), 'UTC'),
+      coalesce(v_offered_at, pg_catalog.now())) off
+   where av.tenant_id = release_offer_hold.tenant_id and av.agent_id = release_offer_hold.agent_id
+     and a.tenant_id = av.tenant_id and a.id = av.agent_id;
   if release_offer_hold.slot_id is not null then
     update app_public.availability_slots s
        set locked_until = null, locked_by_lead_id = null
@@ -7850,7 +7884,7 @@ $$;
 -- Name: FUNCTION release_offer_hold(tenant_id uuid, agent_id uuid, lead_id uuid, slot_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.release_offer_hold(tenant_id uuid, agent_id uuid, lead_id uuid, slot_id uuid) IS 'Internal: a pending offer ended without an assignment, so the agent''s reserved load goes down by one (never below 0) and the slot the offer held (if this lead still holds it) is released. The callers lock the offer first, so this runs once per offer.';
+COMMENT ON FUNCTION app_private.release_offer_hold(tenant_id uuid, agent_id uuid, lead_id uuid, slot_id uuid) IS 'Internal: a pending offer ended without an assignment, so the agent''s reserved load goes down by one (never below 0), the lead stops counting against the agent''s daily and weekly caps when the offer was made in the current day or week, and the slot the offer held (if this lead still holds it) is released. The callers lock the offer first, so this runs once per offer.';
 
 --
 -- Name: render_nurture_template(text, uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8136,6 +8170,8 @@ declare
   v_lon numeric := ctx.lon;
   v_appt_range tstzrange := ctx.appt_range;
   v_prev_owner uuid := ctx.prev_owner;
+  -- Caps count per day and week in the agent's time zone, else the business's.
+  v_business_tz text := coalesce((select bs.timezone from app_public.business_settings bs where bs.tenant_id = ctx.tenant_id), 'UTC');
 begin
   with base as materialized (
     select a.id as agent_id, a.display_name as name, a.routing_weight as weight,
@@ -8158,9 +8194,13 @@ begin
              select 1 from app_public.routing_offers o
               where o.tenant_id = v_tenant and o.lead_id = v_lead.id and o.agent_id = a.id and o.status in ('rejected', 'expired')) as not_rejected,
            coalesce(pm.conv, 0.5) as conversion,
-           coalesce(pm.conv_hot, 0.5) as conversion_hot
+           coalesce(pm.conv_hot, 0.5) as conversion_hot,
+           a.daily_cap, a.weekly_cap,
+           case when av.cap_day = cp.day then av.cap_day_count else 0 end as received_today,
+           case when av.cap_week = cp.week then av.cap_week_count else 0 end as received_this_week
       from app_public.agents a
       left join app_public.agent_availability av on av.tenant_id = a.tenant_id and av.agent_id = a.id
+      cross join lateral app_hidden.agent_cap_period(coalesce(a.timezone, v_business_tz), pg_catalog.now()) cp
       left join app_public.agent_routing_credits cr on cr.agent_id = a.id
       left join lateral (
         select pg_catalog.count(*) as n, pg_catalog.max(s.proficiency) as proficiency,
@@ -8200,7 +8240,9 @@ begin
   ),
   scored as (
     select b.*,
-           b.skill_ok and b.language_ok and b.area_ok and b.availability_ok and b.capacity_ok and b.slot_ok and b.free_ok and b.not_rejected as eligible,
+           b.skill_ok and b.language_ok and b.area_ok and b.availability_ok and b.capacity_ok and b.slot_ok and b.free_ok and b.not_rejected
+             and (b.daily_cap is null or b.received_today < b.daily_cap) and (b.weekly_cap is null or b.received_this_week < b.weekly_cap) as eligible,
+           (b.daily_cap is null or b.received_today < b.daily_cap) and (b.weekly_cap is null or b.received_this_week < b.weekly_cap) as cap_ok,
            case when b.max_capacity > 0 then b.current_load::numeric / b.max_capacity else 1 end as load_ratio,
            1::numeric / b.weight as stride
       from base b
@@ -8252,7 +8294,7 @@ begin
            'name', r.name,
            'checks', pg_catalog.jsonb_build_object(
              'skill', r.skill_ok, 'language', r.language_ok, 'area', r.area_ok, 'availability', r.availability_ok,
-             'capacity', r.capacity_ok, 'slot', r.slot_ok, 'free', r.free_ok, 'not_rejected', r.not_rejected),
+             'capacity', r.capacity_ok, 'slot', r.slot_ok, 'free', r.free_ok, 'not_rejected', r.not_rejected, 'cap', r.cap_ok),
            'reasons', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
              'skill', case when not r.skill_ok then pg_catalog.format('no specialization in %s%s%s', v_lead.service_line,
                  case when v_lead.customer_segment is not null then ' for segment ' || v_lead.customer_segment else '' end,
@@ -8267,7 +8309,11 @@ begin
                  case when r.status is null then 'no availability record' else pg_catalog.format('at capacity (%s of %s)', r.current_load, r.max_capacity) end end,
              'slot', case when not r.slot_ok then pg_catalog.format('no free slot on %s', v_lead.event_date) end,
              'free', case when not r.free_ok then pg_catalog.format('busy at %s (an appointment or another lead)', v_lead.appointment_at) end,
-             'not_rejected', case when not r.not_rejected then 'already rejected this lead or let its offer expire' end)),
+             'not_rejected', case when not r.not_rejected then 'already rejected this lead or let its offer expire' end,
+             'cap', case when r.daily_cap is not null and r.received_today >= r.daily_cap
+                           then pg_catalog.format('daily cap reached (%s of %s)', r.received_today, r.daily_cap)
+                         when r.weekly_cap is not null and r.received_this_week >= r.weekly_cap
+                           then pg_catalog.format('weekly cap reached (%s of %s)', r.received_this_week, r.weekly_cap) end)),
            'eligible', r.eligible,
            'score', pg_catalog.trim_scale(pg_catalog.round(r.score, 4)),
            'rank', r.rank,
@@ -8289,7 +8335,7 @@ $$;
 -- Name: FUNCTION routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric) IS 'The candidates of a routing decision: every active agent of the tenant (only the rule''s agents when the plan restricts them), each with its checks (skill, language, area, availability, capacity, slot, free, not_rejected), the reasons of the failed ones, its score and rank in the strategy''s order (candidates, the jsonb stored in lead_routing_history), the eligible agents'' ids in that order (agent_order), and the round-robin virtual time of the eligible agents (pass_floor). Reads only. Part of route_lead.';
+COMMENT ON FUNCTION app_private.routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric) IS 'The candidates of a routing decision: every active agent of the tenant (only the rule''s agents when the plan restricts them), each with its checks (skill, language, area, availability, capacity, slot, free, not_rejected, cap: under its daily and weekly caps), the reasons of the failed ones, its score and rank in the strategy''s order (candidates, the jsonb stored in lead_routing_history), the eligible agents'' ids in that order (agent_order), and the round-robin virtual time of the eligible agents (pass_floor). Reads only. Part of route_lead.';
 
 --
 -- Name: routing_claim(app_private.routing_context, uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8426,8 +8472,18 @@ begin
       or (v_order_strategy = 'direct_to_owner' and v_chosen is distinct from v_prev_owner);
     select a.display_name, a.user_id, 1::numeric / a.routing_weight into v_agent_name, v_agent_user, v_stride
       from app_public.agents a where a.tenant_id = v_tenant and a.id = v_chosen;
-    update app_public.agent_availability av set current_load = av.current_load + 1
-     where av.tenant_id = v_tenant and av.agent_id = v_chosen;
+    -- One more lead held, and one more received today and this week (in the agent's time zone),
+    -- under the lock routing_claim took on this row.
+    update app_public.agent_availability av
+       set current_load = av.current_load + 1,
+           cap_day_count = case when av.cap_day = cp.day then av.cap_day_count + 1 else 1 end,
+           cap_day = cp.day,
+           cap_week_count = case when av.cap_week = cp.week then av.cap_week_count + 1 else 1 end,
+           cap_week = cp.week
+      from app_public.agents a
+      cross join lateral app_hidden.agent_cap_period(coalesce(a.timezone,
+        (select bs.timezone from app_public.business_settings bs where bs.tenant_id = v_tenant), 'UTC'), pg_catalog.now()) cp
+     where av.tenant_id = v_tenant and av.agent_id = v_chosen and a.tenant_id = v_tenant and a.id = v_chosen;
     if v_wrr_used then
       -- Stride scheduling: only the pass of the chosen agent moves (clamped to the virtual time
       -- of the eligible agents, then one stride on). Its agent_availability row is locked by this
@@ -8530,7 +8586,7 @@ $$;
 -- Name: FUNCTION routing_decide(ctx app_private.routing_context, candidates jsonb, agent_order uuid[], pass_floor numeric, chosen uuid, chosen_slot uuid, OUT outcome text, OUT reason text, OUT offer_id uuid, OUT expires timestamp with time zone, OUT queue_type text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_decide(ctx app_private.routing_context, candidates jsonb, agent_order uuid[], pass_floor numeric, chosen uuid, chosen_slot uuid, OUT outcome text, OUT reason text, OUT offer_id uuid, OUT expires timestamp with time zone, OUT queue_type text) IS 'Carries out a routing decision. With an agent: adds 1 to its load, moves its round-robin pass (stride scheduling) when round robin chose it, then assigns the lead (system_config routing.direct_assignment: owner, booked slot, lead_assignments with the strategy) or offers it (routing_offers expiring after routing.offer_timeout_seconds, the slot locked until then, a routing__expire_offer job), and takes the lead out of any queue. Without one: queues it with the SLA of its queue (an entry already waiting keeps its place). Returns the outcome (assigned, offered, queued) and the reason in words. Part of route_lead.';
+COMMENT ON FUNCTION app_private.routing_decide(ctx app_private.routing_context, candidates jsonb, agent_order uuid[], pass_floor numeric, chosen uuid, chosen_slot uuid, OUT outcome text, OUT reason text, OUT offer_id uuid, OUT expires timestamp with time zone, OUT queue_type text) IS 'Carries out a routing decision. With an agent: adds 1 to its load and to the leads it received today and this week (its caps), moves its round-robin pass (stride scheduling) when round robin chose it, then assigns the lead (system_config routing.direct_assignment: owner, booked slot, lead_assignments with the strategy) or offers it (routing_offers expiring after routing.offer_timeout_seconds, the slot locked until then, a routing__expire_offer job), and takes the lead out of any queue. Without one: queues it with the SLA of its queue (an entry already waiting keeps its place). Returns the outcome (assigned, offered, queued) and the reason in words. Part of route_lead.';
 
 --
 -- Name: routing_outcome(bigint); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8789,6 +8845,19 @@ begin
     note := pg_catalog.format('changed while routing: status %s, load %s of %s', v_av.status, v_av.current_load, v_av.max_capacity);
     return;
   end if;
+  -- Caps, counted under the same lock as the load, so concurrent routings can never exceed them.
+  select pg_catalog.format('reached its %s cap while routing (%s of %s)', c.which, c.received, c.cap) into note
+    from app_public.agents a
+    cross join lateral app_hidden.agent_cap_period(coalesce(a.timezone,
+      (select bs.timezone from app_public.business_settings bs where bs.tenant_id = v_tenant), 'UTC'), pg_catalog.now()) cp
+    cross join lateral (values
+      ('daily', a.daily_cap, case when v_av.cap_day = cp.day then v_av.cap_day_count else 0 end),
+      ('weekly', a.weekly_cap, case when v_av.cap_week = cp.week then v_av.cap_week_count else 0 end)) c(which, cap, received)
+   where a.tenant_id = v_tenant and a.id = v_agent and c.cap is not null and c.received >= c.cap
+   limit 1;
+  if note is not null then
+    return;
+  end if;
   if appt_range is not null and app_hidden.agent_is_busy(v_tenant, v_agent, appt_range, v_lead.id) then
     note := 'became busy at the requested time while routing';
     return;
@@ -8813,7 +8882,7 @@ $$;
 -- Name: FUNCTION routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text) IS 'Tries to take one candidate for a lead: locks the agent''s agent_availability row (skip locked unless wait; skipped = another routing holds it), re-checks status, load, busy time and, for an event lead, locks a free slot on the event date (slot_id). claimed when all hold; otherwise note says what changed. The single copy of the lock-and-recheck step of route_lead (routing_claim calls it).';
+COMMENT ON FUNCTION app_private.routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text) IS 'Tries to take one candidate for a lead: locks the agent''s agent_availability row (skip locked unless wait; skipped = another routing holds it), re-checks status, load, the daily and weekly caps, busy time and, for an event lead, locks a free slot on the event date (slot_id). claimed when all hold; otherwise note says what changed. The single copy of the lock-and-recheck step of route_lead (routing_claim calls it).';
 
 --
 -- Name: run_nurture_step(uuid, integer); Type: FUNCTION; Schema: app_private; Owner: -
@@ -10259,6 +10328,28 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg_agents__enqueue_queue_drain() IS 'AFTER trigger on agents: an agent was reactivated (is_active false to true), so waiting leads are re-routed (routing__drain_queue).';
+
+--
+-- Name: tg_agents__validate_timezone(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_agents__validate_timezone() RETURNS trigger
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if new.timezone is not null then
+    perform app_private.validate_timezone(new.timezone);
+  end if;
+  return new;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_agents__validate_timezone(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_agents__validate_timezone() IS 'Trigger on agents: refuses a time zone this server does not know (22023 from app_private.validate_timezone). The agent''s day and week for caps (and later working hours) are counted in it.';
 
 --
 -- Name: tg_availability_slots__check_actor(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -16639,6 +16730,11 @@ CREATE TABLE app_public.agent_availability (
     status_changed_at timestamp with time zone DEFAULT now() NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    cap_day date,
+    cap_day_count integer DEFAULT 0 NOT NULL,
+    cap_week date,
+    cap_week_count integer DEFAULT 0 NOT NULL,
+    CONSTRAINT agent_availability_cap_counts_must_not_be_negative CHECK (((cap_day_count >= 0) AND (cap_week_count >= 0))),
     CONSTRAINT agent_availability_load_must_not_be_negative CHECK ((current_load >= 0)),
     CONSTRAINT agent_availability_load_must_not_exceed_capacity CHECK ((current_load <= max_capacity)),
     CONSTRAINT agent_availability_max_capacity_must_be_positive CHECK ((max_capacity > 0)),
@@ -16702,6 +16798,30 @@ COMMENT ON COLUMN app_public.agent_availability.created_at IS 'When the row was 
 --
 
 COMMENT ON COLUMN app_public.agent_availability.updated_at IS 'When the row last changed.';
+
+--
+-- Name: COLUMN agent_availability.cap_day; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_availability.cap_day IS 'The day (in the agent''s time zone) cap_day_count counts; an older day means nothing received today yet.';
+
+--
+-- Name: COLUMN agent_availability.cap_day_count; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_availability.cap_day_count IS 'Leads received on cap_day (offered or assigned, less declined or expired offers), against agents.daily_cap. Written by routing only.';
+
+--
+-- Name: COLUMN agent_availability.cap_week; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_availability.cap_week IS 'The Monday of the week cap_week_count counts.';
+
+--
+-- Name: COLUMN agent_availability.cap_week_count; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_availability.cap_week_count IS 'Leads received in the week of cap_week, against agents.weekly_cap. Written by routing only.';
 
 --
 -- Name: agent_busy_periods; Type: TABLE; Schema: app_public; Owner: -
@@ -17159,11 +17279,15 @@ CREATE TABLE app_public.agents (
     timezone text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    daily_cap integer,
+    weekly_cap integer,
+    CONSTRAINT agents_daily_cap_must_not_be_negative CHECK ((daily_cap >= 0)),
     CONSTRAINT agents_display_name_must_not_be_blank CHECK ((btrim(display_name) <> ''::text)),
     CONSTRAINT agents_external_id_needs_a_source CHECK (((external_id IS NULL) = (external_source IS NULL))),
     CONSTRAINT agents_kind_must_be_known CHECK ((kind = ANY (ARRAY['agent'::text, 'dj'::text, 'technician'::text, 'external'::text]))),
     CONSTRAINT agents_languages_must_not_be_empty CHECK ((cardinality(languages) > 0)),
-    CONSTRAINT agents_routing_weight_must_be_between_1_and_100 CHECK (((routing_weight >= 1) AND (routing_weight <= 100)))
+    CONSTRAINT agents_routing_weight_must_be_between_1_and_100 CHECK (((routing_weight >= 1) AND (routing_weight <= 100))),
+    CONSTRAINT agents_weekly_cap_must_not_be_negative CHECK ((weekly_cap >= 0))
 );
 
 ALTER TABLE ONLY app_public.agents FORCE ROW LEVEL SECURITY;
@@ -17250,7 +17374,7 @@ COMMENT ON COLUMN app_public.agents.is_active IS 'Inactive agents are never rout
 -- Name: COLUMN agents.timezone; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.agents.timezone IS 'The agent''s IANA timezone, if different from the tenant''s.';
+COMMENT ON COLUMN app_public.agents.timezone IS 'The agent''s IANA time zone (e.g. America/Chicago), in which their daily and weekly caps count; null for the business''s. 22023 for a name this server does not know.';
 
 --
 -- Name: COLUMN agents.created_at; Type: COMMENT; Schema: app_public; Owner: -
@@ -17263,6 +17387,18 @@ COMMENT ON COLUMN app_public.agents.created_at IS 'When the agent was added.';
 --
 
 COMMENT ON COLUMN app_public.agents.updated_at IS 'When the agent last changed.';
+
+--
+-- Name: COLUMN agents.daily_cap; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agents.daily_cap IS 'At most this many leads a day (offered or assigned; a declined or expired offer does not count), counted from midnight in the agent''s time zone, else the business''s; null for no cap, 0 to receive none. Shown in the routing explanation as the cap check.';
+
+--
+-- Name: COLUMN agents.weekly_cap; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agents.weekly_cap IS 'At most this many leads a week (Monday to Sunday in the agent''s time zone, else the business''s), counted like daily_cap; null for no cap.';
 
 --
 -- Name: assignment_queue; Type: TABLE; Schema: app_public; Owner: -
@@ -22664,6 +22800,18 @@ CREATE TRIGGER _200_validate_filter BEFORE INSERT OR UPDATE OF filter ON app_pub
 CREATE TRIGGER _200_validate_scoring_weights BEFORE INSERT OR UPDATE ON app_public.system_config FOR EACH ROW WHEN ((new.key = 'scoring.weights'::text)) EXECUTE FUNCTION app_private.tg_system_config__validate_scoring_weights();
 
 --
+-- Name: agents _200_validate_timezone; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _200_validate_timezone BEFORE INSERT OR UPDATE OF timezone ON app_public.agents FOR EACH ROW EXECUTE FUNCTION app_private.tg_agents__validate_timezone();
+
+--
+-- Name: TRIGGER _200_validate_timezone ON agents; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TRIGGER _200_validate_timezone ON app_public.agents IS 'Refuses an unknown time zone (22023): caps count days in it.';
+
+--
 -- Name: nurture_sequences _200_version; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -25757,6 +25905,12 @@ GRANT INSERT(strategy),UPDATE(strategy) ON TABLE app_public.routing_rules TO :DA
 GRANT INSERT(strategy_params),UPDATE(strategy_params) ON TABLE app_public.routing_rules TO :DATABASE_VISITOR;
 
 --
+-- Name: FUNCTION agent_cap_period(timezone text, at timestamp with time zone, OUT day date, OUT week date); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.agent_cap_period(timezone text, at timestamp with time zone, OUT day date, OUT week date) FROM PUBLIC;
+
+--
 -- Name: FUNCTION agent_is_busy(tenant_id uuid, agent_id uuid, during tstzrange, lead_id uuid); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -26865,6 +27019,12 @@ REVOKE ALL ON FUNCTION app_private.tg_agent_availability__enqueue_queue_drain() 
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_agents__enqueue_queue_drain() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_agents__validate_timezone(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_agents__validate_timezone() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_availability_slots__check_actor(); Type: ACL; Schema: app_private; Owner: -
@@ -28184,6 +28344,18 @@ GRANT INSERT(is_active),UPDATE(is_active) ON TABLE app_public.agents TO :DATABAS
 --
 
 GRANT INSERT(timezone),UPDATE(timezone) ON TABLE app_public.agents TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN agents.daily_cap; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(daily_cap),UPDATE(daily_cap) ON TABLE app_public.agents TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN agents.weekly_cap; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(weekly_cap),UPDATE(weekly_cap) ON TABLE app_public.agents TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE assignment_queue; Type: ACL; Schema: app_public; Owner: -

@@ -4,8 +4,8 @@
  * Everything is written as root (call becomeRoot first, or use a root pool client).
  */
 import { randomUUID } from "node:crypto";
-import type pg from "pg";
-import { rootPool } from "./helpers.ts";
+import pg from "pg";
+import { addMember, becomeRoot, db, poolFor, registerUser, rootPool, type RegisteredUser } from "./helpers.ts";
 
 export interface SpecializationSpec {
   service_line: string;
@@ -195,5 +195,61 @@ export async function dropCommittedTenant(tenantId: string, userIds: string[]): 
     await client.query("delete from app_public.users where id = any($1)", [userIds]);
   } finally {
     client.release();
+  }
+}
+
+/** A committed tenant (owner, manager, agents) for tests that route from parallel connections; drop it with dropCommittedTenant. */
+export async function committedTenant(label: string, agents: (i: number) => Parameters<typeof createAgent>[2], count: number) {
+  const root = await rootPool().connect();
+  try {
+    const owner = await registerUser(root, { businessName: label });
+    const manager = await addMember(root, owner.tenant_id!, "manager");
+    await becomeRoot(root);
+    const ids: string[] = [];
+    for (let i = 0; i < count; i++) ids.push(await createAgent(root, owner.tenant_id!, agents(i)));
+    return { owner, manager, tenantId: owner.tenant_id!, agents: ids };
+  } finally {
+    root.release();
+  }
+}
+
+/** Runs fn on `connections` API connections as the manager, each call in its own transaction, all starting together. */
+export async function inParallel<T>(manager: RegisteredUser, connections: number, fn: (client: pg.PoolClient, worker: number) => Promise<T>): Promise<T[]> {
+  const pool = poolFor(db.authUrl, 40);
+  const clients = await Promise.all(Array.from({ length: connections }, () => pool.connect()));
+  try {
+    return await Promise.all(clients.map((client, w) => fn(client, w)));
+  } finally {
+    clients.forEach((c) => c.release());
+  }
+}
+
+/** Routes a lead as the manager through app_public.route_lead, in a transaction of its own on this connection. */
+export async function routeInTransaction(client: pg.ClientBase, manager: RegisteredUser, leadId: string): Promise<{ outcome: string; reason: string }> {
+  await client.query("begin");
+  try {
+    await client.query(`set local role ${pg.escapeIdentifier(db.roles.visitor)}`);
+    await client.query(
+      "select set_config('app.current_user_id', $1, true), set_config('app.current_tenant_id', $2, true), set_config('app.current_session_id', $3, true)",
+      [manager.user_id, manager.tenant_id, manager.session_id],
+    );
+    const { rows } = await client.query("select outcome, reason from app_public.route_lead($1)", [leadId]);
+    await client.query("commit");
+    return rows[0];
+  } catch (error) {
+    await client.query("rollback");
+    throw error;
+  }
+}
+
+/** n leads of a spec, committed. */
+export async function createLeads(tenantId: string, n: number, spec: Parameters<typeof createLead>[2] = {}): Promise<string[]> {
+  const root = await rootPool().connect();
+  try {
+    const ids: string[] = [];
+    for (let i = 0; i < n; i++) ids.push(await createLead(root, tenantId, spec));
+    return ids;
+  } finally {
+    root.release();
   }
 }

@@ -251,7 +251,8 @@ $demo$;
 --      language      the lead's language among the specialization's (or the agent's) languages;
 --      area          a service area (region, city, postal code or radius) containing the lead; none = everywhere;
 --      availability  status available (not in_call, break, training, offline);
---      capacity      current_load below max_capacity (an offer or an accepted lead counts).
+--      capacity      current_load below max_capacity (an offer or an accepted lead counts);
+--      cap           fewer leads received today and this week than the agent's daily_cap and weekly_cap.
 --------------------------------------------------------------------------------
 do $demo$
 declare
@@ -308,6 +309,11 @@ begin
   end loop;
 end;
 $demo$;
+
+-- Diego takes at most 8 leads a day and 30 a week (counted in the business's time zone): the
+-- explanation shows the cap check ("daily cap reached (8 of 8)") once he has had his share.
+update app_public.agents a set daily_cap = 8, weekly_cap = 30
+ where a.id = '00000000-de00-4000-8000-000000002002' and a.daily_cap is null and a.weekly_cap is null;
 
 --------------------------------------------------------------------------------
 -- 3. Routing rules. The active rule with the lowest priority whose conditions (the findLeads filter

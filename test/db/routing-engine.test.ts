@@ -21,7 +21,19 @@ import {
   withRootDb,
   type RegisteredUser,
 } from "../helpers.ts";
-import { createAgent, createLead, dropCommittedTenant, routeAsSystem, setRoutingConfig, type Candidate, type HistoryRow } from "../routing-helpers.ts";
+import {
+  committedTenant,
+  createAgent,
+  createLead,
+  createLeads,
+  dropCommittedTenant,
+  inParallel,
+  routeAsSystem,
+  routeInTransaction,
+  setRoutingConfig,
+  type Candidate,
+  type HistoryRow,
+} from "../routing-helpers.ts";
 
 const MIAMI = { latitude: 25.7617, longitude: -80.1918 };
 const TOMORROW = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
@@ -403,59 +415,6 @@ describe("strategies, rules, experiments, modes", () => {
 });
 
 /** A committed tenant with a manager session and agents, for parallel connections. */
-async function committedTenant(label: string, agents: (i: number) => Parameters<typeof createAgent>[2], count: number) {
-  const root = await rootPool().connect();
-  try {
-    const owner = await registerUser(root, { businessName: label });
-    const manager = await addMember(root, owner.tenant_id!, "manager");
-    await becomeRoot(root);
-    const ids: string[] = [];
-    for (let i = 0; i < count; i++) ids.push(await createAgent(root, owner.tenant_id!, agents(i)));
-    return { owner, manager, tenantId: owner.tenant_id!, agents: ids };
-  } finally {
-    root.release();
-  }
-}
-
-/** Runs fn on `connections` API connections as the manager, each call in its own transaction, all starting together. */
-async function inParallel<T>(manager: RegisteredUser, connections: number, fn: (client: pg.PoolClient, worker: number) => Promise<T>): Promise<T[]> {
-  const pool = poolFor(db.authUrl, 40);
-  const clients = await Promise.all(Array.from({ length: connections }, () => pool.connect()));
-  try {
-    return await Promise.all(clients.map((client, w) => fn(client, w)));
-  } finally {
-    clients.forEach((c) => c.release());
-  }
-}
-
-async function routeInTransaction(client: pg.ClientBase, manager: RegisteredUser, leadId: string): Promise<{ outcome: string; reason: string }> {
-  await client.query("begin");
-  try {
-    await client.query(`set local role ${pg.escapeIdentifier(db.roles.visitor)}`);
-    await client.query(
-      "select set_config('app.current_user_id', $1, true), set_config('app.current_tenant_id', $2, true), set_config('app.current_session_id', $3, true)",
-      [manager.user_id, manager.tenant_id, manager.session_id],
-    );
-    const { rows } = await client.query("select outcome, reason from app_public.route_lead($1)", [leadId]);
-    await client.query("commit");
-    return rows[0];
-  } catch (error) {
-    await client.query("rollback");
-    throw error;
-  }
-}
-
-async function createLeads(tenantId: string, n: number, spec: Parameters<typeof createLead>[2] = {}): Promise<string[]> {
-  const root = await rootPool().connect();
-  try {
-    const ids: string[] = [];
-    for (let i = 0; i < n; i++) ids.push(await createLead(root, tenantId, spec));
-    return ids;
-  } finally {
-    root.release();
-  }
-}
-
 describe("guarantees under parallel connections (committed data)", () => {
   it("the same lead routed from 20 connections ends with exactly one pending offer, and in direct mode one owner", { timeout: 60_000 }, async () => {
     const s = await committedTenant("Same lead", (i) => ({ name: `Agent ${i}`, capacity: 10 }), 5);
