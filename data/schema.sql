@@ -1650,6 +1650,59 @@ $$;
 COMMENT ON FUNCTION app_hidden.agent_is_busy(tenant_id uuid, agent_id uuid, during tstzrange, lead_id uuid) IS 'True when the agent is busy at some moment of during: a busy period from an outside calendar (ServiceTitan appointments), or another open lead whose appointment (of the same length) overlaps and which the agent owns or has a pending offer for.';
 
 --
+-- Name: agent_off_duty_reason(uuid, uuid, text, timestamp with time zone); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.agent_off_duty_reason(tenant_id uuid, agent_id uuid, timezone text, at timestamp with time zone) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_tenant uuid := agent_off_duty_reason.tenant_id;
+  v_agent uuid := agent_off_duty_reason.agent_id;
+  v_at timestamptz := agent_off_duty_reason.at;
+  v_local timestamp := v_at at time zone agent_off_duty_reason.timezone;
+  v_until timestamptz;
+  v_why text;
+begin
+  -- Out of office (time off covering this moment), the longest first.
+  select t.ends_at, t.reason into v_until, v_why
+    from app_public.agent_time_off t
+   where t.tenant_id = v_tenant and t.agent_id = v_agent and t.starts_at <= v_at and t.ends_at > v_at
+   order by t.ends_at desc
+   limit 1;
+  if v_until is not null then
+    return pg_catalog.format('out of office until %s%s',
+      pg_catalog.to_char(v_until at time zone agent_off_duty_reason.timezone, 'YYYY-MM-DD HH24:MI'),
+      case when v_why is not null then ' (' || v_why || ')' else '' end);
+  end if;
+  -- A holiday of the business, on the agent's own date.
+  select h.name into v_why from app_public.holidays h where h.tenant_id = v_tenant and h.day = v_local::date;
+  if v_why is not null then
+    return 'holiday: ' || v_why;
+  end if;
+  -- Working hours: an agent with none works at any time.
+  if exists (select 1 from app_public.agent_working_hours w where w.tenant_id = v_tenant and w.agent_id = v_agent)
+     and not exists (
+       select 1 from app_public.agent_working_hours w
+        where w.tenant_id = v_tenant and w.agent_id = v_agent
+          and w.weekday = pg_catalog.date_part('isodow', v_local)
+          and w.starts_at <= v_local::time and (v_local::time < w.ends_at or w.ends_at = '24:00'::time)) then
+    return pg_catalog.format('outside working hours (%s %s in %s)', pg_catalog.to_char(v_local, 'Dy'), pg_catalog.to_char(v_local, 'HH24:MI'),
+      agent_off_duty_reason.timezone);
+  end if;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION agent_off_duty_reason(tenant_id uuid, agent_id uuid, timezone text, at timestamp with time zone); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.agent_off_duty_reason(tenant_id uuid, agent_id uuid, timezone text, at timestamp with time zone) IS 'Why an agent is off duty at a moment, or null when on duty: out of office (agent_time_off covering it, with the end and the reason), a holiday of the business on the agent''s local date, or outside the agent''s weekly working hours in their time zone (an agent without working hours works at any time). Routing''s schedule check.';
+
+--
 -- Name: business_hours_problem(jsonb); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -8170,7 +8223,7 @@ declare
   v_lon numeric := ctx.lon;
   v_appt_range tstzrange := ctx.appt_range;
   v_prev_owner uuid := ctx.prev_owner;
-  -- Caps count per day and week in the agent's time zone, else the business's.
+  -- Caps and working hours count in the agent's time zone, else the business's.
   v_business_tz text := coalesce((select bs.timezone from app_public.business_settings bs where bs.tenant_id = ctx.tenant_id), 'UTC');
 begin
   with base as materialized (
@@ -8197,7 +8250,8 @@ begin
            coalesce(pm.conv_hot, 0.5) as conversion_hot,
            a.daily_cap, a.weekly_cap,
            case when av.cap_day = cp.day then av.cap_day_count else 0 end as received_today,
-           case when av.cap_week = cp.week then av.cap_week_count else 0 end as received_this_week
+           case when av.cap_week = cp.week then av.cap_week_count else 0 end as received_this_week,
+           app_hidden.agent_off_duty_reason(v_tenant, a.id, coalesce(a.timezone, v_business_tz), pg_catalog.now()) as off_duty
       from app_public.agents a
       left join app_public.agent_availability av on av.tenant_id = a.tenant_id and av.agent_id = a.id
       cross join lateral app_hidden.agent_cap_period(coalesce(a.timezone, v_business_tz), pg_catalog.now()) cp
@@ -8241,8 +8295,10 @@ begin
   scored as (
     select b.*,
            b.skill_ok and b.language_ok and b.area_ok and b.availability_ok and b.capacity_ok and b.slot_ok and b.free_ok and b.not_rejected
+             and b.off_duty is null
              and (b.daily_cap is null or b.received_today < b.daily_cap) and (b.weekly_cap is null or b.received_this_week < b.weekly_cap) as eligible,
            (b.daily_cap is null or b.received_today < b.daily_cap) and (b.weekly_cap is null or b.received_this_week < b.weekly_cap) as cap_ok,
+           b.off_duty is null as schedule_ok,
            case when b.max_capacity > 0 then b.current_load::numeric / b.max_capacity else 1 end as load_ratio,
            1::numeric / b.weight as stride
       from base b
@@ -8294,7 +8350,7 @@ begin
            'name', r.name,
            'checks', pg_catalog.jsonb_build_object(
              'skill', r.skill_ok, 'language', r.language_ok, 'area', r.area_ok, 'availability', r.availability_ok,
-             'capacity', r.capacity_ok, 'slot', r.slot_ok, 'free', r.free_ok, 'not_rejected', r.not_rejected, 'cap', r.cap_ok),
+             'capacity', r.capacity_ok, 'slot', r.slot_ok, 'free', r.free_ok, 'not_rejected', r.not_rejected, 'schedule', r.schedule_ok, 'cap', r.cap_ok),
            'reasons', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
              'skill', case when not r.skill_ok then pg_catalog.format('no specialization in %s%s%s', v_lead.service_line,
                  case when v_lead.customer_segment is not null then ' for segment ' || v_lead.customer_segment else '' end,
@@ -8310,6 +8366,7 @@ begin
              'slot', case when not r.slot_ok then pg_catalog.format('no free slot on %s', v_lead.event_date) end,
              'free', case when not r.free_ok then pg_catalog.format('busy at %s (an appointment or another lead)', v_lead.appointment_at) end,
              'not_rejected', case when not r.not_rejected then 'already rejected this lead or let its offer expire' end,
+             'schedule', r.off_duty,
              'cap', case when r.daily_cap is not null and r.received_today >= r.daily_cap
                            then pg_catalog.format('daily cap reached (%s of %s)', r.received_today, r.daily_cap)
                          when r.weekly_cap is not null and r.received_this_week >= r.weekly_cap
@@ -8335,7 +8392,7 @@ $$;
 -- Name: FUNCTION routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric) IS 'The candidates of a routing decision: every active agent of the tenant (only the rule''s agents when the plan restricts them), each with its checks (skill, language, area, availability, capacity, slot, free, not_rejected, cap: under its daily and weekly caps), the reasons of the failed ones, its score and rank in the strategy''s order (candidates, the jsonb stored in lead_routing_history), the eligible agents'' ids in that order (agent_order), and the round-robin virtual time of the eligible agents (pass_floor). Reads only. Part of route_lead.';
+COMMENT ON FUNCTION app_private.routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric) IS 'The candidates of a routing decision: every active agent of the tenant (only the rule''s agents when the plan restricts them), each with its checks (skill, language, area, availability, capacity, slot, free, not_rejected, schedule: on duty by its working hours, time off and the business''s holidays, cap: under its daily and weekly caps), the reasons of the failed ones, its score and rank in the strategy''s order (candidates, the jsonb stored in lead_routing_history), the eligible agents'' ids in that order (agent_order), and the round-robin virtual time of the eligible agents (pass_floor). Reads only. Part of route_lead.';
 
 --
 -- Name: routing_claim(app_private.routing_context, uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8858,6 +8915,14 @@ begin
   if note is not null then
     return;
   end if;
+  -- Still on duty (working hours may have ended, or time off begun, since the candidates were read).
+  select 'went off duty while routing: ' || app_hidden.agent_off_duty_reason(v_tenant, v_agent, coalesce(a.timezone,
+      (select bs.timezone from app_public.business_settings bs where bs.tenant_id = v_tenant), 'UTC'), pg_catalog.now())
+    into note
+    from app_public.agents a where a.tenant_id = v_tenant and a.id = v_agent;
+  if note is not null then
+    return;
+  end if;
   if appt_range is not null and app_hidden.agent_is_busy(v_tenant, v_agent, appt_range, v_lead.id) then
     note := 'became busy at the requested time while routing';
     return;
@@ -8882,7 +8947,7 @@ $$;
 -- Name: FUNCTION routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text) IS 'Tries to take one candidate for a lead: locks the agent''s agent_availability row (skip locked unless wait; skipped = another routing holds it), re-checks status, load, the daily and weekly caps, busy time and, for an event lead, locks a free slot on the event date (slot_id). claimed when all hold; otherwise note says what changed. The single copy of the lock-and-recheck step of route_lead (routing_claim calls it).';
+COMMENT ON FUNCTION app_private.routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text) IS 'Tries to take one candidate for a lead: locks the agent''s agent_availability row (skip locked unless wait; skipped = another routing holds it), re-checks status, load, the daily and weekly caps, the schedule (working hours, time off, holidays), busy time and, for an event lead, locks a free slot on the event date (slot_id). claimed when all hold; otherwise note says what changed. The single copy of the lock-and-recheck step of route_lead (routing_claim calls it).';
 
 --
 -- Name: run_nurture_step(uuid, integer); Type: FUNCTION; Schema: app_private; Owner: -
@@ -10308,6 +10373,41 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg_agent_availability__enqueue_queue_drain() IS 'AFTER trigger on agent_availability: the agent became available, or their load dropped or capacity grew while available, so waiting leads are re-routed (routing__drain_queue).';
+
+--
+-- Name: tg_agent_working_hours__no_overlap(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_agent_working_hours__no_overlap() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_other app_public.agent_working_hours;
+  v_days constant text[] := array['Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday', 'Sunday'];
+begin
+  -- One writer per agent at a time, so two overlapping intervals can't be added at once.
+  perform 1 from app_public.agents a where a.tenant_id = new.tenant_id and a.id = new.agent_id for no key update;
+  select w.* into v_other from app_public.agent_working_hours w
+   where w.tenant_id = new.tenant_id and w.agent_id = new.agent_id and w.weekday = new.weekday and w.id <> new.id
+     and new.starts_at < w.ends_at and w.starts_at < new.ends_at
+   order by w.starts_at
+   limit 1;
+  if v_other.id is not null then
+    raise exception 'Working hours overlap on %: %–% and %–%', v_days[new.weekday],
+      pg_catalog.to_char(v_other.starts_at, 'HH24:MI'), pg_catalog.to_char(v_other.ends_at, 'HH24:MI'),
+      pg_catalog.to_char(new.starts_at, 'HH24:MI'), pg_catalog.to_char(new.ends_at, 'HH24:MI')
+      using errcode = '22023';
+  end if;
+  return new;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_agent_working_hours__no_overlap(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_agent_working_hours__no_overlap() IS 'Trigger on agent_working_hours: refuses an interval that overlaps another of the same agent on the same weekday (22023, naming both), after locking the agent so that two writers cannot add overlapping intervals at once.';
 
 --
 -- Name: tg_agents__enqueue_queue_drain(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -17260,6 +17360,138 @@ COMMENT ON COLUMN app_public.agent_specializations.updated_at IS 'When it last c
 COMMENT ON COLUMN app_public.agent_specializations.source IS 'manual, or servicetitan for one derived from a technician’s ServiceTitan skills (replaced at every sync of the technician).';
 
 --
+-- Name: agent_time_off; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.agent_time_off (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
+    agent_id uuid NOT NULL,
+    starts_at timestamp with time zone NOT NULL,
+    ends_at timestamp with time zone NOT NULL,
+    reason text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT agent_time_off_must_start_before_it_ends CHECK ((starts_at < ends_at)),
+    CONSTRAINT agent_time_off_reason_must_be_at_most_200_characters CHECK ((length(reason) <= 200))
+);
+
+ALTER TABLE ONLY app_public.agent_time_off FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE agent_time_off; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.agent_time_off IS 'An agent out of office (vacation, sick leave, training) from starts_at to ends_at: off duty then, whatever the working hours.';
+
+--
+-- Name: COLUMN agent_time_off.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_time_off.id IS 'The period''s id.';
+
+--
+-- Name: COLUMN agent_time_off.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_time_off.tenant_id IS 'The tenant.';
+
+--
+-- Name: COLUMN agent_time_off.agent_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_time_off.agent_id IS 'The agent.';
+
+--
+-- Name: COLUMN agent_time_off.starts_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_time_off.starts_at IS 'When it starts.';
+
+--
+-- Name: COLUMN agent_time_off.ends_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_time_off.ends_at IS 'When it ends (after starts_at); the agent is back from then.';
+
+--
+-- Name: COLUMN agent_time_off.reason; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_time_off.reason IS 'Why, shown in the routing explanation (at most 200 characters).';
+
+--
+-- Name: COLUMN agent_time_off.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_time_off.created_at IS 'When it was added.';
+
+--
+-- Name: agent_working_hours; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.agent_working_hours (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
+    agent_id uuid NOT NULL,
+    weekday smallint NOT NULL,
+    starts_at time without time zone NOT NULL,
+    ends_at time without time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT agent_working_hours_must_start_before_they_end CHECK ((starts_at < ends_at)),
+    CONSTRAINT agent_working_hours_weekday_must_be_1_monday_to_7_sunday CHECK (((weekday >= 1) AND (weekday <= 7)))
+);
+
+ALTER TABLE ONLY app_public.agent_working_hours FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE agent_working_hours; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.agent_working_hours IS 'When an agent works, week by week: intervals per weekday in the agent''s time zone (agents.timezone, else the business''s). An agent with no rows works at any time; one with rows is off duty outside them (routing''s schedule check). Intervals of one day may not overlap (22023); a night shift is two rows (e.g. Monday 22:00–24:00 and Tuesday 00:00–06:00).';
+
+--
+-- Name: COLUMN agent_working_hours.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_working_hours.id IS 'The interval''s id.';
+
+--
+-- Name: COLUMN agent_working_hours.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_working_hours.tenant_id IS 'The tenant.';
+
+--
+-- Name: COLUMN agent_working_hours.agent_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_working_hours.agent_id IS 'The agent.';
+
+--
+-- Name: COLUMN agent_working_hours.weekday; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_working_hours.weekday IS 'The day of the week: 1 Monday to 7 Sunday (ISO).';
+
+--
+-- Name: COLUMN agent_working_hours.starts_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_working_hours.starts_at IS 'When work starts that day, local time.';
+
+--
+-- Name: COLUMN agent_working_hours.ends_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_working_hours.ends_at IS 'When work ends that day, local time (24:00 for midnight); after starts_at.';
+
+--
+-- Name: COLUMN agent_working_hours.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.agent_working_hours.created_at IS 'When the interval was added.';
+
+--
 -- Name: agents; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -18354,6 +18586,58 @@ COMMENT ON COLUMN app_public.email_suppressions.added_by_user_id IS 'Who added i
 --
 
 COMMENT ON COLUMN app_public.email_suppressions.added_at IS 'When it was added: the time of the opt-out.';
+
+--
+-- Name: holidays; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.holidays (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
+    day date NOT NULL,
+    name text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT holidays_name_must_be_at_most_100_characters CHECK ((length(name) <= 100)),
+    CONSTRAINT holidays_name_must_not_be_blank CHECK ((btrim(name) <> ''::text))
+);
+
+ALTER TABLE ONLY app_public.holidays FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE holidays; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.holidays IS 'The business''s holidays: on that date (each agent''s own local date) no agent is on duty.';
+
+--
+-- Name: COLUMN holidays.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.holidays.id IS 'The holiday''s id.';
+
+--
+-- Name: COLUMN holidays.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.holidays.tenant_id IS 'The tenant.';
+
+--
+-- Name: COLUMN holidays.day; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.holidays.day IS 'The date, one holiday a day.';
+
+--
+-- Name: COLUMN holidays.name; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.holidays.name IS 'Its name, shown in the routing explanation ("holiday: Thanksgiving").';
+
+--
+-- Name: COLUMN holidays.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.holidays.created_at IS 'When it was added.';
 
 --
 -- Name: import_batch_rows_id_seq; Type: SEQUENCE; Schema: app_public; Owner: -
@@ -20915,6 +21199,20 @@ ALTER TABLE ONLY app_public.agent_specializations
     ADD CONSTRAINT agent_specializations_pkey PRIMARY KEY (id);
 
 --
+-- Name: agent_time_off agent_time_off_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.agent_time_off
+    ADD CONSTRAINT agent_time_off_pkey PRIMARY KEY (id);
+
+--
+-- Name: agent_working_hours agent_working_hours_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.agent_working_hours
+    ADD CONSTRAINT agent_working_hours_pkey PRIMARY KEY (id);
+
+--
 -- Name: agents agents_id_must_be_unique_per_tenant; Type: CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -21116,6 +21414,20 @@ ALTER TABLE ONLY app_public.email_suppressions
 
 ALTER TABLE ONLY app_public.email_suppressions
     ADD CONSTRAINT email_suppressions_pkey PRIMARY KEY (id);
+
+--
+-- Name: holidays holidays_day_must_be_unique_per_tenant; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.holidays
+    ADD CONSTRAINT holidays_day_must_be_unique_per_tenant UNIQUE (tenant_id, day);
+
+--
+-- Name: holidays holidays_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.holidays
+    ADD CONSTRAINT holidays_pkey PRIMARY KEY (id);
 
 --
 -- Name: import_batch_rows import_batch_rows_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
@@ -21784,6 +22096,18 @@ CREATE INDEX agent_service_areas_by_agent ON app_public.agent_service_areas USIN
 --
 
 CREATE INDEX agent_specializations_by_line ON app_public.agent_specializations USING btree (tenant_id, service_line, customer_segment);
+
+--
+-- Name: agent_time_off_by_agent; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX agent_time_off_by_agent ON app_public.agent_time_off USING btree (tenant_id, agent_id, ends_at);
+
+--
+-- Name: agent_working_hours_by_agent; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX agent_working_hours_by_agent ON app_public.agent_working_hours USING btree (tenant_id, agent_id, weekday, starts_at);
 
 --
 -- Name: agents_active; Type: INDEX; Schema: app_public; Owner: -
@@ -22482,6 +22806,30 @@ CREATE TRIGGER _050_require_tenant_role BEFORE INSERT OR DELETE OR UPDATE ON app
 CREATE TRIGGER _050_require_tenant_role BEFORE INSERT OR DELETE OR UPDATE ON app_public.agent_specializations FOR EACH ROW EXECUTE FUNCTION app_private.tg__require_tenant_role('manager', 'agent specializations');
 
 --
+-- Name: agent_time_off _050_require_tenant_role; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _050_require_tenant_role BEFORE INSERT OR DELETE OR UPDATE ON app_public.agent_time_off FOR EACH ROW EXECUTE FUNCTION app_private.tg__require_tenant_role('manager', 'agent time off');
+
+--
+-- Name: TRIGGER _050_require_tenant_role ON agent_time_off; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TRIGGER _050_require_tenant_role ON app_public.agent_time_off IS 'Owners, admins and managers change time off (42501 otherwise).';
+
+--
+-- Name: agent_working_hours _050_require_tenant_role; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _050_require_tenant_role BEFORE INSERT OR DELETE OR UPDATE ON app_public.agent_working_hours FOR EACH ROW EXECUTE FUNCTION app_private.tg__require_tenant_role('manager', 'agent working hours');
+
+--
+-- Name: TRIGGER _050_require_tenant_role ON agent_working_hours; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TRIGGER _050_require_tenant_role ON app_public.agent_working_hours IS 'Owners, admins and managers change working hours (42501 otherwise).';
+
+--
 -- Name: agents _050_require_tenant_role; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -22492,6 +22840,18 @@ CREATE TRIGGER _050_require_tenant_role BEFORE INSERT OR DELETE OR UPDATE ON app
 --
 
 CREATE TRIGGER _050_require_tenant_role BEFORE INSERT OR DELETE OR UPDATE ON app_public.business_settings FOR EACH ROW EXECUTE FUNCTION app_private.tg__require_tenant_role('admin', 'business settings');
+
+--
+-- Name: holidays _050_require_tenant_role; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _050_require_tenant_role BEFORE INSERT OR DELETE OR UPDATE ON app_public.holidays FOR EACH ROW EXECUTE FUNCTION app_private.tg__require_tenant_role('manager', 'holidays');
+
+--
+-- Name: TRIGGER _050_require_tenant_role ON holidays; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TRIGGER _050_require_tenant_role ON app_public.holidays IS 'Owners, admins and managers change holidays (42501 otherwise).';
 
 --
 -- Name: lead_source_costs _050_require_tenant_role; Type: TRIGGER; Schema: app_public; Owner: -
@@ -22750,6 +23110,18 @@ CREATE TRIGGER _200_guard_outbound BEFORE INSERT ON app_public.email_messages FO
 --
 
 CREATE TRIGGER _200_guard_outbound BEFORE INSERT ON app_public.messages FOR EACH ROW WHEN ((new.direction = 'outbound'::text)) EXECUTE FUNCTION app_private.tg_messages__guard_outbound();
+
+--
+-- Name: agent_working_hours _200_no_overlap; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _200_no_overlap BEFORE INSERT OR UPDATE ON app_public.agent_working_hours FOR EACH ROW EXECUTE FUNCTION app_private.tg_agent_working_hours__no_overlap();
+
+--
+-- Name: TRIGGER _200_no_overlap ON agent_working_hours; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TRIGGER _200_no_overlap ON app_public.agent_working_hours IS 'Refuses overlapping intervals of one agent on one weekday (22023).';
 
 --
 -- Name: tracking_numbers _200_number_must_be_ours; Type: TRIGGER; Schema: app_public; Owner: -
@@ -23145,6 +23517,20 @@ ALTER TABLE ONLY app_public.agent_specializations
     ADD CONSTRAINT agent_specializations_agent_must_exist FOREIGN KEY (tenant_id, agent_id) REFERENCES app_public.agents(tenant_id, id) ON DELETE CASCADE;
 
 --
+-- Name: agent_time_off agent_time_off_agent_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.agent_time_off
+    ADD CONSTRAINT agent_time_off_agent_must_exist FOREIGN KEY (tenant_id, agent_id) REFERENCES app_public.agents(tenant_id, id) ON DELETE CASCADE;
+
+--
+-- Name: agent_working_hours agent_working_hours_agent_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.agent_working_hours
+    ADD CONSTRAINT agent_working_hours_agent_must_exist FOREIGN KEY (tenant_id, agent_id) REFERENCES app_public.agents(tenant_id, id) ON DELETE CASCADE;
+
+--
 -- Name: agents agents_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -23360,6 +23746,13 @@ ALTER TABLE ONLY app_public.email_suppressions
 
 ALTER TABLE ONLY app_public.email_suppressions
     ADD CONSTRAINT email_suppressions_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
+
+--
+-- Name: holidays holidays_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.holidays
+    ADD CONSTRAINT holidays_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
 
 --
 -- Name: import_batch_rows import_batch_rows_batch_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
@@ -24061,6 +24454,18 @@ ALTER TABLE app_public.agent_service_areas ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_public.agent_specializations ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: agent_time_off; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.agent_time_off ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: agent_working_hours; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.agent_working_hours ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: agents; Type: ROW SECURITY; Schema: app_public; Owner: -
 --
 
@@ -24133,6 +24538,18 @@ CREATE POLICY delete_current_tenant ON app_public.agent_service_areas FOR DELETE
 CREATE POLICY delete_current_tenant ON app_public.agent_specializations FOR DELETE TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
+-- Name: agent_time_off delete_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY delete_current_tenant ON app_public.agent_time_off FOR DELETE TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
+-- Name: agent_working_hours delete_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY delete_current_tenant ON app_public.agent_working_hours FOR DELETE TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
 -- Name: agents delete_current_tenant; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -24143,6 +24560,12 @@ CREATE POLICY delete_current_tenant ON app_public.agents FOR DELETE TO :DATABASE
 --
 
 CREATE POLICY delete_current_tenant ON app_public.availability_slots FOR DELETE TO :DATABASE_VISITOR USING (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND (status = 'free'::text)));
+
+--
+-- Name: holidays delete_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY delete_current_tenant ON app_public.holidays FOR DELETE TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
 -- Name: lead_source_costs delete_current_tenant; Type: POLICY; Schema: app_public; Owner: -
@@ -24211,6 +24634,12 @@ ALTER TABLE app_public.email_messages ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_public.email_suppressions ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: holidays; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.holidays ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: import_batch_rows; Type: ROW SECURITY; Schema: app_public; Owner: -
 --
 
@@ -24241,6 +24670,18 @@ CREATE POLICY insert_current_tenant ON app_public.agent_service_areas FOR INSERT
 CREATE POLICY insert_current_tenant ON app_public.agent_specializations FOR INSERT TO :DATABASE_VISITOR WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
+-- Name: agent_time_off insert_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY insert_current_tenant ON app_public.agent_time_off FOR INSERT TO :DATABASE_VISITOR WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
+-- Name: agent_working_hours insert_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY insert_current_tenant ON app_public.agent_working_hours FOR INSERT TO :DATABASE_VISITOR WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
 -- Name: agents insert_current_tenant; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -24269,6 +24710,12 @@ CREATE POLICY insert_current_tenant ON app_public.dnc_list FOR INSERT TO :DATABA
 --
 
 CREATE POLICY insert_current_tenant ON app_public.email_suppressions FOR INSERT TO :DATABASE_VISITOR WITH CHECK (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND (source = ANY (ARRAY['manual'::text, 'api'::text])) AND (NOT (added_by_user_id IS DISTINCT FROM ( SELECT app_public.current_user_id() AS current_user_id)))));
+
+--
+-- Name: holidays insert_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY insert_current_tenant ON app_public.holidays FOR INSERT TO :DATABASE_VISITOR WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
 -- Name: lead_source_costs insert_current_tenant; Type: POLICY; Schema: app_public; Owner: -
@@ -24481,6 +24928,18 @@ CREATE POLICY owner_all ON app_public.agent_service_areas TO :DATABASE_OWNER USI
 CREATE POLICY owner_all ON app_public.agent_specializations TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
+-- Name: agent_time_off owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.agent_time_off TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: agent_working_hours owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.agent_working_hours TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
 -- Name: agents owner_all; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -24563,6 +25022,12 @@ CREATE POLICY owner_all ON app_public.email_messages TO :DATABASE_OWNER USING (t
 --
 
 CREATE POLICY owner_all ON app_public.email_suppressions TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: holidays owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.holidays TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
 -- Name: import_batch_rows owner_all; Type: POLICY; Schema: app_public; Owner: -
@@ -24943,6 +25408,18 @@ CREATE POLICY select_current_tenant ON app_public.agent_service_areas FOR SELECT
 CREATE POLICY select_current_tenant ON app_public.agent_specializations FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
+-- Name: agent_time_off select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_current_tenant ON app_public.agent_time_off FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
+-- Name: agent_working_hours select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_current_tenant ON app_public.agent_working_hours FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
 -- Name: agents select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -25007,6 +25484,12 @@ CREATE POLICY select_current_tenant ON app_public.email_messages FOR SELECT TO :
 --
 
 CREATE POLICY select_current_tenant ON app_public.email_suppressions FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
+-- Name: holidays select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_current_tenant ON app_public.holidays FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
 -- Name: import_batch_rows select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
@@ -25315,6 +25798,18 @@ CREATE POLICY update_current_tenant ON app_public.agent_service_areas FOR UPDATE
 CREATE POLICY update_current_tenant ON app_public.agent_specializations FOR UPDATE TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id))) WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
+-- Name: agent_time_off update_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY update_current_tenant ON app_public.agent_time_off FOR UPDATE TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id))) WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
+-- Name: agent_working_hours update_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY update_current_tenant ON app_public.agent_working_hours FOR UPDATE TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id))) WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
 -- Name: agents update_current_tenant; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -25331,6 +25826,12 @@ CREATE POLICY update_current_tenant ON app_public.availability_slots FOR UPDATE 
 --
 
 CREATE POLICY update_current_tenant ON app_public.business_settings FOR UPDATE TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id))) WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
+-- Name: holidays update_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY update_current_tenant ON app_public.holidays FOR UPDATE TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id))) WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
 -- Name: lead_source_costs update_current_tenant; Type: POLICY; Schema: app_public; Owner: -
@@ -25915,6 +26416,12 @@ REVOKE ALL ON FUNCTION app_hidden.agent_cap_period(timezone text, at timestamp w
 --
 
 REVOKE ALL ON FUNCTION app_hidden.agent_is_busy(tenant_id uuid, agent_id uuid, during tstzrange, lead_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION agent_off_duty_reason(tenant_id uuid, agent_id uuid, timezone text, at timestamp with time zone); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.agent_off_duty_reason(tenant_id uuid, agent_id uuid, timezone text, at timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION business_hours_problem(hours jsonb); Type: ACL; Schema: app_hidden; Owner: -
@@ -27013,6 +27520,12 @@ REVOKE ALL ON FUNCTION app_private.tg_agent_availability__check_actor() FROM PUB
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_agent_availability__enqueue_queue_drain() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_agent_working_hours__no_overlap(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_agent_working_hours__no_overlap() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_agents__enqueue_queue_drain(); Type: ACL; Schema: app_private; Owner: -
@@ -28268,6 +28781,78 @@ GRANT INSERT(languages),UPDATE(languages) ON TABLE app_public.agent_specializati
 GRANT INSERT(territories),UPDATE(territories) ON TABLE app_public.agent_specializations TO :DATABASE_VISITOR;
 
 --
+-- Name: TABLE agent_time_off; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT,DELETE ON TABLE app_public.agent_time_off TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN agent_time_off.tenant_id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(tenant_id) ON TABLE app_public.agent_time_off TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN agent_time_off.agent_id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(agent_id) ON TABLE app_public.agent_time_off TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN agent_time_off.starts_at; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(starts_at),UPDATE(starts_at) ON TABLE app_public.agent_time_off TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN agent_time_off.ends_at; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(ends_at),UPDATE(ends_at) ON TABLE app_public.agent_time_off TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN agent_time_off.reason; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(reason),UPDATE(reason) ON TABLE app_public.agent_time_off TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE agent_working_hours; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT,DELETE ON TABLE app_public.agent_working_hours TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN agent_working_hours.tenant_id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(tenant_id) ON TABLE app_public.agent_working_hours TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN agent_working_hours.agent_id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(agent_id) ON TABLE app_public.agent_working_hours TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN agent_working_hours.weekday; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(weekday),UPDATE(weekday) ON TABLE app_public.agent_working_hours TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN agent_working_hours.starts_at; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(starts_at),UPDATE(starts_at) ON TABLE app_public.agent_working_hours TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN agent_working_hours.ends_at; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(ends_at),UPDATE(ends_at) ON TABLE app_public.agent_working_hours TO :DATABASE_VISITOR;
+
+--
 -- Name: TABLE agents; Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -28488,6 +29073,30 @@ GRANT INSERT(source) ON TABLE app_public.email_suppressions TO :DATABASE_VISITOR
 --
 
 GRANT INSERT(reason) ON TABLE app_public.email_suppressions TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE holidays; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT,DELETE ON TABLE app_public.holidays TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN holidays.tenant_id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(tenant_id) ON TABLE app_public.holidays TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN holidays.day; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(day),UPDATE(day) ON TABLE app_public.holidays TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN holidays.name; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(name),UPDATE(name) ON TABLE app_public.holidays TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE lead_assignments; Type: ACL; Schema: app_public; Owner: -

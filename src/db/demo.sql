@@ -252,6 +252,7 @@ $demo$;
 --      area          a service area (region, city, postal code or radius) containing the lead; none = everywhere;
 --      availability  status available (not in_call, break, training, offline);
 --      capacity      current_load below max_capacity (an offer or an accepted lead counts);
+--      schedule      on duty: inside the agent's working hours, not on time off, not on a business holiday;
 --      cap           fewer leads received today and this week than the agent's daily_cap and weekly_cap.
 --------------------------------------------------------------------------------
 do $demo$
@@ -309,6 +310,13 @@ begin
   end loop;
 end;
 $demo$;
+
+-- Priya works Monday to Friday, 8:00 to 17:00 (the business's time zone): outside those hours the
+-- explanation shows her schedule check failing. (No demo holiday: it would close the demo on that day.)
+insert into app_public.agent_working_hours (tenant_id, agent_id, weekday, starts_at, ends_at)
+select pg_temp.demo_tenant(), '00000000-de00-4000-8000-000000002003', d, '08:00', '17:00'
+  from pg_catalog.generate_series(1, 5) d
+ where not exists (select 1 from app_public.agent_working_hours w where w.agent_id = '00000000-de00-4000-8000-000000002003');
 
 -- Diego takes at most 8 leads a day and 30 a week (counted in the business's time zone): the
 -- explanation shows the cap check ("daily cap reached (8 of 8)") once he has had his share.

@@ -7,7 +7,7 @@
  */
 import pg from "pg";
 import { describe, expect, it } from "vitest";
-import { addMember, becomeRoot, becomeUser, expectSqlError, inSavepoint, registerUser, rootPool, withRootDb } from "../helpers.ts";
+import { addMember, becomeRoot, becomeUser, expectSqlError, registerUser, rootPool, withRootDb } from "../helpers.ts";
 import {
   committedTenant,
   createAgent,
@@ -138,17 +138,15 @@ describe("daily and weekly caps", () => {
       await client.query("update app_public.agents set daily_cap = 3 where id = $1", [own]);
 
       await becomeUser(client, manager);
-      const negative = await expectSqlError(client, "23514", () => inSavepoint(client, () => client.query("update app_public.agents set daily_cap = -1 where id = $1", [own])));
+      const negative = await expectSqlError(client, "23514", () => client.query("update app_public.agents set daily_cap = -1 where id = $1", [own]));
       expect(negative.constraint).toBe("agents_daily_cap_must_not_be_negative");
-      const weekly = await expectSqlError(client, "23514", () => inSavepoint(client, () => client.query("update app_public.agents set weekly_cap = -5 where id = $1", [own])));
+      const weekly = await expectSqlError(client, "23514", () => client.query("update app_public.agents set weekly_cap = -5 where id = $1", [own]));
       expect(weekly.constraint).toBe("agents_weekly_cap_must_not_be_negative");
-      const zone = await expectSqlError(client, "22023", () => inSavepoint(client, () => client.query("update app_public.agents set timezone = 'Mars/Olympus_Mons' where id = $1", [own])));
+      const zone = await expectSqlError(client, "22023", () => client.query("update app_public.agents set timezone = 'Mars/Olympus_Mons' where id = $1", [own]));
       expect(zone.message).toMatch(/time ?zone/i);
-      await expectSqlError(client, "42501", () =>
-        inSavepoint(client, () => client.query("update app_public.agent_availability set cap_day_count = 0 where agent_id = $1", [own])),
-      );
+      await expectSqlError(client, "42501", () => client.query("update app_public.agent_availability set cap_day_count = 0 where agent_id = $1", [own]));
       await becomeUser(client, agentUser);
-      await expectSqlError(client, "42501", () => inSavepoint(client, () => client.query("update app_public.agents set daily_cap = 100 where id = $1", [own])));
+      await expectSqlError(client, "42501", () => client.query("update app_public.agents set daily_cap = 100 where id = $1", [own]));
       await becomeRoot(client);
       const { rows } = await client.query("select daily_cap, weekly_cap, timezone from app_public.agents where id = $1", [own]);
       expect(rows[0]).toEqual({ daily_cap: 3, weekly_cap: null, timezone: null });
