@@ -1410,7 +1410,8 @@ CREATE TYPE app_public.routing_explanation AS (
 	chosen_agent_name text,
 	summary text,
 	candidate_lines text[],
-	candidates jsonb
+	candidates jsonb,
+	candidate_counts jsonb
 );
 
 --
@@ -1483,13 +1484,19 @@ COMMENT ON COLUMN app_public.routing_explanation.summary IS 'The decision in one
 -- Name: COLUMN routing_explanation.candidate_lines; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.routing_explanation.candidate_lines IS 'One line per agent considered: eligible with its score, or the checks it failed and why.';
+COMMENT ON COLUMN app_public.routing_explanation.candidate_lines IS 'One line per agent listed: eligible with its score, or the checks it failed and why; then, beyond 10 agents, one line per failing check with how many more agents failed it first, and how many more were eligible.';
 
 --
 -- Name: COLUMN routing_explanation.candidates; Type: COMMENT; Schema: app_public; Owner: -
 --
 
 COMMENT ON COLUMN app_public.routing_explanation.candidates IS 'The candidates as recorded (JSON): checks, reasons, scores, ranks.';
+
+--
+-- Name: COLUMN routing_explanation.candidate_counts; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_explanation.candidate_counts IS 'The agents considered but not listed, counted per first failing check (see lead_routing_history.candidate_counts); null when every agent is listed.';
 
 --
 -- Name: sms_window; Type: TYPE; Schema: app_public; Owner: -
@@ -8772,7 +8779,10 @@ CREATE FUNCTION app_private.routing_record(ctx app_private.routing_context, cand
 declare
   v_candidates jsonb := coalesce(routing_record.candidates, '[]'::jsonb);
   v_notes jsonb := coalesce(routing_record.notes, '{}'::jsonb);
+  v_counts jsonb;
   v_history_id bigint;
+  -- The order in which the first failing check of an agent is counted: the cheap, lead-wide checks first.
+  v_funnel constant text[] := array['skill', 'language', 'area', 'availability', 'schedule', 'capacity', 'cap', 'slot', 'free', 'not_rejected'];
 begin
   -- Lock-time notes go with their candidates.
   if v_notes <> '{}'::jsonb then
@@ -8782,10 +8792,40 @@ begin
       from pg_catalog.jsonb_array_elements(v_candidates) with ordinality o(e, n);
   end if;
 
+  -- A compact record whatever the size of the team: the first 10 candidates in the order of the strategy
+  -- (eligible ones by rank, then the others by name), the chosen agent and those that changed while
+  -- routing, each in full; everyone else only counted, at their first failing check.
+  if pg_catalog.jsonb_array_length(v_candidates) > 10 then
+    with c as (
+      select o.e, o.n, o.n <= 10 or (o.e ->> 'agent_id')::uuid is not distinct from chosen or o.e ? 'lock' as listed
+        from pg_catalog.jsonb_array_elements(v_candidates) with ordinality o(e, n)
+    ),
+    rest as (
+      select (c.e ->> 'eligible')::boolean as eligible,
+             (select f.k from pg_catalog.unnest(v_funnel) with ordinality f(k, i)
+               where c.e -> 'checks' ->> f.k = 'false' order by f.i limit 1) as first_failed,
+             c.e
+        from c where not c.listed
+    ),
+    failed as (
+      select r.first_failed as k, pg_catalog.count(*) as n,
+             pg_catalog.mode() within group (order by r.e -> 'reasons' ->> r.first_failed) as reason
+        from rest r where r.first_failed is not null
+       group by r.first_failed
+    )
+    select (select pg_catalog.jsonb_agg(c.e order by c.n) from c where c.listed),
+           pg_catalog.jsonb_build_object(
+             'considered', (select pg_catalog.count(*) from c),
+             'listed', (select pg_catalog.count(*) from c where c.listed),
+             'eligible_not_listed', (select pg_catalog.count(*) from rest r where r.eligible),
+             'failed', coalesce((select pg_catalog.jsonb_object_agg(f.k, pg_catalog.jsonb_build_object('n', f.n, 'reason', f.reason)) from failed f), '{}'::jsonb))
+      into v_candidates, v_counts;
+  end if;
+
   insert into app_public.lead_routing_history (tenant_id, lead_id, trigger, strategy, rule_id, experiment_id, variant_id, lead_score,
-    candidates, chosen_agent_id, outcome, reason)
+    candidates, candidate_counts, chosen_agent_id, outcome, reason)
   values (ctx.tenant_id, (ctx.lead).id, ctx.trigger, ctx.strategy, (ctx.rule).id, ctx.experiment_id, ctx.variant_id, (ctx.lead).lead_score,
-    v_candidates, chosen, outcome, reason)
+    v_candidates, v_counts, chosen, outcome, reason)
   returning id into v_history_id;
   insert into app_public.routing_events (tenant_id, lead_id, agent_id, offer_id, event_type, data)
   values (ctx.tenant_id, (ctx.lead).id, chosen, offer_id, outcome,
@@ -8799,7 +8839,7 @@ $$;
 -- Name: FUNCTION routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) IS 'Writes the record of a routing decision: the lead_routing_history row (strategy, rule, experiment variant, lead score, the candidates with the notes of those that changed while routing, the chosen agent, outcome and reason) and its routing_events row; returns the history id. Also records leads that were not routed (outcome not_routed, no candidates). Part of route_lead.';
+COMMENT ON FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) IS 'Writes the record of a routing decision: the lead_routing_history row (strategy, rule, experiment variant, lead score, the candidates with the notes of those that changed while routing, compacted beyond 10 agents to the first 10 in the strategy''s order plus the chosen one and those with notes, the others counted per first failing check in candidate_counts; the chosen agent, outcome and reason) and its routing_events row; returns the history id. Also records leads that were not routed (outcome not_routed, no candidates). Part of route_lead.';
 
 --
 -- Name: routing_refusal(uuid, app_public.leads); Type: FUNCTION; Schema: app_private; Owner: -
@@ -13026,8 +13066,9 @@ begin
          || case when rr.name is not null then pg_catalog.format(' Rule "%s" matched.', rr.name) else '' end
          || case when v.name is not null then pg_catalog.format(' Experiment variant "%s" chose the strategy.', v.name) else '' end
          || case when pg_catalog.jsonb_array_length(h.candidates) > 0 then pg_catalog.format(' %s of %s agents were eligible.',
-              (select pg_catalog.count(*) from pg_catalog.jsonb_array_elements(h.candidates) e where (e ->> 'eligible')::boolean),
-              pg_catalog.jsonb_array_length(h.candidates)) else '' end,
+              (select pg_catalog.count(*) from pg_catalog.jsonb_array_elements(h.candidates) e where (e ->> 'eligible')::boolean)
+                + coalesce((h.candidate_counts ->> 'eligible_not_listed')::bigint, 0),
+              coalesce((h.candidate_counts ->> 'considered')::bigint, pg_catalog.jsonb_array_length(h.candidates))) else '' end,
          coalesce((
            select pg_catalog.array_agg(
                     case when (e ->> 'eligible')::boolean then
@@ -13038,8 +13079,20 @@ begin
                         (select pg_catalog.string_agg(pg_catalog.format('%s (%s)', k.key, coalesce(e -> 'reasons' ->> k.key, 'failed')), ', ' order by k.key)
                            from pg_catalog.jsonb_each(e -> 'checks') k where k.value = 'false'::jsonb))
                     end order by o.n)
-             from pg_catalog.jsonb_array_elements(h.candidates) with ordinality o(e, n)), '{}'::text[]),
-         h.candidates
+             from pg_catalog.jsonb_array_elements(h.candidates) with ordinality o(e, n)), '{}'::text[])
+         -- Beyond the listed agents, the counts: one line per failing check, then the eligible ones not listed.
+         || coalesce((
+           select pg_catalog.array_agg(pg_catalog.format('%s more agent%s: not eligible, failed %s (%s)', f.value ->> 'n',
+                    case when (f.value ->> 'n')::bigint = 1 then '' else 's' end, f.key, coalesce(f.value ->> 'reason', 'failed'))
+                    order by (f.value ->> 'n')::bigint desc, f.key)
+             from pg_catalog.jsonb_each(h.candidate_counts -> 'failed') f), '{}'::text[])
+         || case when (h.candidate_counts ->> 'eligible_not_listed')::bigint > 0 then
+              array[pg_catalog.format('%s more eligible agent%s, later in the %s order', h.candidate_counts ->> 'eligible_not_listed',
+                case when (h.candidate_counts ->> 'eligible_not_listed')::bigint = 1 then '' else 's' end,
+                pg_catalog.replace(coalesce(h.strategy, 'routing'), '_', ' '))]
+            else '{}'::text[] end,
+         h.candidates,
+         h.candidate_counts
     from app_public.lead_routing_history h
     left join app_public.routing_rules rr on rr.tenant_id = h.tenant_id and rr.id = h.rule_id
     left join app_public.routing_experiment_variants v on v.tenant_id = h.tenant_id and v.id = h.variant_id
@@ -13053,7 +13106,7 @@ $$;
 -- Name: FUNCTION explain_routing(lead_id uuid); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.explain_routing(lead_id uuid) IS 'Every routing decision about a lead of your tenant, oldest first, in words: the outcome and why, the strategy, rule and experiment variant, and one line per agent considered (eligible with rank and score, or which checks failed and why: skill, language, area, availability, capacity, slot, not_rejected). Any member may ask. Errors: 28000 not logged in, P0002 unknown lead (or another tenant''s).';
+COMMENT ON FUNCTION app_public.explain_routing(lead_id uuid) IS 'Every routing decision about a lead of your tenant, oldest first, in words: the outcome and why, the strategy, rule and experiment variant, and one line per agent listed (eligible with rank and score, or which checks failed and why: skill, language, area, availability, schedule, capacity, cap, slot, free, not_rejected); beyond 10 agents, one line per failing check with how many more agents failed it first, and how many more were eligible. Any member may ask. Errors: 28000 not logged in, P0002 unknown lead (or one of another tenant).';
 
 --
 -- Name: find_leads(jsonb); Type: FUNCTION; Schema: app_public; Owner: -
@@ -14885,6 +14938,8 @@ CREATE TABLE app_public.lead_routing_history (
     chosen_agent_id uuid,
     outcome text NOT NULL,
     reason text,
+    candidate_counts jsonb,
+    CONSTRAINT lead_routing_history_candidate_counts_must_be_an_object CHECK (((candidate_counts IS NULL) OR (jsonb_typeof(candidate_counts) = 'object'::text))),
     CONSTRAINT lead_routing_history_candidates_must_be_an_array CHECK ((jsonb_typeof(candidates) = 'array'::text)),
     CONSTRAINT lead_routing_history_outcome_must_be_known CHECK ((outcome = ANY (ARRAY['offered'::text, 'assigned'::text, 'queued'::text, 'not_routed'::text]))),
     CONSTRAINT lead_routing_history_trigger_must_be_known CHECK ((trigger = ANY (ARRAY['new_lead'::text, 'manual'::text, 'offer_rejected'::text, 'offer_expired'::text, 'agent_available'::text, 'escalation'::text, 'requeue'::text])))
@@ -14962,7 +15017,7 @@ COMMENT ON COLUMN app_public.lead_routing_history.lead_score IS 'The lead''s sco
 -- Name: COLUMN lead_routing_history.candidates; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.lead_routing_history.candidates IS 'JSON array, one object per agent considered: {agent_id, name, checks: {skill, language, area, availability, capacity, slot, not_rejected}, eligible, score}.';
+COMMENT ON COLUMN app_public.lead_routing_history.candidates IS 'JSON array, one object per agent listed, in the strategy''s order (eligible ones by rank, then the others by name): {agent_id, name, checks: {skill, language, area, availability, schedule, capacity, cap, slot, free, not_rejected}, reasons (of the failed checks), eligible, score, rank, pass, load, lock (a change while routing)}. Every agent considered when there were at most 10; beyond that the first 10, the chosen agent and those with a lock note, the others counted in candidate_counts.';
 
 --
 -- Name: COLUMN lead_routing_history.chosen_agent_id; Type: COMMENT; Schema: app_public; Owner: -
@@ -14981,6 +15036,12 @@ COMMENT ON COLUMN app_public.lead_routing_history.outcome IS 'offered, assigned,
 --
 
 COMMENT ON COLUMN app_public.lead_routing_history.reason IS 'The reason, in words.';
+
+--
+-- Name: COLUMN lead_routing_history.candidate_counts; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_routing_history.candidate_counts IS 'The agents considered but not listed in candidates, counted (null when every agent is listed): {considered, listed, eligible_not_listed, failed: {check: {n, reason}}}, each agent counted once, at its first failing check in the order skill, language, area, availability, schedule, capacity, cap, slot, free, not_rejected; reason is the most common one. considered = listed + eligible_not_listed + the sum of the n.';
 
 --
 -- Name: route_lead(uuid); Type: FUNCTION; Schema: app_public; Owner: -

@@ -1,0 +1,94 @@
+/**
+ * The compact decision record (issue 15): whatever the size of the team, lead_routing_history keeps
+ * the first 10 candidates in full and counts everyone else at their first failing check, and
+ * explain_routing says it in words. A decision among 1,000 agents explains the chosen one and counts
+ * the rest exactly; its row stays small.
+ */
+import { describe, expect, it } from "vitest";
+import { becomeRoot, becomeUser, registerUser, withRootDb } from "../helpers.ts";
+import { createLead, routeAsSystem } from "../routing-helpers.ts";
+
+describe("compact decision records", () => {
+  it("a decision among 1,000 agents lists 10, explains the chosen one and counts the other 990 at their first failing check", { timeout: 60_000 }, async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      const t = owner.tenant_id!;
+      await becomeRoot(client);
+      // 400 who can take the lead, 300 without the skill, 200 offline, 100 serving another city.
+      await client.query(
+        `create temporary table team on commit drop as
+           select i, gen_random_uuid() as id,
+                  case when i <= 400 then 'ok' when i <= 700 then 'skill' when i <= 900 then 'offline' else 'area' end as kind
+             from generate_series(1, 1000) i;
+         insert into app_public.agents (id, tenant_id, display_name, languages) select id, '${t}', 'Agent ' || lpad(i::text, 4, '0'), '{en,es}' from team;
+         insert into app_public.agent_availability (tenant_id, agent_id, status, max_capacity)
+           select '${t}', id, case when kind = 'offline' then 'offline' else 'available' end, 10 from team;
+         insert into app_public.agent_specializations (tenant_id, agent_id, service_line)
+           select '${t}', id, case when kind = 'skill' then 'home' else 'auto' end from team;
+         insert into app_public.agent_service_areas (tenant_id, agent_id, kind, city, region)
+           select '${t}', id, 'city', case when kind = 'area' then 'Tampa' else 'Miami' end, 'FL' from team;`,
+      );
+      const lead = await createLead(client, t, { service_line: "auto", city: "Miami", region: "FL" });
+      const h = await routeAsSystem(client, t, lead);
+
+      expect(h.outcome).toBe("offered");
+      expect(h.candidates).toHaveLength(10);
+      expect(h.candidates.every((c) => c.eligible)).toBe(true);
+      expect(h.candidates.map((c) => c.rank)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      expect(h.candidates.map((c) => c.agent_id)).toContain(h.chosen_agent_id);
+      const { rows } = await client.query(
+        "select candidate_counts as counts, pg_column_size(h.*) as bytes from app_public.lead_routing_history h where lead_id = $1",
+        [lead],
+      );
+      expect(rows[0].counts).toEqual({
+        considered: 1000,
+        listed: 10,
+        eligible_not_listed: 390,
+        failed: {
+          skill: { n: 300, reason: "no specialization in auto licensed for FL" },
+          availability: { n: 200, reason: "status is offline" },
+          area: { n: 100, reason: "outside the service areas (lead in Miami, FL)" },
+        },
+      });
+      expect(rows[0].bytes).toBeLessThan(4096);
+
+      await becomeUser(client, owner);
+      const { rows: explained } = await client.query("select summary, candidate_lines, candidate_counts from app_public.explain_routing($1)", [lead]);
+      await becomeRoot(client);
+      expect(explained[0].summary).toMatch(/400 of 1000 agents were eligible\.$/);
+      const lines: string[] = explained[0].candidate_lines;
+      expect(lines).toHaveLength(14);
+      expect(lines.filter((l) => l.endsWith(", chosen"))).toHaveLength(1);
+      expect(lines.slice(10)).toEqual([
+        "300 more agents: not eligible, failed skill (no specialization in auto licensed for FL)",
+        "200 more agents: not eligible, failed availability (status is offline)",
+        "100 more agents: not eligible, failed area (outside the service areas (lead in Miami, FL))",
+        "390 more eligible agents, later in the weighted round robin order",
+      ]);
+      expect(explained[0].candidate_counts.considered).toBe(1000);
+    });
+  });
+
+  it("with no eligible agent among many, the queue reason still counts every failed check, and the record stays compact", { timeout: 60_000 }, async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      const t = owner.tenant_id!;
+      await becomeRoot(client);
+      await client.query(
+        `with a as (insert into app_public.agents (tenant_id, display_name) select '${t}', 'Off ' || lpad(i::text, 3, '0') from generate_series(1, 50) i returning id)
+         insert into app_public.agent_availability (tenant_id, agent_id, status) select '${t}', id, 'offline' from a`,
+      );
+      const lead = await createLead(client, t);
+      const h = await routeAsSystem(client, t, lead);
+      expect(h.outcome).toBe("queued");
+      // Offline and without the lead's skill: the reason counts both checks for every agent.
+      expect(h.reason).toMatch(/^No eligible agent among 50 considered \(failed checks: 50 availability, 50 skill\)/);
+      expect(h.candidates).toHaveLength(10);
+      const { rows } = await client.query("select candidate_counts as counts from app_public.lead_routing_history where lead_id = $1", [lead]);
+      // The record counts each agent once, at its first failing check (skill comes before availability).
+      expect(rows[0].counts).toMatchObject({ considered: 50, listed: 10, eligible_not_listed: 0 });
+      expect(Object.keys(rows[0].counts.failed)).toEqual(["skill"]);
+      expect(rows[0].counts.failed.skill.n).toBe(40);
+    });
+  });
+});
