@@ -590,6 +590,7 @@ CREATE TABLE app_public.routing_rules (
     strategy_params jsonb DEFAULT '{}'::jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    version integer DEFAULT 1 NOT NULL,
     CONSTRAINT routing_rules_action_must_be_known CHECK ((action = ANY (ARRAY['route_to_agent'::text, 'route_to_agents'::text, 'route_to_queue'::text, 'use_strategy'::text]))),
     CONSTRAINT routing_rules_action_needs_its_target CHECK (
 CASE action
@@ -602,7 +603,8 @@ END),
     CONSTRAINT routing_rules_name_must_not_be_blank CHECK ((btrim(name) <> ''::text)),
     CONSTRAINT routing_rules_queue_type_must_be_known CHECK ((queue_type = ANY (ARRAY['hot'::text, 'active'::text, 'nurture'::text, 'waiting'::text, 'reassignment'::text]))),
     CONSTRAINT routing_rules_strategy_must_be_known CHECK ((strategy = ANY (ARRAY['weighted_round_robin'::text, 'least_loaded'::text, 'best_match'::text, 'score_tiered'::text, 'direct_to_owner'::text]))),
-    CONSTRAINT routing_rules_strategy_params_must_be_an_object CHECK ((jsonb_typeof(strategy_params) = 'object'::text))
+    CONSTRAINT routing_rules_strategy_params_must_be_an_object CHECK ((jsonb_typeof(strategy_params) = 'object'::text)),
+    CONSTRAINT routing_rules_version_must_be_positive CHECK ((version >= 1))
 );
 
 ALTER TABLE ONLY app_public.routing_rules FORCE ROW LEVEL SECURITY;
@@ -690,6 +692,12 @@ COMMENT ON COLUMN app_public.routing_rules.created_at IS 'When the rule was crea
 --
 
 COMMENT ON COLUMN app_public.routing_rules.updated_at IS 'When the rule last changed.';
+
+--
+-- Name: COLUMN routing_rules.version; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rules.version IS 'The rule''s version: 1 when created, one more each time what it does changes (name, priority, activity, conditions, action, agents, queue, strategy). Kept by the database; every version is in routingRuleVersions.';
 
 --
 -- Name: routing_context; Type: TYPE; Schema: app_private; Owner: -
@@ -1411,7 +1419,8 @@ CREATE TYPE app_public.routing_explanation AS (
 	summary text,
 	candidate_lines text[],
 	candidates jsonb,
-	candidate_counts jsonb
+	candidate_counts jsonb,
+	rule_version integer
 );
 
 --
@@ -1454,7 +1463,7 @@ COMMENT ON COLUMN app_public.routing_explanation.strategy IS 'The strategy used.
 -- Name: COLUMN routing_explanation.rule_name; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.routing_explanation.rule_name IS 'The rule that matched, if any.';
+COMMENT ON COLUMN app_public.routing_explanation.rule_name IS 'The rule that matched, if any, named as it was then.';
 
 --
 -- Name: COLUMN routing_explanation.variant_name; Type: COMMENT; Schema: app_public; Owner: -
@@ -1497,6 +1506,12 @@ COMMENT ON COLUMN app_public.routing_explanation.candidates IS 'The candidates a
 --
 
 COMMENT ON COLUMN app_public.routing_explanation.candidate_counts IS 'The agents considered but not listed, counted per first failing check (see lead_routing_history.candidate_counts); null when every agent is listed.';
+
+--
+-- Name: COLUMN routing_explanation.rule_version; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_explanation.rule_version IS 'The version of the rule that matched; rule_name is its name in that version.';
 
 --
 -- Name: sms_window; Type: TYPE; Schema: app_public; Owner: -
@@ -8822,9 +8837,9 @@ begin
       into v_candidates, v_counts;
   end if;
 
-  insert into app_public.lead_routing_history (tenant_id, lead_id, trigger, strategy, rule_id, experiment_id, variant_id, lead_score,
+  insert into app_public.lead_routing_history (tenant_id, lead_id, trigger, strategy, rule_id, rule_version, experiment_id, variant_id, lead_score,
     candidates, candidate_counts, chosen_agent_id, outcome, reason)
-  values (ctx.tenant_id, (ctx.lead).id, ctx.trigger, ctx.strategy, (ctx.rule).id, ctx.experiment_id, ctx.variant_id, (ctx.lead).lead_score,
+  values (ctx.tenant_id, (ctx.lead).id, ctx.trigger, ctx.strategy, (ctx.rule).id, (ctx.rule).version, ctx.experiment_id, ctx.variant_id, (ctx.lead).lead_score,
     v_candidates, v_counts, chosen, outcome, reason)
   returning id into v_history_id;
   insert into app_public.routing_events (tenant_id, lead_id, agent_id, offer_id, event_type, data)
@@ -8839,7 +8854,7 @@ $$;
 -- Name: FUNCTION routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) IS 'Writes the record of a routing decision: the lead_routing_history row (strategy, rule, experiment variant, lead score, the candidates with the notes of those that changed while routing, compacted beyond 10 agents to the first 10 in the strategy''s order plus the chosen one and those with notes, the others counted per first failing check in candidate_counts; the chosen agent, outcome and reason) and its routing_events row; returns the history id. Also records leads that were not routed (outcome not_routed, no candidates). Part of route_lead.';
+COMMENT ON FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) IS 'Writes the record of a routing decision: the lead_routing_history row (strategy, rule and its version, experiment variant, lead score, the candidates with the notes of those that changed while routing, compacted beyond 10 agents to the first 10 in the strategy''s order plus the chosen one and those with notes, the others counted per first failing check in candidate_counts; the chosen agent, outcome and reason) and its routing_events row; returns the history id. Also records leads that were not routed (outcome not_routed, no candidates). Part of route_lead.';
 
 --
 -- Name: routing_refusal(uuid, app_public.leads); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11507,10 +11522,11 @@ begin
      where a is null or not exists (select 1 from app_public.agents g where g.tenant_id = NEW.tenant_id and g.id = u.a)
      order by o
      limit 1;
-  end if;
-  if found then
-    raise exception 'Unknown agent % in agent_ids: every agent must be an agent of this tenant', coalesce(v_unknown::text, 'null')
-      using errcode = '22023';
+    -- Inside the branch: FOUND outside it would still be the one of parse_lead_filter above.
+    if found then
+      raise exception 'Unknown agent % in agent_ids: every agent must be an agent of this tenant', coalesce(v_unknown::text, 'null')
+        using errcode = '22023';
+    end if;
   end if;
   if pg_catalog.cardinality(NEW.agent_ids) <> (select pg_catalog.count(distinct a) from pg_catalog.unnest(NEW.agent_ids) a) then
     raise exception 'agent_ids must not name an agent twice' using errcode = '22023';
@@ -11526,6 +11542,44 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg_routing_rules__validate() IS 'Trigger (_200_validate, before insert or update on routing_rules): conditions must be a valid lead filter (parse_lead_filter''s 22023 message), every agent_ids entry an agent of the rule''s tenant (22023 naming the id), strategy_params valid for the strategy (validate_strategy_params).';
+
+--
+-- Name: tg_routing_rules__version(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_routing_rules__version() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if tg_when = 'BEFORE' then
+    -- The version is the database's to keep: one more for every change of what the rule does.
+    if tg_op = 'INSERT' then
+      new.version := 1;
+    elsif (new.name, new.priority, new.is_active, new.conditions, new.action, new.agent_ids, new.queue_type, new.strategy, new.strategy_params)
+          is distinct from
+          (old.name, old.priority, old.is_active, old.conditions, old.action, old.agent_ids, old.queue_type, old.strategy, old.strategy_params) then
+      new.version := old.version + 1;
+    else
+      new.version := old.version;
+    end if;
+    return new;
+  end if;
+  -- After: keep what this version said, so decisions made under it stay explainable.
+  insert into app_public.routing_rule_versions (tenant_id, rule_id, version, name, priority, is_active, conditions, action, agent_ids,
+    queue_type, strategy, strategy_params)
+  values (new.tenant_id, new.id, new.version, new.name, new.priority, new.is_active, new.conditions, new.action, new.agent_ids,
+    new.queue_type, new.strategy, new.strategy_params)
+  on conflict (tenant_id, rule_id, version) do nothing;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_routing_rules__version(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_routing_rules__version() IS 'Triggers on routing_rules: before a write, sets version (1 for a new rule, one more for every change of its name, priority, activity, conditions, action, agents, queue or strategy, unchanged otherwise, whatever the writer sent); after it, records that version in routing_rule_versions.';
 
 --
 -- Name: tg_segments__require_creator_or_manager(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -13056,14 +13110,16 @@ begin
     raise exception 'Lead not found' using errcode = 'P0002';
   end if;
   return query
-  select h.id, h.routed_at, h.trigger, h.outcome, h.strategy, rr.name, v.name, h.chosen_agent_id, a.display_name,
+  select h.id, h.routed_at, h.trigger, h.outcome, h.strategy, coalesce(rv.name, rr.name), v.name, h.chosen_agent_id, a.display_name,
          case h.outcome
            when 'offered' then pg_catalog.format('Offered to %s: %s.', coalesce(a.display_name, '?'), h.reason)
            when 'assigned' then pg_catalog.format('Assigned to %s: %s.', coalesce(a.display_name, '?'), h.reason)
            when 'queued' then pg_catalog.format('Queued: %s.', h.reason)
            else pg_catalog.format('Not routed: %s.', h.reason)
          end
-         || case when rr.name is not null then pg_catalog.format(' Rule "%s" matched.', rr.name) else '' end
+         || case when h.rule_version is not null and coalesce(rv.name, rr.name) is not null
+                 then pg_catalog.format(' Rule "%s" (version %s) matched.', coalesce(rv.name, rr.name), h.rule_version)
+                 when rr.name is not null then pg_catalog.format(' Rule "%s" matched.', rr.name) else '' end
          || case when v.name is not null then pg_catalog.format(' Experiment variant "%s" chose the strategy.', v.name) else '' end
          || case when pg_catalog.jsonb_array_length(h.candidates) > 0 then pg_catalog.format(' %s of %s agents were eligible.',
               (select pg_catalog.count(*) from pg_catalog.jsonb_array_elements(h.candidates) e where (e ->> 'eligible')::boolean)
@@ -13092,9 +13148,11 @@ begin
                 pg_catalog.replace(coalesce(h.strategy, 'routing'), '_', ' '))]
             else '{}'::text[] end,
          h.candidates,
-         h.candidate_counts
+         h.candidate_counts,
+         h.rule_version
     from app_public.lead_routing_history h
     left join app_public.routing_rules rr on rr.tenant_id = h.tenant_id and rr.id = h.rule_id
+    left join app_public.routing_rule_versions rv on rv.tenant_id = h.tenant_id and rv.rule_id = h.rule_id and rv.version = h.rule_version
     left join app_public.routing_experiment_variants v on v.tenant_id = h.tenant_id and v.id = h.variant_id
     left join app_public.agents a on a.tenant_id = h.tenant_id and a.id = h.chosen_agent_id
    where h.lead_id = explain_routing.lead_id
@@ -13106,7 +13164,7 @@ $$;
 -- Name: FUNCTION explain_routing(lead_id uuid); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.explain_routing(lead_id uuid) IS 'Every routing decision about a lead of your tenant, oldest first, in words: the outcome and why, the strategy, rule and experiment variant, and one line per agent listed (eligible with rank and score, or which checks failed and why: skill, language, area, availability, schedule, capacity, cap, slot, free, not_rejected); beyond 10 agents, one line per failing check with how many more agents failed it first, and how many more were eligible. Any member may ask. Errors: 28000 not logged in, P0002 unknown lead (or one of another tenant).';
+COMMENT ON FUNCTION app_public.explain_routing(lead_id uuid) IS 'Every routing decision about a lead of your tenant, oldest first, in words: the outcome and why, the strategy, the rule (its name and version as they were then, also once the rule has changed or gone) and experiment variant, and one line per agent listed (eligible with rank and score, or which checks failed and why: skill, language, area, availability, schedule, capacity, cap, slot, free, not_rejected); beyond 10 agents, one line per failing check with how many more agents failed it first, and how many more were eligible. Any member may ask. Errors: 28000 not logged in, P0002 unknown lead (or one of another tenant).';
 
 --
 -- Name: find_leads(jsonb); Type: FUNCTION; Schema: app_public; Owner: -
@@ -14939,6 +14997,7 @@ CREATE TABLE app_public.lead_routing_history (
     outcome text NOT NULL,
     reason text,
     candidate_counts jsonb,
+    rule_version integer,
     CONSTRAINT lead_routing_history_candidate_counts_must_be_an_object CHECK (((candidate_counts IS NULL) OR (jsonb_typeof(candidate_counts) = 'object'::text))),
     CONSTRAINT lead_routing_history_candidates_must_be_an_array CHECK ((jsonb_typeof(candidates) = 'array'::text)),
     CONSTRAINT lead_routing_history_outcome_must_be_known CHECK ((outcome = ANY (ARRAY['offered'::text, 'assigned'::text, 'queued'::text, 'not_routed'::text]))),
@@ -15042,6 +15101,12 @@ COMMENT ON COLUMN app_public.lead_routing_history.reason IS 'The reason, in word
 --
 
 COMMENT ON COLUMN app_public.lead_routing_history.candidate_counts IS 'The agents considered but not listed in candidates, counted (null when every agent is listed): {considered, listed, eligible_not_listed, failed: {check: {n, reason}}}, each agent counted once, at its first failing check in the order skill, language, area, availability, schedule, capacity, cap, slot, free, not_rejected; reason is the most common one. considered = listed + eligible_not_listed + the sum of the n.';
+
+--
+-- Name: COLUMN lead_routing_history.rule_version; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_routing_history.rule_version IS 'The version of the rule that matched (routing_rule_versions), when a rule matched.';
 
 --
 -- Name: route_lead(uuid); Type: FUNCTION; Schema: app_public; Owner: -
@@ -19845,6 +19910,113 @@ COMMENT ON COLUMN app_public.routing_experiment_variants.is_control IS 'The base
 COMMENT ON COLUMN app_public.routing_experiment_variants.created_at IS 'When it was created.';
 
 --
+-- Name: routing_rule_versions; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.routing_rule_versions (
+    tenant_id uuid NOT NULL,
+    rule_id uuid NOT NULL,
+    version integer NOT NULL,
+    name text NOT NULL,
+    priority integer NOT NULL,
+    is_active boolean NOT NULL,
+    conditions jsonb NOT NULL,
+    action text NOT NULL,
+    agent_ids uuid[] NOT NULL,
+    queue_type text,
+    strategy text,
+    strategy_params jsonb NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE ONLY app_public.routing_rule_versions FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE routing_rule_versions; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.routing_rule_versions IS '@behavior -insert -update -delete
+Every version of every routing rule, as it was: decisions record the version they used (lead_routing_history.rule_version), so what a rule said then stays readable after it changed or was deleted. Written by the database only.';
+
+--
+-- Name: COLUMN routing_rule_versions.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.tenant_id IS 'The tenant.';
+
+--
+-- Name: COLUMN routing_rule_versions.rule_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.rule_id IS 'The rule (it may since have been deleted).';
+
+--
+-- Name: COLUMN routing_rule_versions.version; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.version IS 'The version.';
+
+--
+-- Name: COLUMN routing_rule_versions.name; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.name IS 'The rule''s name in this version.';
+
+--
+-- Name: COLUMN routing_rule_versions.priority; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.priority IS 'Its priority (lower first).';
+
+--
+-- Name: COLUMN routing_rule_versions.is_active; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.is_active IS 'Whether it was active.';
+
+--
+-- Name: COLUMN routing_rule_versions.conditions; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.conditions IS 'Its conditions.';
+
+--
+-- Name: COLUMN routing_rule_versions.action; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.action IS 'Its action.';
+
+--
+-- Name: COLUMN routing_rule_versions.agent_ids; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.agent_ids IS 'Its agents (route_to_agent, route_to_agents).';
+
+--
+-- Name: COLUMN routing_rule_versions.queue_type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.queue_type IS 'Its queue (route_to_queue).';
+
+--
+-- Name: COLUMN routing_rule_versions.strategy; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.strategy IS 'Its strategy.';
+
+--
+-- Name: COLUMN routing_rule_versions.strategy_params; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.strategy_params IS 'Its strategy parameters.';
+
+--
+-- Name: COLUMN routing_rule_versions.recorded_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.routing_rule_versions.recorded_at IS 'When this version was made.';
+
+--
 -- Name: service_titan_skill_lines; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -21869,6 +22041,13 @@ ALTER TABLE ONLY app_public.routing_offers
     ADD CONSTRAINT routing_offers_pkey PRIMARY KEY (id);
 
 --
+-- Name: routing_rule_versions routing_rule_versions_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.routing_rule_versions
+    ADD CONSTRAINT routing_rule_versions_pkey PRIMARY KEY (tenant_id, rule_id, version);
+
+--
 -- Name: routing_rules routing_rules_id_must_be_unique_per_tenant; Type: CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -23155,6 +23334,18 @@ CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_public.user_status
 CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_public.users FOR EACH ROW EXECUTE FUNCTION app_private.tg__timestamps();
 
 --
+-- Name: routing_rules _150_version; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _150_version BEFORE INSERT OR UPDATE ON app_public.routing_rules FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_rules__version();
+
+--
+-- Name: TRIGGER _150_version ON routing_rules; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TRIGGER _150_version ON app_public.routing_rules IS 'Sets the rule''s version (one more for each change of what it does).';
+
+--
 -- Name: budget_transactions _200_check_chain; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -23423,6 +23614,18 @@ CREATE TRIGGER _900_enqueue_send AFTER INSERT ON app_public.email_messages FOR E
 --
 
 CREATE TRIGGER _900_enqueue_send AFTER INSERT ON app_public.messages FOR EACH ROW WHEN (((new.direction = 'outbound'::text) AND (new.status = 'queued'::text))) EXECUTE FUNCTION app_private.tg_messages__enqueue_send();
+
+--
+-- Name: routing_rules _900_record_version; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _900_record_version AFTER INSERT OR UPDATE ON app_public.routing_rules FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_rules__version();
+
+--
+-- Name: TRIGGER _900_record_version ON routing_rules; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TRIGGER _900_record_version ON app_public.routing_rules IS 'Keeps every version in routing_rule_versions.';
 
 --
 -- Name: service_titan_skill_lines _900_resync_technicians_after_delete; Type: TRIGGER; Schema: app_public; Owner: -
@@ -24150,6 +24353,13 @@ ALTER TABLE ONLY app_public.routing_offers
 
 ALTER TABLE ONLY app_public.routing_offers
     ADD CONSTRAINT routing_offers_lead_must_exist FOREIGN KEY (tenant_id, lead_id) REFERENCES app_public.leads(tenant_id, id) ON DELETE CASCADE;
+
+--
+-- Name: routing_rule_versions routing_rule_versions_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.routing_rule_versions
+    ADD CONSTRAINT routing_rule_versions_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
 
 --
 -- Name: routing_rules routing_rules_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
@@ -25253,6 +25463,12 @@ CREATE POLICY owner_all ON app_public.routing_experiments TO :DATABASE_OWNER USI
 CREATE POLICY owner_all ON app_public.routing_offers TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
+-- Name: routing_rule_versions owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.routing_rule_versions TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
 -- Name: routing_rules owner_all; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -25383,6 +25599,12 @@ ALTER TABLE app_public.routing_experiments ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_public.routing_offers ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: routing_rule_versions; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.routing_rule_versions ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: routing_rules; Type: ROW SECURITY; Schema: app_public; Owner: -
@@ -25689,6 +25911,12 @@ CREATE POLICY select_current_tenant ON app_public.routing_experiments FOR SELECT
 --
 
 CREATE POLICY select_current_tenant ON app_public.routing_offers FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
+-- Name: routing_rule_versions select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_current_tenant ON app_public.routing_rule_versions FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
 -- Name: routing_rules select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
@@ -27787,6 +28015,12 @@ REVOKE ALL ON FUNCTION app_private.tg_routing_experiment_variants__validate() FR
 REVOKE ALL ON FUNCTION app_private.tg_routing_rules__validate() FROM PUBLIC;
 
 --
+-- Name: FUNCTION tg_routing_rules__version(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_routing_rules__version() FROM PUBLIC;
+
+--
 -- Name: FUNCTION tg_segments__require_creator_or_manager(); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -29320,6 +29554,12 @@ GRANT INSERT(traffic_allocation),UPDATE(traffic_allocation) ON TABLE app_public.
 --
 
 GRANT INSERT(is_control),UPDATE(is_control) ON TABLE app_public.routing_experiment_variants TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE routing_rule_versions; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.routing_rule_versions TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE service_titan_skill_lines; Type: ACL; Schema: app_public; Owner: -

@@ -5,8 +5,8 @@
  * the rest exactly; its row stays small.
  */
 import { describe, expect, it } from "vitest";
-import { becomeRoot, becomeUser, registerUser, withRootDb } from "../helpers.ts";
-import { createLead, routeAsSystem } from "../routing-helpers.ts";
+import { addMember, becomeRoot, becomeUser, expectSqlError, registerUser, withRootDb } from "../helpers.ts";
+import { createAgent, createLead, routeAsSystem } from "../routing-helpers.ts";
 
 describe("compact decision records", () => {
   it("a decision among 1,000 agents lists 10, explains the chosen one and counts the other 990 at their first failing check", { timeout: 60_000 }, async () => {
@@ -89,6 +89,52 @@ describe("compact decision records", () => {
       expect(rows[0].counts).toMatchObject({ considered: 50, listed: 10, eligible_not_listed: 0 });
       expect(Object.keys(rows[0].counts.failed)).toEqual(["skill"]);
       expect(rows[0].counts.failed.skill.n).toBe(40);
+    });
+  });
+
+  it("a decision records the version of its rule; the explanation names the rule as it was, after it changed or was deleted", async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      const t = owner.tenant_id!;
+      const manager = await addMember(client, t, "manager");
+      await becomeRoot(client);
+      await createAgent(client, t, { name: "Ana" });
+      await becomeUser(client, manager);
+      const { rows: rule } = await client.query(
+        `insert into app_public.routing_rules (name, priority, conditions, action, strategy) values ('VIP', 1, '{"tags_any": ["vip"]}', 'use_strategy', 'least_loaded') returning id, version`,
+      );
+      expect(rule[0].version).toBe(1);
+      await becomeRoot(client);
+      const first = await createLead(client, t, { tags: ["vip"] });
+      await routeAsSystem(client, t, first);
+
+      await becomeUser(client, manager);
+      // What the rule does changes: version 2. A rename of nothing (same values) is no new version.
+      await client.query("update app_public.routing_rules set name = 'VIP (weekend)', strategy = 'best_match' where id = $1", [rule[0].id]);
+      await client.query("update app_public.routing_rules set name = 'VIP (weekend)' where id = $1", [rule[0].id]);
+      // Nobody writes the version or the versions kept.
+      await expectSqlError(client, "42501", () => client.query("update app_public.routing_rules set version = 99 where id = $1", [rule[0].id]));
+      await expectSqlError(client, "42501", () =>
+        client.query("insert into app_public.routing_rule_versions (rule_id, version, name, priority, is_active, conditions, action, agent_ids, strategy_params) values ($1, 3, 'x', 1, true, '{}', 'use_strategy', '{}', '{}')", [rule[0].id]),
+      );
+      const { rows: versions } = await client.query("select version, name, strategy from app_public.routing_rule_versions where rule_id = $1 order by version", [rule[0].id]);
+      expect(versions).toEqual([
+        { version: 1, name: "VIP", strategy: "least_loaded" },
+        { version: 2, name: "VIP (weekend)", strategy: "best_match" },
+      ]);
+      await becomeRoot(client);
+      const second = await createLead(client, t, { tags: ["vip"] });
+      await routeAsSystem(client, t, second);
+      const { rows: recorded } = await client.query("select lead_id, rule_version from app_public.lead_routing_history where lead_id = any($1) order by routed_at", [[first, second]]);
+      expect(recorded.map((r) => r.rule_version)).toEqual([1, 2]);
+
+      // Deleted: the old decisions still say which rule, as it was.
+      await client.query("delete from app_public.routing_rules where id = $1", [rule[0].id]);
+      await becomeUser(client, owner);
+      const { rows: explained } = await client.query("select rule_name, rule_version, summary from app_public.explain_routing($1)", [first]);
+      await becomeRoot(client);
+      expect(explained[0]).toMatchObject({ rule_name: "VIP", rule_version: 1 });
+      expect(explained[0].summary).toContain('Rule "VIP" (version 1) matched.');
     });
   });
 });
