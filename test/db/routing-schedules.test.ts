@@ -108,6 +108,52 @@ describe("working hours, time off and holidays", () => {
     }
   });
 
+  it("leads queued while nobody was on duty are routed as soon as someone starts: working hours beginning, time off ending", async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      const t = owner.tenant_id!;
+      await becomeRoot(client);
+      const { zone, weekday } = await middayZone(client);
+      const ana = await createAgent(client, t, { name: "Ana" });
+      await client.query("update app_public.agents set timezone = $2 where id = $1", [ana, zone]);
+      await client.query("insert into app_public.agent_time_off (tenant_id, agent_id, starts_at, ends_at) values ($1, $2, now() - interval '1 day', now() + interval '1 day')", [t, ana]);
+      const lead = await createLead(client, t);
+      expect((await routeAsSystem(client, t, lead)).outcome).toBe("queued");
+      const drains = async () =>
+        (await client.query("select count(*)::int as n from graphile_worker._private_jobs where key = 'routing_drain:' || $1", [t])).rows[0].n as number;
+      await client.query("delete from graphile_worker._private_jobs where key = 'routing_drain:' || $1", [t]);
+
+      // Still away: nothing to do.
+      await client.query("select app_private.drain_queues_coming_on_duty(now() - interval '1 minute', now())");
+      expect(await drains()).toBe(0);
+      // The time off ends: a drain is queued, and it routes the lead to Ana.
+      await client.query("update app_public.agent_time_off set ends_at = now() - interval '5 seconds' where agent_id = $1", [ana]);
+      await client.query("select app_private.drain_queues_coming_on_duty(now() - interval '1 minute', now())");
+      expect(await drains()).toBe(1);
+      await client.query("delete from graphile_worker._private_jobs where key = 'routing_drain:' || $1", [t]);
+      expect((await client.query("select app_private.drain_routing_queue($1) as n", [t])).rows[0].n).toBe(1);
+      const { rows } = await client.query("select agent_id from app_public.routing_offers where lead_id = $1", [lead]);
+      expect(rows[0].agent_id).toBe(ana);
+
+      // Working hours that begin this minute (Ana's local time) do the same for a lead queued before.
+      await client.query("update app_public.agent_availability set current_load = 0 where agent_id = $1", [ana]);
+      await client.query("delete from app_public.routing_offers where lead_id = $1", [lead]);
+      const later = await createLead(client, t);
+      await client.query(
+        "insert into app_public.agent_working_hours (tenant_id, agent_id, weekday, starts_at, ends_at) values ($1, $2, $3, '00:00', '01:00')",
+        [t, ana, weekday],
+      );
+      expect((await routeAsSystem(client, t, later)).outcome).toBe("queued");
+      await client.query("delete from graphile_worker._private_jobs where key = 'routing_drain:' || $1", [t]);
+      await client.query(
+        "insert into app_public.agent_working_hours (tenant_id, agent_id, weekday, starts_at, ends_at) values ($1, $2, $3, date_trunc('minute', now() at time zone $4)::time, '23:59')",
+        [t, ana, weekday, zone],
+      );
+      await client.query("select app_private.drain_queues_coming_on_duty(now() - interval '70 seconds', now())");
+      expect(await drains()).toBe(1);
+    });
+  });
+
   it("bad input gives clear errors and writes nothing: overlapping or inverted hours, weekday 8, inverted time off, another tenant's agent, an agent changing their own schedule", async () => {
     await withRootDb(async (client) => {
       const owner = await registerUser(client);
