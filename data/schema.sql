@@ -8298,6 +8298,11 @@ declare
   v_prev_owner uuid := ctx.prev_owner;
   -- Caps and working hours count in the agent's time zone, else the business's.
   v_business_tz text := coalesce((select bs.timezone from app_public.business_settings bs where bs.tenant_id = ctx.tenant_id), 'UTC');
+  -- Schedules are checked agent by agent only when the tenant has any (most have none).
+  v_schedules boolean := exists (select 1 from app_public.agent_working_hours w where w.tenant_id = ctx.tenant_id)
+    or exists (select 1 from app_public.agent_time_off t where t.tenant_id = ctx.tenant_id and t.starts_at <= pg_catalog.now() and t.ends_at > pg_catalog.now())
+    or exists (select 1 from app_public.holidays h where h.tenant_id = ctx.tenant_id
+                and h.day between current_date - 1 and current_date + 1);
 begin
   with base as materialized (
     select a.id as agent_id, a.display_name as name, a.routing_weight as weight,
@@ -8324,10 +8329,15 @@ begin
            a.daily_cap, a.weekly_cap,
            case when av.cap_day = cp.day then av.cap_day_count else 0 end as received_today,
            case when av.cap_week = cp.week then av.cap_week_count else 0 end as received_this_week,
-           app_hidden.agent_off_duty_reason(v_tenant, a.id, coalesce(a.timezone, v_business_tz), pg_catalog.now()) as off_duty
+           case when v_schedules then app_hidden.agent_off_duty_reason(v_tenant, a.id, coalesce(a.timezone, v_business_tz), pg_catalog.now()) end as off_duty
       from app_public.agents a
       left join app_public.agent_availability av on av.tenant_id = a.tenant_id and av.agent_id = a.id
-      cross join lateral app_hidden.agent_cap_period(coalesce(a.timezone, v_business_tz), pg_catalog.now()) cp
+      -- The agent's day and week (as app_hidden.agent_cap_period computes them, written out so that
+      -- no function is called per agent).
+      cross join lateral (
+        select (pg_catalog.now() at time zone coalesce(a.timezone, v_business_tz))::date as day,
+               pg_catalog.date_trunc('week', pg_catalog.now() at time zone coalesce(a.timezone, v_business_tz))::date as week
+      ) cp
       left join app_public.agent_routing_credits cr on cr.agent_id = a.id
       left join lateral (
         select pg_catalog.count(*) as n, pg_catalog.max(s.proficiency) as proficiency,
