@@ -1725,6 +1725,26 @@ $$;
 COMMENT ON FUNCTION app_hidden.agent_off_duty_reason(tenant_id uuid, agent_id uuid, timezone text, at timestamp with time zone) IS 'Why an agent is off duty at a moment, or null when on duty: out of office (agent_time_off covering it, with the end and the reason), a holiday of the business on the agent''s local date, or outside the agent''s weekly working hours in their time zone (an agent without working hours works at any time). Routing''s schedule check.';
 
 --
+-- Name: agent_timezone(uuid, uuid); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.agent_timezone(tenant_id uuid, agent_id uuid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select coalesce(
+    (select a.timezone from app_public.agents a where a.tenant_id = agent_timezone.tenant_id and a.id = agent_timezone.agent_id),
+    (select bs.timezone from app_public.business_settings bs where bs.tenant_id = agent_timezone.tenant_id),
+    'UTC');
+$$;
+
+--
+-- Name: FUNCTION agent_timezone(tenant_id uuid, agent_id uuid); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.agent_timezone(tenant_id uuid, agent_id uuid) IS 'The time zone an agent''s caps and working hours count in: the agent''s own (agents.timezone), else the business''s (business_settings.timezone), else UTC. The one place this rule is written; routing_candidates applies it set-wise (the business''s zone read once) for speed.';
+
+--
 -- Name: business_hours_problem(jsonb); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -4567,9 +4587,8 @@ begin
     select w.tenant_id
       from app_public.agent_working_hours w
       join app_public.agents a on a.tenant_id = w.tenant_id and a.id = w.agent_id and a.is_active
-      left join app_public.business_settings bs on bs.tenant_id = w.tenant_id
-      cross join lateral (select v_since at time zone coalesce(a.timezone, bs.timezone, 'UTC') as local_since,
-                                 v_until at time zone coalesce(a.timezone, bs.timezone, 'UTC') as local_until) l
+      cross join lateral (select app_hidden.agent_timezone(w.tenant_id, w.agent_id) as zone) z
+      cross join lateral (select v_since at time zone z.zone as local_since, v_until at time zone z.zone as local_until) l
      where w.weekday = pg_catalog.date_part('isodow', l.local_until)
        and l.local_until::date + w.starts_at > l.local_since
        and l.local_until::date + w.starts_at <= l.local_until
@@ -7991,12 +8010,9 @@ begin
      set current_load = greatest(av.current_load - 1, 0),
          cap_day_count = case when v_offered_at is not null and av.cap_day = off.day then greatest(av.cap_day_count - 1, 0) else av.cap_day_count end,
          cap_week_count = case when v_offered_at is not null and av.cap_week = off.week then greatest(av.cap_week_count - 1, 0) else av.cap_week_count end
-    from app_public.agents a
-    cross join lateral app_hidden.agent_cap_period(coalesce(a.timezone,
-      (select bs.timezone from app_public.business_settings bs where bs.tenant_id = release_offer_hold.tenant_id), 'UTC'),
+    from app_hidden.agent_cap_period(app_hidden.agent_timezone(release_offer_hold.tenant_id, release_offer_hold.agent_id),
       coalesce(v_offered_at, pg_catalog.now())) off
-   where av.tenant_id = release_offer_hold.tenant_id and av.agent_id = release_offer_hold.agent_id
-     and a.tenant_id = av.tenant_id and a.id = av.agent_id;
+   where av.tenant_id = release_offer_hold.tenant_id and av.agent_id = release_offer_hold.agent_id;
   if release_offer_hold.slot_id is not null then
     update app_public.availability_slots s
        set locked_until = null, locked_by_lead_id = null
@@ -8296,7 +8312,8 @@ declare
   v_lon numeric := ctx.lon;
   v_appt_range tstzrange := ctx.appt_range;
   v_prev_owner uuid := ctx.prev_owner;
-  -- Caps and working hours count in the agent's time zone, else the business's.
+  -- Caps and working hours count in the agent's time zone, else the business's, else UTC (the rule
+  -- of app_hidden.agent_timezone, applied set-wise here: the business's zone is read once).
   v_business_tz text := coalesce((select bs.timezone from app_public.business_settings bs where bs.tenant_id = ctx.tenant_id), 'UTC');
   -- Schedules are checked agent by agent only when the tenant has any (most have none).
   v_schedules boolean := exists (select 1 from app_public.agent_working_hours w where w.tenant_id = ctx.tenant_id)
@@ -8620,10 +8637,8 @@ begin
            cap_day = cp.day,
            cap_week_count = case when av.cap_week = cp.week then av.cap_week_count + 1 else 1 end,
            cap_week = cp.week
-      from app_public.agents a
-      cross join lateral app_hidden.agent_cap_period(coalesce(a.timezone,
-        (select bs.timezone from app_public.business_settings bs where bs.tenant_id = v_tenant), 'UTC'), pg_catalog.now()) cp
-     where av.tenant_id = v_tenant and av.agent_id = v_chosen and a.tenant_id = v_tenant and a.id = v_chosen;
+      from app_hidden.agent_cap_period(app_hidden.agent_timezone(v_tenant, v_chosen), pg_catalog.now()) cp
+     where av.tenant_id = v_tenant and av.agent_id = v_chosen;
     if v_wrr_used then
       -- Stride scheduling: only the pass of the chosen agent moves (clamped to the virtual time
       -- of the eligible agents, then one stride on). Its agent_availability row is locked by this
@@ -9021,8 +9036,7 @@ begin
   -- Caps, counted under the same lock as the load, so concurrent routings can never exceed them.
   select pg_catalog.format('reached its %s cap while routing (%s of %s)', c.which, c.received, c.cap) into note
     from app_public.agents a
-    cross join lateral app_hidden.agent_cap_period(coalesce(a.timezone,
-      (select bs.timezone from app_public.business_settings bs where bs.tenant_id = v_tenant), 'UTC'), pg_catalog.now()) cp
+    cross join lateral app_hidden.agent_cap_period(app_hidden.agent_timezone(v_tenant, v_agent), pg_catalog.now()) cp
     cross join lateral (values
       ('daily', a.daily_cap, case when v_av.cap_day = cp.day then v_av.cap_day_count else 0 end),
       ('weekly', a.weekly_cap, case when v_av.cap_week = cp.week then v_av.cap_week_count else 0 end)) c(which, cap, received)
@@ -9032,10 +9046,8 @@ begin
     return;
   end if;
   -- Still on duty (working hours may have ended, or time off begun, since the candidates were read).
-  select 'went off duty while routing: ' || app_hidden.agent_off_duty_reason(v_tenant, v_agent, coalesce(a.timezone,
-      (select bs.timezone from app_public.business_settings bs where bs.tenant_id = v_tenant), 'UTC'), pg_catalog.now())
-    into note
-    from app_public.agents a where a.tenant_id = v_tenant and a.id = v_agent;
+  note := 'went off duty while routing: '
+    || app_hidden.agent_off_duty_reason(v_tenant, v_agent, app_hidden.agent_timezone(v_tenant, v_agent), pg_catalog.now());
   if note is not null then
     return;
   end if;
@@ -26772,6 +26784,12 @@ REVOKE ALL ON FUNCTION app_hidden.agent_is_busy(tenant_id uuid, agent_id uuid, d
 --
 
 REVOKE ALL ON FUNCTION app_hidden.agent_off_duty_reason(tenant_id uuid, agent_id uuid, timezone text, at timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION agent_timezone(tenant_id uuid, agent_id uuid); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.agent_timezone(tenant_id uuid, agent_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION business_hours_problem(hours jsonb); Type: ACL; Schema: app_hidden; Owner: -
