@@ -1,15 +1,17 @@
 /**
  * The compact decision record (issue 15): whatever the size of the team, lead_routing_history keeps
- * the first 10 candidates in full and counts everyone else at their first failing check, and
- * explain_routing says it in words. A decision among 1,000 agents explains the chosen one and counts
- * the rest exactly; its row stays small.
+ * the candidates examined in full (at most 10, plus the chosen one and those that changed while
+ * routing) and counts everyone else at their first failing check, and explain_routing says it in
+ * words. In a team of more than 10 agents routing reads only the first ready agents of the lead's
+ * line and area from the routing pool: a decision among 1,000 agents examines 10, explains the
+ * chosen one and counts the rest exactly from the pool; its row stays small.
  */
 import { describe, expect, it } from "vitest";
 import { addMember, becomeRoot, becomeUser, expectSqlError, registerUser, withRootDb } from "../helpers.ts";
 import { createAgent, createLead, routeAsSystem } from "../routing-helpers.ts";
 
 describe("compact decision records", () => {
-  it("a decision among 1,000 agents lists 10, explains the chosen one and counts the other 990 at their first failing check", { timeout: 60_000 }, async () => {
+  it("a decision among 1,000 agents examines 10, explains the chosen one and counts the other 990 at their first failing check", { timeout: 60_000 }, async () => {
     await withRootDb(async (client) => {
       const owner = await registerUser(client);
       const t = owner.tenant_id!;
@@ -42,11 +44,13 @@ describe("compact decision records", () => {
       );
       expect(rows[0].counts).toEqual({
         considered: 1000,
+        examined: 10,
         listed: 10,
-        eligible_not_listed: 390,
+        eligible_not_listed: 0,
+        ready_not_examined: 390,
         failed: {
           skill: { n: 300, reason: "no specialization in auto licensed for FL" },
-          availability: { n: 200, reason: "status is offline" },
+          availability: { n: 200, reason: "not available" },
           area: { n: 100, reason: "outside the service areas (lead in Miami, FL)" },
         },
       });
@@ -55,40 +59,43 @@ describe("compact decision records", () => {
       await becomeUser(client, owner);
       const { rows: explained } = await client.query("select summary, candidate_lines, candidate_counts from app_public.explain_routing($1)", [lead]);
       await becomeRoot(client);
-      expect(explained[0].summary).toMatch(/400 of 1000 agents were eligible\.$/);
+      expect(explained[0].summary).toMatch(/Of 1000 agents, 10 were examined and 10 eligible\.$/);
       const lines: string[] = explained[0].candidate_lines;
       expect(lines).toHaveLength(14);
       expect(lines.filter((l) => l.endsWith(", chosen"))).toHaveLength(1);
       expect(lines.slice(10)).toEqual([
         "300 more agents: not eligible, failed skill (no specialization in auto licensed for FL)",
-        "200 more agents: not eligible, failed availability (status is offline)",
+        "200 more agents: not eligible, failed availability (not available)",
         "100 more agents: not eligible, failed area (outside the service areas (lead in Miami, FL))",
-        "390 more eligible agents, later in the weighted round robin order",
+        "390 more agents ready in the line and area of the lead, not examined: the first that could take the lead came earlier in the weighted round robin order",
       ]);
       expect(explained[0].candidate_counts.considered).toBe(1000);
     });
   });
 
-  it("with no eligible agent among many, the queue reason still counts every failed check, and the record stays compact", { timeout: 60_000 }, async () => {
+  it("with no eligible agent among many, the queue reason counts the agents per failing check, and nobody is read one by one", { timeout: 60_000 }, async () => {
     await withRootDb(async (client) => {
       const owner = await registerUser(client);
       const t = owner.tenant_id!;
       await becomeRoot(client);
+      // 30 offline without the lead's skill, 20 offline with it.
       await client.query(
-        `with a as (insert into app_public.agents (tenant_id, display_name) select '${t}', 'Off ' || lpad(i::text, 3, '0') from generate_series(1, 50) i returning id)
-         insert into app_public.agent_availability (tenant_id, agent_id, status) select '${t}', id, 'offline' from a`,
+        `with a as (insert into app_public.agents (tenant_id, display_name) select '${t}', 'Off ' || lpad(i::text, 3, '0') from generate_series(1, 50) i returning id, display_name)
+         , av as (insert into app_public.agent_availability (tenant_id, agent_id, status) select '${t}', id, 'offline' from a)
+         insert into app_public.agent_specializations (tenant_id, agent_id, service_line) select '${t}', id, 'auto' from a where display_name > 'Off 030'`,
       );
-      const lead = await createLead(client, t);
+      const lead = await createLead(client, t, { service_line: "auto" });
       const h = await routeAsSystem(client, t, lead);
       expect(h.outcome).toBe("queued");
-      // Offline and without the lead's skill: the reason counts both checks for every agent.
-      expect(h.reason).toMatch(/^No eligible agent among 50 considered \(failed checks: 50 availability, 50 skill\)/);
-      expect(h.candidates).toHaveLength(10);
+      // Each agent counted once, at its first failing check (skill comes before availability).
+      expect(h.reason).toMatch(/^No eligible agent among 50 considered \(failed checks: 30 skill, 20 availability\)/);
+      expect(h.candidates).toHaveLength(0);
       const { rows } = await client.query("select candidate_counts as counts from app_public.lead_routing_history where lead_id = $1", [lead]);
-      // The record counts each agent once, at its first failing check (skill comes before availability).
-      expect(rows[0].counts).toMatchObject({ considered: 50, listed: 10, eligible_not_listed: 0 });
-      expect(Object.keys(rows[0].counts.failed)).toEqual(["skill"]);
-      expect(rows[0].counts.failed.skill.n).toBe(40);
+      expect(rows[0].counts).toMatchObject({ considered: 50, examined: 0, listed: 0, eligible_not_listed: 0, ready_not_examined: 0 });
+      expect(rows[0].counts.failed).toEqual({
+        skill: { n: 30, reason: "no specialization in auto" },
+        availability: { n: 20, reason: "not available" },
+      });
     });
   });
 
