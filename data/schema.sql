@@ -1729,13 +1729,16 @@ COMMENT ON FUNCTION app_hidden.agent_off_duty_reason(tenant_id uuid, agent_id uu
 --
 
 CREATE FUNCTION app_hidden.agent_timezone(tenant_id uuid, agent_id uuid) RETURNS text
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-  select coalesce(
+begin
+  -- PL/pgSQL rather than SQL: its plan is kept for the session (routing calls this on every decision).
+  return coalesce(
     (select a.timezone from app_public.agents a where a.tenant_id = agent_timezone.tenant_id and a.id = agent_timezone.agent_id),
     (select bs.timezone from app_public.business_settings bs where bs.tenant_id = agent_timezone.tenant_id),
     'UTC');
+end;
 $$;
 
 --
@@ -2823,6 +2826,95 @@ $_$;
 COMMENT ON FUNCTION app_hidden.require_e164(value text, field text) IS 'Returns the value when it is a phone number in E.164 form, else raises 22023 "<field> must be a phone number in E.164 form (e.g. +12125551234), got <value>".';
 
 --
+-- Name: routing_area_keys(text, text, text, text, text, numeric, numeric, numeric); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.routing_area_keys(kind text, country text, region text, city text, postal_code text, center_latitude numeric, center_longitude numeric, radius_miles numeric) RETURNS text[]
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_dlat float8;
+  v_dlon float8;
+  v_lat_lo int;
+  v_lat_hi int;
+  v_lon_lo int;
+  v_lon_hi int;
+  v_keys text[] := '{}';
+begin
+  case kind
+    when 'region' then
+      if country is not null and region is not null then
+        v_keys := array['r:' || country || ':' || pg_catalog.upper(region)];
+      end if;
+    when 'city' then
+      if city is not null then
+        v_keys := array['c:' || pg_catalog.lower(city)];
+      end if;
+    when 'postal_code' then
+      if postal_code is not null then
+        v_keys := array['p:' || pg_catalog.upper(pg_catalog.btrim(postal_code))];
+      end if;
+    when 'radius' then
+      if center_latitude is null or center_longitude is null or radius_miles is null then
+        return v_keys;
+      end if;
+      -- The half-degree cells the bounding box of the circle touches: a superset of the points within
+      -- reach (a degree of latitude is at least 68.7 miles; a degree of longitude is shortest at the
+      -- edge of the box nearest a pole, so the box is as wide as it must be there).
+      v_dlat := radius_miles::float8 / 68.7;
+      v_dlon := radius_miles::float8 / (69.2 * pg_catalog.cos(pg_catalog.radians(
+                  least(89.0, pg_catalog.abs(center_latitude::float8) + v_dlat))));
+      v_lat_lo := pg_catalog.floor((center_latitude::float8 - v_dlat) * 2)::int;
+      v_lat_hi := pg_catalog.floor((center_latitude::float8 + v_dlat) * 2)::int;
+      v_lon_lo := pg_catalog.floor((center_longitude::float8 - v_dlon) * 2)::int;
+      v_lon_hi := pg_catalog.floor((center_longitude::float8 + v_dlon) * 2)::int;
+      if (v_lat_hi - v_lat_lo + 1) * (v_lon_hi - v_lon_lo + 1) > 256
+         or center_longitude::float8 - v_dlon < -180 or center_longitude::float8 + v_dlon >= 180
+         or pg_catalog.abs(center_latitude::float8) + v_dlat >= 89 then
+        -- Too wide for cells (or across the antimeridian or a pole): looked at for every lead with coordinates.
+        v_keys := array['g:*'];
+      else
+        select pg_catalog.array_agg('g:' || i || ':' || j order by i, j) into v_keys
+          from pg_catalog.generate_series(v_lat_lo, v_lat_hi) i, pg_catalog.generate_series(v_lon_lo, v_lon_hi) j;
+      end if;
+    else
+      null;
+  end case;
+  return v_keys;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_area_keys(kind text, country text, region text, city text, postal_code text, center_latitude numeric, center_longitude numeric, radius_miles numeric); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.routing_area_keys(kind text, country text, region text, city text, postal_code text, center_latitude numeric, center_longitude numeric, radius_miles numeric) IS 'The keys under which an agent_service_areas row puts its agent in the routing pool: r:<country>:<REGION> for a region (none without a country: such an area matches no lead), c:<lower-case city> for a city (its region is checked when the agent is examined), p:<POSTAL CODE> (trimmed, upper case), and for a radius the half-degree cells g:<floor(lat*2)>:<floor(lon*2)> its bounding box touches, or g:* when that is more than 256 cells or crosses the antimeridian or a pole. A superset: route_lead checks the exact area (distance, region) of every agent it reads. app_hidden.routing_lead_area_keys gives the matching keys of a lead.';
+
+--
+-- Name: routing_lead_area_keys(text, text, text, text, numeric, numeric); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.routing_lead_area_keys(country text, region text, city text, postal_code text, latitude numeric, longitude numeric) RETURNS text[]
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select array['*']
+    || case when country is not null and region is not null then array['r:' || country || ':' || pg_catalog.upper(region)] else '{}'::text[] end
+    || case when city is not null then array['c:' || pg_catalog.lower(city)] else '{}'::text[] end
+    || case when postal_code is not null then array['p:' || pg_catalog.upper(pg_catalog.btrim(postal_code))] else '{}'::text[] end
+    || case when latitude is not null and longitude is not null
+            then array['g:' || pg_catalog.floor(latitude * 2)::int || ':' || pg_catalog.floor(longitude * 2)::int, 'g:*'] else '{}'::text[] end;
+$$;
+
+--
+-- Name: FUNCTION routing_lead_area_keys(country text, region text, city text, postal_code text, latitude numeric, longitude numeric); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.routing_lead_area_keys(country text, region text, city text, postal_code text, latitude numeric, longitude numeric) IS 'The routing pool area keys that can serve a lead at this place: * (agents without service areas), its region, city, postal code and, with coordinates, its half-degree cell and g:* (see app_hidden.routing_area_keys).';
+
+--
 -- Name: save_service_titan_connection(text, bytea, text, text, text, text); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -3021,6 +3113,30 @@ $$;
 --
 
 COMMENT ON FUNCTION app_hidden.tenant_day_start(tenant_id uuid, day date) IS 'Midnight at the start of the given day in the tenant''s time zone (business_settings.timezone; UTC when unknown). Date filters and report windows use it, so "March" means the tenant''s March.';
+
+--
+-- Name: tenant_has_schedules(uuid); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.tenant_has_schedules(tenant_id uuid) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  -- PL/pgSQL rather than SQL: its plan is kept for the session (routing calls this on every decision).
+  return exists (select 1 from app_public.agent_working_hours w where w.tenant_id = tenant_has_schedules.tenant_id)
+      or exists (select 1 from app_public.agent_time_off t
+                  where t.tenant_id = tenant_has_schedules.tenant_id and t.starts_at <= pg_catalog.now() and t.ends_at > pg_catalog.now())
+      or exists (select 1 from app_public.holidays h
+                  where h.tenant_id = tenant_has_schedules.tenant_id and h.day between current_date - 1 and current_date + 1);
+end;
+$$;
+
+--
+-- Name: FUNCTION tenant_has_schedules(tenant_id uuid); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.tenant_has_schedules(tenant_id uuid) IS 'Whether any agent of the tenant can be off duty now: the tenant has working hours, time off covering this moment, or a holiday within a day of today (a day either side covers every time zone). Most tenants have none, and then routing does not check schedules agent by agent.';
 
 --
 -- Name: two_proportion_p_value(bigint, bigint, bigint, bigint); Type: FUNCTION; Schema: app_hidden; Owner: -
@@ -4602,6 +4718,9 @@ begin
       join app_public.business_settings bs on bs.tenant_id = h.tenant_id
      where h.day = (v_until at time zone bs.timezone)::date - 1
        and (v_since at time zone bs.timezone)::date < (v_until at time zone bs.timezone)::date
+    union
+    -- Agents the routing pool finds ready again (on duty, or a new day or week for their caps).
+    select r.tenant_id from app_private.routing_pool_refresh_timed() r(tenant_id)
   loop
     -- Only tenants with leads waiting get a drain (one job per tenant, keyed).
     perform app_private.enqueue_queue_drain(v_tenant);
@@ -4615,7 +4734,7 @@ $$;
 -- Name: FUNCTION drain_queues_coming_on_duty(since timestamp with time zone, until timestamp with time zone); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.drain_queues_coming_on_duty(since timestamp with time zone, until timestamp with time zone) IS 'For every tenant where an agent came on duty between since (excluded) and until (included): working hours that began (in the agent''s time zone), time off that ended, or a holiday that ended at midnight: enqueues a drain of its routing queue when leads are waiting (app_private.enqueue_queue_drain), so leads queued while nobody worked are routed as soon as someone starts. Returns how many tenants were looked at. Run every minute by routing__duty_drain.';
+COMMENT ON FUNCTION app_private.drain_queues_coming_on_duty(since timestamp with time zone, until timestamp with time zone) IS 'For every tenant where an agent came on duty between since (excluded) and until (included): working hours that began (in the agent''s time zone), time off that ended, or a holiday that ended at midnight: and every tenant where the routing pool finds an agent ready again (app_private.routing_pool_refresh_timed, which also refreshes the pool states that change with the clock, caps of a new day or week included): enqueues a drain of its routing queue when leads are waiting (app_private.enqueue_queue_drain), so leads queued while nobody worked are routed as soon as someone starts. Returns how many tenants were looked at. Run every minute by routing__duty_drain.';
 
 --
 -- Name: drain_routing_queue(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8235,6 +8354,7 @@ declare
   v_chosen uuid;
   v_chosen_slot uuid;
   v_notes jsonb := '{}';
+  v_counts jsonb;
   v_decision record;
 begin
   if v_trigger is null or v_trigger not in ('new_lead', 'manual', 'offer_rejected', 'offer_expired', 'agent_available', 'escalation', 'requeue') then
@@ -8260,20 +8380,20 @@ begin
     v_ctx.tenant_id := v_tenant;
     v_ctx.trigger := v_trigger;
     v_ctx.lead := v_lead;
-    return app_private.routing_record(v_ctx, '[]'::jsonb, '{}'::jsonb, null, null, 'not_routed', v_refusal.reason, null, null, null);
+    return app_private.routing_record(v_ctx, '[]'::jsonb, '{}'::jsonb, null, null, null, 'not_routed', v_refusal.reason, null, null, null);
   end if;
 
-  -- Rule, strategy and experiment variant; then the candidates in the strategy's order, the first
-  -- that can be taken, the decision carried out, and its record.
+  -- Rule, strategy and experiment variant; then the candidates in the strategy's order and the
+  -- first that can be taken (in a large team: read from the routing pool, a few at a time), the
+  -- decision carried out, and its record.
   v_ctx := app_private.routing_plan(v_tenant, v_lead, v_trigger);
   if v_ctx.queue_reason is null then
-    select c.candidates, c.agent_order, c.pass_floor into v_candidates, v_order, v_pass_floor
-      from app_private.routing_candidates(v_ctx) c;
-    select c.chosen, c.chosen_slot, c.notes into v_chosen, v_chosen_slot, v_notes
-      from app_private.routing_claim(v_ctx, v_order) c;
+    select s.candidates, s.agent_order, s.pass_floor, s.chosen, s.chosen_slot, s.notes, s.counts, s.nobody_reason
+      into v_candidates, v_order, v_pass_floor, v_chosen, v_chosen_slot, v_notes, v_counts, v_ctx.queue_reason
+      from app_private.routing_search(v_ctx) s;
   end if;
   select * into v_decision from app_private.routing_decide(v_ctx, v_candidates, v_order, v_pass_floor, v_chosen, v_chosen_slot);
-  return app_private.routing_record(v_ctx, v_candidates, v_notes, v_chosen, v_chosen_slot,
+  return app_private.routing_record(v_ctx, v_candidates, v_notes, v_counts, v_chosen, v_chosen_slot,
     v_decision.outcome, v_decision.reason, v_decision.offer_id, v_decision.expires, v_decision.queue_type);
 end;
 $$;
@@ -8316,10 +8436,7 @@ declare
   -- of app_hidden.agent_timezone, applied set-wise here: the business's zone is read once).
   v_business_tz text := coalesce((select bs.timezone from app_public.business_settings bs where bs.tenant_id = ctx.tenant_id), 'UTC');
   -- Schedules are checked agent by agent only when the tenant has any (most have none).
-  v_schedules boolean := exists (select 1 from app_public.agent_working_hours w where w.tenant_id = ctx.tenant_id)
-    or exists (select 1 from app_public.agent_time_off t where t.tenant_id = ctx.tenant_id and t.starts_at <= pg_catalog.now() and t.ends_at > pg_catalog.now())
-    or exists (select 1 from app_public.holidays h where h.tenant_id = ctx.tenant_id
-                and h.day between current_date - 1 and current_date + 1);
+  v_schedules boolean := app_hidden.tenant_has_schedules(ctx.tenant_id);
 begin
   with base as materialized (
     select a.id as agent_id, a.display_name as name, a.routing_weight as weight,
@@ -8347,7 +8464,13 @@ begin
            case when av.cap_day = cp.day then av.cap_day_count else 0 end as received_today,
            case when av.cap_week = cp.week then av.cap_week_count else 0 end as received_this_week,
            case when v_schedules then app_hidden.agent_off_duty_reason(v_tenant, a.id, coalesce(a.timezone, v_business_tz), pg_catalog.now()) end as off_duty
-      from app_public.agents a
+      -- Every active agent, or only those of the list (a rule's agents, or a batch read from the
+      -- routing pool): two branches, so that a list is read by primary key whatever the team's size.
+      from (select a0.* from app_public.agents a0
+             where v_restrict is null and a0.tenant_id = v_tenant and a0.is_active
+            union all
+            select a0.* from app_public.agents a0
+             where v_restrict is not null and a0.id = any (v_restrict) and a0.tenant_id = v_tenant and a0.is_active) a
       left join app_public.agent_availability av on av.tenant_id = a.tenant_id and av.agent_id = a.id
       -- The agent's day and week (as app_hidden.agent_cap_period computes them, written out so that
       -- no function is called per agent).
@@ -8355,7 +8478,9 @@ begin
         select (pg_catalog.now() at time zone coalesce(a.timezone, v_business_tz))::date as day,
                pg_catalog.date_trunc('week', pg_catalog.now() at time zone coalesce(a.timezone, v_business_tz))::date as week
       ) cp
-      left join app_public.agent_routing_credits cr on cr.agent_id = a.id
+      -- One probe per agent by primary key (limit 1 keeps it a probe: a join could keep a plan made
+      -- while the ledger was nearly empty and scan it once per agent when it has grown).
+      left join lateral (select c.pass from app_public.agent_routing_credits c where c.agent_id = a.id limit 1) cr on true
       left join lateral (
         select pg_catalog.count(*) as n, pg_catalog.max(s.proficiency) as proficiency,
                pg_catalog.bool_or(v_lead.language = any (case when pg_catalog.cardinality(s.languages) > 0 then s.languages else a.languages end)
@@ -8389,8 +8514,6 @@ begin
          order by m.period_start desc, m.computed_at desc
          limit 1
       ) pm on true
-     where a.tenant_id = v_tenant and a.is_active
-       and (v_restrict is null or a.id = any (v_restrict))
   ),
   scored as (
     select b.*,
@@ -8495,10 +8618,10 @@ $$;
 COMMENT ON FUNCTION app_private.routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric) IS 'The candidates of a routing decision: every active agent of the tenant (only the rule''s agents when the plan restricts them), each with its checks (skill, language, area, availability, capacity, slot, free, not_rejected, schedule: on duty by its working hours, time off and the business''s holidays, cap: under its daily and weekly caps), the reasons of the failed ones, its score and rank in the strategy''s order (candidates, the jsonb stored in lead_routing_history), the eligible agents'' ids in that order (agent_order), and the round-robin virtual time of the eligible agents (pass_floor). Reads only. Part of route_lead.';
 
 --
--- Name: routing_claim(app_private.routing_context, uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: routing_claim(app_private.routing_context, uuid[], boolean); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.routing_claim(ctx app_private.routing_context, agent_order uuid[], OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb) RETURNS record
+CREATE FUNCTION app_private.routing_claim(ctx app_private.routing_context, agent_order uuid[], wait boolean, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT skipped uuid[]) RETURNS record
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -8511,6 +8634,7 @@ declare
   v_wait_from int;
 begin
   notes := '{}';
+  skipped := '{}';
   if agent_order is null then
     return;
   end if;
@@ -8528,7 +8652,8 @@ begin
       notes := notes || pg_catalog.jsonb_build_object(v_agent::text, v_try.note);
     end if;
   end loop;
-  if pg_catalog.cardinality(v_skipped) = 0 then
+  skipped := v_skipped;
+  if pg_catalog.cardinality(v_skipped) = 0 or not wait then
     return;
   end if;
   -- Waiters start at different agents, so a burst does not queue up behind one row: the first
@@ -8557,10 +8682,10 @@ end;
 $$;
 
 --
--- Name: FUNCTION routing_claim(ctx app_private.routing_context, agent_order uuid[], OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION routing_claim(ctx app_private.routing_context, agent_order uuid[], wait boolean, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT skipped uuid[]); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_claim(ctx app_private.routing_context, agent_order uuid[], OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb) IS 'Takes the first agent of agent_order that can be locked and still holds (app_private.routing_try_agent): a first pass skips agents other routings hold; only if it finds nobody does it wait for those, starting at one drawn in proportion to routing_weight, so busy tenants see no false "no agent available". Returns the agent, its locked slot for an event lead, and a note per agent that changed while routing. Part of route_lead.';
+COMMENT ON FUNCTION app_private.routing_claim(ctx app_private.routing_context, agent_order uuid[], wait boolean, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT skipped uuid[]) IS 'Takes the first agent of agent_order that can be locked and still holds (app_private.routing_try_agent): a first pass skips agents other routings hold (returned in skipped); only if it finds nobody, and wait is true, does it wait for those, starting at one drawn in proportion to routing_weight, so busy tenants see no false "no agent available". Returns the agent, its locked slot for an event lead, and a note per agent that changed while routing. Part of route_lead.';
 
 --
 -- Name: routing_decide(app_private.routing_context, jsonb, uuid[], numeric, uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8859,10 +8984,376 @@ $_$;
 COMMENT ON FUNCTION app_private.routing_plan(tenant_id uuid, lead app_public.leads, trigger text) IS 'How a lead is to be routed: the matching rule (app_private.matching_routing_rule), the strategy (the rule''s, else system_config routing.default_strategy, else weighted_round_robin; a running experiment''s variant overrides it), the agents a route_to_agent(s) rule allows (not on escalation), or the queue a route_to_queue rule sends it to (queue_type and queue_reason, strategy null); then the lead''s tier, coordinates, appointment range and, for direct_to_owner, its previous owner. Part of route_lead.';
 
 --
--- Name: routing_record(app_private.routing_context, jsonb, jsonb, uuid, uuid, text, text, uuid, timestamp with time zone, text); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: routing_pool_build(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) RETURNS bigint
+CREATE FUNCTION app_private.routing_pool_build(tenant_id uuid, agent_id uuid) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_tenant uuid := routing_pool_build.tenant_id;
+  v_agent uuid := routing_pool_build.agent_id;
+  v_rows integer;
+begin
+  -- The tallies lose the agent's lines as they were, and gain them as they are (app_private.routing_pool_tally).
+  perform app_private.routing_pool_tally_add(v_tenant, v_agent, -1);
+  delete from app_private.routing_pool p where p.agent_id = v_agent;
+  -- Active agents only: an inactive or deleted one has no rows.
+  insert into app_private.routing_pool (tenant_id, agent_id, line, area_key, state, pass, weight, load_ratio, proficiency, conv_hot, conv_warm, conv_cold, multi_kind)
+  select v_tenant, v_agent, l.line, k.area_key, s.state, s.pass, s.weight, s.load_ratio, l.proficiency, s.conv_hot, s.conv_warm, s.conv_cold,
+         k.multi_kind
+    from app_private.routing_pool_state(v_tenant, v_agent) s
+    join app_public.agents a on a.tenant_id = v_tenant and a.id = v_agent and a.is_active
+    -- The lines: every service line of a specialization, and the empty line (leads without one).
+    cross join lateral (
+      select '' as line, coalesce(pg_catalog.max(sp.proficiency), 3) as proficiency
+        from app_public.agent_specializations sp where sp.tenant_id = v_tenant and sp.agent_id = v_agent
+      union all
+      select sp.service_line, pg_catalog.max(sp.proficiency)
+        from app_public.agent_specializations sp where sp.tenant_id = v_tenant and sp.agent_id = v_agent
+       group by sp.service_line
+    ) l
+    -- The area keys: * without service areas; - when the areas give no key (they match no lead);
+    -- whether they are of several kinds (a lead may then be served under two of them).
+    cross join lateral (
+      select distinct u.area_key, ak.kinds > 1 as multi_kind
+        from (select pg_catalog.count(*) as n,
+                     pg_catalog.array_agg(x.area_key) filter (where x.area_key is not null) as area_keys,
+                     -- Kinds of key: r, c, p, g (a cell) and w (g:*, a wide radius).
+                     pg_catalog.count(distinct case when x.area_key = 'g:*' then 'w' else pg_catalog.left(x.area_key, 1) end) as kinds
+                from app_public.agent_service_areas z
+                left join lateral pg_catalog.unnest(app_hidden.routing_area_keys(z.kind, z.country, z.region, z.city, z.postal_code,
+                            z.center_latitude, z.center_longitude, z.radius_miles)) x(area_key) on true
+               where z.tenant_id = v_tenant and z.agent_id = v_agent) ak
+        cross join lateral pg_catalog.unnest(case when ak.n = 0 then array['*'] else coalesce(ak.area_keys, array['-']) end) u(area_key)
+    ) k;
+  get diagnostics v_rows = row_count;
+  perform app_private.routing_pool_tally_add(v_tenant, v_agent, 1);
+  return v_rows;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_pool_build(tenant_id uuid, agent_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_pool_build(tenant_id uuid, agent_id uuid) IS 'Rebuilds an agent''s rows of app_private.routing_pool: one per line it can take (the empty line and each service line of its specializations, with its best proficiency there) and area key it serves, with its state (app_private.routing_pool_state), and the tallies of agents per line (app_private.routing_pool_tally); none for an inactive or deleted agent. Returns the number of rows. Called by the triggers on agents, agent_specializations and agent_service_areas.';
+
+--
+-- Name: routing_pool_counts(app_private.routing_context, text[], uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_pool_counts(ctx app_private.routing_context, area_keys text[], examined uuid[]) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_tenant uuid := ctx.tenant_id;
+  v_line text := coalesce((ctx.lead).service_line, '');
+  v_examined integer := pg_catalog.cardinality(examined);
+  v_total bigint;
+  v_in_line bigint;
+  v_in_area bigint;
+  v_twice bigint;
+  v_waiting jsonb;
+  v_waiting_n bigint;
+  v_failed jsonb := '{}';
+begin
+  -- Work that grows with the lead's area keys and with the agents there that are not ready, not
+  -- with the team: agents per line and per line and area key from the tallies, less those served
+  -- under two of the lead's keys (only agents whose areas are of several kinds can be); the agents
+  -- that are not ready from the pool's partial index.
+  select coalesce(pg_catalog.sum(t.agents) filter (where t.line = '' and t.area_key = ''), 0),
+         coalesce(pg_catalog.sum(t.agents) filter (where t.line = v_line and t.area_key = ''), 0),
+         coalesce(pg_catalog.sum(t.agents) filter (where t.line = v_line and t.area_key = any (area_keys)), 0)
+    into v_total, v_in_line, v_in_area
+    from app_private.routing_pool_tally t
+   where t.tenant_id = v_tenant and t.line in ('', v_line) and (t.area_key = '' or t.area_key = any (area_keys));
+  select coalesce(pg_catalog.sum(x.n - 1), 0) into v_twice
+    from (select pg_catalog.count(*) as n
+            from app_private.routing_pool p
+           where p.tenant_id = v_tenant and p.line = v_line and p.area_key = any (area_keys) and p.multi_kind
+           group by p.agent_id) x;
+  v_in_area := v_in_area - v_twice;
+  -- Agents in the lead's line and area that are not ready, per state (not those examined: their checks are recorded).
+  select coalesce(pg_catalog.jsonb_object_agg(w.state, w.n), '{}'::jsonb), coalesce(pg_catalog.sum(w.n), 0) into v_waiting, v_waiting_n
+    from (select x.state, pg_catalog.count(*) as n
+            from (select distinct p.agent_id, p.state
+                    from app_private.routing_pool p
+                   where p.tenant_id = v_tenant and p.line = v_line and p.area_key = any (area_keys) and p.state <> 'ready'
+                     and p.agent_id <> all (examined)) x
+           group by x.state) w;
+
+  if v_total - v_in_line > 0 then
+    v_failed := v_failed || pg_catalog.jsonb_build_object('skill', pg_catalog.jsonb_build_object('n', v_total - v_in_line,
+      'reason', pg_catalog.format('no specialization in %s%s%s', (ctx.lead).service_line,
+        case when (ctx.lead).customer_segment is not null then ' for segment ' || (ctx.lead).customer_segment else '' end,
+        case when (ctx.lead).region is not null then ' licensed for ' || (ctx.lead).region else '' end)));
+  end if;
+  if v_in_line - v_in_area > 0 then
+    v_failed := v_failed || pg_catalog.jsonb_build_object('area', pg_catalog.jsonb_build_object('n', v_in_line - v_in_area,
+      'reason', pg_catalog.format('outside the service areas (lead in %s)',
+        coalesce(nullif(pg_catalog.concat_ws(', ', (ctx.lead).city, (ctx.lead).region, (ctx.lead).postal_code), ''), 'an unknown place'))));
+  end if;
+  select v_failed || coalesce(pg_catalog.jsonb_object_agg(c.k, pg_catalog.jsonb_build_object('n', (v_waiting ->> c.state)::bigint, 'reason', c.reason)), '{}'::jsonb)
+    into v_failed
+    from (values ('unavailable', 'availability', 'not available'),
+                 ('off_duty', 'schedule', 'off duty (working hours, time off or a holiday)'),
+                 ('at_capacity', 'capacity', 'at capacity'),
+                 ('at_cap', 'cap', 'daily or weekly cap reached')) c(state, k, reason)
+   where v_waiting ? c.state;
+
+  return pg_catalog.jsonb_build_object(
+    'considered', v_total,
+    'examined', v_examined,
+    'ready_not_examined', greatest(0, v_in_area - v_examined - v_waiting_n),
+    'failed', v_failed);
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_pool_counts(ctx app_private.routing_context, area_keys text[], examined uuid[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_pool_counts(ctx app_private.routing_context, area_keys text[], examined uuid[]) IS 'The agents of a routing decision that were not examined, counted without reading the team: considered (every active agent of the tenant), examined, ready_not_examined (ready in the lead''s line and area but not read: someone earlier in the order took the lead) and failed, per first failing check, how many and why: skill (no specialization in the line) and area (none of the lead''s area keys) from the tallies of app_private.routing_pool_tally (less the agents counted under two of the lead''s keys), then availability, schedule, capacity and cap from the pool rows that are not ready. Part of route_lead.';
+
+--
+-- Name: routing_pool_next(app_private.routing_context, text[], uuid[], integer); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_pool_next(ctx app_private.routing_context, area_keys text[], examined uuid[], n integer) RETURNS uuid[]
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_tenant uuid := ctx.tenant_id;
+  v_line text := coalesce((ctx.lead).service_line, '');
+  v_next uuid[];
+begin
+  -- Per area key, the first n ready agents not yet examined, read in the strategy order from the
+  -- pool; then the first n distinct agents of all keys in that order.
+  if ctx.order_strategy = 'least_loaded' then
+    select pg_catalog.array_agg(y.agent_id order by y.load_ratio, y.pass, y.agent_id) into v_next
+      from (select d.* from (select distinct on (r.agent_id) r.* from pg_catalog.unnest(area_keys) k(area_key)
+                               cross join lateral (
+                                 select p.agent_id, p.load_ratio, p.pass from app_private.routing_pool p
+                                  where p.tenant_id = v_tenant and p.line = v_line and p.area_key = k.area_key and p.state = 'ready'
+                                    and p.agent_id <> all (examined)
+                                  order by p.load_ratio, p.pass, p.agent_id
+                                  limit n) r
+                              order by r.agent_id) d
+             order by d.load_ratio, d.pass, d.agent_id
+             limit n) y;
+  elsif ctx.order_strategy in ('best_match', 'score_tiered') then
+    -- Ordered by what the pool knows of the score (the exact score is computed for those read).
+    select pg_catalog.array_agg(y.agent_id order by y.score desc, y.load_ratio, y.agent_id) into v_next
+      from (select d.* from (select distinct on (p.agent_id) p.agent_id, p.load_ratio,
+                                    case when ctx.order_strategy = 'score_tiered' then p.conv_hot
+                                         else p.proficiency * case ctx.tier when 'hot' then p.conv_hot when 'warm' then p.conv_warm else p.conv_cold end
+                                    end as score
+                               from app_private.routing_pool p
+                              where p.tenant_id = v_tenant and p.line = v_line and p.area_key = any (area_keys) and p.state = 'ready'
+                                and p.agent_id <> all (examined)
+                              order by p.agent_id) d
+             order by d.score desc, d.load_ratio, d.agent_id
+             limit n) y;
+  else
+    -- weighted_round_robin, and direct_to_owner beyond the previous owner.
+    select pg_catalog.array_agg(y.agent_id order by y.pass, y.weight desc, y.agent_id) into v_next
+      from (select d.* from (select distinct on (r.agent_id) r.* from pg_catalog.unnest(area_keys) k(area_key)
+                               cross join lateral (
+                                 select p.agent_id, p.pass, p.weight from app_private.routing_pool p
+                                  where p.tenant_id = v_tenant and p.line = v_line and p.area_key = k.area_key and p.state = 'ready'
+                                    and p.agent_id <> all (examined)
+                                  order by p.pass, p.weight desc, p.agent_id
+                                  limit n) r
+                              order by r.agent_id) d
+             order by d.pass, d.weight desc, d.agent_id
+             limit n) y;
+  end if;
+  return v_next;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_pool_next(ctx app_private.routing_context, area_keys text[], examined uuid[], n integer); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_pool_next(ctx app_private.routing_context, area_keys text[], examined uuid[], n integer) IS 'The next n agents to examine for a lead, from the routing pool: ready agents of the lead''s service line (the empty line for a lead without one) under one of its area keys, not examined yet, in the order of the strategy: weighted_round_robin and direct_to_owner by pass (then the heavier, then id) and least_loaded by load ratio, each read from an index; best_match and score_tiered by the pool''s copy of their score. Null when none is left. Part of route_lead (app_private.routing_search).';
+
+--
+-- Name: routing_pool_refresh_timed(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_pool_refresh_timed() RETURNS SETOF uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_row record;
+begin
+  for v_row in
+    -- Agents who may come back with the clock (working hours beginning, time off or a holiday
+    -- ending, a new day or week for caps), and the ready agents of tenants with schedules (who may
+    -- go off duty).
+    select distinct p.tenant_id, p.agent_id
+      from app_private.routing_pool p
+     where p.line = '' and p.state in ('off_duty', 'at_cap')
+    union
+    select p.tenant_id, p.agent_id
+      from app_private.routing_pool p
+     where p.line = '' and p.state = 'ready'
+       and p.tenant_id in (select w.tenant_id from app_public.agent_working_hours w
+                           union select t.tenant_id from app_public.agent_time_off t where t.ends_at > pg_catalog.now() - interval '1 day'
+                           union select h.tenant_id from app_public.holidays h where h.day between current_date - 1 and current_date + 1)
+  loop
+    if app_private.routing_pool_sync(v_row.tenant_id, v_row.agent_id) then
+      return next v_row.tenant_id;
+    end if;
+  end loop;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_pool_refresh_timed(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_pool_refresh_timed() IS 'Refreshes the routing pool states that change with the clock: agents off duty or at a cap (who may be back: working hours beginning, time off or a holiday ending, a new day or week for their caps) and the ready agents of tenants with schedules (who may go off duty). Returns the tenants where an agent became ready (once per agent). Run every minute by routing__duty_drain (app_private.drain_queues_coming_on_duty); between two runs the pool may lag by up to a minute, never more permissively than the checks: route_lead checks every agent it reads in full.';
+
+--
+-- Name: routing_pool_state(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric, OUT conv_hot numeric, OUT conv_warm numeric, OUT conv_cold numeric) RETURNS record
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  -- PL/pgSQL rather than SQL: its plan is kept for the session (called on every routing decision).
+  select case
+           when av.agent_id is null or av.status <> 'available' then 'unavailable'
+           when app_hidden.tenant_has_schedules(a.tenant_id)
+                and app_hidden.agent_off_duty_reason(a.tenant_id, a.id, z.zone, pg_catalog.now()) is not null then 'off_duty'
+           when av.current_load >= av.max_capacity then 'at_capacity'
+           when (a.daily_cap is not null and av.cap_day = cp.day and av.cap_day_count >= a.daily_cap)
+             or (a.weekly_cap is not null and av.cap_week = cp.week and av.cap_week_count >= a.weekly_cap) then 'at_cap'
+           else 'ready'
+         end,
+         coalesce(cr.pass, 1::numeric / a.routing_weight),
+         a.routing_weight,
+         case when av.max_capacity > 0 then av.current_load::numeric / av.max_capacity else 1 end,
+         coalesce(pm.conversion_rate_hot, 0.5),
+         coalesce(pm.conversion_rate_warm, 0.5),
+         coalesce(pm.conversion_rate_cold, 0.5)
+    into state, pass, weight, load_ratio, conv_hot, conv_warm, conv_cold
+    from app_public.agents a
+    cross join lateral (select app_hidden.agent_timezone(a.tenant_id, a.id) as zone) z
+    cross join lateral app_hidden.agent_cap_period(z.zone, pg_catalog.now()) cp
+    left join app_public.agent_availability av on av.tenant_id = a.tenant_id and av.agent_id = a.id
+    left join app_public.agent_routing_credits cr on cr.agent_id = a.id
+    left join lateral (
+      select m.conversion_rate_hot, m.conversion_rate_warm, m.conversion_rate_cold
+        from app_public.agent_performance_metrics m
+       where m.tenant_id = a.tenant_id and m.agent_id = a.id
+       order by m.period_start desc, m.computed_at desc
+       limit 1
+    ) pm on true
+   where a.tenant_id = routing_pool_state.tenant_id and a.id = routing_pool_state.agent_id;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric, OUT conv_hot numeric, OUT conv_warm numeric, OUT conv_cold numeric); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric, OUT conv_hot numeric, OUT conv_warm numeric, OUT conv_cold numeric) IS 'What the routing pool keeps of an agent now: its state (unavailable, off_duty, at_capacity, at_cap or ready: the first that applies, by the same rules as the checks of app_private.routing_candidates), round-robin pass, weight, load ratio and latest conversion rates per tier. All null for an unknown agent.';
+
+--
+-- Name: routing_pool_sync(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_pool_sync(tenant_id uuid, agent_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_agent uuid := routing_pool_sync.agent_id;
+  v_old text;
+  v_new record;
+begin
+  select p.state into v_old from app_private.routing_pool p where p.agent_id = v_agent limit 1;
+  if v_old is null then
+    return false;
+  end if;
+  select * into v_new from app_private.routing_pool_state(routing_pool_sync.tenant_id, v_agent);
+  if v_new.state is null then
+    return false;
+  end if;
+  update app_private.routing_pool p
+     set state = v_new.state, pass = v_new.pass, weight = v_new.weight, load_ratio = v_new.load_ratio,
+         conv_hot = v_new.conv_hot, conv_warm = v_new.conv_warm, conv_cold = v_new.conv_cold
+   where p.agent_id = v_agent
+     and (p.state, p.pass, p.weight, p.load_ratio, p.conv_hot, p.conv_warm, p.conv_cold)
+         is distinct from (v_new.state, v_new.pass, v_new.weight, v_new.load_ratio, v_new.conv_hot, v_new.conv_warm, v_new.conv_cold);
+  return v_old <> 'ready' and v_new.state = 'ready';
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_pool_sync(tenant_id uuid, agent_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_pool_sync(tenant_id uuid, agent_id uuid) IS 'Refreshes the state, round-robin pass, weight, load ratio and conversion rates of an agent''s rows of app_private.routing_pool (app_private.routing_pool_state); returns true when the agent has just become ready. Rows are only written when something changed. Called by the triggers on agent_availability, agent_routing_credits, agent_performance_metrics, agent_working_hours, agent_time_off, holidays and business_settings, and every minute for states that change with the clock (app_private.routing_pool_refresh_timed).';
+
+--
+-- Name: routing_pool_tally_add(uuid, uuid, integer); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_pool_tally_add(tenant_id uuid, agent_id uuid, delta integer) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+begin
+  -- One row per line of the agent (area key empty) and per line and area key, in key order so that
+  -- two builds never wait for each other in a cycle. A tally at 0 goes.
+  if delta < 0 then
+    update app_private.routing_pool_tally t set agents = t.agents + delta
+      from (select distinct p.line, k.area_key
+              from app_private.routing_pool p
+              cross join lateral (values (''), (p.area_key)) k(area_key)
+             where p.agent_id = routing_pool_tally_add.agent_id) x
+     where t.tenant_id = routing_pool_tally_add.tenant_id and t.line = x.line and t.area_key = x.area_key;
+    delete from app_private.routing_pool_tally t where t.tenant_id = routing_pool_tally_add.tenant_id and t.agents = 0;
+    return;
+  end if;
+  insert into app_private.routing_pool_tally as t (tenant_id, line, area_key, agents)
+  select routing_pool_tally_add.tenant_id, x.line, x.area_key, delta
+    from (select distinct p.line, k.area_key
+            from app_private.routing_pool p
+            cross join lateral (values (''), (p.area_key)) k(area_key)
+           where p.agent_id = routing_pool_tally_add.agent_id) x
+   order by x.line, x.area_key
+  on conflict on constraint routing_pool_tally_pkey do update set agents = t.agents + excluded.agents;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_pool_tally_add(tenant_id uuid, agent_id uuid, delta integer); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_pool_tally_add(tenant_id uuid, agent_id uuid, delta integer) IS 'Adds delta (1 or -1) to the tallies of app_private.routing_pool_tally for every line of the agent''s current rows of the routing pool (area key empty) and every line and area key of them. Tallies that fall to 0 are deleted. Called by app_private.routing_pool_build around its rebuild, and before an agent is deleted.';
+
+--
+-- Name: routing_record(app_private.routing_context, jsonb, jsonb, jsonb, uuid, uuid, text, text, uuid, timestamp with time zone, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, pool_counts jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -8886,7 +9377,8 @@ begin
   -- A compact record whatever the size of the team: the first 10 candidates in the order of the strategy
   -- (eligible ones by rank, then the others by name), the chosen agent and those that changed while
   -- routing, each in full; everyone else only counted, at their first failing check.
-  if pg_catalog.jsonb_array_length(v_candidates) > 10 then
+  -- The agents a large team's routing did not examine come counted from the routing pool (pool_counts).
+  if pg_catalog.jsonb_array_length(v_candidates) > 10 or routing_record.pool_counts is not null then
     with c as (
       select o.e, o.n, o.n <= 10 or (o.e ->> 'agent_id')::uuid is not distinct from chosen or o.e ? 'lock' as listed
         from pg_catalog.jsonb_array_elements(v_candidates) with ordinality o(e, n)
@@ -8903,13 +9395,23 @@ begin
              pg_catalog.mode() within group (order by r.e -> 'reasons' ->> r.first_failed) as reason
         from rest r where r.first_failed is not null
        group by r.first_failed
+    ),
+    failed_all as (
+      select x.k, pg_catalog.sum(x.n) as n, (pg_catalog.array_agg(x.reason order by x.examined desc, x.n desc))[1] as reason
+        from (select f.k, f.n, f.reason, true as examined from failed f
+              union all
+              select p.key, (p.value ->> 'n')::bigint, p.value ->> 'reason', false
+                from pg_catalog.jsonb_each(coalesce(routing_record.pool_counts -> 'failed', '{}'::jsonb)) p) x
+       group by x.k
     )
-    select (select pg_catalog.jsonb_agg(c.e order by c.n) from c where c.listed),
-           pg_catalog.jsonb_build_object(
-             'considered', (select pg_catalog.count(*) from c),
+    select coalesce((select pg_catalog.jsonb_agg(c.e order by c.n) from c where c.listed), '[]'::jsonb),
+           pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+             'considered', coalesce((routing_record.pool_counts ->> 'considered')::bigint, (select pg_catalog.count(*) from c)),
+             'examined', (routing_record.pool_counts ->> 'examined')::bigint,
              'listed', (select pg_catalog.count(*) from c where c.listed),
              'eligible_not_listed', (select pg_catalog.count(*) from rest r where r.eligible),
-             'failed', coalesce((select pg_catalog.jsonb_object_agg(f.k, pg_catalog.jsonb_build_object('n', f.n, 'reason', f.reason)) from failed f), '{}'::jsonb))
+             'ready_not_examined', (routing_record.pool_counts ->> 'ready_not_examined')::bigint,
+             'failed', coalesce((select pg_catalog.jsonb_object_agg(f.k, pg_catalog.jsonb_build_object('n', f.n, 'reason', f.reason)) from failed_all f), '{}'::jsonb)))
       into v_candidates, v_counts;
   end if;
 
@@ -8927,10 +9429,10 @@ end;
 $$;
 
 --
--- Name: FUNCTION routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, pool_counts jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) IS 'Writes the record of a routing decision: the lead_routing_history row (strategy, rule and its version, experiment variant, lead score, the candidates with the notes of those that changed while routing, compacted beyond 10 agents to the first 10 in the strategy''s order plus the chosen one and those with notes, the others counted per first failing check in candidate_counts; the chosen agent, outcome and reason) and its routing_events row; returns the history id. Also records leads that were not routed (outcome not_routed, no candidates). Part of route_lead.';
+COMMENT ON FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, pool_counts jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) IS 'Writes the record of a routing decision: the lead_routing_history row (strategy, rule and its version, experiment variant, lead score, the candidates with the notes of those that changed while routing, compacted beyond 10 agents to the first 10 in the strategy''s order plus the chosen one and those with notes, the others counted per first failing check in candidate_counts, together with the agents a large team''s routing did not examine (pool_counts, from app_private.routing_pool_counts: considered, examined, ready_not_examined and their failed checks); the chosen agent, outcome and reason) and its routing_events row; returns the history id. Also records leads that were not routed (outcome not_routed, no candidates). Part of route_lead.';
 
 --
 -- Name: routing_refusal(uuid, app_public.leads); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8975,6 +9477,111 @@ $$;
 COMMENT ON FUNCTION app_private.routing_refusal(tenant_id uuid, lead app_public.leads, OUT reason text, OUT lead_closed boolean) IS 'Why a lead must not be routed now, or a null reason: deleted, on the do-not-contact list (or status dnc), closed (a final status), already assigned to an agent, or holding a pending offer. lead_closed is true for the first three (the lead leaves any queue). Part of route_lead.';
 
 --
+-- Name: routing_search(app_private.routing_context); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_search(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT counts jsonb, OUT nobody_reason text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_tenant uuid := ctx.tenant_id;
+  v_batch_ctx app_private.routing_context := ctx;
+  v_keys text[];
+  v_batch uuid[];
+  v_examined uuid[] := '{}';
+  v_skipped uuid[] := '{}';
+  v_eligible integer := 0;
+  v_found record;
+  v_claim record;
+  v_failed text;
+begin
+  notes := '{}';
+  -- Teams of up to 10 agents, and the agents a rule names: every agent checked, every one recorded.
+  if ctx.restrict is not null
+     or coalesce((select t.agents from app_private.routing_pool_tally t
+                   where t.tenant_id = v_tenant and t.line = '' and t.area_key = ''), 0) <= 10 then
+    select c.candidates, c.agent_order, c.pass_floor into candidates, agent_order, pass_floor
+      from app_private.routing_candidates(ctx) c;
+    select c.chosen, c.chosen_slot, c.notes into chosen, chosen_slot, notes
+      from app_private.routing_claim(ctx, agent_order, true) c;
+    return;
+  end if;
+
+  -- Larger teams: the ready agents of the lead's line and areas, read from the routing pool in the
+  -- strategy's order 10 at a time, each batch checked in full (routing_candidates on those agents
+  -- only) and claimed; the next batch only when nobody in this one could take the lead.
+  v_keys := app_hidden.routing_lead_area_keys((ctx.lead).country, (ctx.lead).region, (ctx.lead).city, (ctx.lead).postal_code, ctx.lat, ctx.lon);
+  candidates := '[]';
+  agent_order := '{}';
+  loop
+    if ctx.order_strategy = 'direct_to_owner' and ctx.prev_owner is not null and pg_catalog.cardinality(v_examined) = 0 then
+      v_batch := array[ctx.prev_owner];
+    else
+      v_batch := app_private.routing_pool_next(ctx, v_keys, v_examined, 10);
+    end if;
+    exit when v_batch is null;
+    v_examined := v_examined || v_batch;
+    v_batch_ctx.restrict := v_batch;
+    select c.* into v_found from app_private.routing_candidates(v_batch_ctx) c;
+    -- Ranks go on from one batch to the next.
+    candidates := candidates || coalesce((
+      select pg_catalog.jsonb_agg(case when o.e ->> 'rank' is not null
+               then pg_catalog.jsonb_set(o.e, '{rank}', pg_catalog.to_jsonb((o.e ->> 'rank')::int + v_eligible)) else o.e end order by o.n)
+        from pg_catalog.jsonb_array_elements(v_found.candidates) with ordinality o(e, n)), '[]'::jsonb);
+    if v_found.agent_order is not null then
+      v_eligible := v_eligible + pg_catalog.cardinality(v_found.agent_order);
+      agent_order := agent_order || v_found.agent_order;
+      pass_floor := greatest(pass_floor, v_found.pass_floor);
+      select c.* into v_claim from app_private.routing_claim(ctx, v_found.agent_order, false) c;
+      notes := notes || v_claim.notes;
+      v_skipped := v_skipped || v_claim.skipped;
+      if v_claim.chosen is not null then
+        chosen := v_claim.chosen;
+        chosen_slot := v_claim.chosen_slot;
+        pass_floor := v_found.pass_floor;
+        exit;
+      end if;
+    end if;
+  end loop;
+  -- Everyone examined was held by other routings: wait for them, as with a small team.
+  if chosen is null and pg_catalog.cardinality(v_skipped) > 0 then
+    select c.* into v_claim from app_private.routing_claim(ctx, v_skipped, true) c;
+    notes := notes || v_claim.notes;
+    chosen := v_claim.chosen;
+    chosen_slot := v_claim.chosen_slot;
+  end if;
+
+  -- The examined agents in the order a small team's record lists them (eligible by rank, then by name).
+  select coalesce(pg_catalog.jsonb_agg(o.e order by (o.e ->> 'rank')::int nulls last, o.e ->> 'name', o.e ->> 'agent_id'), '[]'::jsonb)
+    into candidates
+    from pg_catalog.jsonb_array_elements(candidates) o(e);
+  if pg_catalog.cardinality(agent_order) = 0 then
+    agent_order := null;
+  end if;
+  counts := app_private.routing_pool_counts(ctx, v_keys, v_examined);
+  if agent_order is null then
+    -- Nobody eligible: say why, from the pool counts and the checks of those examined.
+    select pg_catalog.string_agg(pg_catalog.format('%s %s', f.n, f.k), ', ' order by f.n desc, f.k) into v_failed
+      from (select x.k, pg_catalog.sum(x.n) as n
+              from (select f.key as k, (f.value ->> 'n')::bigint as n from pg_catalog.jsonb_each(counts -> 'failed') f
+                    union all
+                    select k.key, 1 from pg_catalog.jsonb_array_elements(candidates) e, pg_catalog.jsonb_each(e -> 'checks') k
+                     where k.value = 'false'::jsonb) x
+             group by x.k) f;
+    nobody_reason := pg_catalog.format('No eligible agent among %s considered (failed checks: %s)', counts ->> 'considered', coalesce(v_failed, 'none'));
+  end if;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_search(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT counts jsonb, OUT nobody_reason text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_search(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT counts jsonb, OUT nobody_reason text) IS 'Finds the agent for a lead and claims it. In a team of up to 10 active agents, or among the agents a rule names, it checks every agent (app_private.routing_candidates) and claims the first that holds (app_private.routing_claim). In a larger team the work grows with the agents it reads, not with the team: the ready agents of the lead''s service line and area keys come from the routing pool in the strategy''s order, 10 at a time (app_private.routing_pool_next; the previous owner first for direct_to_owner), each batch is checked in full and claimed without waiting; the next batch only when nobody in this one could take the lead; if every agent it read was held by another routing, it then waits for those. Returns the candidates examined (ranks running across batches), the eligible ones in order, the round-robin floor of the chosen one''s batch, the chosen agent and slot, the lock notes, the counts of the others (app_private.routing_pool_counts; null for a small team) and, when nobody examined was eligible, the reason. Part of route_lead.';
+
+--
 -- Name: routing_setting(uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -9008,66 +9615,74 @@ declare
 begin
   claimed := false;
   skipped := false;
-  -- Lock the agent's availability row: without waiting on the first pass (a row another routing
-  -- holds is skipped), waiting on the second.
-  if not wait then
-    select av.* into v_av from app_public.agent_availability av
-     where av.tenant_id = v_tenant and av.agent_id = v_agent
-     for update skip locked;
-    if not found then
-      skipped := true;
-      return;
-    end if;
-  else
-    begin
+  -- A subtransaction: when a check fails, raising SBR01 undoes it, which releases the locks it took
+  -- (a routing that moves on must not keep holding the agents it turned down: status changes of
+  -- those agents would wait for it, and could deadlock with other routings).
+  begin
+    -- Lock the agent's availability row: without waiting on the first pass (a row another routing
+    -- holds is skipped), waiting on the second.
+    if not wait then
       select av.* into v_av from app_public.agent_availability av
        where av.tenant_id = v_tenant and av.agent_id = v_agent
-       for update;
-    exception when deadlock_detected then
-      note := 'could not be locked (deadlock avoided)';
-      return;
-    end;
-  end if;
-  -- Re-check under the lock what may have changed since the candidates were read.
-  if v_av.agent_id is null or v_av.status <> 'available' or v_av.current_load >= v_av.max_capacity then
-    note := pg_catalog.format('changed while routing: status %s, load %s of %s', v_av.status, v_av.current_load, v_av.max_capacity);
-    return;
-  end if;
-  -- Caps, counted under the same lock as the load, so concurrent routings can never exceed them.
-  select pg_catalog.format('reached its %s cap while routing (%s of %s)', c.which, c.received, c.cap) into note
-    from app_public.agents a
-    cross join lateral app_hidden.agent_cap_period(app_hidden.agent_timezone(v_tenant, v_agent), pg_catalog.now()) cp
-    cross join lateral (values
-      ('daily', a.daily_cap, case when v_av.cap_day = cp.day then v_av.cap_day_count else 0 end),
-      ('weekly', a.weekly_cap, case when v_av.cap_week = cp.week then v_av.cap_week_count else 0 end)) c(which, cap, received)
-   where a.tenant_id = v_tenant and a.id = v_agent and c.cap is not null and c.received >= c.cap
-   limit 1;
-  if note is not null then
-    return;
-  end if;
-  -- Still on duty (working hours may have ended, or time off begun, since the candidates were read).
-  note := 'went off duty while routing: '
-    || app_hidden.agent_off_duty_reason(v_tenant, v_agent, app_hidden.agent_timezone(v_tenant, v_agent), pg_catalog.now());
-  if note is not null then
-    return;
-  end if;
-  if appt_range is not null and app_hidden.agent_is_busy(v_tenant, v_agent, appt_range, v_lead.id) then
-    note := 'became busy at the requested time while routing';
-    return;
-  end if;
-  if v_lead.event_date is not null then
-    select s.id into slot_id from app_public.availability_slots s
-     where s.tenant_id = v_tenant and s.agent_id = v_agent and s.slot_date = v_lead.event_date and s.status = 'free'
-       and (s.locked_until is null or s.locked_until <= pg_catalog.now() or s.locked_by_lead_id = v_lead.id)
-     order by s.start_time
-     limit 1
-     for update skip locked;
-    if slot_id is null then
-      note := 'the slot was taken while routing';
-      return;
+       for update skip locked;
+      if not found then
+        skipped := true;
+        return;
+      end if;
+    else
+      begin
+        select av.* into v_av from app_public.agent_availability av
+         where av.tenant_id = v_tenant and av.agent_id = v_agent
+         for update;
+      exception when deadlock_detected then
+        note := 'could not be locked (deadlock avoided)';
+        return;
+      end;
     end if;
-  end if;
-  claimed := true;
+    -- Re-check under the lock what may have changed since the candidates were read.
+    if v_av.agent_id is null or v_av.status <> 'available' or v_av.current_load >= v_av.max_capacity then
+      note := pg_catalog.format('changed while routing: status %s, load %s of %s', v_av.status, v_av.current_load, v_av.max_capacity);
+      raise sqlstate 'SBR01';
+    end if;
+    -- Caps, counted under the same lock as the load, so concurrent routings can never exceed them.
+    select pg_catalog.format('reached its %s cap while routing (%s of %s)', c.which, c.received, c.cap) into note
+      from app_public.agents a
+      cross join lateral app_hidden.agent_cap_period(app_hidden.agent_timezone(v_tenant, v_agent), pg_catalog.now()) cp
+      cross join lateral (values
+        ('daily', a.daily_cap, case when v_av.cap_day = cp.day then v_av.cap_day_count else 0 end),
+        ('weekly', a.weekly_cap, case when v_av.cap_week = cp.week then v_av.cap_week_count else 0 end)) c(which, cap, received)
+     where a.tenant_id = v_tenant and a.id = v_agent and c.cap is not null and c.received >= c.cap
+     limit 1;
+    if note is not null then
+      raise sqlstate 'SBR01';
+    end if;
+    -- Still on duty (working hours may have ended, or time off begun, since the candidates were read).
+    note := 'went off duty while routing: '
+      || app_hidden.agent_off_duty_reason(v_tenant, v_agent, app_hidden.agent_timezone(v_tenant, v_agent), pg_catalog.now());
+    if note is not null then
+      raise sqlstate 'SBR01';
+    end if;
+    if appt_range is not null and app_hidden.agent_is_busy(v_tenant, v_agent, appt_range, v_lead.id) then
+      note := 'became busy at the requested time while routing';
+      raise sqlstate 'SBR01';
+    end if;
+    if v_lead.event_date is not null then
+      select s.id into slot_id from app_public.availability_slots s
+       where s.tenant_id = v_tenant and s.agent_id = v_agent and s.slot_date = v_lead.event_date and s.status = 'free'
+         and (s.locked_until is null or s.locked_until <= pg_catalog.now() or s.locked_by_lead_id = v_lead.id)
+       order by s.start_time
+       limit 1
+       for update skip locked;
+      if slot_id is null then
+        note := 'the slot was taken while routing';
+        raise sqlstate 'SBR01';
+      end if;
+    end if;
+    claimed := true;
+  exception when sqlstate 'SBR01' then
+    claimed := false;
+    slot_id := null;
+  end;
 end;
 $$;
 
@@ -9075,7 +9690,7 @@ $$;
 -- Name: FUNCTION routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text) IS 'Tries to take one candidate for a lead: locks the agent''s agent_availability row (skip locked unless wait; skipped = another routing holds it), re-checks status, load, the daily and weekly caps, the schedule (working hours, time off, holidays), busy time and, for an event lead, locks a free slot on the event date (slot_id). claimed when all hold; otherwise note says what changed. The single copy of the lock-and-recheck step of route_lead (routing_claim calls it).';
+COMMENT ON FUNCTION app_private.routing_try_agent(tenant_id uuid, agent_id uuid, lead app_public.leads, appt_range tstzrange, wait boolean, OUT claimed boolean, OUT skipped boolean, OUT slot_id uuid, OUT note text) IS 'Tries to take one candidate for a lead: locks the agent''s agent_availability row (skip locked unless wait; skipped = another routing holds it), re-checks status, load, the daily and weekly caps, the schedule (working hours, time off, holidays), busy time and, for an event lead, locks a free slot on the event date (slot_id). claimed when all hold (the locks are kept); otherwise note says what changed, and the locks taken are released (a subtransaction undone), so that a routing holds only the agent it takes. The single copy of the lock-and-recheck step of route_lead (routing_claim calls it).';
 
 --
 -- Name: run_nurture_step(uuid, integer); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11575,6 +12190,120 @@ $$;
 COMMENT ON FUNCTION app_private.tg_routing_experiment_variants__validate() IS 'Trigger (_200_validate on routing_experiment_variants): parameters must be valid for the variant''s strategy (22023).';
 
 --
+-- Name: tg_routing_pool__build(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_routing_pool__build() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if tg_table_name = 'agents' then
+    if tg_op = 'DELETE' then
+      -- Before the agent goes (its rows would go with it, uncounted).
+      perform app_private.routing_pool_tally_add(old.tenant_id, old.id, -1);
+      delete from app_private.routing_pool p where p.agent_id = old.id;
+      return old;
+    end if;
+    perform app_private.routing_pool_build(new.tenant_id, new.id);
+    return null;
+  end if;
+  if tg_op in ('UPDATE', 'DELETE') then
+    perform app_private.routing_pool_build(old.tenant_id, old.agent_id);
+  end if;
+  if tg_op = 'INSERT' or (tg_op = 'UPDATE' and new.agent_id is distinct from old.agent_id) then
+    perform app_private.routing_pool_build(new.tenant_id, new.agent_id);
+  end if;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_routing_pool__build(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_routing_pool__build() IS 'Trigger (after each row inserted into agents or changing is_active, and after each row of agent_specializations and agent_service_areas): rebuilds the agent''s rows of the routing pool (app_private.routing_pool_build), since its lines, areas or activity may have changed; before an agent is deleted, takes its rows and tallies out.';
+
+--
+-- Name: tg_routing_pool__pass(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_routing_pool__pass() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  -- Only the pass moves: no need to work out the whole state (this runs on every round-robin decision).
+  if tg_op = 'DELETE' then
+    update app_private.routing_pool p set pass = 1::numeric / p.weight
+     where p.agent_id = old.agent_id and p.pass <> 1::numeric / p.weight;
+  else
+    update app_private.routing_pool p set pass = new.pass
+     where p.agent_id = new.agent_id and p.pass <> new.pass;
+  end if;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_routing_pool__pass(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_routing_pool__pass() IS 'Trigger (after each row of agent_routing_credits): copies the agent''s round-robin pass into its rows of the routing pool (one stride, 1 / weight, once its ledger row is gone).';
+
+--
+-- Name: tg_routing_pool__sync(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_routing_pool__sync() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if tg_table_name = 'agents' then
+    perform app_private.routing_pool_sync(new.tenant_id, new.id);
+    return null;
+  end if;
+  if tg_op in ('UPDATE', 'DELETE') then
+    perform app_private.routing_pool_sync(old.tenant_id, old.agent_id);
+  end if;
+  if tg_op = 'INSERT' or (tg_op = 'UPDATE' and new.agent_id is distinct from old.agent_id) then
+    perform app_private.routing_pool_sync(new.tenant_id, new.agent_id);
+  end if;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_routing_pool__sync(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_routing_pool__sync() IS 'Trigger (after each row of agent_availability, agent_performance_metrics, agent_working_hours and agent_time_off, and after a change of an agent''s routing_weight, caps or time zone): refreshes the agent''s state in the routing pool (app_private.routing_pool_sync).';
+
+--
+-- Name: tg_routing_pool__sync_tenant(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_routing_pool__sync_tenant() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_tenant uuid := case when tg_op = 'DELETE' then old.tenant_id else new.tenant_id end;
+begin
+  perform app_private.routing_pool_sync(v_tenant, a.id)
+     from app_public.agents a where a.tenant_id = v_tenant and a.is_active;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_routing_pool__sync_tenant(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_routing_pool__sync_tenant() IS 'Trigger (after each row of holidays, and after a change of business_settings.timezone): refreshes the state in the routing pool of every active agent of the tenant, since who is on duty, and the day caps count in, may have changed.';
+
+--
 -- Name: tg_routing_rules__validate(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -13194,7 +13923,12 @@ begin
                  then pg_catalog.format(' Rule "%s" (version %s) matched.', coalesce(rv.name, rr.name), h.rule_version)
                  when rr.name is not null then pg_catalog.format(' Rule "%s" matched.', rr.name) else '' end
          || case when v.name is not null then pg_catalog.format(' Experiment variant "%s" chose the strategy.', v.name) else '' end
-         || case when pg_catalog.jsonb_array_length(h.candidates) > 0 then pg_catalog.format(' %s of %s agents were eligible.',
+         || case when h.candidate_counts ? 'examined' then pg_catalog.format(' Of %s agents, %s %s examined and %s eligible.',
+              h.candidate_counts ->> 'considered', h.candidate_counts ->> 'examined',
+              case when (h.candidate_counts ->> 'examined')::bigint = 1 then 'was' else 'were' end,
+              (select pg_catalog.count(*) from pg_catalog.jsonb_array_elements(h.candidates) e where (e ->> 'eligible')::boolean)
+                + coalesce((h.candidate_counts ->> 'eligible_not_listed')::bigint, 0))
+            when pg_catalog.jsonb_array_length(h.candidates) > 0 then pg_catalog.format(' %s of %s agents were eligible.',
               (select pg_catalog.count(*) from pg_catalog.jsonb_array_elements(h.candidates) e where (e ->> 'eligible')::boolean)
                 + coalesce((h.candidate_counts ->> 'eligible_not_listed')::bigint, 0),
               coalesce((h.candidate_counts ->> 'considered')::bigint, pg_catalog.jsonb_array_length(h.candidates))) else '' end,
@@ -13219,6 +13953,12 @@ begin
               array[pg_catalog.format('%s more eligible agent%s, later in the %s order', h.candidate_counts ->> 'eligible_not_listed',
                 case when (h.candidate_counts ->> 'eligible_not_listed')::bigint = 1 then '' else 's' end,
                 pg_catalog.replace(coalesce(h.strategy, 'routing'), '_', ' '))]
+            else '{}'::text[] end
+         || case when (h.candidate_counts ->> 'ready_not_examined')::bigint > 0 then
+              array[pg_catalog.format('%s more agent%s ready in the line and area of the lead, not examined: the first that could take the lead came earlier in the %s order',
+                h.candidate_counts ->> 'ready_not_examined',
+                case when (h.candidate_counts ->> 'ready_not_examined')::bigint = 1 then '' else 's' end,
+                pg_catalog.replace(coalesce(h.strategy, 'routing'), '_', ' '))]
             else '{}'::text[] end,
          h.candidates,
          h.candidate_counts,
@@ -13237,7 +13977,7 @@ $$;
 -- Name: FUNCTION explain_routing(lead_id uuid); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.explain_routing(lead_id uuid) IS 'Every routing decision about a lead of your tenant, oldest first, in words: the outcome and why, the strategy, the rule (its name and version as they were then, also once the rule has changed or gone) and experiment variant, and one line per agent listed (eligible with rank and score, or which checks failed and why: skill, language, area, availability, schedule, capacity, cap, slot, free, not_rejected); beyond 10 agents, one line per failing check with how many more agents failed it first, and how many more were eligible. Any member may ask. Errors: 28000 not logged in, P0002 unknown lead (or one of another tenant).';
+COMMENT ON FUNCTION app_public.explain_routing(lead_id uuid) IS 'Every routing decision about a lead of your tenant, oldest first, in words: the outcome and why, the strategy, the rule (its name and version as they were then, also once the rule has changed or gone) and experiment variant, and one line per agent listed (eligible with rank and score, or which checks failed and why: skill, language, area, availability, schedule, capacity, cap, slot, free, not_rejected); beyond 10 agents, one line per failing check with how many more agents failed it first, and how many more were eligible; in a team of more than 10 agents, where routing examines only the first ready agents of the lead’s line and area (the routing pool), how many were examined and how many more were ready but not examined. Any member may ask. Errors: 28000 not logged in, P0002 unknown lead (or one of another tenant).';
 
 --
 -- Name: find_leads(jsonb); Type: FUNCTION; Schema: app_public; Owner: -
@@ -16817,6 +17557,157 @@ COMMENT ON COLUMN app_private.rate_limits.points IS 'Attempts counted in the cur
 --
 
 COMMENT ON COLUMN app_private.rate_limits.expire IS 'When the window ends, in milliseconds since 1970 (the library''s format); NULL never expires.';
+
+--
+-- Name: routing_pool; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.routing_pool (
+    tenant_id uuid NOT NULL,
+    agent_id uuid NOT NULL,
+    line text NOT NULL,
+    area_key text NOT NULL,
+    state text NOT NULL,
+    pass numeric NOT NULL,
+    weight integer NOT NULL,
+    load_ratio numeric NOT NULL,
+    proficiency integer NOT NULL,
+    conv_hot numeric NOT NULL,
+    conv_warm numeric NOT NULL,
+    conv_cold numeric NOT NULL,
+    multi_kind boolean DEFAULT false NOT NULL,
+    CONSTRAINT routing_pool_state_must_be_known CHECK ((state = ANY (ARRAY['ready'::text, 'unavailable'::text, 'off_duty'::text, 'at_capacity'::text, 'at_cap'::text])))
+);
+
+ALTER TABLE ONLY app_private.routing_pool FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE routing_pool; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.routing_pool IS 'The routing pool: one row per active agent, service line it can take (the empty line: leads without one, which every agent can take) and area key it serves (app_hidden.routing_area_keys; * for an agent without service areas, - for one whose areas match no lead), with the agent''s readiness and what the strategies order by. Kept by triggers on agents, agent_specializations, agent_service_areas (rows rebuilt: app_private.routing_pool_build) and on agent_availability, agent_routing_credits, agent_performance_metrics, agent_working_hours, agent_time_off, holidays and business_settings (state refreshed: app_private.routing_pool_sync); states that change with the clock (working hours, caps of a new day or week) are refreshed every minute by routing__duty_drain. A pre-filter only: route_lead still checks every agent it reads in full.';
+
+--
+-- Name: COLUMN routing_pool.tenant_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.tenant_id IS 'The agent''s tenant.';
+
+--
+-- Name: COLUMN routing_pool.agent_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.agent_id IS 'The agent.';
+
+--
+-- Name: COLUMN routing_pool.line; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.line IS 'A service line the agent has a specialization in, or the empty string: the row for leads without a service line.';
+
+--
+-- Name: COLUMN routing_pool.area_key; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.area_key IS 'An area key the agent serves (r:<country>:<REGION>, c:<city>, p:<POSTAL CODE>, g:<lat cell>:<lon cell> for the half-degree cells a radius covers, g:* for a radius too wide for cells), * for an agent without service areas, or - for one whose areas match no lead.';
+
+--
+-- Name: COLUMN routing_pool.state; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.state IS 'ready (available, under capacity, under its caps, on duty), unavailable (status not available, or no availability row), off_duty (working hours, time off, a holiday), at_capacity or at_cap (its daily or weekly cap reached): the first that applies, in the order of the routing checks.';
+
+--
+-- Name: COLUMN routing_pool.pass; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.pass IS 'The agent''s round-robin pass (agent_routing_credits.pass, or one stride for an agent without a ledger row).';
+
+--
+-- Name: COLUMN routing_pool.weight; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.weight IS 'The agent''s routing_weight (round-robin ties go to the heavier agent).';
+
+--
+-- Name: COLUMN routing_pool.load_ratio; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.load_ratio IS 'current_load / max_capacity (least_loaded).';
+
+--
+-- Name: COLUMN routing_pool.proficiency; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.proficiency IS 'The agent''s best proficiency in the line (for the empty line: in any line, 3 without specializations) (best_match).';
+
+--
+-- Name: COLUMN routing_pool.conv_hot; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.conv_hot IS 'The agent''s latest conversion rate of hot leads, 0.5 when unknown (best_match, score_tiered).';
+
+--
+-- Name: COLUMN routing_pool.conv_warm; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.conv_warm IS 'The agent''s latest conversion rate of warm leads, 0.5 when unknown (best_match).';
+
+--
+-- Name: COLUMN routing_pool.conv_cold; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.conv_cold IS 'The agent''s latest conversion rate of cold leads, 0.5 when unknown (best_match).';
+
+--
+-- Name: COLUMN routing_pool.multi_kind; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool.multi_kind IS 'Whether the agent''s area keys are of more than one kind (region, city, postal code, cell, wide radius): only such an agent can serve a lead under two of its keys, so only these are read to count agents once.';
+
+--
+-- Name: routing_pool_tally; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.routing_pool_tally (
+    tenant_id uuid NOT NULL,
+    line text NOT NULL,
+    area_key text NOT NULL,
+    agents integer NOT NULL,
+    CONSTRAINT routing_pool_tally_agents_must_not_be_negative CHECK ((agents >= 0))
+);
+
+ALTER TABLE ONLY app_private.routing_pool_tally FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE routing_pool_tally; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.routing_pool_tally IS 'How many active agents of a tenant can take each line (area_key empty; the empty line: every active agent), and how many of those serve each area key of the routing pool, kept by app_private.routing_pool_build. Lets a routing decision count the agents that fail the skill and area checks without reading the team. Changes only when agents, their specializations or their areas change, never on a routing decision; a tally that falls to 0 is deleted (so a deleted tenant, whose agents go first, leaves none).';
+
+--
+-- Name: COLUMN routing_pool_tally.tenant_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool_tally.tenant_id IS 'The tenant.';
+
+--
+-- Name: COLUMN routing_pool_tally.line; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool_tally.line IS 'A service line, or the empty string: every active agent.';
+
+--
+-- Name: COLUMN routing_pool_tally.area_key; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool_tally.area_key IS 'An area key of the routing pool, or the empty string: every agent with the line, whatever its areas.';
+
+--
+-- Name: COLUMN routing_pool_tally.agents; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.routing_pool_tally.agents IS 'How many agents.';
 
 --
 -- Name: service_titan_credentials; Type: TABLE; Schema: app_private; Owner: -
@@ -21407,6 +22298,20 @@ ALTER TABLE ONLY app_private.rate_limits
     ADD CONSTRAINT rate_limits_pkey PRIMARY KEY (key);
 
 --
+-- Name: routing_pool routing_pool_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.routing_pool
+    ADD CONSTRAINT routing_pool_pkey PRIMARY KEY (tenant_id, line, area_key, agent_id);
+
+--
+-- Name: routing_pool_tally routing_pool_tally_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.routing_pool_tally
+    ADD CONSTRAINT routing_pool_tally_pkey PRIMARY KEY (tenant_id, line, area_key);
+
+--
 -- Name: service_titan_credentials service_titan_credentials_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
 --
 
@@ -22379,6 +23284,60 @@ COMMENT ON INDEX app_private.password_reset_tokens_user_id_idx IS 'A user''s tok
 --
 
 CREATE INDEX rate_limits_expire_idx ON app_private.rate_limits USING btree (expire);
+
+--
+-- Name: routing_pool_agent_idx; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX routing_pool_agent_idx ON app_private.routing_pool USING btree (agent_id);
+
+--
+-- Name: routing_pool_least_loaded_order; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX routing_pool_least_loaded_order ON app_private.routing_pool USING btree (tenant_id, line, area_key, load_ratio, pass, agent_id) WHERE (state = 'ready'::text);
+
+--
+-- Name: INDEX routing_pool_least_loaded_order; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.routing_pool_least_loaded_order IS 'The ready agents of a line and area key, least loaded first: the next candidates of least_loaded in one index range.';
+
+--
+-- Name: routing_pool_multi_kind; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX routing_pool_multi_kind ON app_private.routing_pool USING btree (tenant_id, line, area_key, agent_id) WHERE multi_kind;
+
+--
+-- Name: INDEX routing_pool_multi_kind; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.routing_pool_multi_kind IS 'The agents of a line and area key whose areas are of several kinds: those a count of agents per area key would count twice.';
+
+--
+-- Name: routing_pool_not_ready; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX routing_pool_not_ready ON app_private.routing_pool USING btree (tenant_id, line, area_key, state, agent_id) WHERE (state <> 'ready'::text);
+
+--
+-- Name: INDEX routing_pool_not_ready; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.routing_pool_not_ready IS 'The agents of a line and area key that are not ready: what a routing decision counts per failing check.';
+
+--
+-- Name: routing_pool_round_robin_order; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX routing_pool_round_robin_order ON app_private.routing_pool USING btree (tenant_id, line, area_key, pass, weight DESC, agent_id) WHERE (state = 'ready'::text);
+
+--
+-- Name: INDEX routing_pool_round_robin_order; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.routing_pool_round_robin_order IS 'The ready agents of a line and area key in round-robin order (lowest pass first, then the heavier, then by id): the next candidates of weighted_round_robin in one index range.';
 
 --
 -- Name: agent_availability_routable; Type: INDEX; Schema: app_public; Owner: -
@@ -23533,10 +24492,82 @@ CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.leads F
 CREATE TRIGGER _500_cancel_pending AFTER INSERT ON app_public.email_suppressions FOR EACH ROW EXECUTE FUNCTION app_private.tg_email_suppressions__cancel_pending();
 
 --
+-- Name: agent_availability _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.agent_availability FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__sync();
+
+--
+-- Name: agent_performance_metrics _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.agent_performance_metrics FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__sync();
+
+--
+-- Name: agent_routing_credits _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE OF pass ON app_public.agent_routing_credits FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__pass();
+
+--
+-- Name: agent_service_areas _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.agent_service_areas FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__build();
+
+--
+-- Name: agent_specializations _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.agent_specializations FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__build();
+
+--
+-- Name: agent_time_off _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.agent_time_off FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__sync();
+
+--
+-- Name: agent_working_hours _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.agent_working_hours FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__sync();
+
+--
+-- Name: agents _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool AFTER INSERT OR UPDATE OF is_active ON app_public.agents FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__build();
+
+--
+-- Name: business_settings _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool AFTER UPDATE OF timezone ON app_public.business_settings FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__sync_tenant();
+
+--
+-- Name: holidays _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.holidays FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__sync_tenant();
+
+--
+-- Name: agents _500_routing_pool_before_delete; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool_before_delete BEFORE DELETE ON app_public.agents FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__build();
+
+--
 -- Name: nurture_sequences _500_versions_and_status; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
 CREATE TRIGGER _500_versions_and_status AFTER INSERT OR UPDATE ON app_public.nurture_sequences FOR EACH ROW EXECUTE FUNCTION app_private.tg_nurture_sequences__status_changed();
+
+--
+-- Name: agents _510_routing_pool_state; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _510_routing_pool_state AFTER UPDATE OF routing_weight, daily_cap, weekly_cap, timezone ON app_public.agents FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__sync();
 
 --
 -- Name: leads _510_status_history; Type: TRIGGER; Schema: app_public; Owner: -
@@ -23789,6 +24820,13 @@ ALTER TABLE ONLY app_private.invitation_tokens
 
 ALTER TABLE ONLY app_private.password_reset_tokens
     ADD CONSTRAINT password_reset_tokens_user_must_exist FOREIGN KEY (user_id) REFERENCES app_public.users(id) ON DELETE CASCADE;
+
+--
+-- Name: routing_pool routing_pool_agent_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.routing_pool
+    ADD CONSTRAINT routing_pool_agent_must_exist FOREIGN KEY (tenant_id, agent_id) REFERENCES app_public.agents(tenant_id, id) ON DELETE CASCADE;
 
 --
 -- Name: service_titan_credentials service_titan_credentials_connection_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
@@ -24690,6 +25728,18 @@ CREATE POLICY owner_all ON app_private.password_reset_tokens TO :DATABASE_OWNER 
 CREATE POLICY owner_all ON app_private.rate_limits TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
+-- Name: routing_pool owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.routing_pool TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: routing_pool_tally owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.routing_pool_tally TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
 -- Name: service_titan_credentials owner_all; Type: POLICY; Schema: app_private; Owner: -
 --
 
@@ -24736,6 +25786,18 @@ ALTER TABLE app_private.password_reset_tokens ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_private.rate_limits ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: routing_pool; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.routing_pool ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: routing_pool_tally; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.routing_pool_tally ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: service_titan_credentials; Type: ROW SECURITY; Schema: app_private; Owner: -
@@ -27002,6 +28064,18 @@ GRANT ALL ON FUNCTION app_hidden.record_service_titan_connection_test(error text
 REVOKE ALL ON FUNCTION app_hidden.require_e164(value text, field text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION routing_area_keys(kind text, country text, region text, city text, postal_code text, center_latitude numeric, center_longitude numeric, radius_miles numeric); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.routing_area_keys(kind text, country text, region text, city text, postal_code text, center_latitude numeric, center_longitude numeric, radius_miles numeric) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_lead_area_keys(country text, region text, city text, postal_code text, latitude numeric, longitude numeric); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.routing_lead_area_keys(country text, region text, city text, postal_code text, latitude numeric, longitude numeric) FROM PUBLIC;
+
+--
 -- Name: FUNCTION save_service_titan_connection(client_id text, client_secret_encrypted bytea, key_fingerprint text, app_key text, service_titan_tenant_id text, environment text); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -27039,6 +28113,12 @@ REVOKE ALL ON FUNCTION app_hidden.st_service_line(tenant_id uuid, skill_name tex
 
 REVOKE ALL ON FUNCTION app_hidden.tenant_day_start(tenant_id uuid, day date) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.tenant_day_start(tenant_id uuid, day date) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION tenant_has_schedules(tenant_id uuid); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.tenant_has_schedules(tenant_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION two_proportion_p_value(x1 bigint, n1 bigint, x2 bigint, n2 bigint); Type: ACL; Schema: app_hidden; Owner: -
@@ -27668,10 +28748,10 @@ REVOKE ALL ON FUNCTION app_private.route_lead(tenant_id uuid, lead_id uuid, trig
 REVOKE ALL ON FUNCTION app_private.routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric) FROM PUBLIC;
 
 --
--- Name: FUNCTION routing_claim(ctx app_private.routing_context, agent_order uuid[], OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION routing_claim(ctx app_private.routing_context, agent_order uuid[], wait boolean, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT skipped uuid[]); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.routing_claim(ctx app_private.routing_context, agent_order uuid[], OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.routing_claim(ctx app_private.routing_context, agent_order uuid[], wait boolean, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT skipped uuid[]) FROM PUBLIC;
 
 --
 -- Name: FUNCTION routing_decide(ctx app_private.routing_context, candidates jsonb, agent_order uuid[], pass_floor numeric, chosen uuid, chosen_slot uuid, OUT outcome text, OUT reason text, OUT offer_id uuid, OUT expires timestamp with time zone, OUT queue_type text); Type: ACL; Schema: app_private; Owner: -
@@ -27692,16 +28772,64 @@ REVOKE ALL ON FUNCTION app_private.routing_outcome(history_id bigint) FROM PUBLI
 REVOKE ALL ON FUNCTION app_private.routing_plan(tenant_id uuid, lead app_public.leads, trigger text) FROM PUBLIC;
 
 --
--- Name: FUNCTION routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION routing_pool_build(tenant_id uuid, agent_id uuid); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.routing_pool_build(tenant_id uuid, agent_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_pool_counts(ctx app_private.routing_context, area_keys text[], examined uuid[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_pool_counts(ctx app_private.routing_context, area_keys text[], examined uuid[]) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_pool_next(ctx app_private.routing_context, area_keys text[], examined uuid[], n integer); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_pool_next(ctx app_private.routing_context, area_keys text[], examined uuid[], n integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_pool_refresh_timed(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_pool_refresh_timed() FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric, OUT conv_hot numeric, OUT conv_warm numeric, OUT conv_cold numeric); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric, OUT conv_hot numeric, OUT conv_warm numeric, OUT conv_cold numeric) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_pool_sync(tenant_id uuid, agent_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_pool_sync(tenant_id uuid, agent_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_pool_tally_add(tenant_id uuid, agent_id uuid, delta integer); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_pool_tally_add(tenant_id uuid, agent_id uuid, delta integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, pool_counts jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, pool_counts jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION routing_refusal(tenant_id uuid, lead app_public.leads, OUT reason text, OUT lead_closed boolean); Type: ACL; Schema: app_private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_private.routing_refusal(tenant_id uuid, lead app_public.leads, OUT reason text, OUT lead_closed boolean) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_search(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT counts jsonb, OUT nobody_reason text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_search(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT counts jsonb, OUT nobody_reason text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION routing_setting(tenant_id uuid, key text); Type: ACL; Schema: app_private; Owner: -
@@ -28092,6 +29220,30 @@ REVOKE ALL ON FUNCTION app_private.tg_routing_experiment_variants__lock_while_ru
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_routing_experiment_variants__validate() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_routing_pool__build(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_routing_pool__build() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_routing_pool__pass(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_routing_pool__pass() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_routing_pool__sync(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_routing_pool__sync() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_routing_pool__sync_tenant(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_routing_pool__sync_tenant() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_routing_rules__validate(); Type: ACL; Schema: app_private; Owner: -
