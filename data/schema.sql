@@ -8419,12 +8419,15 @@ Outcomes: offered (routing_offers row expiring after system_config routing.offer
 CREATE FUNCTION app_private.routing_candidates(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric) RETURNS record
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 #variable_conflict use_variable
 declare
   v_tenant uuid := ctx.tenant_id;
   v_lead app_public.leads := ctx.lead;
-  v_restrict uuid[] := ctx.restrict;
+  -- The agents to check: a rule's agents or a batch read from the routing pool, else every active agent.
+  v_ids uuid[] := coalesce(ctx.restrict,
+    (select pg_catalog.array_agg(a.id) from app_public.agents a where a.tenant_id = ctx.tenant_id and a.is_active), '{}');
   v_order_strategy text := ctx.order_strategy;
   v_tier text := ctx.tier;
   v_tier_weight numeric := ctx.tier_weight;
@@ -8464,13 +8467,8 @@ begin
            case when av.cap_day = cp.day then av.cap_day_count else 0 end as received_today,
            case when av.cap_week = cp.week then av.cap_week_count else 0 end as received_this_week,
            case when v_schedules then app_hidden.agent_off_duty_reason(v_tenant, a.id, coalesce(a.timezone, v_business_tz), pg_catalog.now()) end as off_duty
-      -- Every active agent, or only those of the list (a rule's agents, or a batch read from the
-      -- routing pool): two branches, so that a list is read by primary key whatever the team's size.
-      from (select a0.* from app_public.agents a0
-             where v_restrict is null and a0.tenant_id = v_tenant and a0.is_active
-            union all
-            select a0.* from app_public.agents a0
-             where v_restrict is not null and a0.id = any (v_restrict) and a0.tenant_id = v_tenant and a0.is_active) a
+      -- The agents of the list, read by primary key (one plan for every call, whatever the team's size).
+      from app_public.agents a
       left join app_public.agent_availability av on av.tenant_id = a.tenant_id and av.agent_id = a.id
       -- The agent's day and week (as app_hidden.agent_cap_period computes them, written out so that
       -- no function is called per agent).
@@ -8514,6 +8512,7 @@ begin
          order by m.period_start desc, m.computed_at desc
          limit 1
       ) pm on true
+     where a.tenant_id = v_tenant and a.is_active and a.id = any (v_ids)
   ),
   scored as (
     select b.*,
@@ -8984,35 +8983,49 @@ $_$;
 COMMENT ON FUNCTION app_private.routing_plan(tenant_id uuid, lead app_public.leads, trigger text) IS 'How a lead is to be routed: the matching rule (app_private.matching_routing_rule), the strategy (the rule''s, else system_config routing.default_strategy, else weighted_round_robin; a running experiment''s variant overrides it), the agents a route_to_agent(s) rule allows (not on escalation), or the queue a route_to_queue rule sends it to (queue_type and queue_reason, strategy null); then the lead''s tier, coordinates, appointment range and, for direct_to_owner, its previous owner. Part of route_lead.';
 
 --
--- Name: routing_pool_build(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: routing_pool_build(uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.routing_pool_build(tenant_id uuid, agent_id uuid) RETURNS integer
+CREATE FUNCTION app_private.routing_pool_build(agent_ids uuid[]) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 #variable_conflict use_variable
 declare
-  v_tenant uuid := routing_pool_build.tenant_id;
-  v_agent uuid := routing_pool_build.agent_id;
   v_rows integer;
 begin
-  -- The tallies lose the agent's lines as they were, and gain them as they are (app_private.routing_pool_tally).
-  perform app_private.routing_pool_tally_add(v_tenant, v_agent, -1);
-  delete from app_private.routing_pool p where p.agent_id = v_agent;
-  -- Active agents only: an inactive or deleted one has no rows.
+  -- One build or refresh of an agent at a time, after any routing decision holding the agent: the
+  -- agent rows, then their availability rows, each in id order (routing never reverses this order;
+  -- FOR NO KEY UPDATE leaves foreign key checks on the agents free).
+  perform 1 from app_public.agents a where a.id = any (agent_ids) order by a.id for no key update;
+  perform 1 from app_public.agent_availability av where av.agent_id = any (agent_ids) order by av.agent_id for no key update;
+  -- Then one build per tenant at a time (its tallies), tenants in id order.
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('routing_pool_tally:' || x.tenant_id::text, 0))
+     from (select distinct a.tenant_id from app_public.agents a where a.id = any (agent_ids) order by a.tenant_id) x;
+
+  -- The tallies lose the agents as they were (their lines, and lines by area key) ...
+  update app_private.routing_pool_tally t set agents = t.agents - x.n
+    from (select p.tenant_id, p.line, k.area_key, pg_catalog.count(distinct p.agent_id) as n
+            from app_private.routing_pool p
+            cross join lateral (values (''), (p.area_key)) k(area_key)
+           where p.agent_id = any (agent_ids)
+           group by p.tenant_id, p.line, k.area_key) x
+   where t.tenant_id = x.tenant_id and t.line = x.line and t.area_key = x.area_key;
+  delete from app_private.routing_pool p where p.agent_id = any (agent_ids);
+
+  -- ... the rows are written again for the active agents ...
   insert into app_private.routing_pool (tenant_id, agent_id, line, area_key, state, pass, weight, load_ratio, proficiency, conv_hot, conv_warm, conv_cold, multi_kind)
-  select v_tenant, v_agent, l.line, k.area_key, s.state, s.pass, s.weight, s.load_ratio, l.proficiency, s.conv_hot, s.conv_warm, s.conv_cold,
+  select a.tenant_id, a.id, l.line, k.area_key, s.state, s.pass, s.weight, s.load_ratio, l.proficiency, s.conv_hot, s.conv_warm, s.conv_cold,
          k.multi_kind
-    from app_private.routing_pool_state(v_tenant, v_agent) s
-    join app_public.agents a on a.tenant_id = v_tenant and a.id = v_agent and a.is_active
+    from app_public.agents a
+    cross join lateral app_private.routing_pool_state(a.tenant_id, a.id) s
     -- The lines: every service line of a specialization, and the empty line (leads without one).
     cross join lateral (
       select '' as line, coalesce(pg_catalog.max(sp.proficiency), 3) as proficiency
-        from app_public.agent_specializations sp where sp.tenant_id = v_tenant and sp.agent_id = v_agent
+        from app_public.agent_specializations sp where sp.tenant_id = a.tenant_id and sp.agent_id = a.id
       union all
       select sp.service_line, pg_catalog.max(sp.proficiency)
-        from app_public.agent_specializations sp where sp.tenant_id = v_tenant and sp.agent_id = v_agent
+        from app_public.agent_specializations sp where sp.tenant_id = a.tenant_id and sp.agent_id = a.id
        group by sp.service_line
     ) l
     -- The area keys: * without service areas; - when the areas give no key (they match no lead);
@@ -9026,20 +9039,32 @@ begin
                 from app_public.agent_service_areas z
                 left join lateral pg_catalog.unnest(app_hidden.routing_area_keys(z.kind, z.country, z.region, z.city, z.postal_code,
                             z.center_latitude, z.center_longitude, z.radius_miles)) x(area_key) on true
-               where z.tenant_id = v_tenant and z.agent_id = v_agent) ak
+               where z.tenant_id = a.tenant_id and z.agent_id = a.id) ak
         cross join lateral pg_catalog.unnest(case when ak.n = 0 then array['*'] else coalesce(ak.area_keys, array['-']) end) u(area_key)
-    ) k;
+    ) k
+   where a.id = any (agent_ids) and a.is_active;
   get diagnostics v_rows = row_count;
-  perform app_private.routing_pool_tally_add(v_tenant, v_agent, 1);
+
+  -- ... and gain them as they are. A tally at 0 goes.
+  insert into app_private.routing_pool_tally as t (tenant_id, line, area_key, agents)
+  select p.tenant_id, p.line, k.area_key, pg_catalog.count(distinct p.agent_id)
+    from app_private.routing_pool p
+    cross join lateral (values (''), (p.area_key)) k(area_key)
+   where p.agent_id = any (agent_ids)
+   group by p.tenant_id, p.line, k.area_key
+   order by p.tenant_id, p.line, k.area_key
+  on conflict on constraint routing_pool_tally_pkey do update set agents = t.agents + excluded.agents;
+  delete from app_private.routing_pool_tally t
+   where t.agents = 0 and t.tenant_id in (select a.tenant_id from app_public.agents a where a.id = any (agent_ids));
   return v_rows;
 end;
 $$;
 
 --
--- Name: FUNCTION routing_pool_build(tenant_id uuid, agent_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION routing_pool_build(agent_ids uuid[]); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_pool_build(tenant_id uuid, agent_id uuid) IS 'Rebuilds an agent''s rows of app_private.routing_pool: one per line it can take (the empty line and each service line of its specializations, with its best proficiency there) and area key it serves, with its state (app_private.routing_pool_state), and the tallies of agents per line (app_private.routing_pool_tally); none for an inactive or deleted agent. Returns the number of rows. Called by the triggers on agents, agent_specializations and agent_service_areas.';
+COMMENT ON FUNCTION app_private.routing_pool_build(agent_ids uuid[]) IS 'Rebuilds the rows of app_private.routing_pool of the given agents (of any tenants): one per line the agent can take (the empty line and each service line of its specializations, with its best proficiency there) and area key it serves, with its state (app_private.routing_pool_state); none for an inactive or deleted agent; and moves the agents in the tallies of app_private.routing_pool_tally (per line, and per line and area key; a tally at 0 is deleted). Set-wise, so that a statement writing many agents, specializations or areas updates each tally once. Serialised per agent (locks the agents and their availability rows, in id order), so that it never writes a state older than a concurrent decision''s, then per tenant (a transaction advisory lock), so that concurrent builds never deadlock on the tallies. Returns the number of pool rows written. Called by the triggers on agents, agent_specializations and agent_service_areas.';
 
 --
 -- Name: routing_pool_counts(app_private.routing_context, text[], uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
@@ -9048,6 +9073,7 @@ COMMENT ON FUNCTION app_private.routing_pool_build(tenant_id uuid, agent_id uuid
 CREATE FUNCTION app_private.routing_pool_counts(ctx app_private.routing_context, area_keys text[], examined uuid[]) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 #variable_conflict use_variable
 declare
@@ -9127,6 +9153,7 @@ COMMENT ON FUNCTION app_private.routing_pool_counts(ctx app_private.routing_cont
 CREATE FUNCTION app_private.routing_pool_next(ctx app_private.routing_context, area_keys text[], examined uuid[], n integer) RETURNS uuid[]
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 #variable_conflict use_variable
 declare
@@ -9286,6 +9313,10 @@ declare
   v_old text;
   v_new record;
 begin
+  -- After any routing decision holding the agent (its availability row), so that the state
+  -- written is never older than the one a concurrent decision commits.
+  perform 1 from app_public.agent_availability av
+   where av.tenant_id = routing_pool_sync.tenant_id and av.agent_id = v_agent for no key update;
   select p.state into v_old from app_private.routing_pool p where p.agent_id = v_agent limit 1;
   if v_old is null then
     return false;
@@ -9308,46 +9339,38 @@ $$;
 -- Name: FUNCTION routing_pool_sync(tenant_id uuid, agent_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_pool_sync(tenant_id uuid, agent_id uuid) IS 'Refreshes the state, round-robin pass, weight, load ratio and conversion rates of an agent''s rows of app_private.routing_pool (app_private.routing_pool_state); returns true when the agent has just become ready. Rows are only written when something changed. Called by the triggers on agent_availability, agent_routing_credits, agent_performance_metrics, agent_working_hours, agent_time_off, holidays and business_settings, and every minute for states that change with the clock (app_private.routing_pool_refresh_timed).';
+COMMENT ON FUNCTION app_private.routing_pool_sync(tenant_id uuid, agent_id uuid) IS 'Refreshes the state, round-robin pass, weight, load ratio and conversion rates of an agent''s rows of app_private.routing_pool (app_private.routing_pool_state); returns true when the agent has just become ready. Rows are only written when something changed; the agent''s availability row is locked first, so that concurrent changes of an agent are refreshed one after the other. Called by the triggers on agent_availability, agent_routing_credits, agent_performance_metrics, agent_working_hours, agent_time_off, holidays and business_settings, and every minute for states that change with the clock (app_private.routing_pool_refresh_timed).';
 
 --
--- Name: routing_pool_tally_add(uuid, uuid, integer); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: routing_pool_tally_recount(uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.routing_pool_tally_add(tenant_id uuid, agent_id uuid, delta integer) RETURNS void
+CREATE FUNCTION app_private.routing_pool_tally_recount(tenant_ids uuid[]) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 #variable_conflict use_variable
 begin
-  -- One row per line of the agent (area key empty) and per line and area key, in key order so that
-  -- two builds never wait for each other in a cycle. A tally at 0 goes.
-  if delta < 0 then
-    update app_private.routing_pool_tally t set agents = t.agents + delta
-      from (select distinct p.line, k.area_key
-              from app_private.routing_pool p
-              cross join lateral (values (''), (p.area_key)) k(area_key)
-             where p.agent_id = routing_pool_tally_add.agent_id) x
-     where t.tenant_id = routing_pool_tally_add.tenant_id and t.line = x.line and t.area_key = x.area_key;
-    delete from app_private.routing_pool_tally t where t.tenant_id = routing_pool_tally_add.tenant_id and t.agents = 0;
-    return;
-  end if;
-  insert into app_private.routing_pool_tally as t (tenant_id, line, area_key, agents)
-  select routing_pool_tally_add.tenant_id, x.line, x.area_key, delta
-    from (select distinct p.line, k.area_key
-            from app_private.routing_pool p
-            cross join lateral (values (''), (p.area_key)) k(area_key)
-           where p.agent_id = routing_pool_tally_add.agent_id) x
-   order by x.line, x.area_key
-  on conflict on constraint routing_pool_tally_pkey do update set agents = t.agents + excluded.agents;
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('routing_pool_tally:' || x.t::text, 0))
+     from (select distinct u.t from pg_catalog.unnest(tenant_ids) u(t) order by u.t) x;
+  -- The tenants' tallies, counted again from their pool rows (after agents were deleted: their
+  -- rows went with them).
+  delete from app_private.routing_pool_tally t where t.tenant_id = any (tenant_ids);
+  insert into app_private.routing_pool_tally (tenant_id, line, area_key, agents)
+  select p.tenant_id, p.line, k.area_key, pg_catalog.count(distinct p.agent_id)
+    from app_private.routing_pool p
+    cross join lateral (values (''), (p.area_key)) k(area_key)
+   where p.tenant_id = any (tenant_ids)
+   group by p.tenant_id, p.line, k.area_key
+   order by p.tenant_id, p.line, k.area_key;
 end;
 $$;
 
 --
--- Name: FUNCTION routing_pool_tally_add(tenant_id uuid, agent_id uuid, delta integer); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION routing_pool_tally_recount(tenant_ids uuid[]); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_pool_tally_add(tenant_id uuid, agent_id uuid, delta integer) IS 'Adds delta (1 or -1) to the tallies of app_private.routing_pool_tally for every line of the agent''s current rows of the routing pool (area key empty) and every line and area key of them. Tallies that fall to 0 are deleted. Called by app_private.routing_pool_build around its rebuild, and before an agent is deleted.';
+COMMENT ON FUNCTION app_private.routing_pool_tally_recount(tenant_ids uuid[]) IS 'Counts the tallies of app_private.routing_pool_tally of the given tenants again from their routing pool rows. Called after agents are deleted (their pool rows go with them, by the foreign key); reads the tenants'' pool once per deleting statement.';
 
 --
 -- Name: routing_record(app_private.routing_context, jsonb, jsonb, jsonb, uuid, uuid, text, text, uuid, timestamp with time zone, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -12197,23 +12220,25 @@ CREATE FUNCTION app_private.tg_routing_pool__build() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
+declare
+  v_ids uuid[];
 begin
-  if tg_table_name = 'agents' then
-    if tg_op = 'DELETE' then
-      -- Before the agent goes (its rows would go with it, uncounted).
-      perform app_private.routing_pool_tally_add(old.tenant_id, old.id, -1);
-      delete from app_private.routing_pool p where p.agent_id = old.id;
-      return old;
-    end if;
-    perform app_private.routing_pool_build(new.tenant_id, new.id);
+  -- Statement triggers (with the rows written) on inserts, updates and deletes of agent_specializations
+  -- and agent_service_areas, and inserts of agents; a row trigger on changes of agents.is_active.
+  if tg_level = 'ROW' then
+    perform app_private.routing_pool_build(array[new.id]);
     return null;
   end if;
-  if tg_op in ('UPDATE', 'DELETE') then
-    perform app_private.routing_pool_build(old.tenant_id, old.agent_id);
+  if tg_table_name = 'agents' then
+    v_ids := array(select n.id from new_rows n);
+  elsif tg_op = 'INSERT' then
+    v_ids := array(select distinct n.agent_id from new_rows n);
+  elsif tg_op = 'UPDATE' then
+    v_ids := array(select n.agent_id from new_rows n union select o.agent_id from old_rows o);
+  else
+    v_ids := array(select distinct o.agent_id from old_rows o);
   end if;
-  if tg_op = 'INSERT' or (tg_op = 'UPDATE' and new.agent_id is distinct from old.agent_id) then
-    perform app_private.routing_pool_build(new.tenant_id, new.agent_id);
-  end if;
+  perform app_private.routing_pool_build(v_ids);
   return null;
 end;
 $$;
@@ -12222,7 +12247,28 @@ $$;
 -- Name: FUNCTION tg_routing_pool__build(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_routing_pool__build() IS 'Trigger (after each row inserted into agents or changing is_active, and after each row of agent_specializations and agent_service_areas): rebuilds the agent''s rows of the routing pool (app_private.routing_pool_build), since its lines, areas or activity may have changed; before an agent is deleted, takes its rows and tallies out.';
+COMMENT ON FUNCTION app_private.tg_routing_pool__build() IS 'Trigger: rebuilds the routing pool rows of the agents a statement touched (app_private.routing_pool_build), since their lines, areas or activity may have changed. Once per statement on inserts of agents and on inserts, updates and deletes of agent_specializations and agent_service_areas (so a bulk load updates each tally once), once per row on changes of agents.is_active.';
+
+--
+-- Name: tg_routing_pool__forget(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_routing_pool__forget() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  -- The deleted agents' pool rows went with them (foreign key): count their tenants again.
+  perform app_private.routing_pool_tally_recount(array(select distinct o.tenant_id from old_rows o));
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_routing_pool__forget(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_routing_pool__forget() IS 'Trigger (after each statement deleting agents): counts the routing pool tallies of their tenants again (app_private.routing_pool_tally_recount); their pool rows went with them.';
 
 --
 -- Name: tg_routing_pool__pass(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -24510,18 +24556,6 @@ CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.
 CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE OF pass ON app_public.agent_routing_credits FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__pass();
 
 --
--- Name: agent_service_areas _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
---
-
-CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.agent_service_areas FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__build();
-
---
--- Name: agent_specializations _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
---
-
-CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.agent_specializations FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__build();
-
---
 -- Name: agent_time_off _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -24532,12 +24566,6 @@ CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.
 --
 
 CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.agent_working_hours FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__sync();
-
---
--- Name: agents _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
---
-
-CREATE TRIGGER _500_routing_pool AFTER INSERT OR UPDATE OF is_active ON app_public.agents FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__build();
 
 --
 -- Name: business_settings _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
@@ -24552,10 +24580,58 @@ CREATE TRIGGER _500_routing_pool AFTER UPDATE OF timezone ON app_public.business
 CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.holidays FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__sync_tenant();
 
 --
--- Name: agents _500_routing_pool_before_delete; Type: TRIGGER; Schema: app_public; Owner: -
+-- Name: agents _500_routing_pool_activity; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
-CREATE TRIGGER _500_routing_pool_before_delete BEFORE DELETE ON app_public.agents FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__build();
+CREATE TRIGGER _500_routing_pool_activity AFTER UPDATE OF is_active ON app_public.agents FOR EACH ROW WHEN ((old.is_active IS DISTINCT FROM new.is_active)) EXECUTE FUNCTION app_private.tg_routing_pool__build();
+
+--
+-- Name: agent_service_areas _500_routing_pool_delete; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool_delete AFTER DELETE ON app_public.agent_service_areas REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_routing_pool__build();
+
+--
+-- Name: agent_specializations _500_routing_pool_delete; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool_delete AFTER DELETE ON app_public.agent_specializations REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_routing_pool__build();
+
+--
+-- Name: agents _500_routing_pool_delete; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool_delete AFTER DELETE ON app_public.agents REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_routing_pool__forget();
+
+--
+-- Name: agent_service_areas _500_routing_pool_insert; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool_insert AFTER INSERT ON app_public.agent_service_areas REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_routing_pool__build();
+
+--
+-- Name: agent_specializations _500_routing_pool_insert; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool_insert AFTER INSERT ON app_public.agent_specializations REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_routing_pool__build();
+
+--
+-- Name: agents _500_routing_pool_insert; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool_insert AFTER INSERT ON app_public.agents REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_routing_pool__build();
+
+--
+-- Name: agent_service_areas _500_routing_pool_update; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool_update AFTER UPDATE ON app_public.agent_service_areas REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_routing_pool__build();
+
+--
+-- Name: agent_specializations _500_routing_pool_update; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_routing_pool_update AFTER UPDATE ON app_public.agent_specializations REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_routing_pool__build();
 
 --
 -- Name: nurture_sequences _500_versions_and_status; Type: TRIGGER; Schema: app_public; Owner: -
@@ -28772,10 +28848,10 @@ REVOKE ALL ON FUNCTION app_private.routing_outcome(history_id bigint) FROM PUBLI
 REVOKE ALL ON FUNCTION app_private.routing_plan(tenant_id uuid, lead app_public.leads, trigger text) FROM PUBLIC;
 
 --
--- Name: FUNCTION routing_pool_build(tenant_id uuid, agent_id uuid); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION routing_pool_build(agent_ids uuid[]); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.routing_pool_build(tenant_id uuid, agent_id uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.routing_pool_build(agent_ids uuid[]) FROM PUBLIC;
 
 --
 -- Name: FUNCTION routing_pool_counts(ctx app_private.routing_context, area_keys text[], examined uuid[]); Type: ACL; Schema: app_private; Owner: -
@@ -28808,10 +28884,10 @@ REVOKE ALL ON FUNCTION app_private.routing_pool_state(tenant_id uuid, agent_id u
 REVOKE ALL ON FUNCTION app_private.routing_pool_sync(tenant_id uuid, agent_id uuid) FROM PUBLIC;
 
 --
--- Name: FUNCTION routing_pool_tally_add(tenant_id uuid, agent_id uuid, delta integer); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION routing_pool_tally_recount(tenant_ids uuid[]); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.routing_pool_tally_add(tenant_id uuid, agent_id uuid, delta integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.routing_pool_tally_recount(tenant_ids uuid[]) FROM PUBLIC;
 
 --
 -- Name: FUNCTION routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, pool_counts jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text); Type: ACL; Schema: app_private; Owner: -
@@ -29226,6 +29302,12 @@ REVOKE ALL ON FUNCTION app_private.tg_routing_experiment_variants__validate() FR
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_routing_pool__build() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_routing_pool__forget(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_routing_pool__forget() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_routing_pool__pass(); Type: ACL; Schema: app_private; Owner: -

@@ -285,20 +285,22 @@ describe("the routing pool", () => {
       for (const [i, size] of [50, 5000].entries()) {
         const t = tenants[i]!.tenantId;
         const leads: string[] = [];
-        for (let n = 0; n < 6; n++) leads.push(await createLead(client, t, { service_line: "Line 1", city: "City 1", region: "TX" }));
-        // Warm the session's plans, then measure the buffers of the later decisions.
+        for (let n = 0; n < 8; n++) leads.push(await createLead(client, t, { service_line: "Line 1", city: "City 1", region: "TX" }));
+        // Warm the session's plans, then measure the buffers of the later decisions; the fewest count
+        // (a decision that had to plan again, because other tests' writes changed the statistics,
+        // also reads the catalogs).
         for (const lead of leads.slice(0, 3)) await routeAsSystem(client, t, lead, "manual");
-        let total = 0;
+        let fewest = Infinity;
         for (const lead of leads.slice(3)) {
           const { rows } = await client.query<{ "QUERY PLAN": Array<{ Plan: { "Shared Hit Blocks": number; "Shared Read Blocks": number } }> }>(
             "explain (analyze, buffers, format json) select app_private.route_lead($1, $2, 'manual')",
             [t, lead],
           );
           const plan = rows[0]!["QUERY PLAN"][0]!.Plan;
-          total += plan["Shared Hit Blocks"] + plan["Shared Read Blocks"];
+          fewest = Math.min(fewest, plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]);
         }
-        buffers[size] = total / 3;
-        const { rows: counts } = await client.query("select candidate_counts as c, outcome from app_public.lead_routing_history where lead_id = $1", [leads[5]]);
+        buffers[size] = fewest;
+        const { rows: counts } = await client.query("select candidate_counts as c, outcome from app_public.lead_routing_history where lead_id = $1", [leads[7]]);
         expect(counts[0].outcome).toBe("assigned");
         examined[size] = counts[0].c.examined;
         expect(counts[0].c.considered).toBe(size);
@@ -311,7 +313,7 @@ describe("the routing pool", () => {
     // examined; the buffers touched within a small margin (deeper indexes, not more rows).
     expect(examined[5000]).toBe(examined[50]);
     expect(examined[5000]).toBeLessThanOrEqual(10);
-    expect(buffers[5000]! / buffers[50]!).toBeLessThan(1.5);
+    expect(buffers[5000]! / buffers[50]!, `buffers per decision: ${JSON.stringify(buffers)}`).toBeLessThan(1.5);
   });
 });
 
