@@ -9084,6 +9084,9 @@ declare
   v_in_line bigint;
   v_in_area bigint;
   v_twice bigint;
+  v_ex_no_line bigint;
+  v_ex_no_area bigint;
+  v_ex_in_area bigint;
   v_waiting jsonb;
   v_waiting_n bigint;
   v_failed jsonb := '{}';
@@ -9104,6 +9107,16 @@ begin
            where p.tenant_id = v_tenant and p.line = v_line and p.area_key = any (area_keys) and p.multi_kind
            group by p.agent_id) x;
   v_in_area := v_in_area - v_twice;
+  -- Where the examined agents stand (normally ready in the lead's line and area; the previous owner
+  -- of direct_to_owner may not be), so that nobody is counted twice.
+  select pg_catalog.count(*) filter (where not x.in_line), pg_catalog.count(*) filter (where x.in_line and not x.in_area),
+         pg_catalog.count(*) filter (where x.in_area)
+    into v_ex_no_line, v_ex_no_area, v_ex_in_area
+    from (select p.agent_id, pg_catalog.bool_or(p.line = v_line) as in_line,
+                 pg_catalog.bool_or(p.line = v_line and p.area_key = any (area_keys)) as in_area
+            from app_private.routing_pool p
+           where p.tenant_id = v_tenant and p.agent_id = any (examined) and p.line in ('', v_line)
+           group by p.agent_id) x;
   -- Agents in the lead's line and area that are not ready, per state (not those examined: their checks are recorded).
   select coalesce(pg_catalog.jsonb_object_agg(w.state, w.n), '{}'::jsonb), coalesce(pg_catalog.sum(w.n), 0) into v_waiting, v_waiting_n
     from (select x.state, pg_catalog.count(*) as n
@@ -9113,14 +9126,14 @@ begin
                      and p.agent_id <> all (examined)) x
            group by x.state) w;
 
-  if v_total - v_in_line > 0 then
-    v_failed := v_failed || pg_catalog.jsonb_build_object('skill', pg_catalog.jsonb_build_object('n', v_total - v_in_line,
+  if v_total - v_in_line - v_ex_no_line > 0 then
+    v_failed := v_failed || pg_catalog.jsonb_build_object('skill', pg_catalog.jsonb_build_object('n', v_total - v_in_line - v_ex_no_line,
       'reason', pg_catalog.format('no specialization in %s%s%s', (ctx.lead).service_line,
         case when (ctx.lead).customer_segment is not null then ' for segment ' || (ctx.lead).customer_segment else '' end,
         case when (ctx.lead).region is not null then ' licensed for ' || (ctx.lead).region else '' end)));
   end if;
-  if v_in_line - v_in_area > 0 then
-    v_failed := v_failed || pg_catalog.jsonb_build_object('area', pg_catalog.jsonb_build_object('n', v_in_line - v_in_area,
+  if v_in_line - v_in_area - v_ex_no_area > 0 then
+    v_failed := v_failed || pg_catalog.jsonb_build_object('area', pg_catalog.jsonb_build_object('n', v_in_line - v_in_area - v_ex_no_area,
       'reason', pg_catalog.format('outside the service areas (lead in %s)',
         coalesce(nullif(pg_catalog.concat_ws(', ', (ctx.lead).city, (ctx.lead).region, (ctx.lead).postal_code), ''), 'an unknown place'))));
   end if;
@@ -9135,7 +9148,7 @@ begin
   return pg_catalog.jsonb_build_object(
     'considered', v_total,
     'examined', v_examined,
-    'ready_not_examined', greatest(0, v_in_area - v_examined - v_waiting_n),
+    'ready_not_examined', greatest(0, v_in_area - v_ex_in_area - v_waiting_n),
     'failed', v_failed);
 end;
 $$;
@@ -9516,6 +9529,7 @@ declare
   v_examined uuid[] := '{}';
   v_skipped uuid[] := '{}';
   v_eligible integer := 0;
+  v_batches integer := 0;
   v_found record;
   v_claim record;
   v_failed text;
@@ -9549,10 +9563,15 @@ begin
     v_batch_ctx.restrict := v_batch;
     select c.* into v_found from app_private.routing_candidates(v_batch_ctx) c;
     -- Ranks go on from one batch to the next.
-    candidates := candidates || coalesce((
-      select pg_catalog.jsonb_agg(case when o.e ->> 'rank' is not null
-               then pg_catalog.jsonb_set(o.e, '{rank}', pg_catalog.to_jsonb((o.e ->> 'rank')::int + v_eligible)) else o.e end order by o.n)
-        from pg_catalog.jsonb_array_elements(v_found.candidates) with ordinality o(e, n)), '[]'::jsonb);
+    v_batches := v_batches + 1;
+    if v_eligible = 0 then
+      candidates := candidates || v_found.candidates;
+    else
+      candidates := candidates || coalesce((
+        select pg_catalog.jsonb_agg(case when o.e ->> 'rank' is not null
+                 then pg_catalog.jsonb_set(o.e, '{rank}', pg_catalog.to_jsonb((o.e ->> 'rank')::int + v_eligible)) else o.e end order by o.n)
+          from pg_catalog.jsonb_array_elements(v_found.candidates) with ordinality o(e, n)), '[]'::jsonb);
+    end if;
     if v_found.agent_order is not null then
       v_eligible := v_eligible + pg_catalog.cardinality(v_found.agent_order);
       agent_order := agent_order || v_found.agent_order;
@@ -9576,10 +9595,13 @@ begin
     chosen_slot := v_claim.chosen_slot;
   end if;
 
-  -- The examined agents in the order a small team's record lists them (eligible by rank, then by name).
-  select coalesce(pg_catalog.jsonb_agg(o.e order by (o.e ->> 'rank')::int nulls last, o.e ->> 'name', o.e ->> 'agent_id'), '[]'::jsonb)
-    into candidates
-    from pg_catalog.jsonb_array_elements(candidates) o(e);
+  -- The examined agents in the order a small team's record lists them (eligible by rank, then by
+  -- name), as one batch already is.
+  if v_batches > 1 then
+    select coalesce(pg_catalog.jsonb_agg(o.e order by (o.e ->> 'rank')::int nulls last, o.e ->> 'name', o.e ->> 'agent_id'), '[]'::jsonb)
+      into candidates
+      from pg_catalog.jsonb_array_elements(candidates) o(e);
+  end if;
   if pg_catalog.cardinality(agent_order) = 0 then
     agent_order := null;
   end if;
@@ -15959,7 +15981,7 @@ COMMENT ON COLUMN app_public.lead_routing_history.reason IS 'The reason, in word
 -- Name: COLUMN lead_routing_history.candidate_counts; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.lead_routing_history.candidate_counts IS 'The agents considered but not listed in candidates, counted (null when every agent is listed): {considered, listed, eligible_not_listed, failed: {check: {n, reason}}}, each agent counted once, at its first failing check in the order skill, language, area, availability, schedule, capacity, cap, slot, free, not_rejected; reason is the most common one. considered = listed + eligible_not_listed + the sum of the n.';
+COMMENT ON COLUMN app_public.lead_routing_history.candidate_counts IS 'The agents of the tenant not listed in candidates, counted (null when every agent is listed): {considered, listed, eligible_not_listed, failed: {check: {n, reason}}}, each agent counted once, at its first failing check in the order skill, language, area, availability, schedule, capacity, cap, slot, free, not_rejected; reason is the most common one. In a team of more than 10 agents, where routing examines only the first ready agents of the lead''s line and area (the routing pool), also examined (how many were read and checked) and ready_not_examined (ready in the lead''s line and area, not read because an earlier one took the lead); the agents not examined are counted at skill, area, availability, schedule, capacity or cap from the pool. considered = listed + eligible_not_listed + ready_not_examined + the sum of the n.';
 
 --
 -- Name: COLUMN lead_routing_history.rule_version; Type: COMMENT; Schema: app_public; Owner: -

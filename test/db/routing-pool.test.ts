@@ -242,7 +242,12 @@ describe("the routing pool", () => {
           );
           await client.query("savepoint decision");
           const h = await routeAsSystem(client, t, lead, "manual");
+          const { rows: record } = await client.query("select candidate_counts as c from app_public.lead_routing_history where id = $1", [h.id]);
           await client.query("rollback to savepoint decision");
+          // Everyone counted exactly once: listed, eligible but not listed, ready but not examined, or at one failing check.
+          const c = record[0].c as { considered: number; listed: number; eligible_not_listed: number; ready_not_examined: number; failed: Record<string, { n: number }> };
+          expect(c.listed + c.eligible_not_listed + c.ready_not_examined + Object.values(c.failed).reduce((sum, f) => sum + f.n, 0)).toBe(c.considered);
+          expect(c.considered).toBe(60);
           expect({ strategy, lead, chosen: h.chosen_agent_id }).toEqual({ strategy, lead, chosen: full[0]!.first });
           compared++;
           if (h.chosen_agent_id) routed++;
