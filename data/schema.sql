@@ -2860,12 +2860,17 @@ begin
       if center_latitude is null or center_longitude is null or radius_miles is null then
         return v_keys;
       end if;
-      -- The half-degree cells the bounding box of the circle touches: a superset of the points within
-      -- reach (a degree of latitude is at least 68.7 miles; a degree of longitude is shortest at the
-      -- edge of the box nearest a pole, so the box is as wide as it must be there).
-      v_dlat := radius_miles::float8 / 68.7;
-      v_dlon := radius_miles::float8 / (69.2 * pg_catalog.cos(pg_catalog.radians(
-                  least(89.0, pg_catalog.abs(center_latitude::float8) + v_dlat))));
+      -- The half-degree cells the bounding box of the circle touches: a superset of the points within reach.
+      -- On the sphere of app_hidden.distance_miles (radius 3958.8 miles), with 1% to spare: the
+      -- latitude span is the angle r / R; the longitude span at the edge of the box nearest a pole
+      -- is asin(sin(r / R) / cos(latitude)).
+      v_dlat := pg_catalog.degrees(radius_miles::float8 / 3958.8) * 1.01;
+      if pg_catalog.abs(center_latitude::float8) + v_dlat >= 89
+         or pg_catalog.sin(radius_miles::float8 / 3958.8) >= pg_catalog.cos(pg_catalog.radians(pg_catalog.abs(center_latitude::float8) + v_dlat)) then
+        return array['g:*'];
+      end if;
+      v_dlon := pg_catalog.degrees(pg_catalog.asin(pg_catalog.sin(radius_miles::float8 / 3958.8)
+                  / pg_catalog.cos(pg_catalog.radians(pg_catalog.abs(center_latitude::float8) + v_dlat)))) * 1.01;
       v_lat_lo := pg_catalog.floor((center_latitude::float8 - v_dlat) * 2)::int;
       v_lat_hi := pg_catalog.floor((center_latitude::float8 + v_dlat) * 2)::int;
       v_lon_lo := pg_catalog.floor((center_longitude::float8 - v_dlon) * 2)::int;
@@ -8408,7 +8413,7 @@ Not routed (with the reason): deleted lead, number on the DNC list (or status dn
 Candidates: the tenant’s active agents (for a lead with appointment_at: not busy then, see app_hidden.agent_is_busy; business_settings.service_appointment_minutes long) (only the rule’s agents for route_to_agent/route_to_agents), each checked for skill (a specialization for the lead’s service_line, segment ’any’ or equal, territories empty or containing the lead’s region; no service_line matches everyone), language (lead.language among the specialization’s or agent’s languages, en-US ~ en), area (no areas = everywhere; region, city (case-insensitive), postal code, or radius around attributes.latitude/longitude, ’unknown location’ without them), availability (status available), capacity (current_load < max_capacity), slot (event leads: a free, unlocked slot on event_date) and not_rejected (no rejected/expired offer of this lead).
 Escalation (trigger escalation) widens the candidate set: the rule’s agent list and route_to_queue action are ignored.
 Strategy: the matching rule’s (app_private.matching_routing_rule), else system_config routing.default_strategy, else weighted_round_robin; a running experiment’s variant (app_private.experiment_variant_for_lead, when that function exists) overrides it. weighted_round_robin = stride scheduling on agent_routing_credits (the eligible agent with the lowest pass goes next and its pass grows by 1/routing_weight; a pass below the virtual time of the eligible agents, max(pass - 1/weight), is raised to it, so agents coming back get no burst; score shown = how far behind the next agent in virtual time, 0 for the next); least_loaded = lowest load/capacity (ties: lowest pass, id); best_match = proficiency x recent conversion for the lead’s tier (0.5 when unknown) x tier weight; score_tiered = hot leads (score >= 70) to the best hot converters, others WRR; direct_to_owner = the previous owner agent if eligible, else WRR.
-Concurrency: the lead row is locked first (one decision per lead; routing_offers_one_pending_per_lead is the backstop); candidates are tried in strategy order with FOR UPDATE SKIP LOCKED on agent_availability, re-checking status and load under the lock, and only when every eligible agent was skipped does it wait (plain FOR UPDATE) for them, each waiter starting at one drawn in proportion to routing_weight, so busy tenants do not see false "no agent available"; the event slot is locked and re-checked too; only the round-robin row of the chosen agent is written, last. Lock order: lead, agent_availability, availability_slots, agent_routing_credits.
+Concurrency: the lead row is locked first (one decision per lead; routing_offers_one_pending_per_lead is the backstop); candidates are tried in strategy order with FOR UPDATE SKIP LOCKED on agent_availability, re-checking status and load under the lock, and only when every eligible agent was skipped does it wait (plain FOR UPDATE) for them, each waiter starting at one drawn in proportion to routing_weight, so busy tenants do not see false "no agent available"; the event slot is locked and re-checked too; only the round-robin row of the chosen agent is written (before its load, so that the routing pool is refreshed once). Lock order: lead, agent_availability, availability_slots, agent_routing_credits.
 LOAD RULE: a pending offer reserves capacity. Offering adds 1 to the agent’s current_load (as does direct assignment); accept keeps it; reject, expiry and cancellation must give it back (current_load - 1) and release the slot lock.
 Outcomes: offered (routing_offers row expiring after system_config routing.offer_timeout_seconds, default 120; slot locked until then; job routing__expire_offer {offer_id} at expires_at with job_key routing_offer:<id>), assigned (system_config routing.direct_assignment = true: owner_agent_id and, for members, owner_user_id; slot booked; recorded in lead_assignments with the strategy), queued (assignment_queue with the SLA of system_config routing.sla_seconds.<queue>, defaults hot 300, active 900, reassignment 600, nurture 86400, waiting 3600; an existing waiting entry keeps its place), not_routed. Every call writes lead_routing_history and a routing_events row.';
 
@@ -8753,6 +8758,17 @@ begin
       or (v_order_strategy = 'direct_to_owner' and v_chosen is distinct from v_prev_owner);
     select a.display_name, a.user_id, 1::numeric / a.routing_weight into v_agent_name, v_agent_user, v_stride
       from app_public.agents a where a.tenant_id = v_tenant and a.id = v_chosen;
+    if v_wrr_used then
+      -- Stride scheduling: only the pass of the chosen agent moves (clamped to the virtual time
+      -- of the eligible agents, then one stride on). Its agent_availability row is locked by this
+      -- transaction, so no other routing writes this row before we commit. Written before the
+      -- load below, whose refresh of the routing pool then carries the new pass in the same write.
+      insert into app_public.agent_routing_credits as c (agent_id, tenant_id, pass)
+      values (v_chosen, v_tenant, greatest(v_stride, coalesce(v_pass_floor, 0)) + v_stride)
+      on conflict (agent_id) do update
+        set pass = greatest(c.pass, coalesce(v_pass_floor, 0)) + v_stride,
+            updated_at = pg_catalog.now();
+    end if;
     -- One more lead held, and one more received today and this week (in the agent's time zone),
     -- under the lock routing_claim took on this row.
     update app_public.agent_availability av
@@ -8763,16 +8779,6 @@ begin
            cap_week = cp.week
       from app_hidden.agent_cap_period(app_hidden.agent_timezone(v_tenant, v_chosen), pg_catalog.now()) cp
      where av.tenant_id = v_tenant and av.agent_id = v_chosen;
-    if v_wrr_used then
-      -- Stride scheduling: only the pass of the chosen agent moves (clamped to the virtual time
-      -- of the eligible agents, then one stride on). Its agent_availability row is locked by this
-      -- transaction, so no other routing writes this row before we commit.
-      insert into app_public.agent_routing_credits as c (agent_id, tenant_id, pass)
-      values (v_chosen, v_tenant, greatest(v_stride, coalesce(v_pass_floor, 0)) + v_stride)
-      on conflict (agent_id) do update
-        set pass = greatest(c.pass, coalesce(v_pass_floor, 0)) + v_stride,
-            updated_at = pg_catalog.now();
-    end if;
     v_assign_strategy := case
       when v_strategy = 'direct_to_owner' and v_chosen is distinct from v_prev_owner then 'weighted_round_robin'
       when v_rule.action in ('route_to_agent', 'route_to_agents') and v_rule.strategy is null and v_variant_id is null then 'rule'
@@ -8993,6 +8999,7 @@ CREATE FUNCTION app_private.routing_pool_build(agent_ids uuid[]) RETURNS integer
 #variable_conflict use_variable
 declare
   v_rows integer;
+  v_was_ready uuid[];
 begin
   -- One build or refresh of an agent at a time, after any routing decision holding the agent: the
   -- agent rows, then their availability rows, each in id order (routing never reverses this order;
@@ -9011,22 +9018,20 @@ begin
            where p.agent_id = any (agent_ids)
            group by p.tenant_id, p.line, k.area_key) x
    where t.tenant_id = x.tenant_id and t.line = x.line and t.area_key = x.area_key;
+  select pg_catalog.array_agg(distinct p.agent_id) into v_was_ready
+    from app_private.routing_pool p where p.agent_id = any (agent_ids) and p.state = 'ready';
   delete from app_private.routing_pool p where p.agent_id = any (agent_ids);
 
   -- ... the rows are written again for the active agents ...
-  insert into app_private.routing_pool (tenant_id, agent_id, line, area_key, state, pass, weight, load_ratio, proficiency, conv_hot, conv_warm, conv_cold, multi_kind)
-  select a.tenant_id, a.id, l.line, k.area_key, s.state, s.pass, s.weight, s.load_ratio, l.proficiency, s.conv_hot, s.conv_warm, s.conv_cold,
-         k.multi_kind
+  insert into app_private.routing_pool (tenant_id, agent_id, line, area_key, state, pass, weight, load_ratio, multi_kind)
+  select a.tenant_id, a.id, l.line, k.area_key, s.state, s.pass, s.weight, s.load_ratio, k.multi_kind
     from app_public.agents a
     cross join lateral app_private.routing_pool_state(a.tenant_id, a.id) s
     -- The lines: every service line of a specialization, and the empty line (leads without one).
     cross join lateral (
-      select '' as line, coalesce(pg_catalog.max(sp.proficiency), 3) as proficiency
-        from app_public.agent_specializations sp where sp.tenant_id = a.tenant_id and sp.agent_id = a.id
-      union all
-      select sp.service_line, pg_catalog.max(sp.proficiency)
-        from app_public.agent_specializations sp where sp.tenant_id = a.tenant_id and sp.agent_id = a.id
-       group by sp.service_line
+      select '' as line
+      union
+      select sp.service_line from app_public.agent_specializations sp where sp.tenant_id = a.tenant_id and sp.agent_id = a.id
     ) l
     -- The area keys: * without service areas; - when the areas give no key (they match no lead);
     -- whether they are of several kinds (a lead may then be served under two of them).
@@ -9056,6 +9061,11 @@ begin
   on conflict on constraint routing_pool_tally_pkey do update set agents = t.agents + excluded.agents;
   delete from app_private.routing_pool_tally t
    where t.agents = 0 and t.tenant_id in (select a.tenant_id from app_public.agents a where a.id = any (agent_ids));
+  -- Agents ready now that were not (new, reactivated): no burst.
+  perform app_private.routing_pool_clamp(x.tenant_id, x.agent_id)
+     from (select distinct p.tenant_id, p.agent_id from app_private.routing_pool p
+            where p.agent_id = any (agent_ids) and p.state = 'ready' and p.agent_id <> all (coalesce(v_was_ready, '{}'))
+            order by p.agent_id) x;
   return v_rows;
 end;
 $$;
@@ -9064,7 +9074,51 @@ $$;
 -- Name: FUNCTION routing_pool_build(agent_ids uuid[]); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_pool_build(agent_ids uuid[]) IS 'Rebuilds the rows of app_private.routing_pool of the given agents (of any tenants): one per line the agent can take (the empty line and each service line of its specializations, with its best proficiency there) and area key it serves, with its state (app_private.routing_pool_state); none for an inactive or deleted agent; and moves the agents in the tallies of app_private.routing_pool_tally (per line, and per line and area key; a tally at 0 is deleted). Set-wise, so that a statement writing many agents, specializations or areas updates each tally once. Serialised per agent (locks the agents and their availability rows, in id order), so that it never writes a state older than a concurrent decision''s, then per tenant (a transaction advisory lock), so that concurrent builds never deadlock on the tallies. Returns the number of pool rows written. Called by the triggers on agents, agent_specializations and agent_service_areas.';
+COMMENT ON FUNCTION app_private.routing_pool_build(agent_ids uuid[]) IS 'Rebuilds the rows of app_private.routing_pool of the given agents (of any tenants): one per line the agent can take (the empty line and each service line of its specializations) and area key it serves, with its state (app_private.routing_pool_state); none for an inactive or deleted agent; and moves the agents in the tallies of app_private.routing_pool_tally (per line, and per line and area key; a tally at 0 is deleted). An agent ready now that was not gets its pass raised to the virtual time of its pools (app_private.routing_pool_clamp). Set-wise, so that a statement writing many agents, specializations or areas updates each tally once. Serialised per agent (locks the agents and their availability rows, in id order), so that it never writes a state older than a concurrent decision''s, then per tenant (a transaction advisory lock), so that concurrent builds never deadlock on the tallies. Returns the number of pool rows written. Called by the triggers on agents, agent_specializations and agent_service_areas.';
+
+--
+-- Name: routing_pool_clamp(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_pool_clamp(tenant_id uuid, agent_id uuid) RETURNS numeric
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_agent uuid := routing_pool_clamp.agent_id;
+  v_vt numeric;
+  v_pass numeric;
+begin
+  -- The virtual time of the agent's pools: in each (line, area key), where the other ready agent
+  -- who goes next (the first entry of the round-robin index) started its turn (pass - 1 / weight);
+  -- the latest of these. The agent starts its own turn there (its pass = that + 1 / its weight),
+  -- unless it is already further on: a fresh team, all starting at 0, is left as it is.
+  select pg_catalog.max((select p2.pass - 1::numeric / p2.weight from app_private.routing_pool p2
+                          where p2.tenant_id = p.tenant_id and p2.line = p.line and p2.area_key = p.area_key
+                            and p2.state = 'ready' and p2.agent_id <> p.agent_id
+                          order by p2.pass, p2.weight desc, p2.agent_id
+                          limit 1)) + 1::numeric / pg_catalog.min(p.weight),
+         pg_catalog.min(p.pass)
+    into v_vt, v_pass
+    from app_private.routing_pool p
+   where p.agent_id = v_agent;
+  if v_vt is null or v_vt <= v_pass then
+    return null;
+  end if;
+  insert into app_public.agent_routing_credits as c (agent_id, tenant_id, pass)
+  values (v_agent, routing_pool_clamp.tenant_id, v_vt)
+  on conflict on constraint agent_routing_credits_pkey do update set pass = greatest(c.pass, excluded.pass), updated_at = pg_catalog.now();
+  update app_private.routing_pool p set pass = v_vt where p.agent_id = v_agent and p.pass < v_vt;
+  return v_vt;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_pool_clamp(tenant_id uuid, agent_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_pool_clamp(tenant_id uuid, agent_id uuid) IS 'No burst for an agent who becomes ready (back from offline, a break, capacity, a cap or time off; new or reactivated): raises its round-robin pass (agent_routing_credits and its pool rows) so that its turn starts at the virtual time of its pools (the latest among them of the start of the turn of the other ready agent who goes next: pass - 1 / weight), so that it takes its turn with them instead of receiving every lead until its old pass catches up. Returns the new pass, or null when the agent was not behind. Called by app_private.routing_pool_sync and app_private.routing_pool_build; the agent''s availability row is locked by then (lock order: availability, then ledger, as in routing).';
 
 --
 -- Name: routing_pool_counts(app_private.routing_context, text[], uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
@@ -9189,18 +9243,13 @@ begin
              order by d.load_ratio, d.pass, d.agent_id
              limit n) y;
   elsif ctx.order_strategy in ('best_match', 'score_tiered') then
-    -- Ordered by what the pool knows of the score (the exact score is computed for those read).
-    select pg_catalog.array_agg(y.agent_id order by y.score desc, y.load_ratio, y.agent_id) into v_next
-      from (select d.* from (select distinct on (p.agent_id) p.agent_id, p.load_ratio,
-                                    case when ctx.order_strategy = 'score_tiered' then p.conv_hot
-                                         else p.proficiency * case ctx.tier when 'hot' then p.conv_hot when 'warm' then p.conv_warm else p.conv_cold end
-                                    end as score
-                               from app_private.routing_pool p
-                              where p.tenant_id = v_tenant and p.line = v_line and p.area_key = any (area_keys) and p.state = 'ready'
-                                and p.agent_id <> all (examined)
-                              order by p.agent_id) d
-             order by d.score desc, d.load_ratio, d.agent_id
-             limit n) y;
+    -- The score depends on the lead (segment, territories, tier): every ready agent of the line and
+    -- area is read at once, and routing_candidates ranks them.
+    select pg_catalog.array_agg(d.agent_id order by d.agent_id) into v_next
+      from (select distinct p.agent_id
+              from app_private.routing_pool p
+             where p.tenant_id = v_tenant and p.line = v_line and p.area_key = any (area_keys) and p.state = 'ready'
+               and p.agent_id <> all (examined)) d;
   else
     -- weighted_round_robin, and direct_to_owner beyond the previous owner.
     select pg_catalog.array_agg(y.agent_id order by y.pass, y.weight desc, y.agent_id) into v_next
@@ -9223,7 +9272,7 @@ $$;
 -- Name: FUNCTION routing_pool_next(ctx app_private.routing_context, area_keys text[], examined uuid[], n integer); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_pool_next(ctx app_private.routing_context, area_keys text[], examined uuid[], n integer) IS 'The next n agents to examine for a lead, from the routing pool: ready agents of the lead''s service line (the empty line for a lead without one) under one of its area keys, not examined yet, in the order of the strategy: weighted_round_robin and direct_to_owner by pass (then the heavier, then id) and least_loaded by load ratio, each read from an index; best_match and score_tiered by the pool''s copy of their score. Null when none is left. Part of route_lead (app_private.routing_search).';
+COMMENT ON FUNCTION app_private.routing_pool_next(ctx app_private.routing_context, area_keys text[], examined uuid[], n integer) IS 'The next n agents to examine for a lead, from the routing pool: ready agents of the lead''s service line (the empty line for a lead without one) under one of its area keys, not examined yet, in the order of the strategy: weighted_round_robin and direct_to_owner by pass (then the heavier, then id) and least_loaded by load ratio, each read from an index; best_match and score_tiered: every one of them (their score depends on the lead). n = null: no limit. Null when none is left. Part of route_lead (app_private.routing_search).';
 
 --
 -- Name: routing_pool_refresh_timed(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -9268,7 +9317,7 @@ COMMENT ON FUNCTION app_private.routing_pool_refresh_timed() IS 'Refreshes the r
 -- Name: routing_pool_state(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric, OUT conv_hot numeric, OUT conv_warm numeric, OUT conv_cold numeric) RETURNS record
+CREATE FUNCTION app_private.routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric) RETURNS record
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -9285,32 +9334,22 @@ begin
          end,
          coalesce(cr.pass, 1::numeric / a.routing_weight),
          a.routing_weight,
-         case when av.max_capacity > 0 then av.current_load::numeric / av.max_capacity else 1 end,
-         coalesce(pm.conversion_rate_hot, 0.5),
-         coalesce(pm.conversion_rate_warm, 0.5),
-         coalesce(pm.conversion_rate_cold, 0.5)
-    into state, pass, weight, load_ratio, conv_hot, conv_warm, conv_cold
+         case when av.max_capacity > 0 then av.current_load::numeric / av.max_capacity else 1 end
+    into state, pass, weight, load_ratio
     from app_public.agents a
     cross join lateral (select app_hidden.agent_timezone(a.tenant_id, a.id) as zone) z
     cross join lateral app_hidden.agent_cap_period(z.zone, pg_catalog.now()) cp
     left join app_public.agent_availability av on av.tenant_id = a.tenant_id and av.agent_id = a.id
     left join app_public.agent_routing_credits cr on cr.agent_id = a.id
-    left join lateral (
-      select m.conversion_rate_hot, m.conversion_rate_warm, m.conversion_rate_cold
-        from app_public.agent_performance_metrics m
-       where m.tenant_id = a.tenant_id and m.agent_id = a.id
-       order by m.period_start desc, m.computed_at desc
-       limit 1
-    ) pm on true
    where a.tenant_id = routing_pool_state.tenant_id and a.id = routing_pool_state.agent_id;
 end;
 $$;
 
 --
--- Name: FUNCTION routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric, OUT conv_hot numeric, OUT conv_warm numeric, OUT conv_cold numeric); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric, OUT conv_hot numeric, OUT conv_warm numeric, OUT conv_cold numeric) IS 'What the routing pool keeps of an agent now: its state (unavailable, off_duty, at_capacity, at_cap or ready: the first that applies, by the same rules as the checks of app_private.routing_candidates), round-robin pass, weight, load ratio and latest conversion rates per tier. All null for an unknown agent.';
+COMMENT ON FUNCTION app_private.routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric) IS 'What the routing pool keeps of an agent now: its state (unavailable, off_duty, at_capacity, at_cap or ready: the first that applies, by the same rules as the checks of app_private.routing_candidates), round-robin pass, weight and load ratio. All null for an unknown agent.';
 
 --
 -- Name: routing_pool_sync(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -9339,12 +9378,14 @@ begin
     return false;
   end if;
   update app_private.routing_pool p
-     set state = v_new.state, pass = v_new.pass, weight = v_new.weight, load_ratio = v_new.load_ratio,
-         conv_hot = v_new.conv_hot, conv_warm = v_new.conv_warm, conv_cold = v_new.conv_cold
+     set state = v_new.state, pass = v_new.pass, weight = v_new.weight, load_ratio = v_new.load_ratio
    where p.agent_id = v_agent
-     and (p.state, p.pass, p.weight, p.load_ratio, p.conv_hot, p.conv_warm, p.conv_cold)
-         is distinct from (v_new.state, v_new.pass, v_new.weight, v_new.load_ratio, v_new.conv_hot, v_new.conv_warm, v_new.conv_cold);
-  return v_old <> 'ready' and v_new.state = 'ready';
+     and (p.state, p.pass, p.weight, p.load_ratio) is distinct from (v_new.state, v_new.pass, v_new.weight, v_new.load_ratio);
+  if v_old <> 'ready' and v_new.state = 'ready' then
+    perform app_private.routing_pool_clamp(routing_pool_sync.tenant_id, v_agent);
+    return true;
+  end if;
+  return false;
 end;
 $$;
 
@@ -9352,7 +9393,7 @@ $$;
 -- Name: FUNCTION routing_pool_sync(tenant_id uuid, agent_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_pool_sync(tenant_id uuid, agent_id uuid) IS 'Refreshes the state, round-robin pass, weight, load ratio and conversion rates of an agent''s rows of app_private.routing_pool (app_private.routing_pool_state); returns true when the agent has just become ready. Rows are only written when something changed; the agent''s availability row is locked first, so that concurrent changes of an agent are refreshed one after the other. Called by the triggers on agent_availability, agent_routing_credits, agent_performance_metrics, agent_working_hours, agent_time_off, holidays and business_settings, and every minute for states that change with the clock (app_private.routing_pool_refresh_timed).';
+COMMENT ON FUNCTION app_private.routing_pool_sync(tenant_id uuid, agent_id uuid) IS 'Refreshes the state, round-robin pass, weight and load ratio of an agent''s rows of app_private.routing_pool (app_private.routing_pool_state); returns true when the agent has just become ready, after raising its pass to the virtual time of its pools (app_private.routing_pool_clamp: no burst). Rows are only written when something changed; the agent''s availability row is locked first, so that concurrent changes of an agent are refreshed one after the other. Called by the triggers on agent_availability, agent_working_hours, agent_time_off, holidays and business_settings, and every minute for states that change with the clock (app_private.routing_pool_refresh_timed).';
 
 --
 -- Name: routing_pool_tally_recount(uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
@@ -9556,7 +9597,10 @@ begin
     if ctx.order_strategy = 'direct_to_owner' and ctx.prev_owner is not null and pg_catalog.cardinality(v_examined) = 0 then
       v_batch := array[ctx.prev_owner];
     else
-      v_batch := app_private.routing_pool_next(ctx, v_keys, v_examined, 10);
+      -- 10 at a time; after three batches where nobody could take the lead (most of the line and
+      -- area fail a check the pool does not know: language, segment, slot...), all the rest at once,
+      -- so that such a lead costs one pass over them, not one per batch.
+      v_batch := app_private.routing_pool_next(ctx, v_keys, v_examined, case when v_batches >= 3 then null else 10 end);
     end if;
     exit when v_batch is null;
     v_examined := v_examined || v_batch;
@@ -9624,7 +9668,7 @@ $$;
 -- Name: FUNCTION routing_search(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT counts jsonb, OUT nobody_reason text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_search(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT counts jsonb, OUT nobody_reason text) IS 'Finds the agent for a lead and claims it. In a team of up to 10 active agents, or among the agents a rule names, it checks every agent (app_private.routing_candidates) and claims the first that holds (app_private.routing_claim). In a larger team the work grows with the agents it reads, not with the team: the ready agents of the lead''s service line and area keys come from the routing pool in the strategy''s order, 10 at a time (app_private.routing_pool_next; the previous owner first for direct_to_owner), each batch is checked in full and claimed without waiting; the next batch only when nobody in this one could take the lead; if every agent it read was held by another routing, it then waits for those. Returns the candidates examined (ranks running across batches), the eligible ones in order, the round-robin floor of the chosen one''s batch, the chosen agent and slot, the lock notes, the counts of the others (app_private.routing_pool_counts; null for a small team) and, when nobody examined was eligible, the reason. Part of route_lead.';
+COMMENT ON FUNCTION app_private.routing_search(ctx app_private.routing_context, OUT candidates jsonb, OUT agent_order uuid[], OUT pass_floor numeric, OUT chosen uuid, OUT chosen_slot uuid, OUT notes jsonb, OUT counts jsonb, OUT nobody_reason text) IS 'Finds the agent for a lead and claims it. In a team of up to 10 active agents, or among the agents a rule names, it checks every agent (app_private.routing_candidates) and claims the first that holds (app_private.routing_claim). In a larger team the work grows with the agents it reads, not with the team: the ready agents of the lead''s service line and area keys come from the routing pool in the strategy''s order, 10 at a time (app_private.routing_pool_next; the previous owner first for direct_to_owner; all at once for best_match and hot leads of score_tiered, whose score depends on the lead; all the rest at once after three batches without success), each batch is checked in full and claimed without waiting; the next batch only when nobody in this one could take the lead; if every agent it read was held by another routing, it then waits for those. Returns the candidates examined (ranks running across batches), the eligible ones in order, the round-robin floor of the chosen one''s batch, the chosen agent and slot, the lock notes, the counts of the others (app_private.routing_pool_counts; null for a small team) and, when nobody examined was eligible, the reason. Part of route_lead.';
 
 --
 -- Name: routing_setting(uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -12317,7 +12361,7 @@ $$;
 -- Name: FUNCTION tg_routing_pool__pass(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_routing_pool__pass() IS 'Trigger (after each row of agent_routing_credits): copies the agent''s round-robin pass into its rows of the routing pool (one stride, 1 / weight, once its ledger row is gone).';
+COMMENT ON FUNCTION app_private.tg_routing_pool__pass() IS 'Constraint trigger, deferred to commit (after each row of agent_routing_credits): copies the agent''s round-robin pass into its rows of the routing pool (one stride, 1 / weight, once its ledger row is gone). A routing decision writes the ledger before the load, whose refresh of the pool (app_private.routing_pool_sync) already carries the pass, so at commit this finds nothing to write; it catches every other writer of the ledger.';
 
 --
 -- Name: tg_routing_pool__sync(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -12346,7 +12390,7 @@ $$;
 -- Name: FUNCTION tg_routing_pool__sync(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_routing_pool__sync() IS 'Trigger (after each row of agent_availability, agent_performance_metrics, agent_working_hours and agent_time_off, and after a change of an agent''s routing_weight, caps or time zone): refreshes the agent''s state in the routing pool (app_private.routing_pool_sync).';
+COMMENT ON FUNCTION app_private.tg_routing_pool__sync() IS 'Trigger (after each row of agent_availability, agent_working_hours and agent_time_off, and after a change of an agent''s routing_weight, caps or time zone): refreshes the agent''s state in the routing pool (app_private.routing_pool_sync).';
 
 --
 -- Name: tg_routing_pool__sync_tenant(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -17639,10 +17683,6 @@ CREATE TABLE app_private.routing_pool (
     pass numeric NOT NULL,
     weight integer NOT NULL,
     load_ratio numeric NOT NULL,
-    proficiency integer NOT NULL,
-    conv_hot numeric NOT NULL,
-    conv_warm numeric NOT NULL,
-    conv_cold numeric NOT NULL,
     multi_kind boolean DEFAULT false NOT NULL,
     CONSTRAINT routing_pool_state_must_be_known CHECK ((state = ANY (ARRAY['ready'::text, 'unavailable'::text, 'off_duty'::text, 'at_capacity'::text, 'at_cap'::text])))
 );
@@ -17702,30 +17742,6 @@ COMMENT ON COLUMN app_private.routing_pool.weight IS 'The agent''s routing_weigh
 --
 
 COMMENT ON COLUMN app_private.routing_pool.load_ratio IS 'current_load / max_capacity (least_loaded).';
-
---
--- Name: COLUMN routing_pool.proficiency; Type: COMMENT; Schema: app_private; Owner: -
---
-
-COMMENT ON COLUMN app_private.routing_pool.proficiency IS 'The agent''s best proficiency in the line (for the empty line: in any line, 3 without specializations) (best_match).';
-
---
--- Name: COLUMN routing_pool.conv_hot; Type: COMMENT; Schema: app_private; Owner: -
---
-
-COMMENT ON COLUMN app_private.routing_pool.conv_hot IS 'The agent''s latest conversion rate of hot leads, 0.5 when unknown (best_match, score_tiered).';
-
---
--- Name: COLUMN routing_pool.conv_warm; Type: COMMENT; Schema: app_private; Owner: -
---
-
-COMMENT ON COLUMN app_private.routing_pool.conv_warm IS 'The agent''s latest conversion rate of warm leads, 0.5 when unknown (best_match).';
-
---
--- Name: COLUMN routing_pool.conv_cold; Type: COMMENT; Schema: app_private; Owner: -
---
-
-COMMENT ON COLUMN app_private.routing_pool.conv_cold IS 'The agent''s latest conversion rate of cold leads, 0.5 when unknown (best_match).';
 
 --
 -- Name: COLUMN routing_pool.multi_kind; Type: COMMENT; Schema: app_private; Owner: -
@@ -24566,16 +24582,10 @@ CREATE TRIGGER _500_cancel_pending AFTER INSERT ON app_public.email_suppressions
 CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.agent_availability FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__sync();
 
 --
--- Name: agent_performance_metrics _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
---
-
-CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE ON app_public.agent_performance_metrics FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__sync();
-
---
 -- Name: agent_routing_credits _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
-CREATE TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE OF pass ON app_public.agent_routing_credits FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__pass();
+CREATE CONSTRAINT TRIGGER _500_routing_pool AFTER INSERT OR DELETE OR UPDATE OF pass ON app_public.agent_routing_credits DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_pool__pass();
 
 --
 -- Name: agent_time_off _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
@@ -28876,6 +28886,12 @@ REVOKE ALL ON FUNCTION app_private.routing_plan(tenant_id uuid, lead app_public.
 REVOKE ALL ON FUNCTION app_private.routing_pool_build(agent_ids uuid[]) FROM PUBLIC;
 
 --
+-- Name: FUNCTION routing_pool_clamp(tenant_id uuid, agent_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_pool_clamp(tenant_id uuid, agent_id uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION routing_pool_counts(ctx app_private.routing_context, area_keys text[], examined uuid[]); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -28894,10 +28910,10 @@ REVOKE ALL ON FUNCTION app_private.routing_pool_next(ctx app_private.routing_con
 REVOKE ALL ON FUNCTION app_private.routing_pool_refresh_timed() FROM PUBLIC;
 
 --
--- Name: FUNCTION routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric, OUT conv_hot numeric, OUT conv_warm numeric, OUT conv_cold numeric); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric, OUT conv_hot numeric, OUT conv_warm numeric, OUT conv_cold numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.routing_pool_state(tenant_id uuid, agent_id uuid, OUT state text, OUT pass numeric, OUT weight integer, OUT load_ratio numeric) FROM PUBLIC;
 
 --
 -- Name: FUNCTION routing_pool_sync(tenant_id uuid, agent_id uuid); Type: ACL; Schema: app_private; Owner: -

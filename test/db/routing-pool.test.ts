@@ -322,6 +322,79 @@ describe("the routing pool", () => {
   });
 });
 
+describe("the routing pool against what the review found", () => {
+  it("a radius area's cells hold every point within its radius: 3,000 random circles and points, and the two leads a flat degree of longitude missed", async () => {
+    await withRootDb(async (client) => {
+      const { rows } = await client.query(
+        `with c as (
+           select random() * 150 - 75 as lat, random() * 340 - 170 as lon, 1 + random() * 150 as r, random() * 2 * pi() as th, sqrt(random()) as f
+             from generate_series(1, 3000)
+           union all select 1.3, 102.7766, 50, 0, 0 union all select 30.27, -97.74, 5, 0, 0),
+         p as (
+           select c.*, asin(sin(radians(c.lat)) * cos(c.f * c.r / 3958.8) + cos(radians(c.lat)) * sin(c.f * c.r / 3958.8) * cos(c.th)) as lat2r from c),
+         q as (
+           select p.lat, p.lon, p.r, degrees(p.lat2r) as lat2,
+                  p.lon + degrees(atan2(sin(p.th) * sin(p.f * p.r / 3958.8) * cos(radians(p.lat)), cos(p.f * p.r / 3958.8) - sin(radians(p.lat)) * sin(p.lat2r))) as lon2
+             from p
+           union all select 1.3, 102.7766, 50, 1.3, 103.5001
+           union all select 30.27, -97.74, 5, 30.27, -97.74 - 4.9986 / 59.66)
+         select count(*) filter (where inside) as inside,
+                count(*) filter (where inside and not (
+                  app_hidden.routing_lead_area_keys(null, null, null, null, q.lat2::numeric, q.lon2::numeric)
+                  && app_hidden.routing_area_keys('radius', null, null, null, null, q.lat::numeric, q.lon::numeric, q.r::numeric))) as missed
+           from q, lateral (select app_hidden.distance_miles(q.lat::numeric, q.lon::numeric, q.lat2::numeric, q.lon2::numeric) <= q.r as inside) d
+          where q.lon2 between -180 and 180`,
+      );
+      expect(Number(rows[0].inside)).toBeGreaterThan(2000);
+      expect(rows[0].missed).toBe("0");
+    });
+  });
+
+  it("ten agents back from offline together get their turn with the others, not every lead (no burst)", async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      const t = owner.tenant_id!;
+      await becomeRoot(client);
+      await setRoutingConfig(client, t, "routing.direct_assignment", "true");
+      const day: string[] = [];
+      const night: string[] = [];
+      for (let i = 0; i < 10; i++) night.push(await createAgent(client, t, { name: `Night ${i}`, capacity: 1000 }));
+      for (let i = 0; i < 10; i++) day.push(await createAgent(client, t, { name: `Day ${i}`, capacity: 1000, status: "offline" }));
+      // The night shift took 500 leads while the day shift was away.
+      for (let i = 0; i < 500; i++) await routeAsSystem(client, t, await createLead(client, t), "manual");
+      await client.query("update app_public.agent_availability set status = 'available' where agent_id = any($1)", [day]);
+      const chosen: string[] = [];
+      for (let i = 0; i < 40; i++) chosen.push((await routeAsSystem(client, t, await createLead(client, t), "manual")).chosen_agent_id!);
+      const toDay = chosen.filter((a) => day.includes(a)).length;
+      expect(toDay).toBeGreaterThanOrEqual(15);
+      expect(toDay).toBeLessThanOrEqual(25);
+    });
+  });
+
+  it("a lead that most of the line cannot take (a language few speak) is routed to the one agent who can, in one pass over the rest", { timeout: 60_000 }, async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      const t = owner.tenant_id!;
+      await becomeRoot(client);
+      await client.query(
+        `with a as (insert into app_public.agents (tenant_id, display_name, languages) select $1, 'English ' || lpad(i::text, 4, '0'), '{en}' from generate_series(1, 400) i returning id)
+         insert into app_public.agent_availability (tenant_id, agent_id, status) select $1, id, 'available' from a`,
+        [t],
+      );
+      const maria = await createAgent(client, t, { name: "Maria", languages: ["es"], specializations: [], weight: 1 });
+      // Maria's turn is last: everyone else has a lower pass.
+      await client.query("insert into app_public.agent_routing_credits (tenant_id, agent_id, pass) values ($1, $2, 1000)", [t, maria]);
+      await client.query("set constraints all immediate");
+      const h = await routeAsSystem(client, t, await createLead(client, t, { service_line: null, language: "es" }), "manual");
+      expect(h.chosen_agent_id).toBe(maria);
+      const { rows } = await client.query("select candidate_counts as c from app_public.lead_routing_history where id = $1", [h.id]);
+      expect(rows[0].c.examined).toBe(401);
+      expect(rows[0].c.considered).toBe(401);
+      expect(h.candidates.length).toBeLessThanOrEqual(11);
+    });
+  });
+});
+
 describe("the routing pool and the clock", () => {
   it("states that change with the clock are refreshed every minute by the duty drain: an agent at yesterday's cap is ready again, and its tenant's queue is drained", async () => {
     await withRootDb(async (client) => {
