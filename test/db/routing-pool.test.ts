@@ -438,6 +438,32 @@ describe("the routing pool under concurrency", () => {
     for (const cleanup of cleanups) await cleanup();
   });
 
+  it("a rebuild of an agent's rows beside a change of its status: the status written last wins, and the pool says so", { timeout: 60_000 }, async () => {
+    const team = await committedTenant("Pool rebuild race", (i) => ({ name: `Agent ${i}`, status: i === 0 ? "offline" : "available" }), 12);
+    cleanups.push(() => dropCommittedTenant(team.tenantId, [team.owner.user_id, team.manager.user_id]));
+    const ana = team.agents[0]!;
+    const pool = rootPool();
+    const builder = await pool.connect();
+    const switcher = await pool.connect();
+    try {
+      // A manager adds a skill (the agent's rows are rebuilt) and has not committed yet…
+      await builder.query("begin");
+      await builder.query("insert into app_public.agent_specializations (tenant_id, agent_id, service_line) values ($1, $2, 'hvac')", [team.tenantId, ana]);
+      // … when Ana comes online: her status change waits for the rebuild, then refreshes the new rows.
+      const switched = switcher.query("update app_public.agent_availability set status = 'available' where agent_id = $1", [ana]);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await builder.query("commit");
+      await switched;
+      const { rows } = await switcher.query("select distinct state from app_private.routing_pool where agent_id = $1", [ana]);
+      expect(rows).toEqual([{ state: "ready" }]);
+      const { rows: lines } = await switcher.query("select array_agg(distinct line order by line) as lines from app_private.routing_pool where agent_id = $1", [ana]);
+      expect(lines[0].lines).toEqual(["", "auto", "hvac"]);
+    } finally {
+      builder.release();
+      switcher.release();
+    }
+  });
+
   it("16 connections routing 150 leads into 60 agents of capacity 2 while managers switch agents on and off: nobody over capacity, and the pool still says what the checks say", { timeout: 180_000 }, async () => {
     const team = await committedTenant("Pool concurrency", (i) => ({ name: `Agent ${i}`, capacity: 2, specializations: [{ service_line: "auto" }] }), 60);
     cleanups.push(() => dropCommittedTenant(team.tenantId, [team.owner.user_id, team.manager.user_id]));
