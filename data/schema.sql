@@ -9118,7 +9118,7 @@ $$;
 -- Name: FUNCTION routing_pool_clamp(tenant_id uuid, agent_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_pool_clamp(tenant_id uuid, agent_id uuid) IS 'No burst for an agent who becomes ready (back from offline, a break, capacity, a cap or time off; new or reactivated): raises its round-robin pass (agent_routing_credits and its pool rows) so that its turn starts at the virtual time of its pools (the latest among them of the start of the turn of the other ready agent who goes next: pass - 1 / weight), so that it takes its turn with them instead of receiving every lead until its old pass catches up. Returns the new pass, or null when the agent was not behind. Called by app_private.routing_pool_sync and app_private.routing_pool_build; the agent''s availability row is locked by then (lock order: availability, then ledger, as in routing).';
+COMMENT ON FUNCTION app_private.routing_pool_clamp(tenant_id uuid, agent_id uuid) IS 'No burst for an agent who becomes ready (back from offline, a break, capacity, a cap or time off; new or reactivated): raises its round-robin pass (agent_routing_credits and its pool rows) so that its turn starts at the virtual time of its pools (the latest among them of the start of the turn of the other ready agent who goes next: pass - 1 / weight), so that it takes its turn with them instead of receiving every lead until its old pass catches up. Returns the new pass, or null when the agent was not behind. Called by app_private.routing_pool_write and app_private.routing_pool_build; the agent''s availability row is locked by then (lock order: availability, then ledger, as in routing).';
 
 --
 -- Name: routing_pool_counts(app_private.routing_context, text[], uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
@@ -9362,30 +9362,22 @@ CREATE FUNCTION app_private.routing_pool_sync(tenant_id uuid, agent_id uuid) RET
 #variable_conflict use_variable
 declare
   v_agent uuid := routing_pool_sync.agent_id;
-  v_old text;
-  v_new record;
 begin
-  -- After any routing decision holding the agent (its availability row), so that the state
-  -- written is never older than the one a concurrent decision commits.
+  -- Nothing to do (the common case of the minute's refresh): no lock taken, so routing is never
+  -- kept from agents whose state stands.
+  if exists (select 1 from app_private.routing_pool p
+              cross join lateral app_private.routing_pool_state(routing_pool_sync.tenant_id, v_agent) s
+              where p.agent_id = v_agent
+                and (p.state, p.pass, p.weight, p.load_ratio) is not distinct from (s.state, s.pass, s.weight, s.load_ratio)
+              limit 1)
+     or not exists (select 1 from app_private.routing_pool p where p.agent_id = v_agent) then
+    return false;
+  end if;
+  -- After any routing decision holding the agent (its availability row), and computed again
+  -- then, so that the state written is never older than the one a concurrent decision commits.
   perform 1 from app_public.agent_availability av
    where av.tenant_id = routing_pool_sync.tenant_id and av.agent_id = v_agent for no key update;
-  select p.state into v_old from app_private.routing_pool p where p.agent_id = v_agent limit 1;
-  if v_old is null then
-    return false;
-  end if;
-  select * into v_new from app_private.routing_pool_state(routing_pool_sync.tenant_id, v_agent);
-  if v_new.state is null then
-    return false;
-  end if;
-  update app_private.routing_pool p
-     set state = v_new.state, pass = v_new.pass, weight = v_new.weight, load_ratio = v_new.load_ratio
-   where p.agent_id = v_agent
-     and (p.state, p.pass, p.weight, p.load_ratio) is distinct from (v_new.state, v_new.pass, v_new.weight, v_new.load_ratio);
-  if v_old <> 'ready' and v_new.state = 'ready' then
-    perform app_private.routing_pool_clamp(routing_pool_sync.tenant_id, v_agent);
-    return true;
-  end if;
-  return false;
+  return app_private.routing_pool_write(routing_pool_sync.tenant_id, v_agent);
 end;
 $$;
 
@@ -9393,7 +9385,7 @@ $$;
 -- Name: FUNCTION routing_pool_sync(tenant_id uuid, agent_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.routing_pool_sync(tenant_id uuid, agent_id uuid) IS 'Refreshes the state, round-robin pass, weight and load ratio of an agent''s rows of app_private.routing_pool (app_private.routing_pool_state); returns true when the agent has just become ready, after raising its pass to the virtual time of its pools (app_private.routing_pool_clamp: no burst). Rows are only written when something changed; the agent''s availability row is locked first, so that concurrent changes of an agent are refreshed one after the other. Called by the triggers on agent_availability, agent_working_hours, agent_time_off, holidays and business_settings, and every minute for states that change with the clock (app_private.routing_pool_refresh_timed).';
+COMMENT ON FUNCTION app_private.routing_pool_sync(tenant_id uuid, agent_id uuid) IS 'Refreshes an agent''s rows of app_private.routing_pool when its state, pass, weight or load ratio changed: locks its availability row (after any routing decision holding it), then writes them (app_private.routing_pool_write); returns true when the agent has just become ready. Takes no lock when nothing changed. Called by the triggers on agent_working_hours, agent_time_off, holidays, business_settings and agents (weight, caps, time zone), and every minute for states that change with the clock (app_private.routing_pool_refresh_timed).';
 
 --
 -- Name: routing_pool_tally_recount(uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
@@ -9425,6 +9417,46 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.routing_pool_tally_recount(tenant_ids uuid[]) IS 'Counts the tallies of app_private.routing_pool_tally of the given tenants again from their routing pool rows. Called after agents are deleted (their pool rows go with them, by the foreign key); reads the tenants'' pool once per deleting statement.';
+
+--
+-- Name: routing_pool_write(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.routing_pool_write(tenant_id uuid, agent_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_variable
+declare
+  v_agent uuid := routing_pool_write.agent_id;
+  v_old text;
+  v_new record;
+begin
+  select p.state into v_old from app_private.routing_pool p where p.agent_id = v_agent limit 1;
+  if v_old is null then
+    return false;
+  end if;
+  select * into v_new from app_private.routing_pool_state(routing_pool_write.tenant_id, v_agent);
+  if v_new.state is null then
+    return false;
+  end if;
+  update app_private.routing_pool p
+     set state = v_new.state, pass = v_new.pass, weight = v_new.weight, load_ratio = v_new.load_ratio
+   where p.agent_id = v_agent
+     and (p.state, p.pass, p.weight, p.load_ratio) is distinct from (v_new.state, v_new.pass, v_new.weight, v_new.load_ratio);
+  if v_old <> 'ready' and v_new.state = 'ready' then
+    perform app_private.routing_pool_clamp(routing_pool_write.tenant_id, v_agent);
+    return true;
+  end if;
+  return false;
+end;
+$$;
+
+--
+-- Name: FUNCTION routing_pool_write(tenant_id uuid, agent_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.routing_pool_write(tenant_id uuid, agent_id uuid) IS 'Writes the state, round-robin pass, weight and load ratio of an agent (app_private.routing_pool_state) into its rows of app_private.routing_pool, where they changed; returns true when the agent has just become ready, after raising its pass to the virtual time of its pools (app_private.routing_pool_clamp: no burst). The caller holds the agent''s availability row: the trigger on agent_availability (the row it just wrote), or app_private.routing_pool_sync.';
 
 --
 -- Name: routing_record(app_private.routing_context, jsonb, jsonb, jsonb, uuid, uuid, text, text, uuid, timestamp with time zone, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -12376,6 +12408,15 @@ begin
     perform app_private.routing_pool_sync(new.tenant_id, new.id);
     return null;
   end if;
+  if tg_table_name = 'agent_availability' then
+    -- The row this statement wrote is locked by this transaction: write the pool at once.
+    if tg_op = 'DELETE' then
+      perform app_private.routing_pool_write(old.tenant_id, old.agent_id);
+    else
+      perform app_private.routing_pool_write(new.tenant_id, new.agent_id);
+    end if;
+    return null;
+  end if;
   if tg_op in ('UPDATE', 'DELETE') then
     perform app_private.routing_pool_sync(old.tenant_id, old.agent_id);
   end if;
@@ -12390,7 +12431,7 @@ $$;
 -- Name: FUNCTION tg_routing_pool__sync(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_routing_pool__sync() IS 'Trigger (after each row of agent_availability, agent_working_hours and agent_time_off, and after a change of an agent''s routing_weight, caps or time zone): refreshes the agent''s state in the routing pool (app_private.routing_pool_sync).';
+COMMENT ON FUNCTION app_private.tg_routing_pool__sync() IS 'Trigger (after each row of agent_availability, agent_working_hours and agent_time_off, and after a change of an agent''s routing_weight, caps or time zone): refreshes the agent''s state in the routing pool (app_private.routing_pool_write for agent_availability, whose row the statement holds; app_private.routing_pool_sync otherwise).';
 
 --
 -- Name: tg_routing_pool__sync_tenant(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -28926,6 +28967,12 @@ REVOKE ALL ON FUNCTION app_private.routing_pool_sync(tenant_id uuid, agent_id uu
 --
 
 REVOKE ALL ON FUNCTION app_private.routing_pool_tally_recount(tenant_ids uuid[]) FROM PUBLIC;
+
+--
+-- Name: FUNCTION routing_pool_write(tenant_id uuid, agent_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.routing_pool_write(tenant_id uuid, agent_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION routing_record(ctx app_private.routing_context, candidates jsonb, notes jsonb, pool_counts jsonb, chosen uuid, chosen_slot uuid, outcome text, reason text, offer_id uuid, expires timestamp with time zone, queue_type text); Type: ACL; Schema: app_private; Owner: -

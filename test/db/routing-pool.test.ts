@@ -464,6 +464,36 @@ describe("the routing pool under concurrency", () => {
     }
   });
 
+  it("the minute's refresh does not wait for routing decisions on agents whose state stands (no lock taken)", { timeout: 60_000 }, async () => {
+    const team = await committedTenant("Pool refresh locks", (i) => ({ name: `Agent ${i}` }), 12);
+    cleanups.push(() => dropCommittedTenant(team.tenantId, [team.owner.user_id, team.manager.user_id]));
+    const pool = rootPool();
+    const setup = await pool.connect();
+    // Working hours around the clock: the tenant has schedules, so the refresh looks at every ready agent.
+    for (const agent of team.agents) {
+      for (let weekday = 1; weekday <= 7; weekday++) {
+        await setup.query("insert into app_public.agent_working_hours (tenant_id, agent_id, weekday, starts_at, ends_at) values ($1, $2, $3, '00:00', '24:00')", [team.tenantId, agent, weekday]);
+      }
+    }
+    setup.release();
+    const router = await pool.connect();
+    const refresher = await pool.connect();
+    try {
+      // A routing decision holds an agent (its availability row) ...
+      await router.query("begin");
+      await router.query("select 1 from app_public.agent_availability where agent_id = $1 for update", [team.agents[3]]);
+      // ... and the refresh still runs through, without waiting for it.
+      await refresher.query("set statement_timeout = '3s'");
+      const { rows } = await refresher.query("select app_private.drain_queues_coming_on_duty(now() - interval '70 seconds', now()) as tenants");
+      expect(rows[0].tenants).toBeGreaterThanOrEqual(0);
+      await router.query("rollback");
+    } finally {
+      await refresher.query("reset statement_timeout");
+      router.release();
+      refresher.release();
+    }
+  });
+
   it("16 connections routing 150 leads into 60 agents of capacity 2 while managers switch agents on and off: nobody over capacity, and the pool still says what the checks say", { timeout: 180_000 }, async () => {
     const team = await committedTenant("Pool concurrency", (i) => ({ name: `Agent ${i}`, capacity: 2, specializations: [{ service_line: "auto" }] }), 60);
     cleanups.push(() => dropCommittedTenant(team.tenantId, [team.owner.user_id, team.manager.user_id]));
