@@ -117,13 +117,19 @@ interface Lead {
   email: string;
 }
 
+// Phone numbers are handed out in consecutive blocks, so two calls in this file never give two leads
+// the same number: the provider's tables hold the texts of every test of the file, and a number
+// shared with an earlier test's lead would count that test's text as reaching this one.
+let nextPhoneBlock = 2_000_000 + Math.floor(Math.random() * 1_000_000);
+
 /**
  * n leads in New York with unique phones and emails, in one statement. Inserting leads enqueues jobs
  * for tasks no process runs here (scoring, routing, segment counts): every job fetch of the workers
  * would step over them, so they are removed.
  */
 async function newLeads(t: Tenant, n: number): Promise<Lead[]> {
-  const base = 2_000_000 + Math.floor(Math.random() * 7_000_000);
+  const base = nextPhoneBlock;
+  nextPhoneBlock += n;
   const { rows } = await root.query<Lead>(
     `insert into app_public.leads (tenant_id, first_name, phone, email, timezone, region, source)
      select $1, 'Lead' || i, '+1212' || lpad((($2::int + i) % 10000000)::text, 7, '0'), $3 || '-' || i || '@example.test', 'America/New_York', 'NY', 'web'
