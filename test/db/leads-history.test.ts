@@ -1,5 +1,5 @@
 /**
- * Lead history in SQL, as the roles that use it: the generic audit trigger (users, API keys, the
+ * Lead history in SQL, as the roles that use it: the audit triggers (users, API keys, the
  * system), status/score/assignment histories, reassign_lead, duplicate phones (also under
  * concurrency), soft delete and restore, the do-not-contact list and the lead timeline.
  */
@@ -78,7 +78,7 @@ async function historyCounts(client: pg.ClientBase, tenantId: string): Promise<H
   return rows[0]!;
 }
 
-describe("the generic audit trigger on leads", () => {
+describe("the audit trigger on leads", () => {
   it("as a user: insert writes one *created* row (without ignored columns), update one row per changed field", async () => {
     await withRootDb(async (client) => {
       const owner = await registerUser(client);
@@ -174,6 +174,67 @@ describe("the generic audit trigger on leads", () => {
         ["Vegas", owner.user_id, null, "webhook"],
         ["Sparks", owner.user_id, null, "manual"],
       ]);
+    });
+  });
+
+  it("writes exactly what the generic audit trigger writes, over random inserts and updates by a user and by the system (with and without a change source)", async () => {
+    // tg_leads__audit is the rule of tg__audit_changes written out with static SQL for leads: the
+    // generic trigger, attached beside it and writing into a copy of the log, must agree row for row.
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      const { rows: fn } = await client.query("select proowner::regrole::text as role from pg_proc where oid = 'app_private.tg__audit_changes'::regproc");
+      await client.query("create temporary table lead_audit_copy (like app_public.lead_audit_log including defaults including identity)");
+      await client.query(`grant insert, select on pg_temp.lead_audit_copy to ${pg.escapeIdentifier(fn[0].role)}`);
+      await client.query(
+        `create trigger _501_audit_copy after insert or update on app_public.leads for each row
+           execute function app_private.tg__audit_changes('pg_temp.lead_audit_copy', 'lead_id', 'updated_at', 'full_name')`,
+      );
+      const leadIds: string[] = [];
+      const changes: Array<[string, string]> = [
+        ["first_name", "'Bo'"], ["last_name", "null"], ["city", "'Austin'"], ["city", "upper(city)"], ["tags", "'{vip,roof}'"],
+        ["tags", "'{}'"], ["estimated_value", "1250.5"], ["estimated_value", "estimated_value"], ["lead_score", "42"],
+        ["status", "'contacted'"], ["attributes", `'{"latitude": 30.1, "nested": {"a": [1, 2]}}'`], ["email", "'x@example.test'"],
+        ["owner_user_id", `'${owner.user_id}'`], ["region", "'TX'"], ["problem_description", "'called twice'"], ["event_date", "current_date + 3"],
+        ["email", "null"], ["city", "null"], ["deleted_at", "now()"], ["deleted_at", "null"], ["owner_user_id", "null"],
+      ];
+      // mulberry32: the same sequence on every run.
+      let seed = 7;
+      const random = (n: number) => {
+        seed = (seed + 0x6d2b79f5) | 0;
+        let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+        t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+        return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
+      };
+      for (let i = 0; i < 60; i++) {
+        const actor = random(3);
+        if (actor === 0) await becomeUser(client, owner);
+        else await becomeRoot(client);
+        if (actor === 2) await client.query("select set_config('app.change_source', 'import', true)");
+        if (leadIds.length === 0 || random(4) === 0) {
+          const lead = await insertLead(client, { tenant_id: owner.tenant_id, first_name: `Lead ${i}`, city: random(2) ? "Dallas" : null });
+          leadIds.push(lead.id);
+        } else {
+          const picks = [changes[random(changes.length)]!, changes[random(changes.length)]!];
+          const sets = [...new Map(picks.map(([column, value]) => [column, `${pg.escapeIdentifier(column)} = ${value}`])).values()];
+          // Requests cannot write deleted_at (delete_lead and restore_lead do): the system does.
+          if (picks.some(([column]) => column === "deleted_at")) await becomeRoot(client);
+          await client.query(`update app_public.leads set ${sets.join(", ")} where id = $1`, [leadIds[random(leadIds.length)]]);
+        }
+        await becomeRoot(client);
+        await client.query("select set_config('app.change_source', '', true)");
+      }
+      const read = async (table: string) =>
+        (
+          await client.query(
+            // As text, so that a JSON null and an SQL NULL differ.
+            `select lead_id, field_name, old_value::text, new_value::text, changed_by_user_id, changed_by_api_key_id, change_source
+               from ${table} where lead_id = any ($1::uuid[]) order by id`,
+            [leadIds],
+          )
+        ).rows;
+      const generic = await read("pg_temp.lead_audit_copy");
+      expect(generic.length).toBeGreaterThan(40);
+      expect(await read("app_public.lead_audit_log")).toEqual(generic);
     });
   });
 
