@@ -50,6 +50,8 @@ interface Row {
   connections: number;
   baselineTps: number;
   routeTps: number;
+  /** Throughput of the decision's writes alone (decision_writes), measured for the smallest all-eligible team. */
+  floorTps: number | null;
   notAssigned: number;
   p50: number | null;
   bytesPerDecision: number;
@@ -179,6 +181,46 @@ async function tpcbSetup(root: pg.Client): Promise<void> {
     reset role;`);
 }
 
+/**
+ * The writes of one direct assignment and nothing else: what route_lead must write whatever it does
+ * to choose (the lead's new owner with its triggers, audit and assignment history; the agent's load
+ * with its routing-pool refresh; the round-robin ledger; the decision record of the same size and the
+ * routing event). No candidate is read or checked. Its throughput is the ceiling of route_lead's.
+ */
+async function decisionWritesSetup(root: pg.Client): Promise<void> {
+  await root.query(`
+    set role ${pg.escapeIdentifier(roles.owner)};
+    create function tpcb.decision_writes(p_tenant uuid, p_lead uuid, p_agent uuid, p_candidates jsonb, p_counts jsonb) returns void
+      language plpgsql volatile security definer set search_path to pg_catalog, public, pg_temp as $$
+    declare
+      v_history bigint;
+    begin
+      perform 1 from app_public.leads l where l.tenant_id = p_tenant and l.id = p_lead for no key update;
+      perform 1 from app_public.agent_availability av where av.tenant_id = p_tenant and av.agent_id = p_agent for update;
+      insert into app_public.agent_routing_credits as c (agent_id, tenant_id, pass) values (p_agent, p_tenant, 1)
+      on conflict (agent_id) do update set pass = c.pass + 1, updated_at = now();
+      update app_public.agent_availability av
+         set current_load = av.current_load + 1, cap_day_count = av.cap_day_count + 1, cap_day = current_date,
+             cap_week_count = av.cap_week_count + 1, cap_week = date_trunc('week', now())::date
+       where av.tenant_id = p_tenant and av.agent_id = p_agent;
+      perform set_config('app.assignment_strategy', 'weighted_round_robin', true);
+      perform set_config('app.assignment_reason', 'Routing: write floor', true);
+      perform set_config('app.change_source', 'routing', true);
+      update app_public.leads l set owner_agent_id = p_agent where l.tenant_id = p_tenant and l.id = p_lead;
+      if not found then raise exception 'decision_writes: lead % not updated', p_lead; end if;
+      perform set_config('app.assignment_strategy', '', true);
+      perform set_config('app.assignment_reason', '', true);
+      perform set_config('app.change_source', '', true);
+      insert into app_public.lead_routing_history (tenant_id, lead_id, trigger, strategy, candidates, candidate_counts, chosen_agent_id, outcome, reason)
+      values (p_tenant, p_lead, 'manual', 'weighted_round_robin', p_candidates, p_counts, p_agent, 'assigned', 'write floor')
+      returning id into v_history;
+      insert into app_public.routing_events (tenant_id, lead_id, agent_id, event_type, data)
+      values (p_tenant, p_lead, p_agent, 'assigned', jsonb_build_object('history_id', v_history, 'strategy', 'weighted_round_robin', 'reason', 'write floor'));
+    end;
+    $$;
+    reset role;`);
+}
+
 async function tpcb(client: pg.PoolClient): Promise<void> {
   const aid = 1 + Math.floor(Math.random() * 1_000_000);
   const tid = 1 + Math.floor(Math.random() * 100);
@@ -206,6 +248,7 @@ async function main(): Promise<void> {
     const ownerId = userRows[0]!.id;
     log("Setting up the TPC-B-like tables…");
     await tpcbSetup(root);
+    await decisionWritesSetup(root);
 
     const ownerPool = new pg.Pool({ connectionString: urls.ownerUrl, max: 40 });
     ownerPool.on("error", (error) => log(`owner pool: ${error.message}`));
@@ -216,7 +259,7 @@ async function main(): Promise<void> {
     for (const team of TEAMS) {
       for (const agents of SIZES) {
         const connectionCounts = agents === SIZES[0] ? [8, 32] : [8];
-        const leadsNeeded = connectionCounts.length * SECONDS * 2500 + SEQUENTIAL + (graphqlTenant ? 0 : 2 * GRAPHQL_CALLS) + 500;
+        const leadsNeeded = (connectionCounts.length + (team === "all_eligible" && agents === SIZES[0] ? 1 : 0)) * SECONDS * 2500 + SEQUENTIAL + (graphqlTenant ? 0 : 2 * GRAPHQL_CALLS) + 500;
         log(`${team}, ${agents} agents: building the tenant and ${leadsNeeded.toLocaleString()} leads…`);
         const { tenantId, leadIds } = await buildTenant(root, team, agents, leadsNeeded, ownerId);
         await root.query("analyze");
@@ -251,10 +294,34 @@ async function main(): Promise<void> {
             connections,
             baselineTps: baseline.transactions / baseline.seconds,
             routeTps: routing.transactions / routing.seconds,
+            floorTps: null,
             notAssigned,
             p50: null,
             bytesPerDecision: outcomeRows.reduce((sum, r) => sum + Number(r.bytes), 0) / Math.max(1, decisions),
           });
+          if (team === "all_eligible" && agents === SIZES[0] && connections === 8) {
+            // The same writes without the choice: each connection writes for an agent of its own (no lock waits),
+            // with a decision record copied from a real one of this run.
+            const { rows: sample } = await root.query<{ candidates: unknown; candidate_counts: unknown }>(
+              "select candidates, candidate_counts from app_public.lead_routing_history where id > $1::bigint and outcome = 'assigned' order by id desc limit 1",
+              [before],
+            );
+            const { rows: agentRows } = await root.query<{ id: string }>("select id from app_public.agents where tenant_id = $1 order by id", [tenantId]);
+            log(`  the decision's writes alone, ${connections} connections, ${SECONDS} s…`);
+            let slot = 0;
+            const owners = new Map<pg.PoolClient, string>();
+            const floor = await drive(ownerPool, connections, async (client) => {
+              if (!owners.has(client)) owners.set(client, agentRows[slot++ % agentRows.length]!.id);
+              await client.query("select tpcb.decision_writes($1, $2, $3, $4, $5)", [
+                tenantId,
+                takeLead(),
+                owners.get(client),
+                JSON.stringify(sample[0]?.candidates ?? []),
+                sample[0]?.candidate_counts == null ? null : JSON.stringify(sample[0].candidate_counts),
+              ]);
+            });
+            rows[rows.length - 1]!.floorTps = floor.transactions / floor.seconds;
+          }
         }
         log(`  sequential route_lead, ${SEQUENTIAL} calls…`);
         const client = await ownerPool.connect();
@@ -274,7 +341,7 @@ async function main(): Promise<void> {
           // Round-robin fairness under concurrency: each agent's share of the leads assigned against its share of the weights.
           const { rows: shareRows } = await root.query<{ share: number; expected: number }>(
             `with picks as (select chosen_agent_id as agent_id, count(*) as n from app_public.lead_routing_history
-                             where id > $1::bigint and outcome = 'assigned' and tenant_id = $2 group by 1)
+                             where id > $1::bigint and outcome = 'assigned' and tenant_id = $2 and reason <> 'write floor' group by 1)
              select coalesce(p.n, 0)::float / sum(coalesce(p.n, 0)) over () as share,
                     a.routing_weight::float / sum(a.routing_weight) over () as expected
                from app_public.agents a left join picks p on p.agent_id = a.id where a.tenant_id = $2`,
@@ -327,6 +394,12 @@ async function main(): Promise<void> {
       console.log(
         `| ${r.team} | ${r.agents.toLocaleString()} | ${r.connections} | ${r.baselineTps.toFixed(0)} | ${r.routeTps.toFixed(0)} | ${(r.routeTps / r.baselineTps).toFixed(2)} | ` +
           `${r.p50 === null ? "" : `${r.p50.toFixed(1)} ms`} | ${r.bytesPerDecision.toFixed(0)} | ${r.notAssigned} |`,
+      );
+    }
+    for (const r of rows.filter((r) => r.floorTps !== null)) {
+      console.log(
+        `\nThe decision's writes alone (${r.team}, ${r.agents} agents, ${r.connections} connections, no candidate read): ${r.floorTps!.toFixed(0)} tps, ` +
+          `ratio ${(r.floorTps! / r.baselineTps).toFixed(2)} of TPC-B-like; route_lead reaches ${(r.routeTps / r.floorTps!).toFixed(2)} of it`,
       );
     }
     const g = percentile(gqlTimes, 0.5);
