@@ -2109,6 +2109,107 @@ $$;
 COMMENT ON FUNCTION app_hidden.language_matches(lead_language text, languages text[]) IS 'True when the lead''s language tag matches one of the languages: the same tag (case-insensitive), or one is a more specific form of the other (en-US matches en, and en matches en-US).';
 
 --
+-- Name: lead_filter_of(jsonb); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.lead_filter_of(filter jsonb) RETURNS app_hidden.lead_filter
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+declare
+  v_allowed constant text[] := array['status', 'status_not', 'tags_any', 'tags_all', 'score_min', 'score_max', 'source',
+    'created_within_days', 'created_from', 'created_to', 'city', 'region', 'owner_user_id', 'unassigned', 'text', 'include_deleted'];
+  v_key text;
+  v_value jsonb;
+  v_text text;
+  r app_hidden.lead_filter;
+begin
+  if filter is null or pg_catalog.jsonb_typeof(filter) = 'null' then
+    return r;
+  end if;
+  if pg_catalog.jsonb_typeof(filter) <> 'object' then
+    raise exception 'A lead filter must be a JSON object such as {"status": ["new", "contacted"], "tags_any": ["vip"]}; got a JSON %',
+      pg_catalog.jsonb_typeof(filter) using errcode = '22023';
+  end if;
+
+  for v_key, v_value in select e.key, e.value from pg_catalog.jsonb_each(filter) e order by e.key loop
+    if not (v_key = any (v_allowed)) then
+      raise exception 'Unknown filter field ''%''. Allowed: %',
+        case when pg_catalog.length(v_key) > 60 then pg_catalog.left(v_key, 60) || '…' else v_key end,
+        pg_catalog.array_to_string(v_allowed, ', ')
+        using errcode = '22023';
+    end if;
+    continue when pg_catalog.jsonb_typeof(v_value) = 'null';  -- a null value means "not set"
+    case v_key
+      when 'status' then
+        r.status := (select pg_catalog.array_agg(pg_catalog.btrim(s)) from pg_catalog.unnest(app_hidden.filter_text_list(v_key, v_value, true)) s);
+      when 'status_not' then
+        r.status_not := (select pg_catalog.array_agg(pg_catalog.btrim(s)) from pg_catalog.unnest(app_hidden.filter_text_list(v_key, v_value, false)) s);
+      when 'tags_any' then
+        r.tags_any := app_hidden.filter_text_list(v_key, v_value, false);
+      when 'tags_all' then
+        r.tags_all := app_hidden.filter_text_list(v_key, v_value, false);
+      when 'score_min' then
+        r.score_min := app_hidden.filter_integer(v_key, v_value, 0, 100);
+      when 'score_max' then
+        r.score_max := app_hidden.filter_integer(v_key, v_value, 0, 100);
+      when 'source' then
+        r.source := (select pg_catalog.array_agg(pg_catalog.btrim(s)) from pg_catalog.unnest(app_hidden.filter_text_list(v_key, v_value, true)) s);
+      when 'created_within_days' then
+        r.created_within_days := app_hidden.filter_integer(v_key, v_value, 1, 36500);
+      when 'created_from' then
+        r.created_from := app_hidden.filter_date(v_key, v_value);
+      when 'created_to' then
+        r.created_to := app_hidden.filter_date(v_key, v_value);
+      when 'city' then
+        r.city := (select pg_catalog.array_agg(pg_catalog.lower(pg_catalog.btrim(s))) from pg_catalog.unnest(app_hidden.filter_text_list(v_key, v_value, true)) s);
+      when 'region' then
+        r.region := (select pg_catalog.array_agg(pg_catalog.btrim(s)) from pg_catalog.unnest(app_hidden.filter_text_list(v_key, v_value, true)) s);
+      when 'owner_user_id' then
+        if pg_catalog.jsonb_typeof(v_value) <> 'string'
+           or (v_value #>> '{}') !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+          raise exception 'Filter field ''owner_user_id'' must be a user id (a UUID string)' using errcode = '22023';
+        end if;
+        r.owner_user_id := (v_value #>> '{}')::uuid;
+      when 'unassigned' then
+        if pg_catalog.jsonb_typeof(v_value) <> 'boolean' then
+          raise exception 'Filter field ''unassigned'' must be true or false' using errcode = '22023';
+        end if;
+        r.unassigned := (v_value #>> '{}')::boolean;
+      when 'include_deleted' then
+        if pg_catalog.jsonb_typeof(v_value) <> 'boolean' then
+          raise exception 'Filter field ''include_deleted'' must be true or false' using errcode = '22023';
+        end if;
+        r.include_deleted := (v_value #>> '{}')::boolean;
+      when 'text' then
+        v_text := case when pg_catalog.jsonb_typeof(v_value) = 'string' then pg_catalog.btrim(v_value #>> '{}') end;
+        if v_text is null or v_text = '' or pg_catalog.length(v_text) > 200 then
+          raise exception 'Filter field ''text'' must be a non-blank string of at most 200 characters' using errcode = '22023';
+        end if;
+        r.text := v_text;
+    end case;
+  end loop;
+
+  if r.score_min > r.score_max then
+    raise exception 'Filter field ''score_min'' (%) must not be greater than ''score_max'' (%)', r.score_min, r.score_max using errcode = '22023';
+  end if;
+  if r.created_from > r.created_to then
+    raise exception 'Filter field ''created_from'' (%) must not be after ''created_to'' (%)', r.created_from, r.created_to using errcode = '22023';
+  end if;
+  if r.unassigned and r.owner_user_id is not null then
+    raise exception 'Filter fields ''unassigned'': true and ''owner_user_id'' cannot be combined' using errcode = '22023';
+  end if;
+  return r;
+end;
+$_$;
+
+--
+-- Name: FUNCTION lead_filter_of(filter jsonb); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.lead_filter_of(filter jsonb) IS 'The typed form of a lead filter document (see find_leads for the language), checked for everything that does not depend on data: raises 22023 with a message naming the field for a filter that is not a JSON object, an unknown field, a value of the wrong type, an out-of-range number, an invalid date or UUID, or contradictory bounds. Immutable, so that PostgreSQL computes it once, while planning, when the filter is a constant (find_leads inlined into a query). Statuses are checked against lead_statuses by app_hidden.parse_lead_filter. null (or {}) is the empty filter.';
+
+--
 -- Name: lead_filter_where(app_hidden.lead_filter); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -2519,82 +2620,11 @@ COMMENT ON FUNCTION app_hidden.nurture_template_variables() IS 'The variables a 
 CREATE FUNCTION app_hidden.parse_lead_filter(filter jsonb) RETURNS app_hidden.lead_filter
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $_$
+    AS $$
 declare
-  v_allowed constant text[] := array['status', 'status_not', 'tags_any', 'tags_all', 'score_min', 'score_max', 'source',
-    'created_within_days', 'created_from', 'created_to', 'city', 'region', 'owner_user_id', 'unassigned', 'text', 'include_deleted'];
-  v_key text;
-  v_value jsonb;
   v_unknown text;
-  v_text text;
-  r app_hidden.lead_filter;
+  r app_hidden.lead_filter := app_hidden.lead_filter_of(filter);
 begin
-  if filter is null or pg_catalog.jsonb_typeof(filter) = 'null' then
-    return r;
-  end if;
-  if pg_catalog.jsonb_typeof(filter) <> 'object' then
-    raise exception 'A lead filter must be a JSON object such as {"status": ["new", "contacted"], "tags_any": ["vip"]}; got a JSON %',
-      pg_catalog.jsonb_typeof(filter) using errcode = '22023';
-  end if;
-
-  for v_key, v_value in select e.key, e.value from pg_catalog.jsonb_each(filter) e order by e.key loop
-    if not (v_key = any (v_allowed)) then
-      raise exception 'Unknown filter field ''%''. Allowed: %',
-        case when pg_catalog.length(v_key) > 60 then pg_catalog.left(v_key, 60) || '…' else v_key end,
-        pg_catalog.array_to_string(v_allowed, ', ')
-        using errcode = '22023';
-    end if;
-    continue when pg_catalog.jsonb_typeof(v_value) = 'null';  -- a null value means "not set"
-    case v_key
-      when 'status' then
-        r.status := (select pg_catalog.array_agg(pg_catalog.btrim(s)) from pg_catalog.unnest(app_hidden.filter_text_list(v_key, v_value, true)) s);
-      when 'status_not' then
-        r.status_not := (select pg_catalog.array_agg(pg_catalog.btrim(s)) from pg_catalog.unnest(app_hidden.filter_text_list(v_key, v_value, false)) s);
-      when 'tags_any' then
-        r.tags_any := app_hidden.filter_text_list(v_key, v_value, false);
-      when 'tags_all' then
-        r.tags_all := app_hidden.filter_text_list(v_key, v_value, false);
-      when 'score_min' then
-        r.score_min := app_hidden.filter_integer(v_key, v_value, 0, 100);
-      when 'score_max' then
-        r.score_max := app_hidden.filter_integer(v_key, v_value, 0, 100);
-      when 'source' then
-        r.source := (select pg_catalog.array_agg(pg_catalog.btrim(s)) from pg_catalog.unnest(app_hidden.filter_text_list(v_key, v_value, true)) s);
-      when 'created_within_days' then
-        r.created_within_days := app_hidden.filter_integer(v_key, v_value, 1, 36500);
-      when 'created_from' then
-        r.created_from := app_hidden.filter_date(v_key, v_value);
-      when 'created_to' then
-        r.created_to := app_hidden.filter_date(v_key, v_value);
-      when 'city' then
-        r.city := (select pg_catalog.array_agg(pg_catalog.lower(pg_catalog.btrim(s))) from pg_catalog.unnest(app_hidden.filter_text_list(v_key, v_value, true)) s);
-      when 'region' then
-        r.region := (select pg_catalog.array_agg(pg_catalog.btrim(s)) from pg_catalog.unnest(app_hidden.filter_text_list(v_key, v_value, true)) s);
-      when 'owner_user_id' then
-        if pg_catalog.jsonb_typeof(v_value) <> 'string'
-           or (v_value #>> '{}') !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
-          raise exception 'Filter field ''owner_user_id'' must be a user id (a UUID string)' using errcode = '22023';
-        end if;
-        r.owner_user_id := (v_value #>> '{}')::uuid;
-      when 'unassigned' then
-        if pg_catalog.jsonb_typeof(v_value) <> 'boolean' then
-          raise exception 'Filter field ''unassigned'' must be true or false' using errcode = '22023';
-        end if;
-        r.unassigned := (v_value #>> '{}')::boolean;
-      when 'include_deleted' then
-        if pg_catalog.jsonb_typeof(v_value) <> 'boolean' then
-          raise exception 'Filter field ''include_deleted'' must be true or false' using errcode = '22023';
-        end if;
-        r.include_deleted := (v_value #>> '{}')::boolean;
-      when 'text' then
-        v_text := case when pg_catalog.jsonb_typeof(v_value) = 'string' then pg_catalog.btrim(v_value #>> '{}') end;
-        if v_text is null or v_text = '' or pg_catalog.length(v_text) > 200 then
-          raise exception 'Filter field ''text'' must be a non-blank string of at most 200 characters' using errcode = '22023';
-        end if;
-        r.text := v_text;
-    end case;
-  end loop;
-
   select s into v_unknown
     from pg_catalog.unnest(pg_catalog.array_cat(r.status, r.status_not)) s
    where not exists (select 1 from app_public.lead_statuses ls where ls.status = s)
@@ -2606,24 +2636,15 @@ begin
       (select pg_catalog.string_agg(ls.status, ', ' order by ls.stage_order nulls last, ls.status) from app_public.lead_statuses ls)
       using errcode = '22023';
   end if;
-  if r.score_min > r.score_max then
-    raise exception 'Filter field ''score_min'' (%) must not be greater than ''score_max'' (%)', r.score_min, r.score_max using errcode = '22023';
-  end if;
-  if r.created_from > r.created_to then
-    raise exception 'Filter field ''created_from'' (%) must not be after ''created_to'' (%)', r.created_from, r.created_to using errcode = '22023';
-  end if;
-  if r.unassigned and r.owner_user_id is not null then
-    raise exception 'Filter fields ''unassigned'': true and ''owner_user_id'' cannot be combined' using errcode = '22023';
-  end if;
   return r;
 end;
-$_$;
+$$;
 
 --
 -- Name: FUNCTION parse_lead_filter(filter jsonb); Type: COMMENT; Schema: app_hidden; Owner: -
 --
 
-COMMENT ON FUNCTION app_hidden.parse_lead_filter(filter jsonb) IS 'Validates a lead filter document (see find_leads for the language) and returns it typed. Raises 22023 with a message naming the field for: a filter that is not a JSON object, an unknown field ("Unknown filter field ''x''. Allowed: ..."), a value of the wrong type, an out-of-range number, an invalid date or UUID, an unknown status, or contradictory bounds. null (or {}) is the empty filter.';
+COMMENT ON FUNCTION app_hidden.parse_lead_filter(filter jsonb) IS 'Validates a lead filter document (see find_leads for the language) and returns it typed: app_hidden.lead_filter_of, then its statuses checked against lead_statuses. Raises 22023 with a message naming the field for: a filter that is not a JSON object, an unknown field ("Unknown filter field ''x''. Allowed: ..."), a value of the wrong type, an out-of-range number, an invalid date or UUID, an unknown status, or contradictory bounds. null (or {}) is the empty filter.';
 
 --
 -- Name: phone_search_digits(text); Type: FUNCTION; Schema: app_hidden; Owner: -
@@ -14222,23 +14243,36 @@ COMMENT ON FUNCTION app_public.explain_routing(lead_id uuid) IS 'Every routing d
 --
 
 CREATE FUNCTION app_public.find_leads(filter jsonb DEFAULT '{}'::jsonb) RETURNS SETOF app_public.leads
-    LANGUAGE plpgsql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    LANGUAGE sql STABLE
     AS $$
-declare
-  f app_hidden.lead_filter := app_hidden.parse_lead_filter(filter);
-  v_tenant_id uuid := app_public.current_tenant_id();
-begin
-  return query execute pg_catalog.format(
-      'select l.* from app_public.leads l where %s order by l.created_at desc, l.id', app_hidden.lead_filter_where(f))
-    using v_tenant_id, f.status, f.status_not, f.tags_any, f.tags_all, f.score_min, f.score_max, f.source,
-      pg_catalog.now() - pg_catalog.make_interval(days => f.created_within_days),
-      app_hidden.tenant_day_start(v_tenant_id, f.created_from),
-      app_hidden.tenant_day_start(v_tenant_id, f.created_to + 1),
-      f.city, f.region, f.owner_user_id,
-      '%' || app_hidden.like_escape(f.text) || '%',
-      '%' || app_hidden.phone_search_digits(f.text) || '%';
-end;
+  select l.*
+    from app_public.leads l
+   -- Checks the statuses of the filter (a condition without columns: evaluated once, before the scan).
+   where pg_catalog.num_nulls(app_hidden.parse_lead_filter(find_leads.filter)) >= 0
+     and l.tenant_id = (select app_public.current_tenant_id())
+     and (coalesce((app_hidden.lead_filter_of(find_leads.filter)).include_deleted, false) or l.deleted_at is null)
+     and ((app_hidden.lead_filter_of(find_leads.filter)).status is null or l.status = any ((app_hidden.lead_filter_of(find_leads.filter)).status))
+     and ((app_hidden.lead_filter_of(find_leads.filter)).status_not is null or l.status <> all ((app_hidden.lead_filter_of(find_leads.filter)).status_not))
+     and ((app_hidden.lead_filter_of(find_leads.filter)).tags_any is null or l.tags operator(pg_catalog.&&) (app_hidden.lead_filter_of(find_leads.filter)).tags_any)
+     and ((app_hidden.lead_filter_of(find_leads.filter)).tags_all is null or l.tags operator(pg_catalog.@>) (app_hidden.lead_filter_of(find_leads.filter)).tags_all)
+     and ((app_hidden.lead_filter_of(find_leads.filter)).score_min is null or l.lead_score >= (app_hidden.lead_filter_of(find_leads.filter)).score_min)
+     and ((app_hidden.lead_filter_of(find_leads.filter)).score_max is null or l.lead_score <= (app_hidden.lead_filter_of(find_leads.filter)).score_max)
+     and ((app_hidden.lead_filter_of(find_leads.filter)).source is null or l.source = any ((app_hidden.lead_filter_of(find_leads.filter)).source))
+     and ((app_hidden.lead_filter_of(find_leads.filter)).created_within_days is null
+          or l.created_at >= pg_catalog.now() - pg_catalog.make_interval(days => (app_hidden.lead_filter_of(find_leads.filter)).created_within_days))
+     and ((app_hidden.lead_filter_of(find_leads.filter)).created_from is null
+          or l.created_at >= (select app_hidden.tenant_day_start(app_public.current_tenant_id(), (app_hidden.lead_filter_of(find_leads.filter)).created_from)))
+     and ((app_hidden.lead_filter_of(find_leads.filter)).created_to is null
+          or l.created_at < (select app_hidden.tenant_day_start(app_public.current_tenant_id(), (app_hidden.lead_filter_of(find_leads.filter)).created_to + 1)))
+     and ((app_hidden.lead_filter_of(find_leads.filter)).city is null or pg_catalog.lower(l.city) = any ((app_hidden.lead_filter_of(find_leads.filter)).city))
+     and ((app_hidden.lead_filter_of(find_leads.filter)).region is null or l.region = any ((app_hidden.lead_filter_of(find_leads.filter)).region))
+     and ((app_hidden.lead_filter_of(find_leads.filter)).owner_user_id is null or l.owner_user_id = (app_hidden.lead_filter_of(find_leads.filter)).owner_user_id)
+     and ((app_hidden.lead_filter_of(find_leads.filter)).unassigned is null or (app_hidden.lead_filter_of(find_leads.filter)).unassigned = (l.owner_user_id is null))
+     and ((app_hidden.lead_filter_of(find_leads.filter)).text is null
+          or l.full_name operator(pg_catalog.~~*) ('%' || app_hidden.like_escape((app_hidden.lead_filter_of(find_leads.filter)).text) || '%')
+          or l.email::text operator(pg_catalog.~~*) ('%' || app_hidden.like_escape((app_hidden.lead_filter_of(find_leads.filter)).text) || '%')
+          or l.phone::text operator(pg_catalog.~~) ('%' || app_hidden.phone_search_digits((app_hidden.lead_filter_of(find_leads.filter)).text) || '%'))
+   order by l.created_at desc, l.id
 $$;
 
 --
@@ -28180,6 +28214,13 @@ GRANT ALL ON FUNCTION app_hidden.is_trusted_caller(relation regclass) TO :DATABA
 
 REVOKE ALL ON FUNCTION app_hidden.language_matches(lead_language text, languages text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.language_matches(lead_language text, languages text[]) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION lead_filter_of(filter jsonb); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.lead_filter_of(filter jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.lead_filter_of(filter jsonb) TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION lead_filter_where(f app_hidden.lead_filter); Type: ACL; Schema: app_hidden; Owner: -

@@ -161,6 +161,90 @@ async function jobsFor(client: pg.ClientBase, tenantId: string) {
 // ---------------------------------------------------------------------------------------------
 
 describe("find_leads: the filter language", () => {
+  it("has one meaning wherever it is used: find_leads, segment counts and routing rules select the same leads for 80 random filters", async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      const other = await registerUser(client);
+      // 200 leads with every field the language reads, spread deterministically (triggers off, as the fixtures).
+      await client.query("set session_replication_role = replica");
+      await client.query(
+        `insert into app_public.leads (tenant_id, first_name, last_name, phone, email, city, region, source, tags, status, lead_score,
+                                       owner_user_id, created_at, deleted_at)
+         select $1, (array['Ann','Bob','Zoë','Carlos','Ana María'])[1 + g % 5], (array['Smith','Garcia','O''Brien','100%_Real','Lee'])[1 + g / 5 % 5],
+                '+1212555' || lpad(g::text, 4, '0'), case when g % 3 = 0 then 'user' || g || '@example.com' end,
+                (array['Austin','austin','Dallas',null,'Miami'])[1 + g % 5], (array['TX','FL',null])[1 + g % 3],
+                (array['google_ads','referral','website'])[1 + g % 3],
+                case g % 5 when 0 then '{}'::text[] when 1 then '{vip}' when 2 then '{vip,roof}' when 3 then '{roof}' else '{spam}' end,
+                (array['new','contacted','qualified','won','lost','nurturing'])[1 + g % 6], (g * 37) % 101,
+                case when g % 4 = 0 then $2::uuid end, now() - make_interval(days => g % 60, hours => g % 7), case when g % 17 = 0 then now() end
+           from generate_series(1, 200) g`,
+        [owner.tenant_id, owner.user_id],
+      );
+      await client.query("set session_replication_role = origin");
+      // mulberry32: the same filters on every run.
+      let seed = 16;
+      const random = (n: number) => {
+        seed = (seed + 0x6d2b79f5) | 0;
+        let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+        t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+        return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
+      };
+      const pick = <T,>(values: T[]) => values[random(values.length)]!;
+      const fields: Array<() => [string, unknown]> = [
+        () => ["status", pick([["new"], ["new", "contacted"], "won", ["lost", "nurturing", "qualified"]])],
+        () => ["status_not", pick([["lost"], ["new", "won"]])],
+        () => ["tags_any", pick([["vip"], ["roof", "spam"], ["nothing"]])],
+        () => ["tags_all", pick([["vip", "roof"], ["vip"]])],
+        () => ["score_min", random(101)],
+        () => ["score_max", 50 + random(51)],
+        () => ["source", pick(["referral", ["google_ads", "website"]])],
+        () => ["created_within_days", 1 + random(70)],
+        () => ["created_from", new Date(Date.now() - random(70) * 86400_000).toISOString().slice(0, 10)],
+        () => ["created_to", new Date(Date.now() - random(20) * 86400_000).toISOString().slice(0, 10)],
+        () => ["city", pick(["AUSTIN", ["dallas", "Miami"]])],
+        () => ["region", pick(["TX", ["FL", "TX"]])],
+        () => ["owner_user_id", pick([owner.user_id, other.user_id])],
+        () => ["unassigned", pick([true, false])],
+        () => ["text", pick(["garcia", "100%", "_", "ann", "555001", "(212) 555-0012", "example.com", "o'brien", "zo"])],
+        () => ["include_deleted", pick([true, false, null])],
+      ];
+      await becomeUser(client, owner);
+      let compared = 0;
+      let nonEmpty = 0;
+      // Each field alone first (its first value), then random combinations.
+      const fixed: Array<Record<string, unknown>> = [
+        { text: "(212) 555-0012" }, { text: "100%_" }, { city: "AUSTIN" }, { unassigned: true }, { unassigned: false },
+        { include_deleted: true }, { tags_any: ["vip"] }, { tags_all: ["vip", "roof"] }, { status_not: ["lost"] },
+      ];
+      for (let i = 0; i < 80; i++) {
+        const filter: Record<string, unknown> = { ...fixed[i] };
+        for (let k = i < fixed.length ? 0 : 1 + random(4); k > 0; k--) {
+          const [key, value] = pick(fields)();
+          filter[key] = value;
+        }
+        if (filter.unassigned === true) delete filter.owner_user_id;
+        if (typeof filter.score_min === "number" && typeof filter.score_max === "number" && filter.score_min > filter.score_max) delete filter.score_max;
+        if (typeof filter.created_from === "string" && typeof filter.created_to === "string" && filter.created_from > filter.created_to) delete filter.created_to;
+        const json = JSON.stringify(filter);
+        const { rows: found } = await client.query<{ id: string }>("select id from app_public.find_leads($1::jsonb)", [json]);
+        await becomeRoot(client);
+        const { rows: matching } = await client.query<{ id: string }>(
+          `select l.id from app_public.leads l where l.tenant_id = $1 and app_hidden.lead_matches_filter($1, l.id, $2::jsonb)
+            order by l.created_at desc, l.id`,
+          [owner.tenant_id, json],
+        );
+        const { rows: counted } = await client.query<{ n: number }>("select app_hidden.count_matching_leads($1, $2::jsonb) as n", [owner.tenant_id, json]);
+        await becomeUser(client, owner);
+        expect(found.map((r) => r.id), json).toEqual(matching.map((r) => r.id));
+        expect(counted[0]!.n, json).toBe(found.length);
+        compared++;
+        if (found.length > 0 && found.length < 200) nonEmpty++;
+      }
+      expect(compared).toBe(80);
+      expect(nonEmpty).toBeGreaterThan(30);
+    });
+  });
+
   it("every filter key gives exactly the matching leads of the current tenant, newest first", async () => {
     await withRootDb(async (client) => {
       const w = await filterWorld(client);
