@@ -2312,6 +2312,58 @@ $$;
 COMMENT ON FUNCTION app_hidden.lead_scoring_weights(tenant_id uuid) IS 'The tenant''s lead scoring weights: system_config scoring.weights, or the defaults {"qualification": 40, "engagement": 30, "intent": 20, "demographic": 10} when it is not set. Reads with the caller''s privileges (row-level security applies).';
 
 --
+-- Name: lead_search_hits(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.lead_search_hits(query text, OUT lead_id uuid, OUT rank integer, OUT similarity real, OUT created_at timestamp with time zone) RETURNS SETOF record
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+declare
+  v_query text := pg_catalog.btrim(lead_search_hits.query);
+  v_digits text;
+  v_tenant uuid := app_public.current_tenant_id();
+begin
+  if v_query is null or v_query = '' then
+    raise exception 'Search text (query) must not be blank' using errcode = '22023';
+  end if;
+  if pg_catalog.length(v_query) > 200 then
+    raise exception 'Search text (query) must be at most 200 characters' using errcode = '22023';
+  end if;
+  v_digits := app_hidden.phone_search_digits(v_query);
+  return query
+    select l.id,
+           case
+             when pg_catalog.lower(l.full_name) = pg_catalog.lower(v_query) or pg_catalog.lower(l.email::text) = pg_catalog.lower(v_query)
+               or (pg_catalog.length(v_digits) >= 7 and pg_catalog.right(l.phone::text, pg_catalog.length(v_digits)) = v_digits) then 3
+             when l.full_name operator(pg_catalog.~~*) (app_hidden.like_escape(v_query) || '%')
+               or l.full_name operator(pg_catalog.~~*) ('% ' || app_hidden.like_escape(v_query) || '%')
+               or l.email::text operator(pg_catalog.~~*) (app_hidden.like_escape(v_query) || '%') then 2
+             when l.full_name operator(pg_catalog.~~*) ('%' || app_hidden.like_escape(v_query) || '%')
+               or l.email::text operator(pg_catalog.~~*) ('%' || app_hidden.like_escape(v_query) || '%')
+               or l.phone::text operator(pg_catalog.~~) ('%' || v_digits || '%') then 1
+             else 0
+           end,
+           public.similarity(l.full_name, v_query),
+           l.created_at
+      from app_public.leads l
+     where l.tenant_id = v_tenant
+       and l.deleted_at is null
+       and (l.full_name operator(pg_catalog.~~*) ('%' || app_hidden.like_escape(v_query) || '%')
+            or l.full_name operator(public.%) v_query
+            or l.email::text operator(pg_catalog.~~*) ('%' || app_hidden.like_escape(v_query) || '%')
+            or (v_digits is not null and l.phone::text operator(pg_catalog.~~) ('%' || v_digits || '%')));
+end;
+$$;
+
+--
+-- Name: FUNCTION lead_search_hits(query text, OUT lead_id uuid, OUT rank integer, OUT similarity real, OUT created_at timestamp with time zone); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.lead_search_hits(query text, OUT lead_id uuid, OUT rank integer, OUT similarity real, OUT created_at timestamp with time zone) IS 'The live leads of the current tenant that a search text matches (see app_public.search_leads), with their rank (3 exact name, email or phone number; 2 a name, name word or email starting with the text; 1 the text anywhere in the name or email, or its digits in the phone number; 0 only a similar name), the trigram similarity of the name and the creation time. 22023 for a blank text or one longer than 200 characters. Only ids and ranks: search_leads reads the leads of the page it shows.';
+
+--
 -- Name: lead_timeline_member_name(uuid, uuid); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -16276,47 +16328,13 @@ COMMENT ON FUNCTION app_public.routing_experiment_results(experiment app_public.
 --
 
 CREATE FUNCTION app_public.search_leads(query text) RETURNS SETOF app_public.leads
-    LANGUAGE plpgsql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    SET plan_cache_mode TO 'force_custom_plan'
-    AS $_$
-declare
-  v_query text := pg_catalog.btrim(search_leads.query);
-  v_digits text;
-  v_where text;
-begin
-  if v_query is null or v_query = '' then
-    raise exception 'Search text (query) must not be blank' using errcode = '22023';
-  end if;
-  if pg_catalog.length(v_query) > 200 then
-    raise exception 'Search text (query) must be at most 200 characters' using errcode = '22023';
-  end if;
-  v_digits := app_hidden.phone_search_digits(v_query);
-  -- Fixed fragments only; $1 tenant, $2 the text, $3 '%text%', $4 'text%', $5 '% text%', $6 digits, $7 '%digits%'.
-  v_where := 'l.tenant_id = $1 and l.deleted_at is null and (l.full_name operator(pg_catalog.~~*) $3'
-    || ' or l.full_name operator(public.%) $2 or l.email::text operator(pg_catalog.~~*) $3'
-    || case when v_digits is not null then ' or l.phone::text operator(pg_catalog.~~) $7' else '' end
-    || ')';
-  return query execute pg_catalog.format(
-      $sql$select l.* from app_public.leads l where %s
-      order by case
-          when pg_catalog.lower(l.full_name) = pg_catalog.lower($2) or pg_catalog.lower(l.email::text) = pg_catalog.lower($2)
-            or (pg_catalog.length($6) >= 7 and pg_catalog.right(l.phone::text, pg_catalog.length($6)) = $6) then 3
-          when l.full_name operator(pg_catalog.~~*) $4 or l.full_name operator(pg_catalog.~~*) $5
-            or l.email::text operator(pg_catalog.~~*) $4 then 2
-          when l.full_name operator(pg_catalog.~~*) $3 or l.email::text operator(pg_catalog.~~*) $3
-            or l.phone::text operator(pg_catalog.~~) $7 then 1
-          else 0
-        end desc,
-        public.similarity(l.full_name, $2) desc, l.created_at desc, l.id$sql$, v_where)
-    using app_public.current_tenant_id(), v_query,
-      '%' || app_hidden.like_escape(v_query) || '%',
-      app_hidden.like_escape(v_query) || '%',
-      '% ' || app_hidden.like_escape(v_query) || '%',
-      v_digits,
-      '%' || v_digits || '%';
-end;
-$_$;
+    LANGUAGE sql STABLE
+    AS $$
+  select l.*
+    from app_hidden.lead_search_hits(search_leads.query) h
+    join app_public.leads l on l.id = h.lead_id
+   order by h.rank desc, h.similarity desc, h.created_at desc, h.lead_id
+$$;
 
 --
 -- Name: FUNCTION search_leads(query text); Type: COMMENT; Schema: app_public; Owner: -
@@ -23866,18 +23884,6 @@ CREATE INDEX lead_status_history_by_lead ON app_public.lead_status_history USING
 CREATE INDEX lead_status_history_by_time ON app_public.lead_status_history USING btree (tenant_id, changed_at, to_status);
 
 --
--- Name: leads_email_trgm; Type: INDEX; Schema: app_public; Owner: -
---
-
-CREATE INDEX leads_email_trgm ON app_public.leads USING gin (((email)::text) public.gin_trgm_ops);
-
---
--- Name: leads_full_name_trgm; Type: INDEX; Schema: app_public; Owner: -
---
-
-CREATE INDEX leads_full_name_trgm ON app_public.leads USING gin (full_name public.gin_trgm_ops);
-
---
 -- Name: leads_live_by_created; Type: INDEX; Schema: app_public; Owner: -
 --
 
@@ -23926,16 +23932,46 @@ CREATE INDEX leads_live_by_status ON app_public.leads USING btree (tenant_id, st
 CREATE UNIQUE INDEX leads_phone_must_be_unique_per_tenant ON app_public.leads USING btree (tenant_id, phone) WHERE ((deleted_at IS NULL) AND (phone IS NOT NULL));
 
 --
--- Name: leads_phone_trgm_search; Type: INDEX; Schema: app_public; Owner: -
---
-
-CREATE INDEX leads_phone_trgm_search ON app_public.leads USING gin (((phone)::text) public.gin_trgm_ops);
-
---
 -- Name: leads_tags; Type: INDEX; Schema: app_public; Owner: -
 --
 
 CREATE INDEX leads_tags ON app_public.leads USING gin (tags);
+
+--
+-- Name: leads_tenant_email_trgm; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX leads_tenant_email_trgm ON app_public.leads USING gin (tenant_id, ((email)::text) public.gin_trgm_ops);
+
+--
+-- Name: INDEX leads_tenant_email_trgm; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON INDEX app_public.leads_tenant_email_trgm IS 'Search by email (ILIKE) within a tenant: search_leads and the text of find_leads.';
+
+--
+-- Name: leads_tenant_full_name_trgm; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX leads_tenant_full_name_trgm ON app_public.leads USING gin (tenant_id, full_name public.gin_trgm_ops);
+
+--
+-- Name: INDEX leads_tenant_full_name_trgm; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON INDEX app_public.leads_tenant_full_name_trgm IS 'Search by name (ILIKE and trigram similarity) within a tenant: search_leads and the text of find_leads.';
+
+--
+-- Name: leads_tenant_phone_trgm; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX leads_tenant_phone_trgm ON app_public.leads USING gin (tenant_id, ((phone)::text) public.gin_trgm_ops);
+
+--
+-- Name: INDEX leads_tenant_phone_trgm; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON INDEX app_public.leads_tenant_phone_trgm IS 'Search by phone digits (LIKE) within a tenant: search_leads and the text of find_leads.';
 
 --
 -- Name: memberships_tenant_id_invited_by_idx; Type: INDEX; Schema: app_public; Owner: -
@@ -28241,6 +28277,13 @@ REVOKE ALL ON FUNCTION app_hidden.lead_matches_filter(tenant_id uuid, lead_id uu
 
 REVOKE ALL ON FUNCTION app_hidden.lead_scoring_weights(tenant_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.lead_scoring_weights(tenant_id uuid) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION lead_search_hits(query text, OUT lead_id uuid, OUT rank integer, OUT similarity real, OUT created_at timestamp with time zone); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.lead_search_hits(query text, OUT lead_id uuid, OUT rank integer, OUT similarity real, OUT created_at timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.lead_search_hits(query text, OUT lead_id uuid, OUT rank integer, OUT similarity real, OUT created_at timestamp with time zone) TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION lead_timeline_member_name(tenant_id uuid, user_id uuid); Type: ACL; Schema: app_hidden; Owner: -

@@ -11,6 +11,8 @@ create extension if not exists citext with schema public;
 create extension if not exists pgcrypto with schema public;
 create extension if not exists pg_trgm with schema public;
 create extension if not exists btree_gist with schema public;
+-- btree_gin: GIN indexes led by tenant_id (the trigram search indexes of leads).
+create extension if not exists btree_gin with schema public;
 
 -- Nobody may create objects in public; our roles may use what is there (extension types and functions).
 revoke all on schema public from public;

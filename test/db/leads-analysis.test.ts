@@ -416,8 +416,8 @@ describe("find_leads: the filter language", () => {
       const t = w.owner.tenant_id;
       expect(await plan("l.tenant_id = $1 and l.deleted_at is null and l.status = any ($2)", [t, ["new"]])).toMatch(/leads_live_by_status/);
       expect(await plan("l.tags operator(pg_catalog.&&) $1", [["vip"]])).toMatch(/leads_tags/);
-      expect(await plan("l.full_name operator(pg_catalog.~~*) $1", ["%lovelace%"])).toMatch(/leads_full_name_trgm/);
-      expect(await plan("l.email::text operator(pg_catalog.~~*) $1", ["%example%"])).toMatch(/leads_email_trgm/);
+      expect(await plan("l.full_name operator(pg_catalog.~~*) $1", ["%lovelace%"])).toMatch(/leads_tenant_full_name_trgm/);
+      expect(await plan("l.email::text operator(pg_catalog.~~*) $1", ["%example%"])).toMatch(/leads_tenant_email_trgm/);
       // A window inside the bulk rows' past (created_from/created_to), so that the estimate does not depend on the recent
       // leads other test files commit meanwhile (the statistics cover the whole table).
       expect(await plan("l.tenant_id = $1 and l.deleted_at is null and l.created_at >= $2 and l.created_at < $3", [t, "2019-01-01", "2019-02-01"])).toMatch(
