@@ -14161,6 +14161,7 @@ COMMENT ON FUNCTION app_public.enroll_lead_in_sequence(sequence_id uuid, lead_id
 CREATE FUNCTION app_public.enroll_segment_in_sequence(sequence_id uuid, segment_id uuid DEFAULT NULL::uuid) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
     AS $$
 declare
   v_tenant_id uuid := app_private.require_tenant_role('agent', 'enroll leads in nurture sequences');
@@ -14175,7 +14176,8 @@ begin
   if not found then
     raise exception 'No segment to enroll: give segment_id, or set the enroll segment of the sequence' using errcode = 'P0002';
   end if;
-  -- The segment's leads as find_leads gives them (the filter of the tenant of the caller, compiled once).
+  -- The leads of the segment as find_leads gives them (a custom plan: the filter is then computed once,
+  -- while planning, not for every lead).
   for v_lead in
     select l.id from app_public.find_leads(v_segment.filter) l order by l.created_at, l.id
   loop
@@ -16436,10 +16438,13 @@ COMMENT ON COLUMN app_public.segments.updated_at IS 'When the segment''s name, d
 --
 
 CREATE FUNCTION app_public.segments_leads(segment app_public.segments) RETURNS SETOF app_public.leads
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
     AS $$
-  select l.* from app_public.find_leads(segment.filter) l;
+begin
+  return query select l.* from app_public.find_leads(segment.filter) l;
+end;
 $$;
 
 --
@@ -23947,7 +23952,7 @@ CREATE INDEX leads_tenant_email_trgm ON app_public.leads USING gin (tenant_id, (
 -- Name: INDEX leads_tenant_email_trgm; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON INDEX app_public.leads_tenant_email_trgm IS 'Search by email (ILIKE) within a tenant: search_leads and the text of find_leads.';
+COMMENT ON INDEX app_public.leads_tenant_email_trgm IS 'Search by email (ILIKE) within a tenant: app_hidden.lead_search_hits, which runs as the owner (see leads_tenant_full_name_trgm).';
 
 --
 -- Name: leads_tenant_full_name_trgm; Type: INDEX; Schema: app_public; Owner: -
@@ -23959,7 +23964,7 @@ CREATE INDEX leads_tenant_full_name_trgm ON app_public.leads USING gin (tenant_i
 -- Name: INDEX leads_tenant_full_name_trgm; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON INDEX app_public.leads_tenant_full_name_trgm IS 'Search by name (ILIKE and trigram similarity) within a tenant: search_leads and the text of find_leads.';
+COMMENT ON INDEX app_public.leads_tenant_full_name_trgm IS 'Search by name (ILIKE and trigram similarity) within a tenant: app_hidden.lead_search_hits, which runs as the owner. Under the row-level security of a request, ILIKE and similarity are not leakproof and cannot use it before the tenant check (the text of find_leads does not).';
 
 --
 -- Name: leads_tenant_phone_trgm; Type: INDEX; Schema: app_public; Owner: -
@@ -23971,7 +23976,7 @@ CREATE INDEX leads_tenant_phone_trgm ON app_public.leads USING gin (tenant_id, (
 -- Name: INDEX leads_tenant_phone_trgm; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON INDEX app_public.leads_tenant_phone_trgm IS 'Search by phone digits (LIKE) within a tenant: search_leads and the text of find_leads.';
+COMMENT ON INDEX app_public.leads_tenant_phone_trgm IS 'Search by phone digits (LIKE) within a tenant: app_hidden.lead_search_hits, which runs as the owner (see leads_tenant_full_name_trgm).';
 
 --
 -- Name: memberships_tenant_id_invited_by_idx; Type: INDEX; Schema: app_public; Owner: -

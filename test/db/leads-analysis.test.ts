@@ -161,6 +161,35 @@ async function jobsFor(client: pg.ClientBase, tenantId: string) {
 // ---------------------------------------------------------------------------------------------
 
 describe("find_leads: the filter language", () => {
+  it("computes the typed filter once per page, not once per lead, also for a segment whose filter is a column", async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      await client.query("set session_replication_role = replica");
+      await client.query(
+        `insert into app_public.leads (tenant_id, first_name, phone, status, lead_score)
+         select $1, 'Lead ' || g, '+1212666' || lpad(g::text, 4, '0'), 'new', g % 100 from generate_series(1, 400) g`,
+        [owner.tenant_id],
+      );
+      await client.query("set session_replication_role = origin");
+      // Function call counts of this transaction (track_functions is set as root, read as the user).
+      await client.query("set local track_functions = 'all'");
+      await becomeUser(client, owner);
+      const { rows: segment } = await client.query("insert into app_public.segments (name, filter) values ('Warm', '{\"score_min\": 10}') returning id");
+      const calls = async () =>
+        Number((await client.query("select coalesce(sum(calls), 0) as n from pg_stat_xact_user_functions where funcname = 'lead_filter_of'")).rows[0].n);
+      const before = await calls();
+      const { rows: page } = await client.query(
+        "select count(*)::int as n from app_public.segments s, app_public.segments_leads(s) l where s.id = $1",
+        [segment[0].id],
+      );
+      expect(page[0].n).toBe(360);
+      const { rows: found } = await client.query("select count(*)::int as n from app_public.find_leads('{\"score_min\": 10}')");
+      expect(found[0].n).toBe(360);
+      // A few dozen calls while planning (one per place the filter is read), not one per lead.
+      expect(await calls() - before).toBeLessThan(100);
+    });
+  });
+
   it("has one meaning wherever it is used: find_leads, segment counts and routing rules select the same leads for 80 random filters", async () => {
     await withRootDb(async (client) => {
       const owner = await registerUser(client);
