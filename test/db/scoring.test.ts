@@ -594,6 +594,14 @@ describe("lead score jobs", () => {
         );
         ids.push(rows[0]!.id);
       }
+      // This test's jobs go first: the queue also holds the scoring jobs of every lead the other test
+      // files inserted (thousands in a full run), which the worker would otherwise work through first.
+      const putFirst = (keys: string[]) =>
+        root.query(
+          "select graphile_worker.reschedule_jobs(array(select j.id from graphile_worker.jobs j where j.key = any($1::text[])), null, -100, null, null)",
+          [keys],
+        );
+      await putFirst(ids.map((id) => `lead_score:${id}`));
       runner = await startWorker(ownerPool(), 2, { only: ["lead__score", "lead__score_tenant"] });
 
       const waitFor = async (what: string, check: () => Promise<boolean>) => {
@@ -625,6 +633,7 @@ describe("lead score jobs", () => {
         t,
         JSON.stringify({ qualification: 10, engagement: 0, intent: 80, demographic: 10 }),
       ]);
+      await putFirst([`lead_score_tenant:${t}`]);
       await waitFor("the lead__score_tenant job", async () => (await stored()).every((r) => r.lead_score_factors.intent === 40));
       for (const r of await stored()) {
         expect(r.lead_score_factors).toEqual({ qualification: 9, engagement: 0, intent: 40, demographic: 9, total: 58 });
