@@ -16333,7 +16333,10 @@ CREATE FUNCTION app_public.search_leads(query text) RETURNS SETOF app_public.lea
     LANGUAGE sql STABLE
     AS $$
   select l.*
-    from app_hidden.lead_search_hits(search_leads.query) h
+    -- The hits sorted first (offset 0 keeps the sort here): the join then keeps their order, so the
+    -- LIMIT of the page stops it after the leads shown, instead of reading every hit to sort after.
+    from (select x.* from app_hidden.lead_search_hits(search_leads.query) x
+           order by x.rank desc, x.similarity desc, x.created_at desc, x.lead_id offset 0) h
     join app_public.leads l on l.id = h.lead_id
    order by h.rank desc, h.similarity desc, h.created_at desc, h.lead_id
 $$;
