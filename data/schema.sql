@@ -199,6 +199,40 @@ COMMENT ON COLUMN app_hidden.lead_filter.text IS 'Text to find in the name, emai
 COMMENT ON COLUMN app_hidden.lead_filter.include_deleted IS 'True to include soft-deleted leads (default false).';
 
 --
+-- Name: lead_count_change; Type: TYPE; Schema: app_private; Owner: -
+--
+
+CREATE TYPE app_private.lead_count_change AS (
+	tenant_id uuid,
+	created_at timestamp with time zone,
+	source text,
+	status text,
+	change integer
+);
+
+--
+-- Name: TYPE lead_count_change; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TYPE app_private.lead_count_change IS 'One lead entering (+1) or leaving (-1) a count of app_private.lead_day_counts, as the leads trigger collects them.';
+
+--
+-- Name: lead_stage_reach; Type: TYPE; Schema: app_private; Owner: -
+--
+
+CREATE TYPE app_private.lead_stage_reach AS (
+	stage_order integer,
+	day date,
+	previous_day date
+);
+
+--
+-- Name: TYPE lead_stage_reach; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TYPE app_private.lead_stage_reach IS 'A day (in the tenant''s time zone) on which a lead reached a funnel stage or a later one, with the previous such day (null for the first).';
+
+--
 -- Name: e164_phone; Type: DOMAIN; Schema: app_public; Owner: -
 --
 
@@ -4214,6 +4248,74 @@ $$;
 COMMENT ON FUNCTION app_private.claim_outbound_message(message_id uuid) IS 'Step 1 of sending (sms__send), committed before the provider is called: a queued message due by the clock of its tenant becomes sending and is returned. Nothing (null) when it is not queued any more, not due yet (its job is moved), its number has joined the do-not-contact list since, or it is a nurture text whose enrollment stopped or whose lead opted out on either channel (canceled), or a marketing or nurture text is outside the sending hours by now (moved). A message left in sending by a crash is not sent again blindly: sweep_outbox hands it to reconciliation, which asks the provider first.';
 
 --
+-- Name: compact_lead_rollups(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.compact_lead_rollups() RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_tenant uuid;
+  v_zero bigint[];
+  v_rows integer;
+  v_folded integer := 0;
+begin
+  for v_tenant in
+    select c.tenant_id from app_private.lead_day_counts c where not c.is_total
+    union
+    select s.tenant_id from app_private.lead_stage_reaches s where not s.is_total
+  loop
+    -- A tenant being rebuilt is left for the next run.
+    if not pg_catalog.pg_try_advisory_xact_lock_shared(pg_catalog.hashtextextended('lead_rollups:' || v_tenant::text, 0)) then
+      continue;
+    end if;
+
+    with moved as (
+      delete from app_private.lead_day_counts c
+       where c.tenant_id = v_tenant and not c.is_total
+      returning c.day, c.source, c.status, c.leads
+    ), folded as (
+      insert into app_private.lead_day_counts as c (tenant_id, day, source, status, leads, is_total)
+      select v_tenant, m.day, m.source, m.status, pg_catalog.sum(m.leads)::integer, true
+        from moved m
+       group by m.day, m.source, m.status
+      on conflict (tenant_id, day, source, status) where is_total
+      do update set leads = c.leads + excluded.leads
+      returning c.id, c.leads
+    )
+    select pg_catalog.count(*)::integer, pg_catalog.array_agg(f.id) filter (where f.leads = 0) into v_rows, v_zero from folded f;
+    delete from app_private.lead_day_counts c where c.id = any(v_zero);
+    v_folded := v_folded + v_rows;
+
+    with moved as (
+      delete from app_private.lead_stage_reaches s
+       where s.tenant_id = v_tenant and not s.is_total
+      returning s.stage_order, s.day, s.previous_day, s.leads
+    ), folded as (
+      insert into app_private.lead_stage_reaches as s (tenant_id, stage_order, day, previous_day, leads, is_total)
+      select v_tenant, m.stage_order, m.day, m.previous_day, pg_catalog.sum(m.leads)::integer, true
+        from moved m
+       group by m.stage_order, m.day, m.previous_day
+      on conflict (tenant_id, stage_order, day, previous_day) where is_total
+      do update set leads = s.leads + excluded.leads
+      returning s.id, s.leads
+    )
+    select pg_catalog.count(*)::integer, pg_catalog.array_agg(f.id) filter (where f.leads = 0) into v_rows, v_zero from folded f;
+    delete from app_private.lead_stage_reaches s where s.id = any(v_zero);
+    v_folded := v_folded + v_rows;
+  end loop;
+  return v_folded;
+end;
+$$;
+
+--
+-- Name: FUNCTION compact_lead_rollups(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.compact_lead_rollups() IS 'Folds the delta rows of the report rollups (lead_day_counts, lead_stage_reaches) into one total row per key, tenant by tenant, and drops totals that reached zero; returns the number of totals written. Exact while writers run: a delta is moved into its total in one statement, and concurrent deltas stay for the next run. Scheduled every minute (crontab: maintenance__compact_lead_rollups); reports are exact without it, only slower when deltas pile up.';
+
+--
 -- Name: phone_numbers; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -6269,6 +6371,50 @@ $$;
 COMMENT ON FUNCTION app_private.lead_default_timezone(tenant_id uuid, phone text, country text, region text) IS 'The time zone a lead gets when none is given: its phone''s area code zone if known, else its region''s zone (region_timezones), else the tenant''s business_settings.timezone. Called by the leads trigger, which runs as the owner (it reads the tenant''s settings explicitly by tenant_id).';
 
 --
+-- Name: lead_funnel_reaches(uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.lead_funnel_reaches(lead_ids uuid[], OUT lead_id uuid, OUT tenant_id uuid, OUT reaches app_private.lead_stage_reach[]) RETURNS SETOF record
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  with live as (
+    select l.id, l.tenant_id, coalesce(bs.timezone, 'UTC') as timezone
+      from pg_catalog.unnest(lead_funnel_reaches.lead_ids) as t(id)
+      join app_public.leads l on l.id = t.id
+      left join app_public.business_settings bs on bs.tenant_id = l.tenant_id
+     where l.deleted_at is null
+  ), days as (
+    -- The furthest funnel stage the lead entered on each day of its history, in the days of its tenant.
+    select v.id, v.tenant_id, pg_catalog.timezone(v.timezone, h.changed_at)::date as day,
+           pg_catalog.max(hs.stage_order) as reached
+      from live v
+      join app_public.lead_status_history h on h.tenant_id = v.tenant_id and h.lead_id = v.id
+      join app_public.lead_statuses hs on hs.status = h.to_status
+     where hs.stage_order is not null
+     group by v.id, v.tenant_id, 3
+  ), chain as (
+    -- For each stage, the days on which the lead reached it or a later one, each with the one before.
+    select d.id, d.tenant_id, s.stage_order, d.day,
+           pg_catalog.lag(d.day) over (partition by d.id, s.stage_order order by d.day) as previous_day
+      from days d
+      join (select distinct st.stage_order from app_public.lead_statuses st where st.stage_order is not null) s
+        on s.stage_order <= d.reached
+  )
+  select c.id, c.tenant_id,
+         pg_catalog.array_agg(row(c.stage_order, c.day, c.previous_day)::app_private.lead_stage_reach
+                              order by c.stage_order, c.day)
+    from chain c
+   group by c.id, c.tenant_id;
+$$;
+
+--
+-- Name: FUNCTION lead_funnel_reaches(lead_ids uuid[], OUT lead_id uuid, OUT tenant_id uuid, OUT reaches app_private.lead_stage_reach[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.lead_funnel_reaches(lead_ids uuid[], OUT lead_id uuid, OUT tenant_id uuid, OUT reaches app_private.lead_stage_reach[]) IS 'What each given live lead contributes to the funnel rollup (app_private.lead_stage_reaches): for every funnel stage, each day (in the tenant''s time zone) on which its status history reached that stage or a later one, with the previous such day (null for the first). A lead counts in the funnel of a date range for a stage exactly when one of these days is in the range and the day before it is not, so the funnel of any range is a sum over days. Leads without funnel history, soft-deleted or unknown leads give no row.';
+
+--
 -- Name: matching_routing_rule(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -7090,6 +7236,51 @@ $_$;
 --
 
 COMMENT ON FUNCTION app_private.queue_message(tenant_id uuid, to_phone text, from_phone text, body text, purpose text, sender text, conversation_id uuid, lead_id uuid, idempotency_key text, scheduled_for timestamp with time zone) IS 'Writes one outbound text to the outbox (status queued) and enqueues its sms__send job, in the caller’s transaction. The same idempotency_key returns the first message instead of queuing again. The guard trigger on messages refuses do-not-contact numbers (SB001) and holds marketing and nurture texts to sending hours and daily caps. Errors: 22023 a number that is not E.164, an empty body or one over 1600 characters.';
+
+--
+-- Name: rebuild_lead_rollups(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.rebuild_lead_rollups(tenant_id uuid) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_tenant uuid := rebuild_lead_rollups.tenant_id;
+  v_timezone text;
+begin
+  -- Exclusive: waits for the transactions writing deltas for this tenant, and makes new ones wait.
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('lead_rollups:' || v_tenant::text, 0));
+  v_timezone := coalesce((select bs.timezone from app_public.business_settings bs where bs.tenant_id = v_tenant), 'UTC');
+
+  delete from app_private.lead_day_counts c where c.tenant_id = v_tenant;
+  insert into app_private.lead_day_counts (tenant_id, day, source, status, leads, is_total)
+  select l.tenant_id, pg_catalog.timezone(v_timezone, l.created_at)::date, l.source, l.status, pg_catalog.count(*)::integer, true
+    from app_public.leads l
+   where l.tenant_id = v_tenant and l.deleted_at is null
+   group by l.tenant_id, 2, l.source, l.status;
+
+  delete from app_private.lead_funnel_marks m where m.tenant_id = v_tenant;
+  insert into app_private.lead_funnel_marks (lead_id, tenant_id, reaches)
+  select r.lead_id, r.tenant_id, r.reaches
+    from app_private.lead_funnel_reaches(array(
+           select l.id from app_public.leads l where l.tenant_id = v_tenant and l.deleted_at is null)) r;
+
+  delete from app_private.lead_stage_reaches s where s.tenant_id = v_tenant;
+  insert into app_private.lead_stage_reaches (tenant_id, stage_order, day, previous_day, leads, is_total)
+  select m.tenant_id, r.stage_order, r.day, r.previous_day, pg_catalog.count(*)::integer, true
+    from app_private.lead_funnel_marks m
+   cross join pg_catalog.unnest(m.reaches) r
+   where m.tenant_id = v_tenant
+   group by m.tenant_id, r.stage_order, r.day, r.previous_day;
+end;
+$$;
+
+--
+-- Name: FUNCTION rebuild_lead_rollups(tenant_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.rebuild_lead_rollups(tenant_id uuid) IS 'Recomputes from scratch the report rollups of one tenant (lead_day_counts, lead_funnel_marks, lead_stage_reaches) as compacted totals. Runs by itself when the tenant''s time zone changes (the rollups count days in it) and when the funnel stages change; run it by hand after loading leads or history with triggers off (session_replication_role = replica). Waits for, and then holds off, the tenant''s other rollup writers. About a second per 100,000 leads.';
 
 --
 -- Name: reconcile_message(uuid, text, text, integer, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -10216,6 +10407,28 @@ $$;
 COMMENT ON FUNCTION app_private.settle_email(email_id uuid, found_at_provider boolean, note text) IS 'Settles an email left in sending (its worker stopped, or the answer of the server was lost) from what the provider can tell, never blindly: found true → sent; found false (the provider certainly has no such email) → queued again for its first send; found null (SMTP cannot be asked) → uncertain, never resent automatically. Returns the resulting status.';
 
 --
+-- Name: share_lead_rollups(uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.share_lead_rollups(tenant_ids uuid[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  -- Shared: writers of different leads never wait for each other, only for a rebuild of their tenant
+  -- (app_private.rebuild_lead_rollups takes the same key exclusively). Taken in tenant order.
+  perform pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtextextended('lead_rollups:' || t.id::text, 0))
+     from (select distinct u.id from pg_catalog.unnest(share_lead_rollups.tenant_ids) as u(id) where u.id is not null order by 1) t;
+end;
+$$;
+
+--
+-- Name: FUNCTION share_lead_rollups(tenant_ids uuid[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.share_lead_rollups(tenant_ids uuid[]) IS 'Takes, until the end of the transaction, the shared lock on the report rollups (lead_day_counts, lead_stage_reaches, lead_funnel_marks) of each given tenant. Every trigger that writes a rollup delta takes it before reading the tenant''s time zone; app_private.rebuild_lead_rollups takes it exclusively, so a rebuild after a change of time zone neither misses nor double counts a concurrent change.';
+
+--
 -- Name: sms_marketing_send_time(uuid, uuid, text, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -11056,6 +11269,70 @@ $$;
 COMMENT ON FUNCTION app_private.sweep_outbox(grace interval, OUT requeued integer, OUT to_reconcile integer) IS 'Finds outbox rows a stopped worker left behind (run every minute by the sms__sweep cron task): queued messages overdue by more than grace get their sms__send job again (a duplicate job is harmless: only one claim succeeds); messages in sending for more than grace get an sms__reconcile job, which asks the provider before anything is sent again. The grace must exceed the provider timeout, so that a send still under way is not taken for a lost one.';
 
 --
+-- Name: sync_lead_funnel_marks(uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.sync_lead_funnel_marks(lead_ids uuid[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_ids uuid[];
+begin
+  select pg_catalog.array_agg(distinct t.id order by t.id) into v_ids
+    from pg_catalog.unnest(sync_lead_funnel_marks.lead_ids) as t(id)
+   where t.id is not null;
+  if v_ids is null then
+    return;
+  end if;
+  -- Two transactions changing the history of one lead take turns, so that each diffs against what the
+  -- other recorded (the usual path, a status change, already holds this lock).
+  perform 1 from app_public.leads l where l.id = any(v_ids) order by l.id for no key update of l;
+  perform app_private.share_lead_rollups(array(
+    select l.tenant_id from app_public.leads l where l.id = any(v_ids)
+    union
+    select m.tenant_id from app_private.lead_funnel_marks m where m.lead_id = any(v_ids)));
+  with desired as (
+    select r.lead_id, r.tenant_id, r.reaches from app_private.lead_funnel_reaches(v_ids) r
+  ), recorded as (
+    select m.lead_id, m.tenant_id, m.reaches from app_private.lead_funnel_marks m where m.lead_id = any(v_ids)
+  ), changed as (
+    select coalesce(d.lead_id, r.lead_id) as lead_id,
+           d.tenant_id as new_tenant_id, d.reaches as new_reaches,
+           r.tenant_id as old_tenant_id, r.reaches as old_reaches
+      from desired d
+      full join recorded r on r.lead_id = d.lead_id
+     where (d.tenant_id, d.reaches) is distinct from (r.tenant_id, r.reaches)
+  ), kept as (
+    insert into app_private.lead_funnel_marks as m (lead_id, tenant_id, reaches)
+    select c.lead_id, c.new_tenant_id, c.new_reaches from changed c where c.new_reaches is not null
+    on conflict (lead_id) do update set tenant_id = excluded.tenant_id, reaches = excluded.reaches
+  ), dropped as (
+    delete from app_private.lead_funnel_marks m
+     using changed c
+     where m.lead_id = c.lead_id and c.new_reaches is null
+  )
+  insert into app_private.lead_stage_reaches (tenant_id, stage_order, day, previous_day, leads)
+  select x.tenant_id, x.stage_order, x.day, x.previous_day, pg_catalog.sum(x.change)::integer
+    from (select c.new_tenant_id as tenant_id, r.stage_order, r.day, r.previous_day, 1 as change
+            from changed c cross join pg_catalog.unnest(c.new_reaches) r
+          union all
+          select c.old_tenant_id, r.stage_order, r.day, r.previous_day, -1
+            from changed c cross join pg_catalog.unnest(c.old_reaches) r) x
+   -- A tenant being deleted takes its rollups with it.
+   where exists (select 1 from app_public.tenants t where t.id = x.tenant_id)
+   group by x.tenant_id, x.stage_order, x.day, x.previous_day
+  having pg_catalog.sum(x.change) <> 0;
+end;
+$$;
+
+--
+-- Name: FUNCTION sync_lead_funnel_marks(lead_ids uuid[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.sync_lead_funnel_marks(lead_ids uuid[]) IS 'Brings the funnel rollup up to date for the given leads after a change of their status history, deletion or restore: computes what each lead contributes now (app_private.lead_funnel_reaches), compares it with what lead_funnel_marks says it contributed, records the difference as delta rows of lead_stage_reaches and the new contribution in lead_funnel_marks. Idempotent, so triggers may call it as often as they like: the last call of a transaction leaves the rollup exact. Locks the leads (no key update) so that concurrent changes of one lead take turns.';
+
+--
 -- Name: takeover_user_id(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -11534,6 +11811,34 @@ $$;
 COMMENT ON FUNCTION app_private.tg_budget_transactions__check_chain() IS 'Trigger (before insert on budget_transactions): the new row must carry the seq and balance of its budget account (updated just before in the same transaction), and balance_after must equal the previous transaction''s balance_after plus amount. Raises 23514 otherwise, so even the owner can''t write an inconsistent ledger by hand.';
 
 --
+-- Name: tg_business_settings__rebuild_lead_rollups(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_business_settings__rebuild_lead_rollups() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if TG_OP = 'UPDATE' and OLD.timezone is not distinct from NEW.timezone and OLD.tenant_id = NEW.tenant_id then
+    return null;
+  end if;
+  if TG_OP in ('UPDATE', 'DELETE') then
+    perform app_private.rebuild_lead_rollups(OLD.tenant_id);
+  end if;
+  if TG_OP in ('UPDATE', 'INSERT') and (TG_OP = 'INSERT' or OLD.tenant_id <> NEW.tenant_id) then
+    perform app_private.rebuild_lead_rollups(NEW.tenant_id);
+  end if;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_business_settings__rebuild_lead_rollups(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_business_settings__rebuild_lead_rollups() IS 'Trigger (_600_rebuild_lead_rollups: after insert, delete or update of timezone on business_settings): the report rollups count days in the tenant''s time zone, so a new time zone rebuilds them (app_private.rebuild_lead_rollups; about a second per 100,000 leads, once).';
+
+--
 -- Name: tg_business_settings__validate(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -11678,6 +11983,56 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg_email_suppressions__nurture_stop() IS 'Trigger (_600_nurture_stop, after insert on email_suppressions): every enrollment of a lead with that address stops (unsubscribed).';
+
+--
+-- Name: tg_lead_status_history__funnel_marks(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_lead_status_history__funnel_marks() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_leads uuid[];
+begin
+  if TG_OP = 'INSERT' then
+    select pg_catalog.array_agg(distinct n.lead_id) into v_leads from new_history n;
+  elsif TG_OP = 'DELETE' then
+    select pg_catalog.array_agg(distinct o.lead_id) into v_leads from old_history o;
+  else
+    select pg_catalog.array_agg(distinct x.lead_id) into v_leads
+      from (select n.lead_id from new_history n union all select o.lead_id from old_history o) x;
+  end if;
+  perform app_private.sync_lead_funnel_marks(v_leads);
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_lead_status_history__funnel_marks(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_lead_status_history__funnel_marks() IS 'Trigger (_900_funnel_marks_on_insert, _on_update, _on_delete: after each statement on lead_status_history): brings the funnel rollup up to date for the leads whose history the statement changed, backdated entries and deletions included (app_private.sync_lead_funnel_marks).';
+
+--
+-- Name: tg_lead_statuses__rebuild_lead_rollups(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_lead_statuses__rebuild_lead_rollups() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  perform app_private.rebuild_lead_rollups(t.id) from app_public.tenants t order by t.id;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_lead_statuses__rebuild_lead_rollups(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_lead_statuses__rebuild_lead_rollups() IS 'Trigger (_900_rebuild_lead_rollups: after each statement changing lead_statuses, which only migrations do): the funnel rollup depends on the stage of each status, so every tenant''s rollups are rebuilt.';
 
 --
 -- Name: tg_leads__add_to_dnc_list(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11849,6 +12204,57 @@ $$;
 COMMENT ON FUNCTION app_private.tg_leads__auto_route() IS 'AFTER INSERT trigger on leads (_910_auto_route): by the tenant''s system_config routing.auto_route, routes the new lead in the inserting transaction (inline: a routing error fails the insert), enqueues lead__route {lead_id} with job key lead_route:<lead_id> (job), or does nothing (off, the default).';
 
 --
+-- Name: tg_leads__day_counts(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_leads__day_counts() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_changes app_private.lead_count_change[];
+begin
+  if TG_OP = 'INSERT' then
+    select pg_catalog.array_agg(row(n.tenant_id, n.created_at, n.source, n.status, 1)::app_private.lead_count_change) into v_changes
+      from new_leads n where n.deleted_at is null;
+  elsif TG_OP = 'DELETE' then
+    select pg_catalog.array_agg(row(o.tenant_id, o.created_at, o.source, o.status, -1)::app_private.lead_count_change) into v_changes
+      from old_leads o where o.deleted_at is null;
+  else
+    -- Most updates change nothing counted (a note, a score, an owner): only the rows that do.
+    select pg_catalog.array_agg(x.c) into v_changes
+      from new_leads n
+      join old_leads o on o.id = n.id
+     cross join lateral (values (row(o.tenant_id, o.created_at, o.source, o.status, -1)::app_private.lead_count_change, o.deleted_at is null),
+                                (row(n.tenant_id, n.created_at, n.source, n.status, 1)::app_private.lead_count_change, n.deleted_at is null)) x(c, live)
+     where x.live
+       and (n.tenant_id, n.created_at, n.source, n.status, n.deleted_at is null)
+           is distinct from (o.tenant_id, o.created_at, o.source, o.status, o.deleted_at is null);
+  end if;
+  if v_changes is null then
+    return null;
+  end if;
+  perform app_private.share_lead_rollups(array(select c.tenant_id from pg_catalog.unnest(v_changes) c));
+  insert into app_private.lead_day_counts (tenant_id, day, source, status, leads)
+  select c.tenant_id, pg_catalog.timezone(coalesce(bs.timezone, 'UTC'), c.created_at)::date, c.source, c.status,
+         pg_catalog.sum(c.change)::integer
+    from pg_catalog.unnest(v_changes) c
+    left join app_public.business_settings bs on bs.tenant_id = c.tenant_id
+   -- A tenant being deleted takes its rollups with it.
+   where exists (select 1 from app_public.tenants t where t.id = c.tenant_id)
+   group by c.tenant_id, 2, c.source, c.status
+  having pg_catalog.sum(c.change) <> 0;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_leads__day_counts(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_leads__day_counts() IS 'Trigger (_550_day_counts_on_insert, _on_update, _on_delete: after each statement on leads): records in lead_day_counts, as delta rows, how the statement changed the number of live leads per tenant, day of creation (in the tenant''s time zone), source and status. Updates that change none of these (or deleted_at) write nothing. One insert per statement, so a batch import adds one row per day, source and status, not one per lead.';
+
+--
 -- Name: tg_leads__derive_timezone(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -11989,6 +12395,26 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg_leads__enqueue_segment_refresh() IS 'Statement trigger on leads (transition tables new_leads/old_leads): for each tenant with segments whose leads changed in a way a filter can see, enqueues segment__refresh_counts {tenant_id} with job_key segment_counts:<tenant_id> (replace mode), 5 seconds later.';
+
+--
+-- Name: tg_leads__funnel_marks(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_leads__funnel_marks() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  perform app_private.sync_lead_funnel_marks(array[NEW.id]);
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_leads__funnel_marks(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_leads__funnel_marks() IS 'Trigger (_560_funnel_marks: after update of deleted_at or tenant_id on leads, when either changed): a soft-deleted lead leaves the funnel rollup and a restored one comes back (app_private.sync_lead_funnel_marks).';
 
 --
 -- Name: tg_leads__nurture(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -14532,14 +14958,12 @@ COMMENT ON FUNCTION app_public.is_valid_timezone(timezone text) IS 'True when th
 --
 
 CREATE FUNCTION app_public.lead_funnel(from_date date, to_date date) RETURNS SETOF app_public.lead_funnel_stage
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET plan_cache_mode TO 'force_custom_plan'
     AS $$
 declare
   v_tenant_id uuid := app_public.current_tenant_id();
-  v_from timestamptz;
-  v_to timestamptz;
 begin
   if from_date is null or to_date is null then
     raise exception 'from_date and to_date are required' using errcode = '22023';
@@ -14547,9 +14971,6 @@ begin
   if from_date > to_date then
     raise exception 'from_date (%) must be on or before to_date (%)', from_date, to_date using errcode = '22023';
   end if;
-  -- The window in the tenant's time zone, computed once (not per row).
-  v_from := app_hidden.tenant_day_start(v_tenant_id, from_date);
-  v_to := app_hidden.tenant_day_start(v_tenant_id, to_date + 1);
   return query
     with stages as (
       select s.stage_order,
@@ -14559,25 +14980,22 @@ begin
        where s.stage_order is not null
        group by s.stage_order
     ), reached as (
-      select h.lead_id, pg_catalog.max(st.stage_order) as max_order
-        from app_public.lead_status_history h
-        join app_public.lead_statuses st on st.status = h.to_status
-        join app_public.leads l on l.tenant_id = h.tenant_id and l.id = h.lead_id
-       where h.tenant_id = v_tenant_id
-         and h.changed_at >= v_from
-         and h.changed_at < v_to
-         and st.stage_order is not null
-         and l.deleted_at is null
-       group by h.lead_id
-    ), counts as (
-      select s.stage, s.stage_order,
-             (select pg_catalog.count(*) from reached r where r.max_order >= s.stage_order)::int as leads
-        from stages s
+      -- A lead reached a stage in the range when one of its days for that stage is in the range and
+      -- the day before it is not (see app_private.lead_funnel_reaches): a sum over the days of the range.
+      select r.stage_order, pg_catalog.sum(r.leads)::integer as leads
+        from app_private.lead_stage_reaches r
+       where r.tenant_id = v_tenant_id
+         and r.day >= from_date
+         and r.day <= to_date
+         and (r.previous_day is null or r.previous_day < from_date)
+       group by r.stage_order
     )
-    select c.stage, c.stage_order, c.leads,
-           pg_catalog.round(c.leads::numeric / nullif(pg_catalog.lag(c.leads) over (order by c.stage_order), 0), 4)
-      from counts c
-     order by c.stage_order;
+    select s.stage, s.stage_order, coalesce(r.leads, 0),
+           pg_catalog.round(coalesce(r.leads, 0)::numeric
+             / nullif(pg_catalog.lag(coalesce(r.leads, 0)) over (order by s.stage_order), 0), 4)
+      from stages s
+      left join reached r on r.stage_order = s.stage_order
+     order by s.stage_order;
 end;
 $$;
 
@@ -14585,21 +15003,19 @@ $$;
 -- Name: FUNCTION lead_funnel(from_date date, to_date date); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.lead_funnel(from_date date, to_date date) IS 'The lead funnel from from_date to to_date (inclusive days in the business''s time zone), from lead_status_history: one row per stage (new, contacted, qualified, hot, won; statuses at the same stage_order count as one stage), with the distinct leads that reached that stage or a later one in the range, and the conversion from the previous stage. Soft-deleted leads are left out. Example: leadFunnel(fromDate: "2025-03-01", toDate: "2025-03-31"). Errors: 22023 when a date is missing or from_date is after to_date.';
+COMMENT ON FUNCTION app_public.lead_funnel(from_date date, to_date date) IS 'The lead funnel from from_date to to_date (inclusive days in the business''s time zone), from the status history (read from the incrementally maintained rollup app_private.lead_stage_reaches, so the cost grows with the days in the range, not with the leads): one row per stage (new, contacted, qualified, hot, won; statuses at the same stage_order count as one stage), with the distinct leads that reached that stage or a later one in the range, and the conversion from the previous stage. Soft-deleted leads are left out. Example: leadFunnel(fromDate: "2025-03-01", toDate: "2025-03-31"). Errors: 22023 when a date is missing or from_date is after to_date.';
 
 --
 -- Name: lead_source_roi(date, date); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
 CREATE FUNCTION app_public.lead_source_roi(from_date date, to_date date) RETURNS SETOF app_public.lead_source_roi_row
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET plan_cache_mode TO 'force_custom_plan'
     AS $$
 declare
   v_tenant_id uuid := app_public.current_tenant_id();
-  v_from timestamptz;
-  v_to timestamptz;
 begin
   if from_date is null or to_date is null then
     raise exception 'from_date and to_date are required' using errcode = '22023';
@@ -14607,20 +15023,17 @@ begin
   if from_date > to_date then
     raise exception 'from_date (%) must be on or before to_date (%)', from_date, to_date using errcode = '22023';
   end if;
-  -- The window in the tenant's time zone, computed once (not per row).
-  v_from := app_hidden.tenant_day_start(v_tenant_id, from_date);
-  v_to := app_hidden.tenant_day_start(v_tenant_id, to_date + 1);
   return query
     with lead_stats as (
-      select l.source, pg_catalog.count(*)::int as leads,
-             (pg_catalog.count(*) filter (where st.outcome = 'won'))::int as conversions
-        from app_public.leads l
-        join app_public.lead_statuses st on st.status = l.status
-       where l.tenant_id = v_tenant_id
-         and l.deleted_at is null
-         and l.created_at >= v_from
-         and l.created_at < v_to
-       group by l.source
+      select c.source, pg_catalog.sum(c.leads)::integer as leads,
+             coalesce(pg_catalog.sum(c.leads) filter (where st.outcome = 'won'), 0)::integer as conversions
+        from app_private.lead_day_counts c
+        join app_public.lead_statuses st on st.status = c.status
+       where c.tenant_id = v_tenant_id
+         and c.day >= from_date
+         and c.day <= to_date
+       group by c.source
+      having pg_catalog.sum(c.leads) <> 0
     ), cost_stats as (
       select c.source, pg_catalog.sum(c.cost) as cost
         from app_public.lead_source_costs c
@@ -14645,7 +15058,7 @@ $$;
 -- Name: FUNCTION lead_source_roi(from_date date, to_date date); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.lead_source_roi(from_date date, to_date date) IS 'Return on investment per lead source for leads created from from_date to to_date (inclusive days in the business''s time zone): leads, conversions (won outcomes), cost of the months overlapping the range (whole months), cost per lead, conversion rate and cost per conversion. Sources with costs but no leads appear too (0 leads). Soft-deleted leads are left out. Example: leadSourceRoi(fromDate: "2025-03-01", toDate: "2025-03-31"). Errors: 22023 when a date is missing or from_date is after to_date.';
+COMMENT ON FUNCTION app_public.lead_source_roi(from_date date, to_date date) IS 'Return on investment per lead source (counts read from the incrementally maintained rollup app_private.lead_day_counts, so the cost grows with the days in the range, not with the leads) for leads created from from_date to to_date (inclusive days in the business''s time zone): leads, conversions (won outcomes), cost of the months overlapping the range (whole months), cost per lead, conversion rate and cost per conversion. Sources with costs but no leads appear too (0 leads). Soft-deleted leads are left out. Example: leadSourceRoi(fromDate: "2025-03-01", toDate: "2025-03-31"). Errors: 22023 when a date is missing or from_date is after to_date.';
 
 --
 -- Name: lead_timeline(uuid); Type: FUNCTION; Schema: app_public; Owner: -
@@ -17640,6 +18053,197 @@ COMMENT ON COLUMN app_private.invitation_tokens.token_hash IS 'SHA-256 of the to
 --
 
 COMMENT ON COLUMN app_private.invitation_tokens.created_at IS 'When the token was issued.';
+
+--
+-- Name: lead_day_counts; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.lead_day_counts (
+    id bigint NOT NULL,
+    tenant_id uuid NOT NULL,
+    day date NOT NULL,
+    source text NOT NULL,
+    status text NOT NULL,
+    leads integer NOT NULL,
+    is_total boolean DEFAULT false NOT NULL
+);
+
+ALTER TABLE ONLY app_private.lead_day_counts FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE lead_day_counts; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.lead_day_counts IS 'The rollup behind lead_source_roi: how many live (not soft-deleted) leads a tenant has per day of creation (in the tenant''s time zone), source and status. Triggers on leads append delta rows (is_total false) in the transaction of the change; app_private.compact_lead_rollups folds them into one total row per key. The count of a key is the sum of its rows.';
+
+--
+-- Name: COLUMN lead_day_counts.id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_day_counts.id IS 'Sequence number of the row.';
+
+--
+-- Name: COLUMN lead_day_counts.tenant_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_day_counts.tenant_id IS 'The tenant.';
+
+--
+-- Name: COLUMN lead_day_counts.day; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_day_counts.day IS 'The day the leads were created, in the tenant''s time zone.';
+
+--
+-- Name: COLUMN lead_day_counts.source; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_day_counts.source IS 'The source of the leads.';
+
+--
+-- Name: COLUMN lead_day_counts.status; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_day_counts.status IS 'The current status of the leads.';
+
+--
+-- Name: COLUMN lead_day_counts.leads; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_day_counts.leads IS 'How many leads this row adds (negative for a delta that removes some).';
+
+--
+-- Name: COLUMN lead_day_counts.is_total; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_day_counts.is_total IS 'True for the folded total of its key (one per key), false for a delta not folded yet.';
+
+--
+-- Name: lead_day_counts_id_seq; Type: SEQUENCE; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.lead_day_counts ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app_private.lead_day_counts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: lead_funnel_marks; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.lead_funnel_marks (
+    lead_id uuid NOT NULL,
+    tenant_id uuid NOT NULL,
+    reaches app_private.lead_stage_reach[] NOT NULL
+);
+
+ALTER TABLE ONLY app_private.lead_funnel_marks FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE lead_funnel_marks; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.lead_funnel_marks IS 'What each live lead with funnel history currently contributes to app_private.lead_stage_reaches, so that a change of its history (backdated, deleted) or its deletion and restore is applied as the exact difference. No foreign key to leads: when a lead is erased, its row is still needed to take its contribution back.';
+
+--
+-- Name: COLUMN lead_funnel_marks.lead_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_funnel_marks.lead_id IS 'The lead.';
+
+--
+-- Name: COLUMN lead_funnel_marks.tenant_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_funnel_marks.tenant_id IS 'The tenant of the lead.';
+
+--
+-- Name: COLUMN lead_funnel_marks.reaches; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_funnel_marks.reaches IS 'Its rows of lead_stage_reaches (stage, day, previous day), each counting one.';
+
+--
+-- Name: lead_stage_reaches; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.lead_stage_reaches (
+    id bigint NOT NULL,
+    tenant_id uuid NOT NULL,
+    stage_order integer NOT NULL,
+    day date NOT NULL,
+    previous_day date,
+    leads integer NOT NULL,
+    is_total boolean DEFAULT false NOT NULL,
+    CONSTRAINT lead_stage_reaches_previous_day_must_be_before_day CHECK ((previous_day < day))
+);
+
+ALTER TABLE ONLY app_private.lead_stage_reaches FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE lead_stage_reaches; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.lead_stage_reaches IS 'The rollup behind lead_funnel: for each funnel stage, day and previous day, how many live leads reached that stage (or a later one) that day and, before that, last on the previous day (see app_private.lead_funnel_reaches). The leads that reached a stage in a range are the rows with the day in the range and the previous day before it (or none). Kept by triggers on lead_status_history and leads as delta rows, folded by app_private.compact_lead_rollups.';
+
+--
+-- Name: COLUMN lead_stage_reaches.id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_stage_reaches.id IS 'Sequence number of the row.';
+
+--
+-- Name: COLUMN lead_stage_reaches.tenant_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_stage_reaches.tenant_id IS 'The tenant.';
+
+--
+-- Name: COLUMN lead_stage_reaches.stage_order; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_stage_reaches.stage_order IS 'The funnel stage (lead_statuses.stage_order).';
+
+--
+-- Name: COLUMN lead_stage_reaches.day; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_stage_reaches.day IS 'A day on which the leads reached the stage or a later one, in the tenant''s time zone.';
+
+--
+-- Name: COLUMN lead_stage_reaches.previous_day; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_stage_reaches.previous_day IS 'The day they did so the time before; null when this was the first time.';
+
+--
+-- Name: COLUMN lead_stage_reaches.leads; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_stage_reaches.leads IS 'How many leads this row adds (negative for a delta that removes some).';
+
+--
+-- Name: COLUMN lead_stage_reaches.is_total; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.lead_stage_reaches.is_total IS 'True for the folded total of its key (one per key), false for a delta not folded yet.';
+
+--
+-- Name: lead_stage_reaches_id_seq; Type: SEQUENCE; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.lead_stage_reaches ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app_private.lead_stage_reaches_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 
 --
 -- Name: local_provider_emails; Type: TABLE; Schema: app_private; Owner: -
@@ -22540,6 +23144,27 @@ ALTER TABLE ONLY app_private.invitation_tokens
     ADD CONSTRAINT invitation_tokens_pkey PRIMARY KEY (tenant_id, invitation_id);
 
 --
+-- Name: lead_day_counts lead_day_counts_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.lead_day_counts
+    ADD CONSTRAINT lead_day_counts_pkey PRIMARY KEY (id);
+
+--
+-- Name: lead_funnel_marks lead_funnel_marks_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.lead_funnel_marks
+    ADD CONSTRAINT lead_funnel_marks_pkey PRIMARY KEY (lead_id);
+
+--
+-- Name: lead_stage_reaches lead_stage_reaches_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.lead_stage_reaches
+    ADD CONSTRAINT lead_stage_reaches_pkey PRIMARY KEY (id);
+
+--
 -- Name: local_provider_emails local_provider_emails_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
 --
 
@@ -23536,6 +24161,90 @@ CREATE INDEX email_verification_tokens_token_hash_idx ON app_private.email_verif
 --
 
 CREATE INDEX invitation_tokens_token_hash_idx ON app_private.invitation_tokens USING btree (token_hash);
+
+--
+-- Name: lead_day_counts_by_day; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX lead_day_counts_by_day ON app_private.lead_day_counts USING btree (tenant_id, day) INCLUDE (source, status, leads);
+
+--
+-- Name: INDEX lead_day_counts_by_day; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.lead_day_counts_by_day IS 'lead_source_roi: the rows of a tenant''s date range, read from the index alone.';
+
+--
+-- Name: lead_day_counts_deltas; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX lead_day_counts_deltas ON app_private.lead_day_counts USING btree (tenant_id) WHERE (NOT is_total);
+
+--
+-- Name: INDEX lead_day_counts_deltas; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.lead_day_counts_deltas IS 'The delta rows waiting for compaction.';
+
+--
+-- Name: lead_day_counts_one_total_per_day_source_status; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE UNIQUE INDEX lead_day_counts_one_total_per_day_source_status ON app_private.lead_day_counts USING btree (tenant_id, day, source, status) WHERE is_total;
+
+--
+-- Name: INDEX lead_day_counts_one_total_per_day_source_status; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.lead_day_counts_one_total_per_day_source_status IS 'One total per tenant, day, source and status: the target of the compaction.';
+
+--
+-- Name: lead_funnel_marks_by_tenant; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX lead_funnel_marks_by_tenant ON app_private.lead_funnel_marks USING btree (tenant_id);
+
+--
+-- Name: INDEX lead_funnel_marks_by_tenant; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.lead_funnel_marks_by_tenant IS 'rebuild_lead_rollups: a tenant''s marks.';
+
+--
+-- Name: lead_stage_reaches_by_day; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX lead_stage_reaches_by_day ON app_private.lead_stage_reaches USING btree (tenant_id, day) INCLUDE (stage_order, previous_day, leads);
+
+--
+-- Name: INDEX lead_stage_reaches_by_day; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.lead_stage_reaches_by_day IS 'lead_funnel: the rows of a tenant''s date range, read from the index alone.';
+
+--
+-- Name: lead_stage_reaches_deltas; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX lead_stage_reaches_deltas ON app_private.lead_stage_reaches USING btree (tenant_id) WHERE (NOT is_total);
+
+--
+-- Name: INDEX lead_stage_reaches_deltas; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.lead_stage_reaches_deltas IS 'The delta rows waiting for compaction.';
+
+--
+-- Name: lead_stage_reaches_one_total_per_stage_and_days; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE UNIQUE INDEX lead_stage_reaches_one_total_per_stage_and_days ON app_private.lead_stage_reaches USING btree (tenant_id, stage_order, day, previous_day) NULLS NOT DISTINCT WHERE is_total;
+
+--
+-- Name: INDEX lead_stage_reaches_one_total_per_stage_and_days; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.lead_stage_reaches_one_total_per_stage_and_days IS 'One total per tenant, stage, day and previous day (a missing previous day counts as one value): the target of the compaction.';
 
 --
 -- Name: password_reset_tokens_user_id_idx; Type: INDEX; Schema: app_private; Owner: -
@@ -24906,6 +25615,30 @@ CREATE TRIGGER _530_assignment_history AFTER INSERT OR UPDATE ON app_public.lead
 CREATE TRIGGER _540_add_to_dnc_list AFTER INSERT OR UPDATE OF status ON app_public.leads FOR EACH ROW EXECUTE FUNCTION app_private.tg_leads__add_to_dnc_list();
 
 --
+-- Name: leads _550_day_counts_on_delete; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _550_day_counts_on_delete AFTER DELETE ON app_public.leads REFERENCING OLD TABLE AS old_leads FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_leads__day_counts();
+
+--
+-- Name: leads _550_day_counts_on_insert; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _550_day_counts_on_insert AFTER INSERT ON app_public.leads REFERENCING NEW TABLE AS new_leads FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_leads__day_counts();
+
+--
+-- Name: leads _550_day_counts_on_update; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _550_day_counts_on_update AFTER UPDATE ON app_public.leads REFERENCING OLD TABLE AS old_leads NEW TABLE AS new_leads FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_leads__day_counts();
+
+--
+-- Name: leads _560_funnel_marks; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _560_funnel_marks AFTER UPDATE OF deleted_at, tenant_id ON app_public.leads FOR EACH ROW WHEN (((old.deleted_at IS DISTINCT FROM new.deleted_at) OR (old.tenant_id IS DISTINCT FROM new.tenant_id))) EXECUTE FUNCTION app_private.tg_leads__funnel_marks();
+
+--
 -- Name: phone_numbers _600_end_tracking; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -24922,6 +25655,12 @@ CREATE TRIGGER _600_nurture_stop AFTER INSERT ON app_public.dnc_list FOR EACH RO
 --
 
 CREATE TRIGGER _600_nurture_stop AFTER INSERT ON app_public.email_suppressions FOR EACH ROW EXECUTE FUNCTION app_private.tg_email_suppressions__nurture_stop();
+
+--
+-- Name: business_settings _600_rebuild_lead_rollups; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _600_rebuild_lead_rollups AFTER INSERT OR DELETE OR UPDATE OF timezone, tenant_id ON app_public.business_settings FOR EACH ROW EXECUTE FUNCTION app_private.tg_business_settings__rebuild_lead_rollups();
 
 --
 -- Name: messages _800_count_in_conversation; Type: TRIGGER; Schema: app_public; Owner: -
@@ -25032,6 +25771,30 @@ CREATE TRIGGER _900_enqueue_send AFTER INSERT ON app_public.email_messages FOR E
 CREATE TRIGGER _900_enqueue_send AFTER INSERT ON app_public.messages FOR EACH ROW WHEN (((new.direction = 'outbound'::text) AND (new.status = 'queued'::text))) EXECUTE FUNCTION app_private.tg_messages__enqueue_send();
 
 --
+-- Name: lead_status_history _900_funnel_marks_on_delete; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _900_funnel_marks_on_delete AFTER DELETE ON app_public.lead_status_history REFERENCING OLD TABLE AS old_history FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_lead_status_history__funnel_marks();
+
+--
+-- Name: lead_status_history _900_funnel_marks_on_insert; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _900_funnel_marks_on_insert AFTER INSERT ON app_public.lead_status_history REFERENCING NEW TABLE AS new_history FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_lead_status_history__funnel_marks();
+
+--
+-- Name: lead_status_history _900_funnel_marks_on_update; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _900_funnel_marks_on_update AFTER UPDATE ON app_public.lead_status_history REFERENCING OLD TABLE AS old_history NEW TABLE AS new_history FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_lead_status_history__funnel_marks();
+
+--
+-- Name: lead_statuses _900_rebuild_lead_rollups; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _900_rebuild_lead_rollups AFTER INSERT OR DELETE OR UPDATE ON app_public.lead_statuses FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_lead_statuses__rebuild_lead_rollups();
+
+--
 -- Name: routing_rules _900_record_version; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -25125,6 +25888,27 @@ ALTER TABLE ONLY app_private.email_verification_tokens
 
 ALTER TABLE ONLY app_private.invitation_tokens
     ADD CONSTRAINT invitation_tokens_invitation_must_exist FOREIGN KEY (tenant_id, invitation_id) REFERENCES app_public.invitations(tenant_id, id) ON DELETE CASCADE;
+
+--
+-- Name: lead_day_counts lead_day_counts_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.lead_day_counts
+    ADD CONSTRAINT lead_day_counts_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
+
+--
+-- Name: lead_funnel_marks lead_funnel_marks_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.lead_funnel_marks
+    ADD CONSTRAINT lead_funnel_marks_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
+
+--
+-- Name: lead_stage_reaches lead_stage_reaches_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.lead_stage_reaches
+    ADD CONSTRAINT lead_stage_reaches_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
 
 --
 -- Name: password_reset_tokens password_reset_tokens_user_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
@@ -25968,6 +26752,24 @@ ALTER TABLE app_private.instance_secrets ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_private.invitation_tokens ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: lead_day_counts; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.lead_day_counts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: lead_funnel_marks; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.lead_funnel_marks ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: lead_stage_reaches; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.lead_stage_reaches ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: local_provider_emails; Type: ROW SECURITY; Schema: app_private; Owner: -
 --
 
@@ -26014,6 +26816,24 @@ CREATE POLICY owner_all ON app_private.instance_secrets TO :DATABASE_OWNER USING
 --
 
 CREATE POLICY owner_all ON app_private.invitation_tokens TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: lead_day_counts owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.lead_day_counts TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: lead_funnel_marks owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.lead_funnel_marks TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: lead_stage_reaches owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.lead_stage_reaches TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
 -- Name: local_provider_emails owner_all; Type: POLICY; Schema: app_private; Owner: -
@@ -28570,6 +29390,12 @@ GRANT SELECT ON TABLE app_public.messages TO :DATABASE_VISITOR;
 REVOKE ALL ON FUNCTION app_private.claim_outbound_message(message_id uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION compact_lead_rollups(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.compact_lead_rollups() FROM PUBLIC;
+
+--
 -- Name: TABLE phone_numbers; Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -28822,6 +29648,12 @@ REVOKE ALL ON FUNCTION app_private.issue_password_reset_token(user_id uuid) FROM
 REVOKE ALL ON FUNCTION app_private.lead_default_timezone(tenant_id uuid, phone text, country text, region text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION lead_funnel_reaches(lead_ids uuid[], OUT lead_id uuid, OUT tenant_id uuid, OUT reaches app_private.lead_stage_reach[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.lead_funnel_reaches(lead_ids uuid[], OUT lead_id uuid, OUT tenant_id uuid, OUT reaches app_private.lead_stage_reach[]) FROM PUBLIC;
+
+--
 -- Name: FUNCTION matching_routing_rule(tenant_id uuid, lead_id uuid); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -28904,6 +29736,12 @@ REVOKE ALL ON FUNCTION app_private.queue_email(tenant_id uuid, to_email text, su
 --
 
 REVOKE ALL ON FUNCTION app_private.queue_message(tenant_id uuid, to_phone text, from_phone text, body text, purpose text, sender text, conversation_id uuid, lead_id uuid, idempotency_key text, scheduled_for timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION rebuild_lead_rollups(tenant_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.rebuild_lead_rollups(tenant_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION reconcile_message(message_id uuid, message_sid text, provider_status text, error_code integer, error_message text); Type: ACL; Schema: app_private; Owner: -
@@ -29230,6 +30068,12 @@ REVOKE ALL ON FUNCTION app_private.session_jwt(session_id uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_private.settle_email(email_id uuid, found_at_provider boolean, note text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION share_lead_rollups(tenant_ids uuid[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.share_lead_rollups(tenant_ids uuid[]) FROM PUBLIC;
+
+--
 -- Name: FUNCTION sms_marketing_send_time(tenant_id uuid, lead_id uuid, to_phone text, at timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -29326,6 +30170,12 @@ REVOKE ALL ON FUNCTION app_private.sweep_nurture(grace interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_private.sweep_outbox(grace interval, OUT requeued integer, OUT to_reconcile integer) FROM PUBLIC;
 
 --
+-- Name: FUNCTION sync_lead_funnel_marks(lead_ids uuid[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.sync_lead_funnel_marks(lead_ids uuid[]) FROM PUBLIC;
+
+--
 -- Name: FUNCTION takeover_user_id(tenant_id uuid, lead_id uuid); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -29410,6 +30260,12 @@ REVOKE ALL ON FUNCTION app_private.tg_budget_transactions__append_only() FROM PU
 REVOKE ALL ON FUNCTION app_private.tg_budget_transactions__check_chain() FROM PUBLIC;
 
 --
+-- Name: FUNCTION tg_business_settings__rebuild_lead_rollups(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_business_settings__rebuild_lead_rollups() FROM PUBLIC;
+
+--
 -- Name: FUNCTION tg_business_settings__validate(); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -29446,6 +30302,18 @@ REVOKE ALL ON FUNCTION app_private.tg_email_suppressions__cancel_pending() FROM 
 REVOKE ALL ON FUNCTION app_private.tg_email_suppressions__nurture_stop() FROM PUBLIC;
 
 --
+-- Name: FUNCTION tg_lead_status_history__funnel_marks(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_lead_status_history__funnel_marks() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_lead_statuses__rebuild_lead_rollups(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_lead_statuses__rebuild_lead_rollups() FROM PUBLIC;
+
+--
 -- Name: FUNCTION tg_leads__add_to_dnc_list(); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -29470,6 +30338,12 @@ REVOKE ALL ON FUNCTION app_private.tg_leads__audit() FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_private.tg_leads__auto_route() FROM PUBLIC;
 
 --
+-- Name: FUNCTION tg_leads__day_counts(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_leads__day_counts() FROM PUBLIC;
+
+--
 -- Name: FUNCTION tg_leads__derive_timezone(); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -29486,6 +30360,12 @@ REVOKE ALL ON FUNCTION app_private.tg_leads__enqueue_lead_score() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_leads__enqueue_segment_refresh() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_leads__funnel_marks(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_leads__funnel_marks() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_leads__nurture(); Type: ACL; Schema: app_private; Owner: -

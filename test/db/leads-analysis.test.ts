@@ -74,6 +74,8 @@ async function insertLeads(client: pg.ClientBase, tenantId: string, specs: LeadS
   } finally {
     await client.query("set local session_replication_role = origin");
   }
+  // Loaded with triggers off: the report rollups are rebuilt, as after any such bulk load.
+  await client.query("select app_private.rebuild_lead_rollups($1)", [tenantId]);
   return ids;
 }
 
