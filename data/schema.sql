@@ -7280,7 +7280,7 @@ $$;
 -- Name: FUNCTION rebuild_lead_rollups(tenant_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.rebuild_lead_rollups(tenant_id uuid) IS 'Recomputes from scratch the report rollups of one tenant (lead_day_counts, lead_funnel_marks, lead_stage_reaches) as compacted totals. Runs by itself when the tenant''s time zone changes (the rollups count days in it) and when the funnel stages change; run it by hand after loading leads or history with triggers off (session_replication_role = replica). Waits for, and then holds off, the tenant''s other rollup writers. About a second per 100,000 leads.';
+COMMENT ON FUNCTION app_private.rebuild_lead_rollups(tenant_id uuid) IS 'Recomputes from scratch the report rollups of one tenant (lead_day_counts, lead_funnel_marks, lead_stage_reaches) as compacted totals. Runs by itself when the tenant''s time zone changes (the rollups count days in it) and when the funnel stages change; run it by hand after loading leads or history with triggers off (session_replication_role = replica). Waits for, and then holds off, the tenant''s other rollup writers. About 3 s per 100,000 leads (measured with the benchmark).';
 
 --
 -- Name: reconcile_message(uuid, text, text, integer, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11836,7 +11836,7 @@ $$;
 -- Name: FUNCTION tg_business_settings__rebuild_lead_rollups(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_business_settings__rebuild_lead_rollups() IS 'Trigger (_600_rebuild_lead_rollups: after insert, delete or update of timezone on business_settings): the report rollups count days in the tenant''s time zone, so a new time zone rebuilds them (app_private.rebuild_lead_rollups; about a second per 100,000 leads, once).';
+COMMENT ON FUNCTION app_private.tg_business_settings__rebuild_lead_rollups() IS 'Trigger (_600_rebuild_lead_rollups: after insert, delete or update of timezone on business_settings): the report rollups count days in the tenant''s time zone, so a new time zone rebuilds them (app_private.rebuild_lead_rollups; about 3 s per 100,000 leads, once).';
 
 --
 -- Name: tg_business_settings__validate(); Type: FUNCTION; Schema: app_private; Owner: -

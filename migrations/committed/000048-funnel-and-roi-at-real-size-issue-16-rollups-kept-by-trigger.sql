@@ -1,5 +1,5 @@
 --! Previous: sha1:2e82573dfd44df986acf643ad05ab5a719ed5785
---! Hash: sha1:77eef07b9493a8d6367e26618011e6fb2e6de86b
+--! Hash: sha1:bd705acf8f4c223d05d1a6f5e4af40755db3757e
 --! Message: Funnel and ROI at real size (issue 16): rollups kept by triggers in the transaction of the change
 
 -- Funnel and ROI at real size (issue 16): both reports read rollups kept by triggers in the same
@@ -322,7 +322,7 @@ begin
 end;
 $$;
 
-comment on function app_private.rebuild_lead_rollups(uuid) is 'Recomputes from scratch the report rollups of one tenant (lead_day_counts, lead_funnel_marks, lead_stage_reaches) as compacted totals. Runs by itself when the tenant''s time zone changes (the rollups count days in it) and when the funnel stages change; run it by hand after loading leads or history with triggers off (session_replication_role = replica). Waits for, and then holds off, the tenant''s other rollup writers. About a second per 100,000 leads.';
+comment on function app_private.rebuild_lead_rollups(uuid) is 'Recomputes from scratch the report rollups of one tenant (lead_day_counts, lead_funnel_marks, lead_stage_reaches) as compacted totals. Runs by itself when the tenant''s time zone changes (the rollups count days in it) and when the funnel stages change; run it by hand after loading leads or history with triggers off (session_replication_role = replica). Waits for, and then holds off, the tenant''s other rollup writers. About 3 s per 100,000 leads (measured with the benchmark).';
 --! EndIncluded crm/rebuild_lead_rollups.sql
 --! Included crm/tg_business_settings__rebuild_lead_rollups.sql
 create or replace function app_private.tg_business_settings__rebuild_lead_rollups() returns trigger
@@ -343,7 +343,7 @@ begin
 end;
 $$;
 
-comment on function app_private.tg_business_settings__rebuild_lead_rollups() is 'Trigger (_600_rebuild_lead_rollups: after insert, delete or update of timezone on business_settings): the report rollups count days in the tenant''s time zone, so a new time zone rebuilds them (app_private.rebuild_lead_rollups; about a second per 100,000 leads, once).';
+comment on function app_private.tg_business_settings__rebuild_lead_rollups() is 'Trigger (_600_rebuild_lead_rollups: after insert, delete or update of timezone on business_settings): the report rollups count days in the tenant''s time zone, so a new time zone rebuilds them (app_private.rebuild_lead_rollups; about 3 s per 100,000 leads, once).';
 --! EndIncluded crm/tg_business_settings__rebuild_lead_rollups.sql
 --! Included crm/tg_lead_statuses__rebuild_lead_rollups.sql
 create or replace function app_private.tg_lead_statuses__rebuild_lead_rollups() returns trigger
