@@ -30,7 +30,7 @@ export interface RejectedRow {
 }
 
 /** Rows per import_rows call (and, on the command line, per transaction). */
-export const CHUNK_SIZE = 500;
+export const CHUNK_SIZE = 1000;
 
 export interface StartOptions {
   sourceName: string | null;

@@ -315,6 +315,110 @@ describe("import rows (SQL)", () => {
   });
 });
 
+/** A small seeded generator, so that a failing chunk can be replayed. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe("the one-statement path of an import chunk", () => {
+  it("gives exactly the outcome of importing the rows one by one, over random chunks, and is taken when it can be", async () => {
+    await withRootDb(async (client) => {
+      const fast = await registerUser(client, { businessName: "One statement" });
+      const slow = await registerUser(client, { businessName: "One by one" });
+      await becomeRoot(client);
+      const r = rng(4_016);
+      const pick = <T>(items: T[]) => items[Math.floor(r() * items.length)]!;
+      // Mostly new phones and emails, a third from a few that keep coming back (in a chunk and across chunks).
+      const phones = Array.from({ length: 400 }, (_, i) => `+1202555${String(2000 + i)}`);
+      const emails = Array.from({ length: 300 }, (_, i) => `person${i}@example.com`);
+      const somePhone = () => (r() < 0.3 ? pick(phones.slice(0, 8)) : pick(phones));
+      const someEmail = () => (r() < 0.3 ? pick(emails.slice(0, 6)) : pick(emails));
+      // The same leads already in both tenants: some phones, some emails only, one soft-deleted.
+      for (const tenant of [fast.tenant_id, slow.tenant_id]) {
+        await client.query(
+          `insert into app_public.leads (tenant_id, first_name, phone, email, city, tags, deleted_at)
+           values ($1, 'Old', $2, null, 'Denver', '{old}', null), ($1, 'Old', $3, $4, null, '{}', null),
+                  ($1, 'Gone', $5, null, null, '{}', now()), ($1, 'Mail', null, $6, null, '{old}', null)`,
+          [tenant, phones[0], phones[1], emails[0], phones[2], emails[1]],
+        );
+      }
+      const calls = async () =>
+        Number((await client.query<{ n: string }>(
+          "select coalesce(pg_stat_get_xact_function_calls('app_private.import_lead_row(app_public.import_batches, jsonb)'::regprocedure), 0) as n",
+        )).rows[0]!.n);
+      await client.query("set local track_functions = 'pl'");
+      let rowNumber = 1;
+      let fastChunks = 0;
+      for (const mode of ["merge", "skip"]) {
+        const batchOf = async (tenant: string) =>
+          (await client.query<{ id: string }>("select id from app_private.start_import($1, 'random.csv', $2, 'US')", [tenant, mode])).rows[0]!.id;
+        const fastBatch = await batchOf(fast.tenant_id!);
+        const slowBatch = await batchOf(slow.tenant_id!);
+        for (let chunk = 0; chunk < 6; chunk++) {
+          const rows: Row[] = [];
+          const poison = chunk === 2; // a value PostgreSQL refuses: the whole chunk takes the row path
+          for (let i = 0; i < 25; i++) {
+            const kind = r();
+            const lead: Record<string, unknown> = { first_name: pick(["Ann", "Bo", "Cy", ""]), city: r() < 0.5 ? pick(["Austin", "Reno"]) : null };
+            if (kind < 0.7) lead.phone = somePhone();
+            if (kind > 0.5 || r() < 0.2) lead.email = someEmail();
+            if (r() < 0.3) lead.tags = [pick(["a", "b", "c"]), pick(["a", "d"])];
+            if (r() < 0.2) lead.attributes = { color: pick(["red", "blue"]) };
+            if (r() < 0.05) lead.nickname = "x"; // an unknown field
+            const row: Row = { row_number: ++rowNumber, raw: { n: String(rowNumber) }, lead };
+            if (r() < 0.05) row.error = "Phone '12' is not a valid US number";
+            rows.push(row);
+          }
+          if (poison) rows.push({ row_number: ++rowNumber, lead: { phone: pick(phones), estimated_value: "lots" } });
+          const before = await calls();
+          await client.query("select app_private.import_lead_rows($1, $2, $3::jsonb)", [fast.tenant_id, fastBatch, JSON.stringify(rows)]);
+          const rowPath = (await calls()) - before;
+          if (!poison && rowPath < rows.length) fastChunks++;
+          if (poison) expect(rowPath).toBe(rows.length);
+          // The reference: each row through import_lead_row, in order.
+          await client.query("select set_config('app.change_source', 'import', true)");
+          await client.query(
+            `select app_private.import_lead_row(b, e.value)
+               from app_public.import_batches b, jsonb_array_elements($2::jsonb) with ordinality e
+              where b.id = $1 order by e.ordinality`,
+            [slowBatch, JSON.stringify(rows)],
+          );
+          await client.query("select set_config('app.change_source', '', true)");
+        }
+      }
+      // The one-statement path was taken in most chunks (not only when it cannot fail).
+      expect(fastChunks).toBeGreaterThanOrEqual(8);
+
+      // Same outcome per row (the lead it went to, named by what it holds), same leads.
+      const outcome = async (tenant: string) =>
+        (await client.query(
+          `select r.row_number, r.result, r.reason, l.phone, l.email, l.first_name, l.city, l.tags, l.attributes, l.source, l.country
+             from app_public.import_batch_rows r left join app_public.leads l on l.id = r.lead_id
+            where r.tenant_id = $1 order by r.row_number`,
+          [tenant],
+        )).rows;
+      const leads = async (tenant: string) =>
+        (await client.query(
+          `select phone, email, first_name, city, tags, attributes, source, status, country, deleted_at is null as live
+             from app_public.leads where tenant_id = $1 order by phone nulls last, email nulls last, first_name, city, tags::text`,
+          [tenant],
+        )).rows;
+      const got = await outcome(fast.tenant_id!);
+      expect(got).toEqual(await outcome(slow.tenant_id!));
+      expect(await leads(fast.tenant_id!)).toEqual(await leads(slow.tenant_id!));
+      const results = new Set(got.map((row) => row.result));
+      expect([...results].sort()).toEqual(["created", "merged", "rejected", "skipped"]);
+    });
+  });
+});
+
 describe("parallel imports of the same file (committed, many connections)", () => {
   it("create each lead exactly once", { timeout: 120_000 }, async () => {
     const root = await rootPool().connect();

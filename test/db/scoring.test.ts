@@ -377,13 +377,37 @@ describe("calculate_lead_score", () => {
 });
 
 describe("lead score jobs", () => {
-  it("enqueues lead__score with key lead_score:<id> on insert and on changes to scoring inputs only", async () => {
+  it("enqueues lead__score for the new leads of an insert (one job per 500), and with key lead_score:<id> on changes to scoring inputs only", async () => {
     await withRootDb(async (client) => {
       const owner = await registerUser(client);
       await becomeUser(client, owner);
       const { rows } = await client.query<{ id: string }>("insert into app_public.leads (first_name, phone) values ('Jo', '+13125550106') returning id");
       const leadId = rows[0]!.id;
       const key = `lead_score:${leadId}`;
+      const insertJobs = async (ids: string[]) => {
+        await becomeRoot(client);
+        const { rows: jobs } = await client.query<{ identifier: string; key: string | null; ids: string[] }>(
+          `select t.identifier, j.key, array(select json_array_elements_text(j.payload -> 'lead_ids') order by 1) as ids
+             from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+            where j.payload -> 'lead_ids' is not null and (j.payload ->> 'lead_ids')::jsonb ?| $1::text[]
+            order by j.id`,
+          [ids],
+        );
+        await becomeUser(client, owner);
+        return jobs;
+      };
+      expect(await insertJobs([leadId])).toEqual([{ identifier: "lead__score", key: null, ids: [leadId] }]);
+      // One statement creating 1,001 leads: three jobs of at most 500, each lead in exactly one.
+      const many = await client.query<{ id: string }>(
+        "insert into app_public.leads (first_name, phone) select 'Many', '+1312666' || lpad(g::text, 4, '0') from generate_series(1, 1001) g returning id",
+      );
+      const manyIds = many.rows.map((r) => r.id);
+      const manyJobs = await insertJobs(manyIds);
+      expect(manyJobs.map((j) => j.ids.length).sort((a, b) => a - b)).toEqual([1, 500, 500]);
+      expect(manyJobs.flatMap((j) => j.ids).sort()).toEqual([...manyIds].sort());
+      await becomeRoot(client);
+      await client.query("delete from graphile_worker._private_jobs where payload -> 'lead_ids' is not null");
+      await becomeUser(client, owner);
       const takeJobs = async () => {
         await becomeRoot(client);
         const jobs = await jobsWithKey(client, key);
@@ -391,7 +415,7 @@ describe("lead score jobs", () => {
         await becomeUser(client, owner);
         return jobs;
       };
-      expect(await takeJobs()).toEqual([{ identifier: "lead__score", payload: { lead_id: leadId } }]);
+      expect(await takeJobs()).toEqual([]);
 
       // Nothing is scored inline: the stored score waits for the job.
       const stored = await client.query("select lead_score, lead_score_factors from app_public.leads where id = $1", [leadId]);
@@ -583,25 +607,31 @@ describe("lead score jobs", () => {
     try {
       owner = await registerUser(root, { businessName: "Scoring Worker Co" });
       const t = owner.tenant_id!;
-      const ids: string[] = [];
-      for (let n = 0; n < 3; n++) {
-        const { rows } = await root.query<{ id: string }>(
-          `insert into app_public.leads (tenant_id, first_name, phone, email, address, status, urgency, estimated_value, problem_description,
-                                         city, postal_code, customer_segment)
-           values ($1, 'Wanda', $2, 'wanda@example.test', '1 Main St', 'qualified', 'high', 2500, 'Leaking water heater', 'Chicago', '60601', 'residential')
-           returning id`,
-          [t, `+1773555010${n}`],
-        );
-        ids.push(rows[0]!.id);
-      }
+      // Three leads in one statement: one lead__score {lead_ids} job scores them.
+      const { rows: inserted } = await root.query<{ id: string }>(
+        `insert into app_public.leads (tenant_id, first_name, phone, email, address, status, urgency, estimated_value, problem_description,
+                                       city, postal_code, customer_segment)
+         select $1, 'Wanda', '+1773555010' || n, 'wanda@example.test', '1 Main St', 'qualified', 'high', 2500, 'Leaking water heater', 'Chicago', '60601', 'residential'
+           from generate_series(0, 2) n
+         returning id`,
+        [t],
+      );
+      const ids = inserted.map((r) => r.id);
       // This test's jobs go first: the queue also holds the scoring jobs of every lead the other test
       // files inserted (thousands in a full run), which the worker would otherwise work through first.
       const putFirst = (keys: string[]) =>
         root.query(
-          "select graphile_worker.reschedule_jobs(array(select j.id from graphile_worker.jobs j where j.key = any($1::text[])), null, -100, null, null)",
+          `select graphile_worker.reschedule_jobs(array(select j.id from graphile_worker._private_jobs j
+                                                          where j.key = any($1::text[]) or (j.payload -> 'lead_ids')::jsonb ?| $1::text[]),
+                                                  null, -100, null, null)`,
           [keys],
         );
-      await putFirst(ids.map((id) => `lead_score:${id}`));
+      const { rows: insertJobs } = await root.query<{ n: number }>(
+        "select count(*)::int as n from graphile_worker._private_jobs j where (j.payload -> 'lead_ids')::jsonb ?| $1::text[]",
+        [ids],
+      );
+      expect(insertJobs[0]!.n).toBe(1);
+      await putFirst(ids);
       runner = await startWorker(ownerPool(), 2, { only: ["lead__score", "lead__score_tenant"] });
 
       const waitFor = async (what: string, check: () => Promise<boolean>) => {

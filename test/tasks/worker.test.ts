@@ -38,7 +38,7 @@ describe("jobs from SQL", () => {
     });
   });
 
-  it("our SQL enqueues jobs only through app_private.add_job: no other function of ours calls graphile_worker's add_job", async () => {
+  it("our SQL enqueues jobs only through app_private.add_job and add_jobs: no other function of ours calls graphile_worker's add_job", async () => {
     const { rows } = await rootPool().query<{ fn: string }>(
       `select p.oid::regprocedure::text as fn
          from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
@@ -46,7 +46,24 @@ describe("jobs from SQL", () => {
           and p.prosrc ~* 'graphile_worker\\s*\\.\\s*"?add_jobs?\\M'
         order by 1`,
     );
-    expect(rows.map((r) => r.fn)).toEqual(["app_private.add_job(text,json,text,timestamp with time zone,integer,text,integer,text)"]);
+    expect(rows.map((r) => r.fn)).toEqual([
+      "app_private.add_job(text,json,text,timestamp with time zone,integer,text,integer,text)",
+      "app_private.add_jobs(text,json[])",
+    ]);
+  });
+
+  it("app_private.add_jobs enqueues one job per payload, in order, without keys", async () => {
+    await withRootDb(async (client) => {
+      const { rows } = await client.query<{ n: number }>(
+        "select app_private.add_jobs('routing__escalate', array['{\"n\": 1}', '{\"n\": 2}', null]::json[]) as n",
+      );
+      expect(rows[0]!.n).toBe(3);
+      const jobs = await client.query(
+        `select j.payload, j.key from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+          where t.identifier = 'routing__escalate' and j.key is null order by j.id desc limit 3`,
+      );
+      expect(jobs.rows.reverse()).toEqual([{ payload: { n: 1 }, key: null }, { payload: { n: 2 }, key: null }, { payload: {}, key: null }]);
+    });
   });
 
   it("app_private.add_job passes job_key_mode on: preserve_run_at keeps a pending job's time, the default replaces it", async () => {
