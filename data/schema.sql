@@ -4287,10 +4287,15 @@ declare
   v_rows integer;
   v_folded integer := 0;
 begin
+  -- One compaction at a time (two would wait for each other's rows, tenant by tenant).
+  if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended('lead_rollups_compaction', 0)) then
+    return 0;
+  end if;
   for v_tenant in
     select c.tenant_id from app_private.lead_day_counts c where not c.is_total
     union
     select s.tenant_id from app_private.lead_stage_reaches s where not s.is_total
+    order by 1
   loop
     -- A tenant being rebuilt is left for the next run.
     if not pg_catalog.pg_try_advisory_xact_lock_shared(pg_catalog.hashtextextended('lead_rollups:' || v_tenant::text, 0)) then
@@ -4339,7 +4344,7 @@ $$;
 -- Name: FUNCTION compact_lead_rollups(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.compact_lead_rollups() IS 'Folds the delta rows of the report rollups (lead_day_counts, lead_stage_reaches) into one total row per key, tenant by tenant, and drops totals that reached zero; returns the number of totals written. Exact while writers run: a delta is moved into its total in one statement, and concurrent deltas stay for the next run. Scheduled every minute (crontab: maintenance__compact_lead_rollups); reports are exact without it, only slower when deltas pile up.';
+COMMENT ON FUNCTION app_private.compact_lead_rollups() IS 'Folds the delta rows of the report rollups (lead_day_counts, lead_stage_reaches) into one total row per key, tenant by tenant, and drops totals that reached zero; returns the number of totals written (0 when another compaction is running). Exact while writers run: a delta is moved into its total in one statement, and concurrent deltas stay for the next run. Scheduled every minute (crontab: maintenance__compact_lead_rollups); reports are exact without it, only slower when deltas pile up.';
 
 --
 -- Name: phone_numbers; Type: TABLE; Schema: app_public; Owner: -
@@ -6095,40 +6100,37 @@ begin
   where r.tenant_id = v_batch.tenant_id and r.batch_id = v_batch.id
     and r.row_number = any (array(select (e.value ->> 'row_number')::numeric::int from pg_catalog.jsonb_array_elements(rows) e));
 
-  -- The rows that can only create a lead are inserted together, in one statement: the first row of
-  -- the chunk with its phone, when no live lead has that phone; a row without a phone when no live lead
-  -- has its email. No other row of the chunk may have its email (but the later rows with its phone, which
-  -- merge into it by phone). The only rows that can find what they create come after them, and every
-  -- other row is imported after them, in order: the outcome is the one of importing the rows one by one. Any error (a value PostgreSQL refuses,
-  -- a phone a concurrent writer just took) undoes this step, and every row takes the path below.
+  -- The rows that can only create a lead are inserted together, in one statement, before the others:
+  -- the first row of the chunk (in the order of the array, the order the other rows are imported in)
+  -- with its phone, when no live lead has that phone; a row without a phone, when no live lead has its
+  -- email; and in both cases only when no other row of the chunk has its email. Such a row creates a
+  -- lead whatever the rows before it do (merges never change a phone, and give a lead only an email of
+  -- their own row), and only rows after it can find that lead. So the outcome is the one of importing
+  -- the rows one by one, in order. Any error (a value PostgreSQL refuses, a phone a concurrent writer
+  -- just took) undoes this step, and every row takes the path below.
   begin
     with items as (
-      select (e.value ->> 'row_number')::numeric::int as row_number, coalesce(e.value -> 'raw', '{}'::jsonb) as raw,
+      select e.ordinality, (e.value ->> 'row_number')::numeric::int as row_number, coalesce(e.value -> 'raw', '{}'::jsonb) as raw,
              (select coalesce(pg_catalog.jsonb_object_agg(k.key, k.value), '{}'::jsonb)
                 from pg_catalog.jsonb_each(e.value -> 'lead') k
                where k.value <> 'null'::jsonb
                  and not (pg_catalog.jsonb_typeof(k.value) = 'string' and pg_catalog.btrim(k.value #>> '{}') = '')) as lead
-        from pg_catalog.jsonb_array_elements(rows) e
+        from pg_catalog.jsonb_array_elements(rows) with ordinality e
        where nullif(pg_catalog.btrim(e.value ->> 'error'), '') is null
          and pg_catalog.jsonb_typeof(e.value -> 'lead') = 'object'
          and (e.value ->> 'row_number')::numeric::int <> all (v_done)
     ), typed as materialized (
       -- Materialized: each (l).field below would otherwise call jsonb_populate_record again.
-      select i.row_number, i.raw, pg_catalog.jsonb_populate_record(null::app_public.leads, i.lead) as l
+      select i.ordinality, i.row_number, i.raw, pg_catalog.jsonb_populate_record(null::app_public.leads, i.lead) as l
         from items i
        where not exists (select 1 from pg_catalog.jsonb_object_keys(i.lead) k where k <> all (app_private.import_lead_fields()))
-    ), ranked as (
-      select t.row_number, t.raw, t.l,
-             pg_catalog.row_number() over (partition by (t.l).phone order by t.row_number) as phone_rank
-        from typed t
     ), keyed as (
-      -- A later row with the phone of an earlier one merges into its lead by phone, whatever its email.
-      select r.row_number, r.raw, r.l, r.phone_rank,
-             pg_catalog.count((r.l).email) filter (where (r.l).phone is null or r.phone_rank = 1)
-               over (partition by (r.l).email) as same_email
-        from ranked r
+      select t.ordinality, t.row_number, t.raw, t.l,
+             pg_catalog.row_number() over (partition by (t.l).phone order by t.ordinality) as phone_rank,
+             pg_catalog.count((t.l).email) over (partition by (t.l).email) as same_email
+        from typed t
     ), fast as materialized (
-      select k.row_number, k.raw, k.l, pg_catalog.gen_random_uuid() as lead_id
+      select k.ordinality, k.row_number, k.raw, k.l, pg_catalog.gen_random_uuid() as lead_id
         from keyed k
        where ((k.l).phone is null or k.phone_rank = 1)
          and ((k.l).email is null or k.same_email = 1)
@@ -6149,13 +6151,13 @@ begin
         (f.l).event_date, (f.l).event_type, (f.l).service_line, (f.l).customer_segment, coalesce((f.l).language, 'en'),
         coalesce((f.l).attributes, '{}')
         from fast f
-       order by f.row_number
+       order by f.ordinality
       returning 1
     ), recorded as (
       insert into app_public.import_batch_rows (tenant_id, batch_id, row_number, raw, result, lead_id)
       select v_batch.tenant_id, v_batch.id, f.row_number, f.raw, 'created', f.lead_id
         from fast f
-       order by f.row_number
+       order by f.ordinality
       returning row_number
     )
     select coalesce(pg_catalog.array_agg(r.row_number), '{}') into v_fast from recorded r;
@@ -6198,7 +6200,7 @@ $$;
 -- Name: FUNCTION import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb) IS 'Imports up to 5000 normalised rows into a running batch of the given tenant (imports into the same tenant take turns, transaction by transaction): the rows that can only create a lead (the first of the chunk with a phone no live lead has, or without a phone an email no live lead has, and an email no other creating row of the chunk has) in one insert; every other row in its own sub-transaction, in order (a bad row is recorded as rejected, never stops the others), and returns the batch with its counters. Rows already recorded in the batch (a retried chunk) are ignored. Changes are recorded with change_source import. No permission check: for the command line and app_public.import_rows. Errors: 22023 malformed rows or a finished batch; P0002 unknown batch.';
+COMMENT ON FUNCTION app_private.import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb) IS 'Imports up to 5000 normalised rows into a running batch of the given tenant (imports into the same tenant take turns, transaction by transaction): the rows that can only create a lead (the first of the chunk with a phone no live lead has, or without a phone an email no live lead has, and an email no other row of the chunk has) in one insert; every other row in its own sub-transaction, in order (a bad row is recorded as rejected, never stops the others), and returns the batch with its counters. Rows already recorded in the batch (a retried chunk) are ignored. Changes are recorded with change_source import. No permission check: for the command line and app_public.import_rows. Errors: 22023 malformed rows or a finished batch; P0002 unknown batch.';
 
 --
 -- Name: initialize_tenant(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8322,6 +8324,41 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.refresh_lead_score(lead_id uuid) IS 'Recalculates a lead''s score with calculate_lead_score and writes leads.lead_score and lead_score_factors only when they change (the change is recorded in lead_score_history by the history trigger, with change source system). Soft-deleted leads, and leads in a final status (won, recruited, lost, dnc) that were already scored, keep their score. Returns the score, or null when the lead does not exist. Idempotent. Run by the lead__score job; owner only.';
+
+--
+-- Name: refresh_lead_scores(uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.refresh_lead_scores(lead_ids uuid[]) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_id uuid;
+  v_scored integer := 0;
+begin
+  for v_id in
+    select distinct u.id from pg_catalog.unnest(refresh_lead_scores.lead_ids) as u(id) where u.id is not null order by 1
+  loop
+    -- As in refresh_tenant_lead_scores: a lead locked by someone else's open transaction is not waited
+    -- for (it would hold back every other lead of the job); it gets its own lead__score job instead.
+    perform 1 from app_public.leads l where l.id = v_id for no key update skip locked;
+    if found then
+      perform app_private.refresh_lead_score(v_id);
+      v_scored := v_scored + 1;
+    elsif exists (select 1 from app_public.leads l where l.id = v_id) then
+      perform app_private.add_job('lead__score', pg_catalog.json_build_object('lead_id', v_id), job_key => 'lead_score:' || v_id::text);
+    end if;
+  end loop;
+  return v_scored;
+end;
+$$;
+
+--
+-- Name: FUNCTION refresh_lead_scores(lead_ids uuid[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.refresh_lead_scores(lead_ids uuid[]) IS 'Rescores the given leads with refresh_lead_score, in id order; a lead locked by another transaction is not waited for but gets its own lead__score job, and a lead that no longer exists is skipped. Returns how many were scored. The lead__score job of new leads ({lead_ids}) calls it; owner only.';
 
 --
 -- Name: refresh_segment_counts(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -12148,7 +12185,7 @@ $$;
 -- Name: FUNCTION tg_lead_statuses__rebuild_lead_rollups(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_lead_statuses__rebuild_lead_rollups() IS 'Trigger (_900_rebuild_lead_rollups: after each statement changing lead_statuses, which only migrations do): the funnel rollup depends on the stage of each status, so every tenant''s rollups are rebuilt.';
+COMMENT ON FUNCTION app_private.tg_lead_statuses__rebuild_lead_rollups() IS 'Trigger (_900_rebuild_lead_rollups: after each statement inserting or deleting lead_statuses or updating their stage_order, which only migrations do): the funnel rollup depends on the stage of each status, so every tenant''s rollups are rebuilt.';
 
 --
 -- Name: tg_leads__add_to_dnc_list(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -25932,7 +25969,7 @@ CREATE TRIGGER _900_funnel_marks_on_update AFTER UPDATE ON app_public.lead_statu
 -- Name: lead_statuses _900_rebuild_lead_rollups; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
-CREATE TRIGGER _900_rebuild_lead_rollups AFTER INSERT OR DELETE OR UPDATE ON app_public.lead_statuses FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_lead_statuses__rebuild_lead_rollups();
+CREATE TRIGGER _900_rebuild_lead_rollups AFTER INSERT OR DELETE OR UPDATE OF stage_order ON app_public.lead_statuses FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_lead_statuses__rebuild_lead_rollups();
 
 --
 -- Name: routing_rules _900_record_version; Type: TRIGGER; Schema: app_public; Owner: -
@@ -29984,6 +30021,12 @@ REVOKE ALL ON FUNCTION app_private.refresh_city_event_stats(tenant_id uuid) FROM
 --
 
 REVOKE ALL ON FUNCTION app_private.refresh_lead_score(lead_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION refresh_lead_scores(lead_ids uuid[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.refresh_lead_scores(lead_ids uuid[]) FROM PUBLIC;
 
 --
 -- Name: FUNCTION refresh_segment_counts(tenant_id uuid); Type: ACL; Schema: app_private; Owner: -

@@ -6,7 +6,9 @@
  *
  * The rule lives in SQL: app_private.refresh_lead_score() recalculates with calculate_lead_score()
  * and writes only when the score or its factors change, so a retried or repeated job is harmless.
- * It waits at most 2 s for the lead's row lock; then the job is retried later instead of blocking a worker.
+ * {lead_id}: it waits at most 2 s for the lead's row lock; then the job is retried later instead of
+ * blocking a worker. {lead_ids}: app_private.refresh_lead_scores, 50 leads per transaction; a locked
+ * lead is not waited for but gets a {lead_id} job of its own, so it never holds back the others.
  */
 import type { Task } from "graphile-worker";
 import { isUuid, uuidFromPayload } from "../src/worker/taskPayload.ts";
@@ -22,25 +24,32 @@ function leadIds(payload: unknown): string[] {
 }
 
 const task: Task = async (payload, helpers) => {
-  // Each lead in its own short transaction: a retried job rescoring the leads already done is harmless.
-  for (const leadId of leadIds(payload)) {
-    // A lead locked by a long transaction (an open user edit, a routing race) must not hold a worker slot:
-    // after 2 s the job fails with 55P03 and graphile-worker retries it later, with backoff.
-    const { rows } = await helpers.withPgClient(async (client) => {
-      await client.query("begin");
-      try {
-        await client.query("set local lock_timeout = '2s'");
-        const result = await client.query<{ score: number | null }>("select app_private.refresh_lead_score($1::uuid) as score", [leadId]);
-        await client.query("commit");
-        return result;
-      } catch (error) {
-        await client.query("rollback");
-        throw error;
-      }
-    });
-    const score = rows[0]?.score ?? null;
-    if (score === null) helpers.logger.info(`lead ${leadId} no longer exists: nothing to score`);
+  const ids = leadIds(payload);
+  if ((payload as { lead_ids?: unknown } | null)?.lead_ids !== undefined) {
+    // New leads: 50 per transaction. A lead locked by another transaction is not waited for, it gets a
+    // job of its own (app_private.refresh_lead_scores), so it never holds back the others.
+    for (let i = 0; i < ids.length; i += 50) {
+      await helpers.withPgClient((client) => client.query("select app_private.refresh_lead_scores($1::uuid[])", [ids.slice(i, i + 50)]));
+    }
+    return;
   }
+  const leadId = ids[0]!;
+  // A lead locked by a long transaction (an open user edit, a routing race) must not hold a worker slot:
+  // after 2 s the job fails with 55P03 and graphile-worker retries it later, with backoff.
+  const { rows } = await helpers.withPgClient(async (client) => {
+    await client.query("begin");
+    try {
+      await client.query("set local lock_timeout = '2s'");
+      const result = await client.query<{ score: number | null }>("select app_private.refresh_lead_score($1::uuid) as score", [leadId]);
+      await client.query("commit");
+      return result;
+    } catch (error) {
+      await client.query("rollback");
+      throw error;
+    }
+  });
+  const score = rows[0]?.score ?? null;
+  if (score === null) helpers.logger.info(`lead ${leadId} no longer exists: nothing to score`);
 };
 
 export default task;

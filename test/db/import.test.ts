@@ -361,10 +361,31 @@ describe("the one-statement path of an import chunk", () => {
           (await client.query<{ id: string }>("select id from app_private.start_import($1, 'random.csv', $2, 'US')", [tenant, mode])).rows[0]!.id;
         const fastBatch = await batchOf(fast.tenant_id!);
         const slowBatch = await batchOf(slow.tenant_id!);
-        for (let chunk = 0; chunk < 6; chunk++) {
-          const rows: Row[] = [];
+        for (let chunk = 0; chunk < 7; chunk++) {
+          let rows: Row[] = [];
           const poison = chunk === 2; // a value PostgreSQL refuses: the whole chunk takes the row path
-          for (let i = 0; i < 25; i++) {
+          const explicit = chunk === 6; // the cases an adversarial review found, in this order
+          if (explicit) {
+            const n = () => ++rowNumber;
+            const [p1, p2, p3] = mode === "merge" ? ["+12025559101", "+12025559102", "+12025559103"] : ["+12025559201", "+12025559202", "+12025559203"];
+            const [e1, e2, e3] = [`${mode}-e1@example.com`, `${mode}-e2@example.com`, `${mode}-e3@example.com`];
+            rows = [
+              // Only a later copy of a phone carries the email an email-only row looks for.
+              { row_number: n(), lead: { first_name: "Ann", phone: p1 } },
+              { row_number: n(), lead: { phone: p1, email: e1 } },
+              { row_number: n(), lead: { first_name: "Annie", email: e1 } },
+              // The first row of a phone is rejected, so a later one creates the lead.
+              { row_number: n(), lead: { phone: p2, email: e2, urgency: "bogus" } },
+              { row_number: n(), lead: { email: e2 } },
+              { row_number: n(), lead: { phone: p2, email: e3 } },
+              { row_number: n(), lead: { email: e3 } },
+            ];
+            // Row numbers against the order of the array: the array order is the order of import.
+            const late = rowNumber + 2;
+            rows.push({ row_number: late, lead: { phone: p3, first_name: "Late" } }, { row_number: late - 1, lead: { phone: p3, last_name: "Early", tags: ["t2"] } });
+            rowNumber = late;
+          }
+          for (let i = 0; i < (explicit ? 0 : 25); i++) {
             const kind = r();
             const lead: Record<string, unknown> = { first_name: pick(["Ann", "Bo", "Cy", ""]), city: r() < 0.5 ? pick(["Austin", "Reno"]) : null };
             if (kind < 0.7) lead.phone = somePhone();
@@ -377,10 +398,17 @@ describe("the one-statement path of an import chunk", () => {
             rows.push(row);
           }
           if (poison) rows.push({ row_number: ++rowNumber, lead: { phone: pick(phones), estimated_value: "lots" } });
+          // The order of the array, not of the row numbers, is the order of import.
+          if (!explicit) {
+            for (let i = rows.length - 1; i > 0; i--) {
+              const j = Math.floor(r() * (i + 1));
+              [rows[i], rows[j]] = [rows[j]!, rows[i]!];
+            }
+          }
           const before = await calls();
           await client.query("select app_private.import_lead_rows($1, $2, $3::jsonb)", [fast.tenant_id, fastBatch, JSON.stringify(rows)]);
           const rowPath = (await calls()) - before;
-          if (!poison && rowPath < rows.length) fastChunks++;
+          if (!poison && !explicit && rowPath < rows.length) fastChunks++;
           if (poison) expect(rowPath).toBe(rows.length);
           // The reference: each row through import_lead_row, in order.
           await client.query("select set_config('app.change_source', 'import', true)");

@@ -6,8 +6,9 @@
 import type { Runner } from "graphile-worker";
 import type pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
+import scoreTask from "../../tasks/lead__score.ts";
 import { startWorker } from "../../src/worker/start.ts";
-import { addMember, becomeRoot, becomeUser, expectSqlError, ownerPool, registerUser, rootPool, withRootDb, type RegisteredUser } from "../helpers.ts";
+import { addMember, becomeRoot, becomeUser, db, expectSqlError, ownerPool, registerUser, rootPool, withRootDb, type RegisteredUser } from "../helpers.ts";
 
 interface Factors {
   qualification: number;
@@ -592,6 +593,54 @@ describe("lead score jobs", () => {
       holder.release();
       try {
         if (owner) {
+          await root.query("delete from app_public.tenants where id = $1", [owner.tenant_id]);
+          await root.query("delete from app_public.users where id = $1", [owner.user_id]);
+        }
+      } finally {
+        root.release();
+      }
+    }
+  });
+
+  it("a lead__score job of new leads scores them all though one is locked by another transaction, which gets its own job", async () => {
+    let owner: RegisteredUser | null = null;
+    const root = await rootPool().connect();
+    const holder = await rootPool().connect();
+    try {
+      owner = await registerUser(root, { businessName: "Scoring Batch Lock Co" });
+      const { rows } = await root.query<{ id: string }>(
+        "insert into app_public.leads (tenant_id, first_name, phone, urgency) select $1, 'Batch', '+177355503' || lpad(n::text, 2, '0'), 'emergency' from generate_series(1, 5) n returning id",
+        [owner.tenant_id],
+      );
+      const ids = rows.map((r) => r.id).sort();
+      const locked = ids[1]!;
+      await holder.query("begin");
+      await holder.query("select 1 from app_public.leads where id = $1 for update", [locked]);
+      await root.query(`set role ${db.roles.owner}`);
+      const helpers = {
+        withPgClient: <T>(fn: (c: pg.PoolClient) => Promise<T>) => fn(root),
+        logger: { debug() {}, info() {}, warn() {}, error() {} },
+      } as unknown as Parameters<typeof scoreTask>[1];
+      await root.query("set statement_timeout = '5s'");
+      await scoreTask({ lead_ids: ids }, helpers);
+      await root.query("reset statement_timeout");
+      await root.query("reset role");
+      const scored = await root.query<{ id: string; scored: boolean }>(
+        "select id, lead_score_factors <> '{}' as scored from app_public.leads where id = any($1::uuid[])",
+        [ids],
+      );
+      expect(Object.fromEntries(scored.rows.map((r) => [r.id, r.scored]))).toEqual(Object.fromEntries(ids.map((id) => [id, id !== locked])));
+      expect(await jobsWithKey(root, `lead_score:${locked}`)).toEqual([{ identifier: "lead__score", payload: { lead_id: locked } }]);
+      await expect(scoreTask({ lead_ids: [] }, helpers)).rejects.toThrow(/lead_ids/);
+      await expect(scoreTask({ lead_ids: ["x'; drop table app_public.leads; --"] }, helpers)).rejects.toThrow(/lead_ids/);
+      await expect(scoreTask({ lead_ids: Array.from({ length: 501 }, () => ids[0]) }, helpers)).rejects.toThrow(/lead_ids/);
+    } finally {
+      await holder.query("rollback").catch(() => {});
+      holder.release();
+      try {
+        await root.query("reset role");
+        if (owner) {
+          await root.query("delete from graphile_worker._private_jobs where key like 'lead_score:%' and payload->>'lead_id' in (select id::text from app_public.leads where tenant_id = $1)", [owner.tenant_id]);
           await root.query("delete from app_public.tenants where id = $1", [owner.tenant_id]);
           await root.query("delete from app_public.users where id = $1", [owner.user_id]);
         }
