@@ -6035,6 +6035,7 @@ declare
   v_skipped int := 0;
   v_rejected int := 0;
   v_fast int[] := '{}';
+  v_merged_into uuid[] := '{}';
 begin
   if rows is null or pg_catalog.jsonb_typeof(rows) <> 'array' then
     raise exception 'Invalid rows: send a JSON array of {row_number, raw, lead, error}' using errcode = '22023';
@@ -6043,14 +6044,19 @@ begin
     raise exception 'Invalid rows: at most 5000 rows per call (got %); send the file in chunks', pg_catalog.jsonb_array_length(rows)
       using errcode = '22023';
   end if;
-  for v_item, v_index in select e.value, e.ordinality from pg_catalog.jsonb_array_elements(rows) with ordinality e loop
-    if pg_catalog.jsonb_typeof(v_item) <> 'object'
-       or pg_catalog.jsonb_typeof(v_item -> 'row_number') <> 'number'
-       or (v_item ->> 'row_number')::numeric <> pg_catalog.trunc((v_item ->> 'row_number')::numeric)
-       or (v_item ->> 'row_number')::numeric not between 1 and 2147483647 then
-      raise exception 'Invalid rows: element % needs a row_number that is a positive whole number', v_index using errcode = '22023';
-    end if;
-  end loop;
+  -- The first element that is not an object with a whole row_number from 1 up (one query, not a loop).
+  select e.ordinality into v_index
+    from pg_catalog.jsonb_array_elements(rows) with ordinality e
+   where not coalesce(
+           case when pg_catalog.jsonb_typeof(e.value) = 'object' and pg_catalog.jsonb_typeof(e.value -> 'row_number') = 'number'
+                then (e.value ->> 'row_number')::numeric = pg_catalog.trunc((e.value ->> 'row_number')::numeric)
+                     and (e.value ->> 'row_number')::numeric between 1 and 2147483647
+           end, false)
+   order by e.ordinality
+   limit 1;
+  if v_index is not null then
+    raise exception 'Invalid rows: element % needs a row_number that is a positive whole number', v_index using errcode = '22023';
+  end if;
   select (e.value ->> 'row_number')::numeric::int into v_duplicate
   from pg_catalog.jsonb_array_elements(rows) e
   group by 1 having pg_catalog.count(*) > 1
@@ -6177,11 +6183,23 @@ begin
     v_row := app_private.import_lead_row(v_batch, v_item);
     case v_row.result
       when 'created' then v_created := v_created + 1;
-      when 'merged' then v_merged := v_merged + 1;
+      when 'merged' then
+        v_merged := v_merged + 1;
+        v_merged_into := v_merged_into || v_row.lead_id;
       when 'skipped' then v_skipped := v_skipped + 1;
       else v_rejected := v_rejected + 1;
     end case;
   end loop;
+  -- The leads merged into are rescored by one lead__score job per 500 (their update triggers leave it
+  -- to the import: one job per lead cost more than the rest of a merge).
+  if pg_catalog.cardinality(v_merged_into) > 0 then
+    perform app_private.add_jobs('lead__score', array(
+      select pg_catalog.json_build_object('lead_ids', pg_catalog.array_agg(m.id order by m.id))
+        from (select d.id, (pg_catalog.row_number() over (order by d.id) - 1) / 500 as chunk
+                from (select distinct u.id from pg_catalog.unnest(v_merged_into) u(id)) d) m
+       group by m.chunk
+       order by m.chunk));
+  end if;
   perform pg_catalog.set_config('app.change_source', coalesce(v_previous_source, ''), true);
 
   update app_public.import_batches b set
@@ -6200,7 +6218,7 @@ $$;
 -- Name: FUNCTION import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb) IS 'Imports up to 5000 normalised rows into a running batch of the given tenant (imports into the same tenant take turns, transaction by transaction): the rows that can only create a lead (the first of the chunk with a phone no live lead has, or without a phone an email no live lead has, and an email no other row of the chunk has) in one insert; every other row in its own sub-transaction, in order (a bad row is recorded as rejected, never stops the others), and returns the batch with its counters. Rows already recorded in the batch (a retried chunk) are ignored. Changes are recorded with change_source import. No permission check: for the command line and app_public.import_rows. Errors: 22023 malformed rows or a finished batch; P0002 unknown batch.';
+COMMENT ON FUNCTION app_private.import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb) IS 'Imports up to 5000 normalised rows into a running batch of the given tenant (imports into the same tenant take turns, transaction by transaction): the rows that can only create a lead (the first of the chunk with a phone no live lead has, or without a phone an email no live lead has, and an email no other row of the chunk has) in one insert; every other row in its own sub-transaction, in order (a bad row is recorded as rejected, never stops the others), and returns the batch with its counters. Rows already recorded in the batch (a retried chunk) are ignored. Changes are recorded with change_source import; the leads merged into are rescored by lead__score {lead_ids} jobs, one per 500. No permission check: for the command line and app_public.import_rows. Errors: 22023 malformed rows or a finished batch; P0002 unknown batch.';
 
 --
 -- Name: initialize_tenant(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -12494,6 +12512,10 @@ begin
        order by n.chunk));
     return null;
   end if;
+  -- An import enqueues one job for all the leads a chunk merged into (app_private.import_lead_rows).
+  if pg_catalog.current_setting('app.change_source', true) = 'import' then
+    return null;
+  end if;
   perform app_private.add_job('lead__score', pg_catalog.json_build_object('lead_id', NEW.id),
     job_key => 'lead_score:' || NEW.id::text);
   return null;
@@ -12504,7 +12526,7 @@ $$;
 -- Name: FUNCTION tg_leads__enqueue_lead_score(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_leads__enqueue_lead_score() IS 'Trigger on leads that has their scores computed by the worker, never inline. _900_enqueue_lead_score_on_insert (after each insert statement): one lead__score {lead_ids} job per 500 new leads. _900_enqueue_lead_score_on_update (each row, only when a scoring input changed, never on lead_score itself): lead__score {lead_id} with job key lead_score:<lead_id>, so several changes before it runs make one job.';
+COMMENT ON FUNCTION app_private.tg_leads__enqueue_lead_score() IS 'Trigger on leads that has their scores computed by the worker, never inline. _900_enqueue_lead_score_on_insert (after each insert statement): one lead__score {lead_ids} job per 500 new leads. _900_enqueue_lead_score_on_update (each row, only when a scoring input changed, never on lead_score itself): lead__score {lead_id} with job key lead_score:<lead_id>, so several changes before it runs make one job; not during an import (app.change_source import), which enqueues one lead__score {lead_ids} job per 500 leads its chunk merged into.';
 
 --
 -- Name: tg_leads__enqueue_segment_refresh(); Type: FUNCTION; Schema: app_private; Owner: -

@@ -157,11 +157,15 @@ describe("import rows (SQL)", () => {
 
   it("mode merge: fills the lead's empty fields, adds new tags, keeps what it had", async () => {
     await withRootDb(async (client) => {
-      await asManager(client);
+      const { manager } = await asManager(client);
       const { rows: existing } = await client.query<{ id: string }>(
         `insert into app_public.leads (first_name, phone, city, tags, attributes)
          values ('Ann', '+442079460958', 'Boston', '{vip,roof}', '{"color": "red"}') returning id`,
       );
+      // The scoring job of its creation is not what is checked below.
+      await becomeRoot(client);
+      await client.query("delete from graphile_worker._private_jobs where (payload -> 'lead_ids')::jsonb ? $1", [existing[0]!.id]);
+      await becomeUser(client, manager);
       const batch = await start(client, "merge");
       const after = await send(client, batch.id, [
         { row_number: 2, lead: { first_name: "Annie", last_name: "Lee", phone: "+442079460958", email: "ann@example.com", city: "Denver", tags: ["gutter", "vip", "gutter"], attributes: { color: "blue", size: "L" } } },
@@ -188,6 +192,14 @@ describe("import rows (SQL)", () => {
           attributes: { color: "red", size: "L" },
         },
       ]);
+      // The lead merged into is rescored: one lead__score {lead_ids} job for the chunk, no job per merge.
+      await becomeRoot(client);
+      const { rows: jobs } = await client.query(
+        `select j.payload, j.key from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+          where t.identifier = 'lead__score' and (j.key = $2 or (j.payload -> 'lead_ids')::jsonb ? $1)`,
+        [existing[0]!.id, `lead_score:${existing[0]!.id}`],
+      );
+      expect(jobs).toEqual([{ payload: { lead_ids: [existing[0]!.id] }, key: null }]);
     });
   });
 
@@ -245,6 +257,12 @@ describe("import rows (SQL)", () => {
       expect((await expectSqlError(client, "22023", () => send(client, batch.id, [{ row_number: 0, lead: {} }]))).message).toContain(
         "element 1 needs a row_number that is a positive whole number",
       );
+      // An element without a row_number, or with one that is not a whole number, is refused the same way.
+      for (const bad of [{ lead: {} }, { row_number: "2", lead: {} }, { row_number: 2.5, lead: {} }, "row", null]) {
+        expect((await expectSqlError(client, "22023", () => send(client, batch.id, [ann, bad as unknown as Row]))).message).toContain(
+          "element 2 needs a row_number that is a positive whole number",
+        );
+      }
       expect((await expectSqlError(client, "22023", () => send(client, batch.id, [ann, { ...ann, lead: { phone: "+12025550102" } }]))).message).toBe(
         "Invalid rows: row_number 2 appears more than once",
       );
