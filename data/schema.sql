@@ -4298,7 +4298,7 @@ begin
     order by 1
   loop
     -- A tenant being rebuilt is left for the next run.
-    if not pg_catalog.pg_try_advisory_xact_lock_shared(pg_catalog.hashtextextended('lead_rollups:' || v_tenant::text, 0)) then
+    if not pg_catalog.pg_try_advisory_xact_lock_shared(app_private.lead_rollups_lock_key(v_tenant)) then
       continue;
     end if;
 
@@ -5083,6 +5083,32 @@ $$;
 COMMENT ON FUNCTION app_private.enqueue_email_send(email_id uuid, run_at timestamp with time zone) IS 'Enqueues (or moves) the email__send job of one outbox email, keyed email_send:<id>; run_at is a time on the clock of the tenant (clock_now), null means now. A second job for an email is harmless: only one claim succeeds.';
 
 --
+-- Name: enqueue_lead_scores(uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.enqueue_lead_scores(lead_ids uuid[]) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  -- One lead__score job per 500 leads, enqueued together (one job per lead cost more than the rest of
+  -- an imported lead).
+  return app_private.add_jobs('lead__score', array(
+    select pg_catalog.json_build_object('lead_ids', pg_catalog.array_agg(m.id order by m.id))
+      from (select d.id, (pg_catalog.row_number() over (order by d.id) - 1) / 500 as chunk
+              from (select distinct u.id from pg_catalog.unnest(enqueue_lead_scores.lead_ids) as u(id) where u.id is not null) d) m
+     group by m.chunk
+     order by m.chunk));
+end;
+$$;
+
+--
+-- Name: FUNCTION enqueue_lead_scores(lead_ids uuid[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.enqueue_lead_scores(lead_ids uuid[]) IS 'Has the given leads rescored by the worker: one lead__score {lead_ids} job per 500 of them (distinct, in id order), enqueued by one app_private.add_jobs call. Returns how many jobs were added. Used for the leads an insert statement creates (tg_leads__enqueue_lead_score) and the leads an import chunk merges into (import_lead_rows).';
+
+--
 -- Name: enqueue_nightly_crm_refresh(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -5761,6 +5787,28 @@ $$;
 COMMENT ON FUNCTION app_private.import_lead_fields() IS 'The lead fields an import row may set. Everything else about a lead (owner, score, status history…) is managed elsewhere.';
 
 --
+-- Name: import_lead_given(jsonb); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.import_lead_given(lead jsonb) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  return (select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}'::jsonb)
+            from pg_catalog.jsonb_each(import_lead_given.lead) e
+           where e.value <> 'null'::jsonb
+             and not (pg_catalog.jsonb_typeof(e.value) = 'string' and pg_catalog.btrim(e.value #>> '{}') = ''));
+end;
+$$;
+
+--
+-- Name: FUNCTION import_lead_given(lead jsonb); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.import_lead_given(lead jsonb) IS 'The fields an import row really gives: its lead object without JSON nulls and blank strings (which mean "not given"). The one definition for both paths of an import (the one-statement insert of import_lead_rows and import_lead_row).';
+
+--
 -- Name: import_batch_rows; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -5877,10 +5925,7 @@ begin
     v_attempt := v_attempt + 1;
     begin
       -- Blank strings and JSON nulls mean "not given".
-      select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}'::jsonb) into v_lead
-      from pg_catalog.jsonb_each(item -> 'lead') e
-      where e.value <> 'null'::jsonb
-        and not (pg_catalog.jsonb_typeof(e.value) = 'string' and pg_catalog.btrim(e.value #>> '{}') = '');
+      v_lead := app_private.import_lead_given(item -> 'lead');
       select pg_catalog.string_agg(k, ', ' order by k) into v_unknown
       from pg_catalog.jsonb_object_keys(v_lead) k
       where k <> all (app_private.import_lead_fields());
@@ -6117,10 +6162,7 @@ begin
   begin
     with items as (
       select e.ordinality, (e.value ->> 'row_number')::numeric::int as row_number, coalesce(e.value -> 'raw', '{}'::jsonb) as raw,
-             (select coalesce(pg_catalog.jsonb_object_agg(k.key, k.value), '{}'::jsonb)
-                from pg_catalog.jsonb_each(e.value -> 'lead') k
-               where k.value <> 'null'::jsonb
-                 and not (pg_catalog.jsonb_typeof(k.value) = 'string' and pg_catalog.btrim(k.value #>> '{}') = '')) as lead
+             app_private.import_lead_given(e.value -> 'lead') as lead
         from pg_catalog.jsonb_array_elements(rows) with ordinality e
        where nullif(pg_catalog.btrim(e.value ->> 'error'), '') is null
          and pg_catalog.jsonb_typeof(e.value -> 'lead') = 'object'
@@ -6193,12 +6235,7 @@ begin
   -- The leads merged into are rescored by one lead__score job per 500 (their update triggers leave it
   -- to the import: one job per lead cost more than the rest of a merge).
   if pg_catalog.cardinality(v_merged_into) > 0 then
-    perform app_private.add_jobs('lead__score', array(
-      select pg_catalog.json_build_object('lead_ids', pg_catalog.array_agg(m.id order by m.id))
-        from (select d.id, (pg_catalog.row_number() over (order by d.id) - 1) / 500 as chunk
-                from (select distinct u.id from pg_catalog.unnest(v_merged_into) u(id)) d) m
-       group by m.chunk
-       order by m.chunk));
+    perform app_private.enqueue_lead_scores(v_merged_into);
   end if;
   perform pg_catalog.set_config('app.change_source', coalesce(v_previous_source, ''), true);
 
@@ -6548,6 +6585,23 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.lead_funnel_reaches(lead_ids uuid[], OUT lead_id uuid, OUT tenant_id uuid, OUT reaches app_private.lead_stage_reach[]) IS 'What each given live lead contributes to the funnel rollup (app_private.lead_stage_reaches): for every funnel stage, each day (in the tenant''s time zone) on which its status history reached that stage or a later one, with the previous such day (null for the first). A lead counts in the funnel of a date range for a stage exactly when one of these days is in the range and the day before it is not, so the funnel of any range is a sum over days. Leads without funnel history, soft-deleted or unknown leads give no row.';
+
+--
+-- Name: lead_rollups_lock_key(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.lead_rollups_lock_key(tenant_id uuid) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.hashtextextended('lead_rollups:' || lead_rollups_lock_key.tenant_id::text, 0);
+$$;
+
+--
+-- Name: FUNCTION lead_rollups_lock_key(tenant_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.lead_rollups_lock_key(tenant_id uuid) IS 'The advisory lock key of a tenant''s report rollups: writers take it shared (app_private.share_lead_rollups, app_private.compact_lead_rollups), app_private.rebuild_lead_rollups exclusive. One definition, so that they always lock the same key.';
 
 --
 -- Name: matching_routing_rule(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -7385,7 +7439,7 @@ declare
   v_timezone text;
 begin
   -- Exclusive: waits for the transactions writing deltas for this tenant, and makes new ones wait.
-  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('lead_rollups:' || v_tenant::text, 0));
+  perform pg_catalog.pg_advisory_xact_lock(app_private.lead_rollups_lock_key(v_tenant));
   v_timezone := coalesce((select bs.timezone from app_public.business_settings bs where bs.tenant_id = v_tenant), 'UTC');
 
   delete from app_private.lead_day_counts c where c.tenant_id = v_tenant;
@@ -8358,7 +8412,7 @@ begin
   for v_id in
     select distinct u.id from pg_catalog.unnest(refresh_lead_scores.lead_ids) as u(id) where u.id is not null order by 1
   loop
-    -- As in refresh_tenant_lead_scores: a lead locked by someone else's open transaction is not waited
+    -- A lead locked by someone else's open transaction is not waited
     -- for (it would hold back every other lead of the job); it gets its own lead__score job instead.
     perform 1 from app_public.leads l where l.id = v_id for no key update skip locked;
     if found then
@@ -8376,7 +8430,7 @@ $$;
 -- Name: FUNCTION refresh_lead_scores(lead_ids uuid[]); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.refresh_lead_scores(lead_ids uuid[]) IS 'Rescores the given leads with refresh_lead_score, in id order; a lead locked by another transaction is not waited for but gets its own lead__score job, and a lead that no longer exists is skipped. Returns how many were scored. The lead__score job of new leads ({lead_ids}) calls it; owner only.';
+COMMENT ON FUNCTION app_private.refresh_lead_scores(lead_ids uuid[]) IS 'Rescores the given leads with refresh_lead_score, in id order; a lead locked by another transaction is not waited for but gets its own lead__score job, and a lead that no longer exists is skipped. Returns how many were scored. The lead__score job of new leads ({lead_ids}) and refresh_tenant_lead_scores call it; owner only.';
 
 --
 -- Name: refresh_segment_counts(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8430,27 +8484,21 @@ CREATE FUNCTION app_private.refresh_tenant_lead_scores(tenant_id uuid, after_lea
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
-  v_id uuid;
-  v_last uuid;
+  v_ids uuid[];
 begin
-  for v_id in
-    select l.id from app_public.leads l
-    where l.tenant_id = refresh_tenant_lead_scores.tenant_id and l.deleted_at is null
-      and (refresh_tenant_lead_scores.after_lead_id is null or l.id > refresh_tenant_lead_scores.after_lead_id)
-    order by l.id
-    limit greatest(1, least(coalesce(refresh_tenant_lead_scores.batch_size, 200), 5000))
-  loop
-    -- A lead locked by someone else's open transaction is not waited for (waiting while holding this
-    -- batch's earlier locks could deadlock with a request): it gets its own lead__score job instead.
-    perform 1 from app_public.leads l where l.id = v_id for no key update skip locked;
-    if found then
-      perform app_private.refresh_lead_score(v_id);
-    else
-      perform app_private.add_job('lead__score', pg_catalog.json_build_object('lead_id', v_id), job_key => 'lead_score:' || v_id::text);
-    end if;
-    v_last := v_id;
-  end loop;
-  return v_last;
+  select pg_catalog.array_agg(b.id order by b.id) into v_ids
+    from (select l.id from app_public.leads l
+           where l.tenant_id = refresh_tenant_lead_scores.tenant_id and l.deleted_at is null
+             and (refresh_tenant_lead_scores.after_lead_id is null or l.id > refresh_tenant_lead_scores.after_lead_id)
+           order by l.id
+           limit greatest(1, least(coalesce(refresh_tenant_lead_scores.batch_size, 200), 5000))) b;
+  if v_ids is null then
+    return null;
+  end if;
+  -- A lead locked by someone else's open transaction is not waited for (waiting while holding this
+  -- batch's earlier locks could deadlock with a request): it gets its own lead__score job instead.
+  perform app_private.refresh_lead_scores(v_ids);
+  return v_ids[pg_catalog.cardinality(v_ids)];
 end;
 $$;
 
@@ -8458,7 +8506,7 @@ $$;
 -- Name: FUNCTION refresh_tenant_lead_scores(tenant_id uuid, after_lead_id uuid, batch_size integer); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.refresh_tenant_lead_scores(tenant_id uuid, after_lead_id uuid, batch_size integer) IS 'Rescores one batch of the tenant''s live leads (ids after after_lead_id, in id order, at most batch_size, default 200) with refresh_lead_score; a lead locked by another transaction is not waited for but gets its own lead__score job. Returns the last lead id handled (pass it as after_lead_id for the next batch), or null when there were none left. Run in a loop, one batch per transaction, by the lead__score_tenant job; owner only.';
+COMMENT ON FUNCTION app_private.refresh_tenant_lead_scores(tenant_id uuid, after_lead_id uuid, batch_size integer) IS 'Rescores one batch of the tenant''s live leads (ids after after_lead_id, in id order, at most batch_size, default 200) with refresh_lead_scores; a lead locked by another transaction is not waited for but gets its own lead__score job. Returns the last lead id handled (pass it as after_lead_id for the next batch), or null when there were none left. Run in a loop, one batch per transaction, by the lead__score_tenant job; owner only.';
 
 --
 -- Name: release_email_for_retry(uuid, text, integer); Type: FUNCTION; Schema: app_private; Owner: -
@@ -10587,7 +10635,7 @@ CREATE FUNCTION app_private.share_lead_rollups(tenant_ids uuid[]) RETURNS void
 begin
   -- Shared: writers of different leads never wait for each other, only for a rebuild of their tenant
   -- (app_private.rebuild_lead_rollups takes the same key exclusively). Taken in tenant order.
-  perform pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtextextended('lead_rollups:' || t.id::text, 0))
+  perform pg_catalog.pg_advisory_xact_lock_shared(app_private.lead_rollups_lock_key(t.id))
      from (select distinct u.id from pg_catalog.unnest(share_lead_rollups.tenant_ids) as u(id) where u.id is not null order by 1) t;
 end;
 $$;
@@ -11477,11 +11525,13 @@ begin
   ), kept as (
     insert into app_private.lead_funnel_marks as m (lead_id, tenant_id, reaches)
     select c.lead_id, c.new_tenant_id, c.new_reaches from changed c where c.new_reaches is not null
-    on conflict (lead_id) do update set tenant_id = excluded.tenant_id, reaches = excluded.reaches
+    on conflict (tenant_id, lead_id) do update set reaches = excluded.reaches
   ), dropped as (
+    -- The lead left the funnel, or (owner only) moved to another tenant.
     delete from app_private.lead_funnel_marks m
      using changed c
-     where m.lead_id = c.lead_id and c.new_reaches is null
+     where m.tenant_id = c.old_tenant_id and m.lead_id = c.lead_id
+       and (c.new_reaches is null or c.new_tenant_id is distinct from c.old_tenant_id)
   )
   insert into app_private.lead_stage_reaches (tenant_id, stage_order, day, previous_day, leads)
   select x.tenant_id, x.stage_order, x.day, x.previous_day, pg_catalog.sum(x.change)::integer
@@ -12503,13 +12553,8 @@ CREATE FUNCTION app_private.tg_leads__enqueue_lead_score() RETURNS trigger
     AS $$
 begin
   if TG_LEVEL = 'STATEMENT' then
-    -- New leads: one lead__score job per 500 of them, enqueued together (one job per lead cost more
-    -- than the rest of an imported lead).
-    perform app_private.add_jobs('lead__score', array(
-      select pg_catalog.json_build_object('lead_ids', pg_catalog.array_agg(n.id order by n.id))
-        from (select n.id, (pg_catalog.row_number() over (order by n.id) - 1) / 500 as chunk from new_leads n) n
-       group by n.chunk
-       order by n.chunk));
+    -- New leads: one lead__score {lead_ids} job per 500 of them.
+    perform app_private.enqueue_lead_scores(array(select n.id from new_leads n));
     return null;
   end if;
   -- An import enqueues one job for all the leads a chunk merged into (app_private.import_lead_rows).
@@ -23348,7 +23393,7 @@ ALTER TABLE ONLY app_private.lead_day_counts
 --
 
 ALTER TABLE ONLY app_private.lead_funnel_marks
-    ADD CONSTRAINT lead_funnel_marks_pkey PRIMARY KEY (lead_id);
+    ADD CONSTRAINT lead_funnel_marks_pkey PRIMARY KEY (tenant_id, lead_id);
 
 --
 -- Name: lead_stage_reaches lead_stage_reaches_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
@@ -24392,16 +24437,16 @@ CREATE UNIQUE INDEX lead_day_counts_one_total_per_day_source_status ON app_priva
 COMMENT ON INDEX app_private.lead_day_counts_one_total_per_day_source_status IS 'One total per tenant, day, source and status: the target of the compaction.';
 
 --
--- Name: lead_funnel_marks_by_tenant; Type: INDEX; Schema: app_private; Owner: -
+-- Name: lead_funnel_marks_by_lead; Type: INDEX; Schema: app_private; Owner: -
 --
 
-CREATE INDEX lead_funnel_marks_by_tenant ON app_private.lead_funnel_marks USING btree (tenant_id);
+CREATE INDEX lead_funnel_marks_by_lead ON app_private.lead_funnel_marks USING btree (lead_id);
 
 --
--- Name: INDEX lead_funnel_marks_by_tenant; Type: COMMENT; Schema: app_private; Owner: -
+-- Name: INDEX lead_funnel_marks_by_lead; Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON INDEX app_private.lead_funnel_marks_by_tenant IS 'rebuild_lead_rollups: a tenant''s marks.';
+COMMENT ON INDEX app_private.lead_funnel_marks_by_lead IS 'sync_lead_funnel_marks: the marks of the leads whose history changed.';
 
 --
 -- Name: lead_stage_reaches_by_day; Type: INDEX; Schema: app_private; Owner: -
@@ -29721,6 +29766,12 @@ REVOKE ALL ON FUNCTION app_private.email_unsubscribe_token(email_message_id uuid
 REVOKE ALL ON FUNCTION app_private.enqueue_email_send(email_id uuid, run_at timestamp with time zone) FROM PUBLIC;
 
 --
+-- Name: FUNCTION enqueue_lead_scores(lead_ids uuid[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.enqueue_lead_scores(lead_ids uuid[]) FROM PUBLIC;
+
+--
 -- Name: FUNCTION enqueue_nightly_crm_refresh(); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -29799,6 +29850,12 @@ REVOKE ALL ON FUNCTION app_private.finish_import(tenant_id uuid, batch_id uuid) 
 REVOKE ALL ON FUNCTION app_private.import_lead_fields() FROM PUBLIC;
 
 --
+-- Name: FUNCTION import_lead_given(lead jsonb); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.import_lead_given(lead jsonb) FROM PUBLIC;
+
+--
 -- Name: TABLE import_batch_rows; Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -29857,6 +29914,12 @@ REVOKE ALL ON FUNCTION app_private.lead_default_timezone(tenant_id uuid, phone t
 --
 
 REVOKE ALL ON FUNCTION app_private.lead_funnel_reaches(lead_ids uuid[], OUT lead_id uuid, OUT tenant_id uuid, OUT reaches app_private.lead_stage_reach[]) FROM PUBLIC;
+
+--
+-- Name: FUNCTION lead_rollups_lock_key(tenant_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.lead_rollups_lock_key(tenant_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION matching_routing_rule(tenant_id uuid, lead_id uuid); Type: ACL; Schema: app_private; Owner: -
