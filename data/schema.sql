@@ -11528,9 +11528,12 @@ begin
     on conflict (tenant_id, lead_id) do update set reaches = excluded.reaches
   ), dropped as (
     -- The lead left the funnel, or (owner only) moved to another tenant.
+    -- m.lead_id = any(v_ids) lets the plan reach the marks by lead; without it the generic plan
+    -- hashed the whole table (the marks of every tenant) on every insert statement.
     delete from app_private.lead_funnel_marks m
      using changed c
-     where m.tenant_id = c.old_tenant_id and m.lead_id = c.lead_id
+     where m.lead_id = any(v_ids)
+       and m.tenant_id = c.old_tenant_id and m.lead_id = c.lead_id
        and (c.new_reaches is null or c.new_tenant_id is distinct from c.old_tenant_id)
   )
   insert into app_private.lead_stage_reaches (tenant_id, stage_order, day, previous_day, leads)
@@ -12362,15 +12365,19 @@ begin
   v_user_id := app_public.current_user_id();
   v_api_key_id := app_public.current_api_key_id();
   v_source := app_private.change_source(v_user_id, v_api_key_id);
-  -- clock_timestamp(), not now(): several changes in one transaction keep their real order.
-  v_at := pg_catalog.clock_timestamp();
   if TG_OP = 'INSERT' then
+    -- Every lead of the statement at once (an import chunk is one insert). The creation is dated at
+    -- the start of the statement: before anything the row triggers of the same statement recorded at
+    -- the clock time (an owner set by auto-routing, a nurture enrollment), so a timeline keeps it first.
     insert into app_public.lead_audit_log (tenant_id, lead_id, field_name, old_value, new_value,
       changed_by_user_id, changed_by_api_key_id, change_source, changed_at)
-    values (NEW.tenant_id, NEW.id, '*created*', null, pg_catalog.to_jsonb(NEW) - v_ignored,
-      v_user_id, v_api_key_id, v_source, v_at);
+    select n.tenant_id, n.id, '*created*', null, pg_catalog.to_jsonb(n) - v_ignored,
+           v_user_id, v_api_key_id, v_source, pg_catalog.statement_timestamp()
+      from new_leads n;
     return null;
   end if;
+  -- clock_timestamp(), not now(): several changes in one transaction keep their real order.
+  v_at := pg_catalog.clock_timestamp();
   -- One row per changed column, in column order.
   insert into app_public.lead_audit_log (tenant_id, lead_id, field_name, old_value, new_value,
     changed_by_user_id, changed_by_api_key_id, change_source, changed_at)
@@ -12388,9 +12395,10 @@ $$;
 -- Name: FUNCTION tg_leads__audit(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_leads__audit() IS 'AFTER INSERT/UPDATE/DELETE row trigger of app_public.leads that records its changes in app_public.lead_audit_log: the rule of app_private.tg__audit_changes (which audits the other tables) written out with static SQL for the table every routing decision, import row and edit writes, so that its plans are kept (measured: 0.35 ms per lead update with the generic, dynamic trigger).
+COMMENT ON FUNCTION app_private.tg_leads__audit() IS 'AFTER INSERT/UPDATE/DELETE trigger of app_public.leads that records its changes in app_public.lead_audit_log: the rule of app_private.tg__audit_changes (which audits the other tables) written out with static SQL for the table every routing decision, import row and edit writes, so that its plans are kept (measured: 0.35 ms per lead update with the generic, dynamic trigger).
 Arguments: the columns never recorded (updated_at, full_name).
-UPDATE writes one row per changed column (IS DISTINCT FROM on the JSON values; a null value is stored as SQL NULL), in column order; INSERT one row "*created*" with the row as new_value; DELETE nothing (the history of a lead goes with it: lead_audit_log_lead_must_exist cascades).
+Attached twice: _500_audit (after update or delete, each row) and _500_audit_on_insert (after insert, each statement, transition table new_leads).
+UPDATE writes one row per changed column (IS DISTINCT FROM on the JSON values; a null value is stored as SQL NULL), in column order, at the clock time; INSERT one row "*created*" per new lead with the row as new_value, all of a statement in one insert, at the time the statement started (statement_timestamp(): never after what the statement''s row triggers recorded); DELETE nothing (the history of a lead goes with it: lead_audit_log_lead_must_exist cascades).
 Who: app_public.current_user_id() and current_api_key_id() (both null = the system); through what: app_private.change_source().';
 
 --
@@ -12790,14 +12798,12 @@ declare
 begin
   if TG_LEVEL = 'STATEMENT' then
     -- New leads, all of the statement at once (an import chunk is one insert). Each entered its first
-    -- status when its creation was recorded (the audit entry *created*, written by a row trigger at
-    -- the clock time of the row), so a timeline keeps it before what the other row triggers did.
+    -- status when it was created: at the start of the statement, the time of its audit entry
+    -- *created* (app_private.tg_leads__audit), so a timeline keeps it before what the row triggers did.
     insert into app_public.lead_status_history (tenant_id, lead_id, from_status, to_status, trigger_type, changed_by_user_id, changed_at)
     select n.tenant_id, n.id, null, n.status,
            app_private.change_source(v_user_id, app_public.current_api_key_id()), v_user_id,
-           coalesce((select pg_catalog.min(a.changed_at) from app_public.lead_audit_log a
-                      where a.tenant_id = n.tenant_id and a.lead_id = n.id and a.field_name = '*created*'),
-                    pg_catalog.clock_timestamp())
+           pg_catalog.statement_timestamp()
       from new_leads n;
     return null;
   end if;
@@ -12815,7 +12821,7 @@ $$;
 -- Name: FUNCTION tg_leads__status_history(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_leads__status_history() IS 'Trigger on leads: records the status a lead enters in lead_status_history, with the change source as trigger_type and the acting user. _510_status_history_on_insert (after each insert statement) writes the first status of every new lead in one statement, at the time its creation was recorded in lead_audit_log; _510_status_history (after update of status, each row) writes a change when the status really changed, at the clock time.';
+COMMENT ON FUNCTION app_private.tg_leads__status_history() IS 'Trigger on leads: records the status a lead enters in lead_status_history, with the change source as trigger_type and the acting user. _510_status_history_on_insert (after each insert statement) writes the first status of every new lead in one statement, at the start of the statement, the time of its audit entry *created*; _510_status_history (after update of status, each row) writes a change when the status really changed, at the clock time.';
 
 --
 -- Name: tg_messages__count_in_conversation(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -25718,7 +25724,13 @@ CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.dnc_lis
 -- Name: leads _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
-CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.leads FOR EACH ROW EXECUTE FUNCTION app_private.tg_leads__audit('updated_at', 'full_name');
+CREATE TRIGGER _500_audit AFTER DELETE OR UPDATE ON app_public.leads FOR EACH ROW EXECUTE FUNCTION app_private.tg_leads__audit('updated_at', 'full_name');
+
+--
+-- Name: leads _500_audit_on_insert; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_audit_on_insert AFTER INSERT ON app_public.leads REFERENCING NEW TABLE AS new_leads FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_leads__audit('updated_at', 'full_name');
 
 --
 -- Name: email_suppressions _500_cancel_pending; Type: TRIGGER; Schema: app_public; Owner: -

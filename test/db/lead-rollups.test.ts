@@ -310,6 +310,50 @@ describe("report rollups (lead_funnel, lead_source_roi)", () => {
     });
   });
 
+  it("an insert reaches the funnel marks of its own leads by index, never the marks of the whole table", async () => {
+    const root = rootPool();
+    const setup = await root.connect();
+    let owner: RegisteredUser;
+    let other: RegisteredUser;
+    try {
+      owner = await registerUser(setup, { businessName: "Marks by lead" });
+      other = await registerUser(setup, { businessName: "Marks elsewhere" });
+    } finally {
+      setup.release();
+    }
+    // 4,000 leads of another tenant, so that a plan reading every mark is not the cheap one by accident.
+    await root.query(
+      `insert into app_public.leads (tenant_id, first_name, phone, source, status)
+       select $1, 'Other ' || i, '+1312' || (5000000 + i), 'referral', 'new' from generate_series(1, 4000) i`,
+      [other.tenant_id],
+    );
+    await root.query("analyze app_private.lead_funnel_marks");
+    // A new session: its generic plan is made now, at this size.
+    const client = await root.connect();
+    try {
+      await client.query("begin");
+      await client.query(
+        `insert into app_public.leads (tenant_id, first_name, phone, source, status)
+         select $1, 'Mine ' || i, '+1415' || (5000000 + i), 'website', 'qualified' from generate_series(1, 25) i`,
+        [owner.tenant_id],
+      );
+      const { rows: read } = await client.query<{ seq_tup_read: string }>(
+        "select s.seq_tup_read from pg_stat_xact_all_tables s where s.relid = 'app_private.lead_funnel_marks'::regclass",
+      );
+      // No statement of the insert read the table through (the marks of 4,025 leads)…
+      expect(Number(read[0]!.seq_tup_read)).toBe(0);
+      // …and the marks of the new leads were written.
+      const { rows: marks } = await client.query<{ n: string }>(
+        "select count(*) as n from app_private.lead_funnel_marks m where m.tenant_id = $1",
+        [owner.tenant_id],
+      );
+      expect(Number(marks[0]!.n)).toBe(25);
+      await client.query("rollback");
+    } finally {
+      client.release();
+    }
+  });
+
   it("a change of time zone rebuilds the tenant's days, after a concurrent writer commits and before the next one", async () => {
     const root = rootPool();
     const setup = await root.connect();

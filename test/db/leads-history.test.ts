@@ -122,6 +122,38 @@ describe("the audit trigger on leads", () => {
     });
   });
 
+  it("an insert of several leads writes one *created* row each, dated when the statement started, with the first status", async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      await becomeUser(client, owner);
+      const { rows: made } = await client.query<{ id: string; started: Date }>(
+        `insert into app_public.leads (tenant_id, first_name, phone, status)
+         select app_public.current_tenant_id(), 'Batch ' || i, '+1512555' || (1000 + i), 'contacted' from generate_series(1, 3) i
+         returning id, statement_timestamp() as started`,
+      );
+      const ids = made.map((r) => r.id);
+      const { rows } = await asRoot(client, owner, () =>
+        client.query<{ lead_id: string; field_name: string; changed_at: Date; first_status_at: Date; first_status: string; new_first_name: string }>(
+          `select a.lead_id, a.field_name, a.changed_at, a.new_value ->> 'first_name' as new_first_name,
+                  h.changed_at as first_status_at, h.to_status as first_status
+             from app_public.lead_audit_log a
+             join app_public.lead_status_history h on h.lead_id = a.lead_id
+            where a.lead_id = any($1) order by a.new_value ->> 'first_name'`,
+          [ids],
+        ),
+      );
+      expect(rows.map((r) => [r.field_name, r.new_first_name, r.first_status])).toEqual([
+        ["*created*", "Batch 1", "contacted"],
+        ["*created*", "Batch 2", "contacted"],
+        ["*created*", "Batch 3", "contacted"],
+      ]);
+      for (const r of rows) {
+        expect(r.changed_at.getTime()).toBe(made[0]!.started.getTime());
+        expect(r.first_status_at.getTime()).toBe(r.changed_at.getTime());
+      }
+    });
+  });
+
   it("as an API key: the key is the actor and no user is recorded", async () => {
     await withRootDb(async (client) => {
       const owner = await registerUser(client);
