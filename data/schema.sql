@@ -15310,10 +15310,12 @@ COMMENT ON FUNCTION app_public.lead_source_roi(from_date date, to_date date) IS 
 
 CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.lead_timeline_event
     LANGUAGE sql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   -- One branch per source; a new source (messages, calls, routing decisions) is one more UNION ALL
   -- branch with the same columns. source_order and seq only break ties between equal times.
+  -- Each branch names the tenant of the lead, so that its index led by (tenant_id, lead_id) applies
+  -- whoever the caller is (row-level security adds the same condition for a request, but the owner
+  -- role of the worker has none): a timeline reads the rows of its lead, never a whole table.
   select e.occurred_at, e.event_type, e.summary, e.details, e.actor_user_id
   from (
     -- Audit log: creation, field changes, deletion and restoration. Status, score and owner
@@ -15348,7 +15350,8 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
         'change_source', a.change_source, 'api_key_id', a.changed_by_api_key_id) as details,
       a.changed_by_user_id as actor_user_id
     from app_public.lead_audit_log a
-    where a.lead_id = lead_timeline.lead_id
+    where a.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
+      and a.lead_id = lead_timeline.lead_id
       and a.field_name not in ('status', 'lead_score', 'lead_score_factors', 'owner_user_id')
 
     union all
@@ -15361,7 +15364,8 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
       pg_catalog.jsonb_build_object('from_status', s.from_status, 'to_status', s.to_status, 'trigger_type', s.trigger_type),
       s.changed_by_user_id
     from app_public.lead_status_history s
-    where s.lead_id = lead_timeline.lead_id
+    where s.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
+      and s.lead_id = lead_timeline.lead_id
 
     union all
 
@@ -15377,7 +15381,8 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
     from (
       select h.*, pg_catalog.lag(h.score) over (order by h.calculated_at, h.id) as previous_score
       from app_public.lead_score_history h
-      where h.lead_id = lead_timeline.lead_id
+      where h.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
+        and h.lead_id = lead_timeline.lead_id
     ) sc
 
     union all
@@ -15396,7 +15401,8 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
         'strategy', g.strategy, 'reason', g.reason),
       g.assigned_by_user_id
     from app_public.lead_assignments g
-    where g.lead_id = lead_timeline.lead_id
+    where g.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
+      and g.lead_id = lead_timeline.lead_id
 
     union all
 
@@ -15413,7 +15419,8 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
         'sender', m.sender, 'nurture_enrollment_id', m.nurture_enrollment_id, 'nurture_step', m.nurture_step),
       null::uuid
     from app_public.messages m
-    where m.lead_id = lead_timeline.lead_id
+    where m.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
+      and m.lead_id = lead_timeline.lead_id
 
     union all
 
@@ -15426,7 +15433,8 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
         'nurture_enrollment_id', em.nurture_enrollment_id, 'nurture_step', em.nurture_step),
       null::uuid
     from app_public.email_messages em
-    where em.lead_id = lead_timeline.lead_id and em.user_id is null
+    where em.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
+      and em.lead_id = lead_timeline.lead_id and em.user_id is null
 
     union all
 
@@ -15457,7 +15465,8 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
       from app_public.nurture_step_runs r
       where r.tenant_id = e.tenant_id and r.enrollment_id = e.id
     ) x
-    where e.lead_id = lead_timeline.lead_id
+    where e.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
+      and e.lead_id = lead_timeline.lead_id
   ) e
   order by e.occurred_at, e.source_order, e.seq;
 $$;
@@ -24813,6 +24822,18 @@ CREATE INDEX lead_routing_history_by_lead ON app_public.lead_routing_history USI
 --
 
 CREATE INDEX lead_score_history_by_lead ON app_public.lead_score_history USING btree (tenant_id, lead_id, calculated_at);
+
+--
+-- Name: lead_sequence_enrollments_by_lead; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX lead_sequence_enrollments_by_lead ON app_public.lead_sequence_enrollments USING btree (tenant_id, lead_id);
+
+--
+-- Name: INDEX lead_sequence_enrollments_by_lead; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON INDEX app_public.lead_sequence_enrollments_by_lead IS 'lead_timeline: the enrollments of one lead.';
 
 --
 -- Name: lead_sequence_enrollments_by_sequence; Type: INDEX; Schema: app_public; Owner: -

@@ -778,6 +778,35 @@ describe("lead_timeline", () => {
       expect((await client.query("select * from app_public.lead_timeline($1)", [lead.id])).rows).toEqual([]);
     });
   });
+
+  it("reads each source through an index on its lead, for the owner role too (no table is read through)", async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      await becomeUser(client, owner);
+      const lead = await insertLead(client, { first_name: "Ann" });
+      // The owner role has no row-level condition on the tenant: the function must give it one.
+      await becomeRoot(client);
+      await client.query("set local enable_seqscan = off");
+      const { rows } = await client.query<{ "QUERY PLAN": unknown }>(
+        "explain (format json) select * from app_public.lead_timeline($1) limit 50",
+        [lead.id],
+      );
+      // Every scan of a history table, with the condition its index is searched with.
+      const histories = ["lead_audit_log", "lead_status_history", "lead_score_history", "lead_assignments", "messages", "email_messages", "lead_sequence_enrollments"];
+      const scans: Array<[string, string]> = [];
+      const walk = (node: Record<string, unknown>) => {
+        const relation = node["Relation Name"];
+        if (typeof relation === "string" && histories.includes(relation)) {
+          scans.push([relation, `${node["Node Type"]}: ${String(node["Index Cond"] ?? node["Recheck Cond"] ?? "")}`]);
+        }
+        for (const child of (node.Plans as Record<string, unknown>[] | undefined) ?? []) walk(child);
+      };
+      walk((rows[0]!["QUERY PLAN"] as Array<{ Plan: Record<string, unknown> }>)[0]!.Plan);
+      expect(scans.map(([relation]) => relation).sort()).toEqual([...histories].sort());
+      // Searched by tenant and lead, not scanned through (nor skipped through every tenant on PostgreSQL 18).
+      for (const [relation, scan] of scans) expect(`${relation} ${scan}`).toMatch(/(Index.*Scan|Bitmap Heap Scan): .*tenant_id = .*lead_id = /);
+    });
+  });
 });
 
 describe("bad input writes nothing", () => {
