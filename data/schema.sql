@@ -199,40 +199,6 @@ COMMENT ON COLUMN app_hidden.lead_filter.text IS 'Text to find in the name, emai
 COMMENT ON COLUMN app_hidden.lead_filter.include_deleted IS 'True to include soft-deleted leads (default false).';
 
 --
--- Name: lead_count_change; Type: TYPE; Schema: app_private; Owner: -
---
-
-CREATE TYPE app_private.lead_count_change AS (
-	tenant_id uuid,
-	created_at timestamp with time zone,
-	source text,
-	status text,
-	change integer
-);
-
---
--- Name: TYPE lead_count_change; Type: COMMENT; Schema: app_private; Owner: -
---
-
-COMMENT ON TYPE app_private.lead_count_change IS 'One lead entering (+1) or leaving (-1) a count of app_private.lead_day_counts, as the leads trigger collects them.';
-
---
--- Name: lead_stage_reach; Type: TYPE; Schema: app_private; Owner: -
---
-
-CREATE TYPE app_private.lead_stage_reach AS (
-	stage_order integer,
-	day date,
-	previous_day date
-);
-
---
--- Name: TYPE lead_stage_reach; Type: COMMENT; Schema: app_private; Owner: -
---
-
-COMMENT ON TYPE app_private.lead_stage_reach IS 'A day (in the tenant''s time zone) on which a lead reached a funnel stage or a later one, with the previous such day (null for the first).';
-
---
 -- Name: e164_phone; Type: DOMAIN; Schema: app_public; Owner: -
 --
 
@@ -605,6 +571,57 @@ COMMENT ON COLUMN app_public.leads.updated_at IS 'When the lead last changed.';
 --
 
 COMMENT ON COLUMN app_public.leads.owner_agent_id IS 'The agent the lead is assigned to (set by routing or reassignment; recorded in lead_assignments).';
+
+--
+-- Name: import_chunk_row; Type: TYPE; Schema: app_private; Owner: -
+--
+
+CREATE TYPE app_private.import_chunk_row AS (
+	ordinality bigint,
+	row_number integer,
+	raw jsonb,
+	lead app_public.leads
+);
+
+--
+-- Name: TYPE import_chunk_row; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TYPE app_private.import_chunk_row IS 'A row of an import chunk read as a lead (import_lead_rows): its place in the array, its row_number and raw values, and its lead fields typed as app_public.leads.';
+
+--
+-- Name: lead_count_change; Type: TYPE; Schema: app_private; Owner: -
+--
+
+CREATE TYPE app_private.lead_count_change AS (
+	tenant_id uuid,
+	created_at timestamp with time zone,
+	source text,
+	status text,
+	change integer
+);
+
+--
+-- Name: TYPE lead_count_change; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TYPE app_private.lead_count_change IS 'One lead entering (+1) or leaving (-1) a count of app_private.lead_day_counts, as the leads trigger collects them.';
+
+--
+-- Name: lead_stage_reach; Type: TYPE; Schema: app_private; Owner: -
+--
+
+CREATE TYPE app_private.lead_stage_reach AS (
+	stage_order integer,
+	day date,
+	previous_day date
+);
+
+--
+-- Name: TYPE lead_stage_reach; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TYPE app_private.lead_stage_reach IS 'A day (in the tenant''s time zone) on which a lead reached a funnel stage or a later one, with the previous such day (null for the first).';
 
 --
 -- Name: routing_rules; Type: TABLE; Schema: app_public; Owner: -
@@ -6081,6 +6098,9 @@ declare
   v_rejected int := 0;
   v_fast int[] := '{}';
   v_merged_into uuid[] := '{}';
+  v_chunk app_private.import_chunk_row[] := '{}';
+  v_taken int[] := '{}';
+  v_taken_leads uuid[] := '{}';
 begin
   if rows is null or pg_catalog.jsonb_typeof(rows) <> 'array' then
     raise exception 'Invalid rows: send a JSON array of {row_number, raw, lead, error}' using errcode = '22023';
@@ -6160,18 +6180,21 @@ begin
   -- the rows one by one, in order. Any error (a value PostgreSQL refuses, a phone a concurrent writer
   -- just took) undoes this step, and every row takes the path below.
   begin
-    with items as (
-      select e.ordinality, (e.value ->> 'row_number')::numeric::int as row_number, coalesce(e.value -> 'raw', '{}'::jsonb) as raw,
-             app_private.import_lead_given(e.value -> 'lead') as lead
-        from pg_catalog.jsonb_array_elements(rows) with ordinality e
-       where nullif(pg_catalog.btrim(e.value ->> 'error'), '') is null
-         and pg_catalog.jsonb_typeof(e.value -> 'lead') = 'object'
-         and (e.value ->> 'row_number')::numeric::int <> all (v_done)
-    ), typed as materialized (
-      -- Materialized: each (l).field below would otherwise call jsonb_populate_record again.
-      select i.ordinality, i.row_number, i.raw, pg_catalog.jsonb_populate_record(null::app_public.leads, i.lead) as l
-        from items i
-       where not exists (select 1 from pg_catalog.jsonb_object_keys(i.lead) k where k <> all (app_private.import_lead_fields()))
+    -- The rows of the chunk that read as leads, once (both steps below use them): not a row already
+    -- recorded, without an error of the file, with only known fields, their values of the right types.
+    select coalesce(pg_catalog.array_agg(row(i.ordinality, i.row_number, i.raw,
+             pg_catalog.jsonb_populate_record(null::app_public.leads, i.lead))::app_private.import_chunk_row order by i.ordinality), '{}')
+      into v_chunk
+      from (select e.ordinality, (e.value ->> 'row_number')::numeric::int as row_number, coalesce(e.value -> 'raw', '{}'::jsonb) as raw,
+                   app_private.import_lead_given(e.value -> 'lead') as lead
+              from pg_catalog.jsonb_array_elements(rows) with ordinality e
+             where nullif(pg_catalog.btrim(e.value ->> 'error'), '') is null
+               and pg_catalog.jsonb_typeof(e.value -> 'lead') = 'object'
+               and (e.value ->> 'row_number')::numeric::int <> all (v_done)) i
+     where not exists (select 1 from pg_catalog.jsonb_object_keys(i.lead) k where k <> all (app_private.import_lead_fields()));
+
+    with typed as (
+      select c.ordinality, c.row_number, c.raw, c.lead as l from pg_catalog.unnest(v_chunk) c
     ), keyed as (
       select t.ordinality, t.row_number, t.raw, t.l,
              pg_catalog.row_number() over (partition by (t.l).phone order by t.ordinality) as phone_rank,
@@ -6213,13 +6236,109 @@ begin
     when deadlock_detected or serialization_failure or lock_not_available then
       raise;
     when others then
+      v_chunk := '{}';
       v_fast := '{}';
   end;
   v_created := pg_catalog.cardinality(v_fast);
 
+  -- Then the rows that can only merge into (or, in skip mode, be skipped for) the live lead with their
+  -- phone are recorded together: a row whose phone no other row left in the chunk has, when no row
+  -- left without a phone has its email or the email of that lead. Nothing else in the chunk can then
+  -- find or change that lead: the rows left find a lead by their own phone, or without a phone by
+  -- email; and a lead created by the one-statement insert came from an earlier row. So the row sees
+  -- the lead as it would one by one, and one update per lead writes the same fields and history.
+  -- Any error undoes this step, and its rows take the path below.
+  if pg_catalog.cardinality(v_chunk) > 0 then
+    begin
+      with remaining as (
+        select c.ordinality, c.row_number, c.lead as l from pg_catalog.unnest(v_chunk) c where c.row_number <> all (v_fast)
+      ), candidates as (
+        select r.ordinality, r.row_number, x.id as lead_id
+          from remaining r
+          join app_public.leads x on x.tenant_id = v_batch.tenant_id and x.phone = (r.l).phone and x.deleted_at is null
+         where (r.l).phone is not null
+           and not exists (select 1 from remaining o where (o.l).phone = (r.l).phone and o.ordinality <> r.ordinality)
+           and not exists (select 1 from remaining o
+                            where (o.l).phone is null and (o.l).email is not null
+                              and ((o.l).email = x.email or (o.l).email = (r.l).email))
+      )
+      -- Locked in the order of their ids, as the row path would one at a time; a lead deleted or given
+      -- another phone meanwhile drops out (its row takes the path below).
+      select coalesce(pg_catalog.array_agg(t.row_number order by t.ordinality), '{}'),
+             coalesce(pg_catalog.array_agg(t.lead_id order by t.ordinality), '{}')
+        into v_taken, v_taken_leads
+        from (select c.ordinality, c.row_number, l.id as lead_id
+                from candidates c
+                join app_public.leads l on l.tenant_id = v_batch.tenant_id and l.id = c.lead_id and l.deleted_at is null
+               order by l.id
+                 for update of l) t;
+
+      with taken as (
+        select c.ordinality, c.row_number, c.raw, c.lead as n, t.lead_id
+          from pg_catalog.unnest(v_chunk) c
+          join rows from (pg_catalog.unnest(v_taken), pg_catalog.unnest(v_taken_leads)) as t(row_number, lead_id) on t.row_number = c.row_number
+      ), merged as (
+        -- What import_lead_row writes: the lead keeps what it has, gets what it is missing, and the new
+        -- tags of the row after its own; its own attributes win.
+        select k.lead_id,
+               coalesce(o.first_name, (k.n).first_name) as first_name, coalesce(o.last_name, (k.n).last_name) as last_name,
+               coalesce(o.email, (k.n).email) as email, coalesce(o.address, (k.n).address) as address,
+               coalesce(o.city, (k.n).city) as city, coalesce(o.region, (k.n).region) as region,
+               coalesce(o.postal_code, (k.n).postal_code) as postal_code, coalesce(o.timezone, (k.n).timezone) as timezone,
+               coalesce(o.problem_description, (k.n).problem_description) as problem_description,
+               coalesce(o.job_type, (k.n).job_type) as job_type, coalesce(o.estimated_value, (k.n).estimated_value) as estimated_value,
+               coalesce(o.event_date, (k.n).event_date) as event_date, coalesce(o.event_type, (k.n).event_type) as event_type,
+               coalesce(o.service_line, (k.n).service_line) as service_line,
+               coalesce(o.customer_segment, (k.n).customer_segment) as customer_segment,
+               o.tags || array(select u.t from pg_catalog.unnest(coalesce((k.n).tags, '{}')) with ordinality u(t, i)
+                                where u.t <> all (o.tags)
+                                group by u.t order by pg_catalog.min(u.i)) as tags,
+               coalesce((k.n).attributes, '{}') || o.attributes as attributes
+          from taken k
+          join app_public.leads o on o.tenant_id = v_batch.tenant_id and o.id = k.lead_id
+      ), changed as (
+        update app_public.leads l set
+          first_name = m.first_name, last_name = m.last_name, email = m.email, address = m.address, city = m.city,
+          region = m.region, postal_code = m.postal_code, timezone = m.timezone, problem_description = m.problem_description,
+          job_type = m.job_type, estimated_value = m.estimated_value, event_date = m.event_date, event_type = m.event_type,
+          service_line = m.service_line, customer_segment = m.customer_segment, tags = m.tags, attributes = m.attributes
+          from merged m
+         where v_batch.mode = 'merge'
+           and l.tenant_id = v_batch.tenant_id and l.id = m.lead_id
+           and (m.first_name, m.last_name, m.email, m.address, m.city, m.region, m.postal_code, m.timezone,
+                m.problem_description, m.job_type, m.estimated_value, m.event_date, m.event_type, m.service_line,
+                m.customer_segment, m.tags, m.attributes)
+               is distinct from
+               (l.first_name, l.last_name, l.email, l.address, l.city, l.region, l.postal_code, l.timezone,
+                l.problem_description, l.job_type, l.estimated_value, l.event_date, l.event_type, l.service_line,
+                l.customer_segment, l.tags, l.attributes)
+        returning 1
+      )
+      insert into app_public.import_batch_rows (tenant_id, batch_id, row_number, raw, result, lead_id, reason)
+      select v_batch.tenant_id, v_batch.id, k.row_number, k.raw,
+             case v_batch.mode when 'merge' then 'merged' else 'skipped' end, k.lead_id,
+             case v_batch.mode when 'merge' then 'Merged into the lead with this phone' else 'A lead with this phone already exists' end
+        from taken k
+       order by k.ordinality;
+    exception
+      when deadlock_detected or serialization_failure or lock_not_available then
+        raise;
+      when others then
+        v_taken := '{}';
+        v_taken_leads := '{}';
+    end;
+    if v_batch.mode = 'merge' then
+      v_merged := pg_catalog.cardinality(v_taken);
+      v_merged_into := v_taken_leads;
+    else
+      v_skipped := pg_catalog.cardinality(v_taken);
+    end if;
+  end if;
+
   for v_item in
     select e.value from pg_catalog.jsonb_array_elements(rows) with ordinality e
-     where (e.value ->> 'row_number')::numeric::int not in (select pg_catalog.unnest(v_done) union all select pg_catalog.unnest(v_fast))
+     where (e.value ->> 'row_number')::numeric::int not in
+           (select pg_catalog.unnest(v_done) union all select pg_catalog.unnest(v_fast) union all select pg_catalog.unnest(v_taken))
      order by e.ordinality
   loop
     v_row := app_private.import_lead_row(v_batch, v_item);
@@ -6255,7 +6374,7 @@ $$;
 -- Name: FUNCTION import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb) IS 'Imports up to 5000 normalised rows into a running batch of the given tenant (imports into the same tenant take turns, transaction by transaction): the rows that can only create a lead (the first of the chunk with a phone no live lead has, or without a phone an email no live lead has, and an email no other row of the chunk has) in one insert; every other row in its own sub-transaction, in order (a bad row is recorded as rejected, never stops the others), and returns the batch with its counters. Rows already recorded in the batch (a retried chunk) are ignored. Changes are recorded with change_source import; the leads merged into are rescored by lead__score {lead_ids} jobs, one per 500. No permission check: for the command line and app_public.import_rows. Errors: 22023 malformed rows or a finished batch; P0002 unknown batch.';
+COMMENT ON FUNCTION app_private.import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb) IS 'Imports up to 5000 normalised rows into a running batch of the given tenant (imports into the same tenant take turns, transaction by transaction): the rows that can only create a lead (the first of the chunk with a phone no live lead has, or without a phone an email no live lead has, and an email no other row of the chunk has) in one insert; then the rows that can only merge into (or be skipped for) the live lead with their phone (no other row left in the chunk has that phone, and no row left without a phone has its email or the lead''s email) in one update per lead; every other row in its own sub-transaction, in order (a bad row is recorded as rejected, never stops the others), and returns the batch with its counters. Rows already recorded in the batch (a retried chunk) are ignored. Changes are recorded with change_source import; the leads merged into are rescored by lead__score {lead_ids} jobs, one per 500. No permission check: for the command line and app_public.import_rows. Errors: 22023 malformed rows or a finished batch; P0002 unknown batch.';
 
 --
 -- Name: initialize_tenant(uuid); Type: FUNCTION; Schema: app_private; Owner: -

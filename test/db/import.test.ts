@@ -363,7 +363,8 @@ describe("the one-statement path of an import chunk", () => {
         await client.query(
           `insert into app_public.leads (tenant_id, first_name, phone, email, city, tags, deleted_at)
            values ($1, 'Old', $2, null, 'Denver', '{old}', null), ($1, 'Old', $3, $4, null, '{}', null),
-                  ($1, 'Gone', $5, null, null, '{}', now()), ($1, 'Mail', null, $6, null, '{old}', null)`,
+                  ($1, 'Gone', $5, null, null, '{}', now()), ($1, 'Mail', null, $6, null, '{old}', null),
+                  ($1, 'No mail', '+12025559909', null, null, '{}', null)`,
           [tenant, phones[0], phones[1], emails[0], phones[2], emails[1]],
         );
       }
@@ -379,10 +380,12 @@ describe("the one-statement path of an import chunk", () => {
           (await client.query<{ id: string }>("select id from app_private.start_import($1, 'random.csv', $2, 'US')", [tenant, mode])).rows[0]!.id;
         const fastBatch = await batchOf(fast.tenant_id!);
         const slowBatch = await batchOf(slow.tenant_id!);
-        for (let chunk = 0; chunk < 7; chunk++) {
+        for (let chunk = 0; chunk < 9; chunk++) {
           let rows: Row[] = [];
           const poison = chunk === 2; // a value PostgreSQL refuses: the whole chunk takes the row path
           const explicit = chunk === 6; // the cases an adversarial review found, in this order
+          const mergeOnly = chunk === 7; // rows that can only merge into (or be skipped for) leads of earlier chunks
+          const entangled = chunk === 8; // merges whose order matters: they must go one by one
           if (explicit) {
             const n = () => ++rowNumber;
             const [p1, p2, p3] = mode === "merge" ? ["+12025559101", "+12025559102", "+12025559103"] : ["+12025559201", "+12025559202", "+12025559203"];
@@ -403,7 +406,25 @@ describe("the one-statement path of an import chunk", () => {
             rows.push({ row_number: late, lead: { phone: p3, first_name: "Late" } }, { row_number: late - 1, lead: { phone: p3, last_name: "Early", tags: ["t2"] } });
             rowNumber = late;
           }
-          for (let i = 0; i < (explicit ? 0 : 25); i++) {
+          if (mergeOnly) {
+            rows = [
+              { row_number: ++rowNumber, lead: { phone: phones[0], last_name: "Filled", tags: ["old", "new"], city: "Ignored" } },
+              { row_number: ++rowNumber, lead: { phone: phones[1], email: "other@example.com", attributes: { color: "green" } } },
+              { row_number: ++rowNumber, lead: { phone: phones[3], first_name: "Three" } },
+            ];
+          }
+          if (entangled) {
+            const fill = `${mode}-fill@example.com`;
+            rows = [
+              // Two rows for one lead: the second sees what the first gave it.
+              { row_number: ++rowNumber, lead: { phone: phones[0], tags: ["a1"], problem_description: "first" } },
+              { row_number: ++rowNumber, lead: { phone: phones[0], tags: ["a2"], problem_description: "second" } },
+              // An email-only row before the merge that gives the lead its email: it creates its own lead.
+              { row_number: ++rowNumber, lead: { first_name: "Email only", email: fill } },
+              { row_number: ++rowNumber, lead: { phone: "+12025559909", email: fill } },
+            ];
+          }
+          for (let i = 0; i < (explicit || mergeOnly || entangled ? 0 : 25); i++) {
             const kind = r();
             const lead: Record<string, unknown> = { first_name: pick(["Ann", "Bo", "Cy", ""]), city: r() < 0.5 ? pick(["Austin", "Reno"]) : null };
             if (kind < 0.7) lead.phone = somePhone();
@@ -426,8 +447,11 @@ describe("the one-statement path of an import chunk", () => {
           const before = await calls();
           await client.query("select app_private.import_lead_rows($1, $2, $3::jsonb)", [fast.tenant_id, fastBatch, JSON.stringify(rows)]);
           const rowPath = (await calls()) - before;
-          if (!poison && !explicit && rowPath < rows.length) fastChunks++;
+          if (!poison && !explicit && !mergeOnly && !entangled && rowPath < rows.length) fastChunks++;
           if (poison) expect(rowPath).toBe(rows.length);
+          // Leads the earlier chunks created or merged into, one row each: none goes one by one.
+          if (mergeOnly) expect(rowPath).toBe(0);
+          if (entangled) expect(rowPath).toBe(rows.length);
           // The reference: each row through import_lead_row, in order.
           await client.query("select set_config('app.change_source', 'import', true)");
           await client.query(
@@ -456,9 +480,21 @@ describe("the one-statement path of an import chunk", () => {
              from app_public.leads where tenant_id = $1 order by phone nulls last, email nulls last, first_name, city, tags::text`,
           [tenant],
         )).rows;
+      // The same history: every change an import made to a lead, field by field.
+      const history = async (tenant: string) =>
+        (await client.query(
+          `select l.phone, l.email, a.field_name, a.old_value::text, a.new_value::text, a.change_source
+             from app_public.lead_audit_log a join app_public.leads l on l.id = a.lead_id
+            where a.tenant_id = $1 and a.field_name <> '*created*'
+            order by 1 nulls last, 2 nulls last, 3, 4, 5`,
+          [tenant],
+        )).rows;
       const got = await outcome(fast.tenant_id!);
       expect(got).toEqual(await outcome(slow.tenant_id!));
       expect(await leads(fast.tenant_id!)).toEqual(await leads(slow.tenant_id!));
+      const changes = await history(fast.tenant_id!);
+      expect(changes.length).toBeGreaterThan(10);
+      expect(changes).toEqual(await history(slow.tenant_id!));
       const results = new Set(got.map((row) => row.result));
       expect([...results].sort()).toEqual(["created", "merged", "rejected", "skipped"]);
     });
