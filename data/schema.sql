@@ -6101,6 +6101,7 @@ declare
   v_chunk app_private.import_chunk_row[] := '{}';
   v_taken int[] := '{}';
   v_taken_leads uuid[] := '{}';
+  v_left app_private.import_chunk_row[];
 begin
   if rows is null or pg_catalog.jsonb_typeof(rows) <> 'array' then
     raise exception 'Invalid rows: send a JSON array of {row_number, raw, lead, error}' using errcode = '22023';
@@ -6250,28 +6251,39 @@ begin
   -- Any error undoes this step, and its rows take the path below.
   if pg_catalog.cardinality(v_chunk) > 0 then
     begin
-      with remaining as (
-        select c.ordinality, c.row_number, c.lead as l from pg_catalog.unnest(v_chunk) c where c.row_number <> all (v_fast)
-      ), candidates as (
-        select r.ordinality, r.row_number, x.id as lead_id
-          from remaining r
-          join app_public.leads x on x.tenant_id = v_batch.tenant_id and x.phone = (r.l).phone and x.deleted_at is null
-         where (r.l).phone is not null
-           and not exists (select 1 from remaining o where (o.l).phone = (r.l).phone and o.ordinality <> r.ordinality)
-           and not exists (select 1 from remaining o
-                            where (o.l).phone is null and (o.l).email is not null
-                              and ((o.l).email = x.email or (o.l).email = (r.l).email))
-      )
-      -- Locked in the order of their ids, as the row path would one at a time; a lead deleted or given
-      -- another phone meanwhile drops out (its row takes the path below).
+      -- The rows left in the chunk, once (uncorrelated NOT IN lists below are hashed, so the checks
+      -- grow with the chunk, not with its square).
+      v_left := array(select c from pg_catalog.unnest(v_chunk) c
+                       where c.row_number not in (select pg_catalog.unnest(v_fast)) order by c.ordinality);
+      -- First the leads of the rows whose phone no other row left has, locked in the order of the rows
+      -- (as the row path would, one at a time); a lead deleted meanwhile drops out.
       select coalesce(pg_catalog.array_agg(t.row_number order by t.ordinality), '{}'),
              coalesce(pg_catalog.array_agg(t.lead_id order by t.ordinality), '{}')
         into v_taken, v_taken_leads
-        from (select c.ordinality, c.row_number, l.id as lead_id
-                from candidates c
-                join app_public.leads l on l.tenant_id = v_batch.tenant_id and l.id = c.lead_id and l.deleted_at is null
-               order by l.id
+        from (select r.ordinality, r.row_number, l.id as lead_id
+                from pg_catalog.unnest(v_left) r
+                join app_public.leads l on l.tenant_id = v_batch.tenant_id and l.phone = (r.lead).phone and l.deleted_at is null
+               where (r.lead).phone is not null
+                 and (r.lead).phone not in (select (o.lead).phone from pg_catalog.unnest(v_left) o
+                                             where (o.lead).phone is not null group by 1 having pg_catalog.count(*) > 1)
+               order by r.ordinality
                  for update of l) t;
+      -- Then, in a new snapshot, with those leads locked (so they cannot change any more), keep the rows
+      -- whose lead still has their phone and is live, when no row left without a phone has the
+      -- email of the lead or of the row. The others take the path below.
+      select coalesce(pg_catalog.array_agg(t.row_number order by r.ordinality), '{}'),
+             coalesce(pg_catalog.array_agg(t.lead_id order by r.ordinality), '{}')
+        into v_taken, v_taken_leads
+        from rows from (pg_catalog.unnest(v_taken), pg_catalog.unnest(v_taken_leads)) as t(row_number, lead_id)
+        join pg_catalog.unnest(v_left) r on r.row_number = t.row_number
+        join app_public.leads l on l.tenant_id = v_batch.tenant_id and l.id = t.lead_id
+       where l.deleted_at is null and l.phone = (r.lead).phone
+         and (l.email is null
+              or l.email not in (select (o.lead).email from pg_catalog.unnest(v_left) o
+                                  where (o.lead).phone is null and (o.lead).email is not null))
+         and ((r.lead).email is null
+              or (r.lead).email not in (select (o.lead).email from pg_catalog.unnest(v_left) o
+                                         where (o.lead).phone is null and (o.lead).email is not null));
 
       with taken as (
         select c.ordinality, c.row_number, c.raw, c.lead as n, t.lead_id

@@ -17,6 +17,7 @@ import {
   poolFor,
   registerUser,
   rootPool,
+  waitFor,
   withRootDb,
   type RegisteredUser,
 } from "../helpers.ts";
@@ -498,6 +499,68 @@ describe("the one-statement path of an import chunk", () => {
       const results = new Set(got.map((row) => row.result));
       expect([...results].sort()).toEqual(["created", "merged", "rejected", "skipped"]);
     });
+  });
+});
+
+describe("a merge racing a concurrent change of its lead (committed, two connections)", () => {
+  it("sees the lead as it is once its lock is granted: a phone or an email changed meanwhile keeps the row on the row path", async () => {
+    const root = rootPool();
+    const setup = await root.connect();
+    let owner: RegisteredUser;
+    try {
+      owner = await registerUser(setup, { businessName: "Racing Merge Co" });
+    } finally {
+      setup.release();
+    }
+    const tenant = owner.tenant_id!;
+    const { rows: made } = await root.query<{ id: string; phone: string }>(
+      `insert into app_public.leads (tenant_id, phone) values ($1, '+12025550100'), ($1, '+12025550110') returning id, phone`,
+      [tenant],
+    );
+    const [moved, mailed] = made;
+    const writer = await root.connect();
+    const importer = await root.connect();
+    try {
+      const batch = (await root.query<{ id: string }>("select id from app_private.start_import($1, 'race.csv', 'merge', 'US')", [tenant])).rows[0]!.id;
+      // The writer changes the first lead's phone and gives the second an email, and holds its locks.
+      await writer.query("begin");
+      await writer.query("update app_public.leads set phone = '+12025550199' where id = $1", [moved!.id]);
+      await writer.query("update app_public.leads set email = 'race@example.com' where id = $1", [mailed!.id]);
+      const rows = [
+        // Its lead is given another phone meanwhile: one by one, this row creates a lead.
+        { row_number: 1, lead: { phone: "+12025550100", last_name: "New" } },
+        // An email-only row before a merge into the lead that is getting that email: it creates its own lead.
+        { row_number: 2, lead: { email: "race@example.com", first_name: "Email row" } },
+        { row_number: 3, lead: { phone: "+12025550110", first_name: "Phone row" } },
+      ];
+      const pid = (await importer.query<{ pid: number }>("select pg_backend_pid() as pid")).rows[0]!.pid;
+      const importing = importer.query("select app_private.import_lead_rows($1, $2, $3::jsonb)", [tenant, batch, JSON.stringify(rows)]);
+      // The import waits for the writer's locks, then the writer commits.
+      await waitFor("the import to wait for a lock", async () =>
+        (await root.query<{ wait_event_type: string | null }>("select wait_event_type from pg_stat_activity where pid = $1", [pid])).rows[0]
+          ?.wait_event_type === "Lock",
+      );
+      await writer.query("commit");
+      await importing;
+      const { rows: outcome } = await root.query(
+        `select r.row_number, r.result, l.phone, l.email, l.first_name, l.last_name
+           from app_public.import_batch_rows r join app_public.leads l on l.id = r.lead_id
+          where r.batch_id = $1 order by r.row_number`,
+        [batch],
+      );
+      expect(outcome).toEqual([
+        { row_number: 1, result: "created", phone: "+12025550100", email: null, first_name: null, last_name: "New" },
+        { row_number: 2, result: "created", phone: null, email: "race@example.com", first_name: "Email row", last_name: null },
+        { row_number: 3, result: "merged", phone: "+12025550110", email: "race@example.com", first_name: "Phone row", last_name: null },
+      ]);
+      // The lead whose phone changed kept its own fields.
+      const { rows: kept } = await root.query("select phone, last_name from app_public.leads where id = $1", [moved!.id]);
+      expect(kept).toEqual([{ phone: "+12025550199", last_name: null }]);
+    } finally {
+      await writer.query("rollback").catch(() => undefined);
+      writer.release();
+      importer.release();
+    }
   });
 });
 
