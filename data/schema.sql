@@ -6003,28 +6003,7 @@ begin
         v_lead_id := v_old.id;
         v_result := 'merged';
         v_reason := pg_catalog.format('Merged into the lead with this %s', v_match);
-        -- Fill what the lead is missing, add the row's new tags; the lead's own attributes win.
-        v_merged := v_old;
-        v_merged.first_name := coalesce(v_old.first_name, v_new.first_name);
-        v_merged.last_name := coalesce(v_old.last_name, v_new.last_name);
-        v_merged.email := coalesce(v_old.email, v_new.email);
-        v_merged.address := coalesce(v_old.address, v_new.address);
-        v_merged.city := coalesce(v_old.city, v_new.city);
-        v_merged.region := coalesce(v_old.region, v_new.region);
-        v_merged.postal_code := coalesce(v_old.postal_code, v_new.postal_code);
-        v_merged.timezone := coalesce(v_old.timezone, v_new.timezone);
-        v_merged.problem_description := coalesce(v_old.problem_description, v_new.problem_description);
-        v_merged.job_type := coalesce(v_old.job_type, v_new.job_type);
-        v_merged.estimated_value := coalesce(v_old.estimated_value, v_new.estimated_value);
-        v_merged.event_date := coalesce(v_old.event_date, v_new.event_date);
-        v_merged.event_type := coalesce(v_old.event_type, v_new.event_type);
-        v_merged.service_line := coalesce(v_old.service_line, v_new.service_line);
-        v_merged.customer_segment := coalesce(v_old.customer_segment, v_new.customer_segment);
-        v_merged.tags := v_old.tags || array(
-          select u.t from pg_catalog.unnest(coalesce(v_new.tags, '{}')) with ordinality u(t, i)
-          where u.t <> all (v_old.tags)
-          group by u.t order by pg_catalog.min(u.i));
-        v_merged.attributes := coalesce(v_new.attributes, '{}') || v_old.attributes;
+        v_merged := app_private.import_merged_lead(v_old, v_new);
         if v_merged is distinct from v_old then
           update app_public.leads l set
             first_name = v_merged.first_name, last_name = v_merged.last_name, email = v_merged.email,
@@ -6289,41 +6268,23 @@ begin
         select c.ordinality, c.row_number, c.raw, c.lead as n, t.lead_id
           from pg_catalog.unnest(v_chunk) c
           join rows from (pg_catalog.unnest(v_taken), pg_catalog.unnest(v_taken_leads)) as t(row_number, lead_id) on t.row_number = c.row_number
-      ), merged as (
-        -- What import_lead_row writes: the lead keeps what it has, gets what it is missing, and the new
-        -- tags of the row after its own; its own attributes win.
-        select k.lead_id,
-               coalesce(o.first_name, (k.n).first_name) as first_name, coalesce(o.last_name, (k.n).last_name) as last_name,
-               coalesce(o.email, (k.n).email) as email, coalesce(o.address, (k.n).address) as address,
-               coalesce(o.city, (k.n).city) as city, coalesce(o.region, (k.n).region) as region,
-               coalesce(o.postal_code, (k.n).postal_code) as postal_code, coalesce(o.timezone, (k.n).timezone) as timezone,
-               coalesce(o.problem_description, (k.n).problem_description) as problem_description,
-               coalesce(o.job_type, (k.n).job_type) as job_type, coalesce(o.estimated_value, (k.n).estimated_value) as estimated_value,
-               coalesce(o.event_date, (k.n).event_date) as event_date, coalesce(o.event_type, (k.n).event_type) as event_type,
-               coalesce(o.service_line, (k.n).service_line) as service_line,
-               coalesce(o.customer_segment, (k.n).customer_segment) as customer_segment,
-               o.tags || array(select u.t from pg_catalog.unnest(coalesce((k.n).tags, '{}')) with ordinality u(t, i)
-                                where u.t <> all (o.tags)
-                                group by u.t order by pg_catalog.min(u.i)) as tags,
-               coalesce((k.n).attributes, '{}') || o.attributes as attributes
+      ), merged as materialized (
+        -- Materialized: each field below would otherwise call import_merged_lead again.
+        select k.lead_id, o as existing, app_private.import_merged_lead(o, k.n) as m
           from taken k
           join app_public.leads o on o.tenant_id = v_batch.tenant_id and o.id = k.lead_id
       ), changed as (
+        -- The columns import_lead_row updates, when the merge changes the lead.
         update app_public.leads l set
-          first_name = m.first_name, last_name = m.last_name, email = m.email, address = m.address, city = m.city,
-          region = m.region, postal_code = m.postal_code, timezone = m.timezone, problem_description = m.problem_description,
-          job_type = m.job_type, estimated_value = m.estimated_value, event_date = m.event_date, event_type = m.event_type,
-          service_line = m.service_line, customer_segment = m.customer_segment, tags = m.tags, attributes = m.attributes
-          from merged m
+          first_name = (x.m).first_name, last_name = (x.m).last_name, email = (x.m).email, address = (x.m).address,
+          city = (x.m).city, region = (x.m).region, postal_code = (x.m).postal_code, timezone = (x.m).timezone,
+          problem_description = (x.m).problem_description, job_type = (x.m).job_type, estimated_value = (x.m).estimated_value,
+          event_date = (x.m).event_date, event_type = (x.m).event_type, service_line = (x.m).service_line,
+          customer_segment = (x.m).customer_segment, tags = (x.m).tags, attributes = (x.m).attributes
+          from merged x
          where v_batch.mode = 'merge'
-           and l.tenant_id = v_batch.tenant_id and l.id = m.lead_id
-           and (m.first_name, m.last_name, m.email, m.address, m.city, m.region, m.postal_code, m.timezone,
-                m.problem_description, m.job_type, m.estimated_value, m.event_date, m.event_type, m.service_line,
-                m.customer_segment, m.tags, m.attributes)
-               is distinct from
-               (l.first_name, l.last_name, l.email, l.address, l.city, l.region, l.postal_code, l.timezone,
-                l.problem_description, l.job_type, l.estimated_value, l.event_date, l.event_type, l.service_line,
-                l.customer_segment, l.tags, l.attributes)
+           and l.tenant_id = v_batch.tenant_id and l.id = x.lead_id
+           and x.m is distinct from x.existing
         returning 1
       )
       insert into app_public.import_batch_rows (tenant_id, batch_id, row_number, raw, result, lead_id, reason)
@@ -6387,6 +6348,48 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb) IS 'Imports up to 5000 normalised rows into a running batch of the given tenant (imports into the same tenant take turns, transaction by transaction): the rows that can only create a lead (the first of the chunk with a phone no live lead has, or without a phone an email no live lead has, and an email no other row of the chunk has) in one insert; then the rows that can only merge into (or be skipped for) the live lead with their phone (no other row left in the chunk has that phone, and no row left without a phone has its email or the lead''s email) in one update per lead; every other row in its own sub-transaction, in order (a bad row is recorded as rejected, never stops the others), and returns the batch with its counters. Rows already recorded in the batch (a retried chunk) are ignored. Changes are recorded with change_source import; the leads merged into are rescored by lead__score {lead_ids} jobs, one per 500. No permission check: for the command line and app_public.import_rows. Errors: 22023 malformed rows or a finished batch; P0002 unknown batch.';
+
+--
+-- Name: import_merged_lead(app_public.leads, app_public.leads); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.import_merged_lead(existing app_public.leads, given app_public.leads) RETURNS app_public.leads
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_merged app_public.leads := existing;
+begin
+  -- Fill what the lead is missing, add the new tags of the row after its own; its own attributes win.
+  v_merged.first_name := coalesce(existing.first_name, given.first_name);
+  v_merged.last_name := coalesce(existing.last_name, given.last_name);
+  v_merged.email := coalesce(existing.email, given.email);
+  v_merged.address := coalesce(existing.address, given.address);
+  v_merged.city := coalesce(existing.city, given.city);
+  v_merged.region := coalesce(existing.region, given.region);
+  v_merged.postal_code := coalesce(existing.postal_code, given.postal_code);
+  v_merged.timezone := coalesce(existing.timezone, given.timezone);
+  v_merged.problem_description := coalesce(existing.problem_description, given.problem_description);
+  v_merged.job_type := coalesce(existing.job_type, given.job_type);
+  v_merged.estimated_value := coalesce(existing.estimated_value, given.estimated_value);
+  v_merged.event_date := coalesce(existing.event_date, given.event_date);
+  v_merged.event_type := coalesce(existing.event_type, given.event_type);
+  v_merged.service_line := coalesce(existing.service_line, given.service_line);
+  v_merged.customer_segment := coalesce(existing.customer_segment, given.customer_segment);
+  v_merged.tags := existing.tags || array(
+    select u.t from pg_catalog.unnest(coalesce(given.tags, '{}')) with ordinality u(t, i)
+    where u.t <> all (existing.tags)
+    group by u.t order by pg_catalog.min(u.i));
+  v_merged.attributes := coalesce(given.attributes, '{}') || existing.attributes;
+  return v_merged;
+end;
+$$;
+
+--
+-- Name: FUNCTION import_merged_lead(existing app_public.leads, given app_public.leads); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.import_merged_lead(existing app_public.leads, given app_public.leads) IS 'What an import row in merge mode makes of the live lead it matches: the lead keeps every value it has and gets the row''s values for what it is missing (names, email, address, city, region, postal code, time zone, problem description, job type, estimated value, event date and type, service line, customer segment), the row''s new tags after its own (in the row''s order, once each), and the row''s attributes under its own (its own win). The one definition for both paths of an import (import_lead_row and the merge step of import_lead_rows).';
 
 --
 -- Name: initialize_tenant(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -30036,6 +30039,12 @@ REVOKE ALL ON FUNCTION app_private.import_lead_row(batch app_public.import_batch
 --
 
 REVOKE ALL ON FUNCTION app_private.import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION import_merged_lead(existing app_public.leads, given app_public.leads); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.import_merged_lead(existing app_public.leads, given app_public.leads) FROM PUBLIC;
 
 --
 -- Name: FUNCTION initialize_tenant(tenant_id uuid); Type: ACL; Schema: app_private; Owner: -
