@@ -17,7 +17,7 @@ import { projectRoot } from "../src/config.ts";
 const bin = (name: string) => resolve(projectRoot, "node_modules/.bin", name);
 const extra = process.argv.slice(2);
 /** Load tests that keep both cores busy for minutes: run after the rest, one at a time. */
-const HEAVY = ["test/api/nurture-chaos.test.ts"];
+const HEAVY = ["test/api/nurture-chaos.test.ts", "test/db/routing-fairness.test.ts"];
 const reportsDir = resolve(projectRoot, ".data/test-reports");
 mkdirSync(reportsDir, { recursive: true });
 
