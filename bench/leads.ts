@@ -1,7 +1,7 @@
 /**
  * Lead CRM benchmark: loads a realistic data set with status history — a big tenant (200,000 leads),
  * a small one (10,000) and other tenants around them (90,000 leads in 8 tenants) — then measures, for
- * the small and the big tenant in the same run, the GraphQL latency of five operations and,
+ * the small and the big tenant in the same run, the GraphQL latency of six operations and,
  * interleaved with them, a raw-SQL baseline doing the same work directly on a pooled connection (no
  * HTTP, no GraphQL, no RLS). It prints medians and p95s and the ratio GraphQL / SQL, so the figures
  * survive a noisy shared machine, and says which goals of issue 16 hold.
@@ -11,8 +11,10 @@
  *   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres npm run bench:leads
  *
  * Operations: a filtered lead list page (find_leads: status + tag + score, 50 rows), search_leads,
- * lead_funnel, lead_source_roi (one year), and a single-lead update with its history triggers. The
- * baselines of the funnel and ROI are the from-scratch queries the reports ran before their rollups.
+ * lead_funnel, lead_source_roi (one year), the first page of the timeline of a lead with 40,000
+ * events, and a single-lead update with its history triggers. The baselines of the funnel and ROI are
+ * the from-scratch queries the reports ran before their rollups; that of the timeline reads the first
+ * 50 rows of one of its sources (the audit log) through its index.
  */
 import "../src/env.ts";
 import { performance } from "node:perf_hooks";
@@ -127,7 +129,7 @@ interface Result {
   goal: string;
 }
 
-/** The five operations for one tenant, as one of its owners through the API and as raw SQL. */
+/** The six operations for one tenant, as one of its owners through the API and as raw SQL. */
 async function measureTenant(root: pg.Client, api: Awaited<ReturnType<typeof startBenchApi>>, sqlClient: pg.Client, tenantName: string): Promise<Result[]> {
   // A real user of the tenant, logged in through the API.
   const { rows: tenantRows } = await root.query<{ id: string }>("select id from app_public.tenants where business_name = $1", [tenantName]);
@@ -142,6 +144,22 @@ async function measureTenant(root: pg.Client, api: Awaited<ReturnType<typeof sta
     [tenantId],
   );
   const leadId = leadRows[0]!.id;
+  // A long history for that lead: 20,000 field changes and 20,000 score changes over a month.
+  await root.query("set session_replication_role = replica");
+  await root.query(
+    `insert into app_public.lead_audit_log (tenant_id, lead_id, field_name, old_value, new_value, change_source, changed_at)
+     select $1, $2, 'city', to_jsonb('City ' || g), to_jsonb('City ' || (g + 1)), 'manual', now() - interval '30 days' + g * interval '1 minute'
+       from generate_series(1, 20000) g`,
+    [tenantId, leadId],
+  );
+  await root.query(
+    `insert into app_public.lead_score_history (tenant_id, lead_id, score, factors, calculated_at)
+     select $1, $2, (g * 7) % 101, '{}', now() - interval '30 days' + g * interval '1 minute' + interval '1 second'
+       from generate_series(1, 20000) g`,
+    [tenantId, leadId],
+  );
+  await root.query("set session_replication_role = origin");
+  await root.query("analyze app_public.lead_audit_log, app_public.lead_score_history");
   const nodeIdData = await gql(`query ($id: UUID!) { leadByRowId(rowId: $id) { id } }`, { id: leadId }, token);
   const leadNodeId: string = nodeIdData.leadByRowId.id;
   const from = new Date(Date.now() - 365 * 86400_000).toISOString().slice(0, 10);
@@ -211,6 +229,17 @@ async function measureTenant(root: pg.Client, api: Awaited<ReturnType<typeof sta
            select coalesce(l.source, c.source), l.leads, l.conversions, c.cost, c.cost / nullif(l.leads, 0)
              from l full join c using (source)`,
           [tenantId, from, to],
+        ),
+    },
+    {
+      name: "lead_timeline, first 50 of 40,000 events",
+      gql: () =>
+        gql(`query ($id: UUID!) { leadTimeline(leadId: $id, first: 50) { nodes { occurredAt eventType summary details } } }`, { id: leadId }, token),
+      sql: () =>
+        sqlClient.query(
+          `select changed_at, field_name, old_value, new_value from app_public.lead_audit_log
+            where tenant_id = $1 and lead_id = $2 order by changed_at, id limit 50`,
+          [tenantId, leadId],
         ),
     },
     {

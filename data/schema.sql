@@ -15447,14 +15447,23 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
     AS $$
   -- One branch per source; a new source (messages, calls, routing decisions) is one more UNION ALL
   -- branch with the same columns. source_order and seq only break ties between equal times.
-  -- Each branch names the tenant of the lead, so that its index led by (tenant_id, lead_id) applies
-  -- whoever the caller is (row-level security adds the same condition for a request, but the owner
-  -- role of the worker has none): a timeline reads the rows of its lead, never a whole table.
-  select e.occurred_at, e.event_type, e.summary, e.details, e.actor_user_id
+  -- The lead and its tenant are named once, on the union as a whole, not inside each branch: so
+  -- PostgreSQL gives each source the conditions tenant_id = … and lead_id = … as constants, and the
+  -- index of each source led by (tenant_id, lead_id, time) returns that lead's rows in time order.
+  -- The sources are then merged in time order (Merge Append) and a page stops after its rows: the
+  -- first 50 events of a lead with 40,000 read about 50 rows of each source, not 40,000. This holds
+  -- only while each branch reads one table with no WHERE of its own: PostgreSQL keeps any other
+  -- branch apart, planned without the order. So what a branch leaves out is said by its column
+  -- shown, tested on the union with the lead, and the previous score is a subquery, not a window.
+  -- Naming the tenant makes the index apply whoever the caller is: row-level security adds the same
+  -- condition for a request, but the owner role of the worker has none.
+  select ev.occurred_at, ev.event_type, ev.summary, ev.details, ev.actor_user_id
   from (
     -- Audit log: creation, field changes, deletion and restoration. Status, score and owner
     -- changes have their own, richer branches below.
-    select a.changed_at as occurred_at, 1 as source_order, a.id as seq,
+    select a.tenant_id, a.lead_id,
+      a.field_name not in ('status', 'lead_score', 'lead_score_factors', 'owner_user_id') as shown,
+      a.changed_at as occurred_at, 1 as source_order, a.id as seq,
       case
         when a.field_name = '*created*' then 'created'
         when a.field_name = '*deleted*' or (a.field_name = 'deleted_at' and a.new_value is not null) then 'deleted'
@@ -15484,13 +15493,10 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
         'change_source', a.change_source, 'api_key_id', a.changed_by_api_key_id) as details,
       a.changed_by_user_id as actor_user_id
     from app_public.lead_audit_log a
-    where a.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
-      and a.lead_id = lead_timeline.lead_id
-      and a.field_name not in ('status', 'lead_score', 'lead_score_factors', 'owner_user_id')
 
     union all
 
-    select s.changed_at, 2, s.id,
+    select s.tenant_id, s.lead_id, true, s.changed_at, 2, s.id,
       'status_changed',
       case when s.from_status is null then 'Status set to ' || s.to_status
            else 'Status changed from ' || s.from_status || ' to ' || s.to_status end
@@ -15498,12 +15504,10 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
       pg_catalog.jsonb_build_object('from_status', s.from_status, 'to_status', s.to_status, 'trigger_type', s.trigger_type),
       s.changed_by_user_id
     from app_public.lead_status_history s
-    where s.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
-      and s.lead_id = lead_timeline.lead_id
 
     union all
 
-    select sc.calculated_at, 3, sc.id,
+    select sc.tenant_id, sc.lead_id, true, sc.calculated_at, 3, sc.id,
       'score_changed',
       case
         when sc.previous_score is null then 'Score set to ' || sc.score
@@ -15513,15 +15517,19 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
       pg_catalog.jsonb_build_object('score', sc.score, 'previous_score', sc.previous_score, 'factors', sc.factors),
       null::uuid
     from (
-      select h.*, pg_catalog.lag(h.score) over (order by h.calculated_at, h.id) as previous_score
+      -- The score before: the lead's previous calculation in (calculated_at, id) order, found
+      -- through the same index for the rows of the page only.
+      select h.*,
+        (select p.score from app_public.lead_score_history p
+         where p.tenant_id = h.tenant_id and p.lead_id = h.lead_id
+           and (p.calculated_at, p.id) < (h.calculated_at, h.id)
+         order by p.calculated_at desc, p.id desc limit 1) as previous_score
       from app_public.lead_score_history h
-      where h.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
-        and h.lead_id = lead_timeline.lead_id
     ) sc
 
     union all
 
-    select g.assigned_at, 4, g.id,
+    select g.tenant_id, g.lead_id, true, g.assigned_at, 4, g.id,
       'assigned',
       case
         when g.from_user_id is null then 'Assigned to ' || app_hidden.lead_timeline_member_name(g.tenant_id, g.to_user_id)
@@ -15535,13 +15543,11 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
         'strategy', g.strategy, 'reason', g.reason),
       g.assigned_by_user_id
     from app_public.lead_assignments g
-    where g.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
-      and g.lead_id = lead_timeline.lead_id
 
     union all
 
     -- Texts to and from the lead.
-    select coalesce(m.sent_at, m.created_at), 5, 0::bigint,
+    select m.tenant_id, m.lead_id, true, coalesce(m.sent_at, m.created_at), 5, 0::bigint,
       case when m.direction = 'inbound' then 'sms_received' else 'sms_sent' end,
       case when m.direction = 'inbound' then 'Text received: '
            else 'Text ' || case m.status when 'queued' then 'queued' when 'sending' then 'sending' when 'canceled' then 'canceled'
@@ -15553,13 +15559,11 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
         'sender', m.sender, 'nurture_enrollment_id', m.nurture_enrollment_id, 'nurture_step', m.nurture_step),
       null::uuid
     from app_public.messages m
-    where m.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
-      and m.lead_id = lead_timeline.lead_id
 
     union all
 
-    -- Emails to the lead.
-    select coalesce(em.sent_at, em.created_at), 6, 0::bigint,
+    -- Emails to the lead (not those to a user about the lead).
+    select em.tenant_id, em.lead_id, em.user_id is null, coalesce(em.sent_at, em.created_at), 6, 0::bigint,
       'email_sent',
       'Email ' || case em.status when 'sent' then 'sent' else em.status end
       || case when em.purpose <> 'transactional' then ' (' || em.purpose || ')' else '' end || ': ' || em.subject,
@@ -15567,13 +15571,11 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
         'nurture_enrollment_id', em.nurture_enrollment_id, 'nurture_step', em.nurture_step),
       null::uuid
     from app_public.email_messages em
-    where em.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
-      and em.lead_id = lead_timeline.lead_id and em.user_id is null
 
     union all
 
     -- Nurture: enrolled, each step, completed or stopped (times on the clock of the tenant).
-    select x.occurred_at, 7, x.seq, x.event_type, x.summary, x.details, x.actor_user_id
+    select e.tenant_id, e.lead_id, true, x.occurred_at, 7, x.seq, x.event_type, x.summary, x.details, x.actor_user_id
     from app_public.lead_sequence_enrollments e
     join app_public.nurture_sequences s on s.tenant_id = e.tenant_id and s.id = e.sequence_id
     cross join lateral (
@@ -15599,10 +15601,11 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
       from app_public.nurture_step_runs r
       where r.tenant_id = e.tenant_id and r.enrollment_id = e.id
     ) x
-    where e.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
-      and e.lead_id = lead_timeline.lead_id
-  ) e
-  order by e.occurred_at, e.source_order, e.seq;
+  ) ev
+  where ev.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
+    and ev.lead_id = lead_timeline.lead_id
+    and ev.shown
+  order by ev.occurred_at, ev.source_order, ev.seq;
 $$;
 
 --
@@ -24880,6 +24883,18 @@ CREATE INDEX dnc_audit_log_by_phone ON app_public.dnc_audit_log USING btree (ten
 CREATE INDEX email_messages_by_lead ON app_public.email_messages USING btree (tenant_id, lead_id, created_at) WHERE (lead_id IS NOT NULL);
 
 --
+-- Name: email_messages_by_lead_in_time; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX email_messages_by_lead_in_time ON app_public.email_messages USING btree (tenant_id, lead_id, COALESCE(sent_at, created_at)) WHERE (lead_id IS NOT NULL);
+
+--
+-- Name: INDEX email_messages_by_lead_in_time; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON INDEX app_public.email_messages_by_lead_in_time IS 'lead_timeline: the emails of one lead in time order, so that a page stops after its rows.';
+
+--
 -- Name: email_messages_by_recipient; Type: INDEX; Schema: app_public; Owner: -
 --
 
@@ -25112,6 +25127,18 @@ CREATE INDEX messages_by_conversation ON app_public.messages USING btree (tenant
 --
 
 CREATE INDEX messages_by_lead ON app_public.messages USING btree (tenant_id, lead_id, created_at) WHERE (lead_id IS NOT NULL);
+
+--
+-- Name: messages_by_lead_in_time; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX messages_by_lead_in_time ON app_public.messages USING btree (tenant_id, lead_id, COALESCE(sent_at, created_at)) WHERE (lead_id IS NOT NULL);
+
+--
+-- Name: INDEX messages_by_lead_in_time; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON INDEX app_public.messages_by_lead_in_time IS 'lead_timeline: the texts of one lead in time order, so that a page stops after its rows.';
 
 --
 -- Name: messages_outbound_by_recipient; Type: INDEX; Schema: app_public; Owner: -
@@ -29757,6 +29784,7 @@ REVOKE ALL ON FUNCTION app_private.apply_message_status(message_id uuid, message
 --
 
 REVOKE ALL ON FUNCTION app_private.assignment_strategies() FROM PUBLIC;
+GRANT ALL ON FUNCTION app_private.assignment_strategies() TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION assignment_strategy(actor_user_id uuid, actor_api_key_id uuid); Type: ACL; Schema: app_private; Owner: -
