@@ -155,6 +155,21 @@ describe("a nurture sequence through GraphQL and the worker", () => {
       'Nurture "Welcome" step 2 (email) queued',
       'Nurture sequence "Welcome" stopped: unsubscribed',
     ]);
+    // Paged two by two with the cursors of the connection, the timeline is the same feed.
+    const paged: Array<{ eventType: string; summary: string }> = [];
+    let cursor: string | null = null;
+    for (let page = 0; page < 50; page++) {
+      const next = await gql(
+        `query ($id: UUID!, $after: Cursor) { leadTimeline(leadId: $id, first: 2, after: $after) { nodes { eventType summary } pageInfo { hasNextPage endCursor } } }`,
+        { id: leadId, after: cursor },
+      );
+      expect(next.errors).toBeUndefined();
+      paged.push(...next.data.leadTimeline.nodes);
+      if (!next.data.leadTimeline.pageInfo.hasNextPage) break;
+      cursor = next.data.leadTimeline.pageInfo.endCursor;
+    }
+    expect(paged.length).toBeGreaterThan(4);
+    expect(paged).toEqual(timeline.data.leadTimeline.nodes);
   });
 
   it("unenrolls through GraphQL, and a second unenroll says it is already stopped", async () => {
