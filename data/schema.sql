@@ -15446,7 +15446,9 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
     LANGUAGE sql STABLE
     AS $$
   -- One branch per source; a new source (messages, calls, routing decisions) is one more UNION ALL
-  -- branch with the same columns. source_order and seq only break ties between equal times.
+  -- branch with the same columns. source_order, seq and then uid (the id of a text, an email or an
+  -- enrollment, whose seq can repeat) only break ties between equal times, so the order is total
+  -- and the pages of the API (an offset under its cursors) neither repeat nor skip an event.
   -- The lead and its tenant are named once, on the union as a whole, not inside each branch: so
   -- PostgreSQL gives each source the conditions tenant_id = … and lead_id = … as constants, and the
   -- index of each source led by (tenant_id, lead_id, time) returns that lead's rows in time order.
@@ -15457,13 +15459,23 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
   -- shown, tested on the union with the lead, and the previous score is a subquery, not a window.
   -- Naming the tenant makes the index apply whoever the caller is: row-level security adds the same
   -- condition for a request, but the owner role of the worker has none.
-  select ev.occurred_at, ev.event_type, ev.summary, ev.details, ev.actor_user_id
+  select ev.occurred_at, ev.event_type,
+    -- A score change is told from its details here: PostgreSQL would copy the subquery of the
+    -- previous score into every expression of its branch that used it (four lookups per score).
+    case when ev.event_type = 'score_changed' then
+      case
+        when ev.details ->> 'previous_score' is null then 'Score set to ' || (ev.details ->> 'score')
+        when ev.details -> 'previous_score' = ev.details -> 'score' then 'Score factors updated (score stays ' || (ev.details ->> 'score') || ')'
+        else 'Score changed from ' || (ev.details ->> 'previous_score') || ' to ' || (ev.details ->> 'score')
+      end
+    else ev.summary end,
+    ev.details, ev.actor_user_id
   from (
     -- Audit log: creation, field changes, deletion and restoration. Status, score and owner
     -- changes have their own, richer branches below.
     select a.tenant_id, a.lead_id,
       a.field_name not in ('status', 'lead_score', 'lead_score_factors', 'owner_user_id') as shown,
-      a.changed_at as occurred_at, 1 as source_order, a.id as seq,
+      a.changed_at as occurred_at, 1 as source_order, a.id as seq, null::uuid as uid,
       case
         when a.field_name = '*created*' then 'created'
         when a.field_name = '*deleted*' or (a.field_name = 'deleted_at' and a.new_value is not null) then 'deleted'
@@ -15496,7 +15508,7 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
 
     union all
 
-    select s.tenant_id, s.lead_id, true, s.changed_at, 2, s.id,
+    select s.tenant_id, s.lead_id, true, s.changed_at, 2, s.id, null::uuid,
       'status_changed',
       case when s.from_status is null then 'Status set to ' || s.to_status
            else 'Status changed from ' || s.from_status || ' to ' || s.to_status end
@@ -15507,13 +15519,9 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
 
     union all
 
-    select sc.tenant_id, sc.lead_id, true, sc.calculated_at, 3, sc.id,
+    select sc.tenant_id, sc.lead_id, true, sc.calculated_at, 3, sc.id, null::uuid,
       'score_changed',
-      case
-        when sc.previous_score is null then 'Score set to ' || sc.score
-        when sc.previous_score = sc.score then 'Score factors updated (score stays ' || sc.score || ')'
-        else 'Score changed from ' || sc.previous_score || ' to ' || sc.score
-      end,
+      null::text,  -- told from the details, above
       pg_catalog.jsonb_build_object('score', sc.score, 'previous_score', sc.previous_score, 'factors', sc.factors),
       null::uuid
     from (
@@ -15529,7 +15537,7 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
 
     union all
 
-    select g.tenant_id, g.lead_id, true, g.assigned_at, 4, g.id,
+    select g.tenant_id, g.lead_id, true, g.assigned_at, 4, g.id, null::uuid,
       'assigned',
       case
         when g.from_user_id is null then 'Assigned to ' || app_hidden.lead_timeline_member_name(g.tenant_id, g.to_user_id)
@@ -15547,7 +15555,7 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
     union all
 
     -- Texts to and from the lead.
-    select m.tenant_id, m.lead_id, true, coalesce(m.sent_at, m.created_at), 5, 0::bigint,
+    select m.tenant_id, m.lead_id, true, coalesce(m.sent_at, m.created_at), 5, 0::bigint, m.id,
       case when m.direction = 'inbound' then 'sms_received' else 'sms_sent' end,
       case when m.direction = 'inbound' then 'Text received: '
            else 'Text ' || case m.status when 'queued' then 'queued' when 'sending' then 'sending' when 'canceled' then 'canceled'
@@ -15563,7 +15571,7 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
     union all
 
     -- Emails to the lead (not those to a user about the lead).
-    select em.tenant_id, em.lead_id, em.user_id is null, coalesce(em.sent_at, em.created_at), 6, 0::bigint,
+    select em.tenant_id, em.lead_id, em.user_id is null, coalesce(em.sent_at, em.created_at), 6, 0::bigint, em.id,
       'email_sent',
       'Email ' || case em.status when 'sent' then 'sent' else em.status end
       || case when em.purpose <> 'transactional' then ' (' || em.purpose || ')' else '' end || ': ' || em.subject,
@@ -15575,7 +15583,7 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
     union all
 
     -- Nurture: enrolled, each step, completed or stopped (times on the clock of the tenant).
-    select e.tenant_id, e.lead_id, true, x.occurred_at, 7, x.seq, x.event_type, x.summary, x.details, x.actor_user_id
+    select e.tenant_id, e.lead_id, true, x.occurred_at, 7, x.seq, e.id, x.event_type, x.summary, x.details, x.actor_user_id
     from app_public.lead_sequence_enrollments e
     join app_public.nurture_sequences s on s.tenant_id = e.tenant_id and s.id = e.sequence_id
     cross join lateral (
@@ -15605,7 +15613,7 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
   where ev.tenant_id = (select l.tenant_id from app_public.leads l where l.id = lead_timeline.lead_id)
     and ev.lead_id = lead_timeline.lead_id
     and ev.shown
-  order by ev.occurred_at, ev.source_order, ev.seq;
+  order by ev.occurred_at, ev.source_order, ev.seq, ev.uid;
 $$;
 
 --
