@@ -14,7 +14,9 @@
  * lead_funnel, lead_source_roi (one year), the first page of the timeline of a lead with 40,000
  * events, and a single-lead update with its history triggers. The baselines of the funnel and ROI are
  * the from-scratch queries the reports ran before their rollups; that of the timeline reads the first
- * 50 rows of one of its sources (the audit log) through its index.
+ * 50 rows of one of its sources (the audit log) through its index. Each measured tenant has twenty
+ * segments (so every lead write keeps their counts by deltas), and the run ends with the cost of
+ * their counts: a recount from the leads against the fold the job runs after a lead change.
  */
 import "../src/env.ts";
 import { performance } from "node:perf_hooks";
@@ -129,8 +131,28 @@ interface Result {
   goal: string;
 }
 
+/** Twenty segments such as a team keeps: statuses, tags, scores, places, owners, a name, one recent window. */
+const SEGMENT_FILTERS: Array<Record<string, unknown>> = [
+  { status: "new" }, { status: ["contacted", "qualified"] }, { status: "hot" }, { status_not: ["won", "lost"] },
+  { tags_any: ["urgent"] }, { tags_all: ["facebook", "retarget"] }, { score_min: 80 }, { score_max: 20 },
+  { source: "google_ads" }, { source: ["referral", "yelp"] }, { city: "Miami" }, { region: ["TX", "FL"] },
+  { unassigned: true }, { text: "garcia" }, { status: "new", score_min: 50 }, { tags_any: ["residential"], region: "FL" },
+  { status: "won", source: "facebook" }, { created_from: "2026-01-01" }, { include_deleted: true, status: "lost" },
+  { created_within_days: 7 },
+];
+
+interface SegmentFigures {
+  recount: { median: number; p95: number };
+  fold: { median: number; p95: number };
+}
+
 /** The six operations for one tenant, as one of its owners through the API and as raw SQL. */
-async function measureTenant(root: pg.Client, api: Awaited<ReturnType<typeof startBenchApi>>, sqlClient: pg.Client, tenantName: string): Promise<Result[]> {
+async function measureTenant(
+  root: pg.Client,
+  api: Awaited<ReturnType<typeof startBenchApi>>,
+  sqlClient: pg.Client,
+  tenantName: string,
+): Promise<{ results: Result[]; segments: SegmentFigures }> {
   // A real user of the tenant, logged in through the API.
   const { rows: tenantRows } = await root.query<{ id: string }>("select id from app_public.tenants where business_name = $1", [tenantName]);
   const tenantId = tenantRows[0]!.id;
@@ -160,6 +182,10 @@ async function measureTenant(root: pg.Client, api: Awaited<ReturnType<typeof sta
   );
   await root.query("set session_replication_role = origin");
   await root.query("analyze app_public.lead_audit_log, app_public.lead_score_history");
+  // The tenant's segments: every lead write below (the update row) keeps their counts by deltas.
+  for (const [i, filter] of SEGMENT_FILTERS.entries()) {
+    await root.query("insert into app_public.segments (tenant_id, name, filter) values ($1, $2, $3)", [tenantId, `Bench segment ${i + 1}`, JSON.stringify(filter)]);
+  }
   const nodeIdData = await gql(`query ($id: UUID!) { leadByRowId(rowId: $id) { id } }`, { id: leadId }, token);
   const leadNodeId: string = nodeIdData.leadByRowId.id;
   const from = new Date(Date.now() - 365 * 86400_000).toISOString().slice(0, 10);
@@ -277,7 +303,23 @@ async function measureTenant(root: pg.Client, api: Awaited<ReturnType<typeof sta
     const goal = op.floor ? "(the fixed cost of a request)" : `${op.maxRatio !== undefined ? `≤ 100 ms, ≤ ${op.maxRatio}x` : "≤ 100 ms"}: ${misses.length ? `missed (${misses.join(", ")})` : "met"}`;
     results.push({ name: op.name, gql: g, sql: s, ratio, goal });
   }
-  return results;
+
+  // Segment counts: a recount from the leads (what every refresh did before migration 000061, and
+  // what the nightly job does) against the fold the job runs after a lead change.
+  const recount: number[] = [];
+  const fold: number[] = [];
+  for (let i = 0; i < Math.max(5, Math.floor(ITERATIONS / 6)); i++) {
+    let t = performance.now();
+    await sqlClient.query("select app_private.refresh_segment_counts($1)", [tenantId]);
+    recount.push(performance.now() - t);
+  }
+  for (let i = 0; i < ITERATIONS; i++) {
+    await sqlClient.query("update app_public.leads set status = $2 where id = $1", [leadId, i % 2 ? "new" : "contacted"]);
+    const t = performance.now();
+    await sqlClient.query("select app_private.fold_segment_counts($1)", [tenantId]);
+    fold.push(performance.now() - t);
+  }
+  return { results, segments: { recount: stats(recount), fold: stats(fold) } };
 }
 
 async function main(): Promise<void> {
@@ -300,15 +342,15 @@ async function main(): Promise<void> {
       { label: `${SMALL.toLocaleString()} leads`, tenant: "Bench Tenant 2", leads: SMALL },
       { label: `${BIG.toLocaleString()} leads`, tenant: "Bench Tenant 1", leads: BIG },
     ];
-    const all: Array<{ label: string; results: Result[] }> = [];
+    const all: Array<{ label: string; results: Result[]; segments: SegmentFigures }> = [];
     for (const size of sizes) {
       log(`Measuring the tenant of ${size.label}: ${ITERATIONS} iterations per operation (GraphQL and SQL interleaved, after warm-up)…`);
-      all.push({ label: size.label, results: await measureTenant(root, api, sqlClient, size.tenant) });
+      all.push({ label: size.label, ...(await measureTenant(root, api, sqlClient, size.tenant)) });
     }
 
     const pad = (text: string, n: number) => text.padEnd(n);
     console.log(`\nLead CRM benchmark — ${LEADS.toLocaleString()} leads in ${TENANTS} tenants; medians (p95) in ms`);
-    for (const { label, results } of all) {
+    for (const { label, results, segments } of all) {
       console.log(`\nTenant of ${label}`);
       console.log(`${pad("operation", 44)} ${pad("GraphQL median / p95", 22)} ${pad("SQL median / p95", 20)} ${pad("ratio", 7)} goal`);
       for (const r of results) {
@@ -316,6 +358,10 @@ async function main(): Promise<void> {
           `${pad(r.name, 44)} ${pad(`${r.gql.median.toFixed(2)} / ${r.gql.p95.toFixed(2)}`, 22)} ${pad(`${r.sql.median.toFixed(2)} / ${r.sql.p95.toFixed(2)}`, 20)} ${pad(`${r.ratio.toFixed(2)}x`, 7)} ${r.goal}`,
         );
       }
+      console.log(
+        `segment counts (${SEGMENT_FILTERS.length} segments, SQL): recount from the leads ${segments.recount.median.toFixed(2)} / ${segments.recount.p95.toFixed(2)} ms; ` +
+          `after a lead change, fold ${segments.fold.median.toFixed(2)} / ${segments.fold.p95.toFixed(2)} ms (${(segments.fold.median / segments.recount.median).toFixed(3)}x)`,
+      );
     }
     await sqlClient.end();
     await root.end();

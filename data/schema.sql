@@ -5138,12 +5138,14 @@ declare
   v_count integer := 0;
 begin
   for v_tenant_id in select t.id from app_public.tenants t order by t.id loop
-    -- Same job keys as the change-driven jobs, so a pending one is replaced, never doubled.
+    -- Same job key as the change-driven rescoring, so a pending one is replaced, never doubled.
     perform app_private.add_job('lead__score_tenant', pg_catalog.json_build_object('tenant_id', v_tenant_id),
       job_key => 'lead_score_tenant:' || v_tenant_id::text);
+    -- A recount of every segment, keyed apart from the change-driven fold (segment_counts:<id>),
+    -- so that neither replaces the other.
     if exists (select 1 from app_public.segments s where s.tenant_id = v_tenant_id) then
-      perform app_private.add_job('segment__refresh_counts', pg_catalog.json_build_object('tenant_id', v_tenant_id),
-        job_key => 'segment_counts:' || v_tenant_id::text);
+      perform app_private.add_job('segment__refresh_counts', pg_catalog.json_build_object('tenant_id', v_tenant_id, 'recount', true),
+        job_key => 'segment_recount:' || v_tenant_id::text);
     end if;
     v_count := v_count + 1;
   end loop;
@@ -5155,7 +5157,7 @@ $$;
 -- Name: FUNCTION enqueue_nightly_crm_refresh(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.enqueue_nightly_crm_refresh() IS 'Enqueues, for every tenant, a rescore of its leads (lead__score_tenant) and, when it has segments, a refresh of their lead counts (segment__refresh_counts), keyed so pending jobs are replaced rather than doubled. Run nightly by the maintenance__nightly_crm_refresh task (crontab). Returns the number of tenants.';
+COMMENT ON FUNCTION app_private.enqueue_nightly_crm_refresh() IS 'Enqueues, for every tenant, a rescore of its leads (lead__score_tenant) and, when it has segments, a recount of their lead counts from the leads (segment__refresh_counts {recount: true}: segments whose filter moves with time change overnight, and leads loaded with triggers off are counted), keyed so pending jobs are replaced rather than doubled. Run nightly by the maintenance__nightly_crm_refresh task (crontab). Returns the number of tenants.';
 
 --
 -- Name: enqueue_queue_drain(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -5783,6 +5785,78 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.finish_import(tenant_id uuid, batch_id uuid) IS 'Marks a running import of the given tenant completed and returns it (a finished import is returned as it is). No permission check. Errors: P0002 unknown batch.';
+
+--
+-- Name: fold_segment_counts(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.fold_segment_counts(tenant_id uuid) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_ids uuid[];
+  v_segment record;
+  v_count integer;
+  v_refreshed integer := 0;
+begin
+  -- The tenant's segments, locked in id order, waiting for one being saved (which drops the deltas
+  -- of its old filter): locked before any delta is taken, so a save and a fold never wait for each
+  -- other both ways. A segment created after this lock keeps its deltas for the next fold.
+  select pg_catalog.array_agg(x.id order by x.id) into v_ids
+    from (select s.id from app_public.segments s
+           where s.tenant_id = fold_segment_counts.tenant_id
+           order by s.id
+             for no key update) x;
+  if v_ids is null then
+    return 0;
+  end if;
+
+  -- The deltas committed so far, added to their segments; those of writers still in flight are not
+  -- visible yet and stay for the next fold. Reads the deltas, never the leads.
+  with moved as (
+    delete from app_private.segment_count_changes c
+     where c.tenant_id = fold_segment_counts.tenant_id and c.segment_id = any (v_ids)
+    returning c.segment_id, c.leads
+  ), sums as (
+    select m.segment_id, pg_catalog.sum(m.leads)::integer as leads from moved m group by m.segment_id
+  )
+  update app_public.segments s
+     set lead_count = s.lead_count + sums.leads, lead_count_refreshed_at = pg_catalog.now()
+    from sums
+   where s.tenant_id = fold_segment_counts.tenant_id and s.id = sums.segment_id;
+  get diagnostics v_refreshed = row_count;
+
+  -- Segments whose matches move with time (created_within_days): recounted, from the leads of
+  -- their window (the index on the tenant and the creation time).
+  for v_segment in
+    select s.id, s.name, s.filter
+      from app_public.segments s
+      join app_private.segment_filters sf on sf.tenant_id = s.tenant_id and sf.segment_id = s.id
+     where s.tenant_id = fold_segment_counts.tenant_id and s.id = any (v_ids) and not sf.incremental
+     order by s.id
+  loop
+    begin
+      v_count := app_hidden.count_matching_leads(fold_segment_counts.tenant_id, v_segment.filter);
+    exception when invalid_parameter_value then
+      -- A filter saved under older rules (e.g. a status since removed): keep its last count.
+      raise warning 'Segment % (%) has an invalid filter: %', v_segment.id, v_segment.name, sqlerrm;
+      continue;
+    end;
+    update app_public.segments s
+       set lead_count = v_count, lead_count_refreshed_at = pg_catalog.now()
+     where s.tenant_id = fold_segment_counts.tenant_id and s.id = v_segment.id;
+    v_refreshed := v_refreshed + 1;
+  end loop;
+  return v_refreshed;
+end;
+$$;
+
+--
+-- Name: FUNCTION fold_segment_counts(tenant_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.fold_segment_counts(tenant_id uuid) IS 'What the debounced segment__refresh_counts job runs after lead changes: adds the deltas recorded by the leads trigger (app_private.segment_count_changes) to each segment''s lead_count and deletes them, reading no lead; recounts the segments whose filter moves with time (created_within_days) from the leads of their window. Returns how many segments it updated. Exact under concurrent writers: a delta is added once, by the fold that deletes it.';
 
 --
 -- Name: import_lead_fields(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8576,7 +8650,6 @@ CREATE FUNCTION app_private.refresh_segment_counts(tenant_id uuid) RETURNS integ
     AS $$
 declare
   v_segment record;
-  v_count integer;
   v_refreshed integer := 0;
 begin
   -- Lock each segment before counting, so the count is for the filter it has now; a segment
@@ -8588,15 +8661,21 @@ begin
     for no key update skip locked
   loop
     begin
-      v_count := app_hidden.count_matching_leads(refresh_segment_counts.tenant_id, v_segment.filter);
+      -- One statement, so one snapshot: the count includes exactly the changes whose deltas it
+      -- deletes (those of writers still in flight stay, for the next fold).
+      with folded as (
+        delete from app_private.segment_count_changes c
+         where c.tenant_id = refresh_segment_counts.tenant_id and c.segment_id = v_segment.id
+      )
+      update app_public.segments s
+         set lead_count = app_hidden.count_matching_leads(refresh_segment_counts.tenant_id, v_segment.filter),
+             lead_count_refreshed_at = pg_catalog.now()
+       where s.tenant_id = refresh_segment_counts.tenant_id and s.id = v_segment.id;
     exception when invalid_parameter_value then
       -- A filter saved under older rules (e.g. a status since removed): keep its last count.
       raise warning 'Segment % (%) has an invalid filter: %', v_segment.id, v_segment.name, sqlerrm;
       continue;
     end;
-    update app_public.segments s
-      set lead_count = v_count, lead_count_refreshed_at = pg_catalog.now()
-      where s.tenant_id = refresh_segment_counts.tenant_id and s.id = v_segment.id;
     v_refreshed := v_refreshed + 1;
   end loop;
   return v_refreshed;
@@ -8607,7 +8686,7 @@ $$;
 -- Name: FUNCTION refresh_segment_counts(tenant_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.refresh_segment_counts(tenant_id uuid) IS 'Recomputes lead_count of every segment of the tenant; returns how many were refreshed. Run by the segment__refresh_counts job, which the leads triggers enqueue (debounced) when leads change. Idempotent.';
+COMMENT ON FUNCTION app_private.refresh_segment_counts(tenant_id uuid) IS 'Recounts lead_count of every segment of a tenant from its leads (reads every lead a segment matches), with the deltas waiting to be folded; segments locked by an edit in progress are skipped and a segment whose filter is no longer valid keeps its last count (with a warning). Run by the nightly segment__refresh_counts job ({recount: true}), and after a bulk load with triggers off. Returns how many segments it recounted.';
 
 --
 -- Name: refresh_tenant_lead_scores(uuid, uuid, integer); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8925,6 +9004,60 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.require_tenant_role(minimum text, action text) IS 'Returns the current tenant id if the caller''s role there is at least the minimum; raises 28000 when not logged in, 42501 "Only owners and admins can <action>" otherwise.';
+
+--
+-- Name: reset_segment_filters(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.reset_segment_filters(tenant_id uuid) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_segment record;
+  v_from timestamptz;
+  v_to timestamptz;
+  v_recounted integer := 0;
+begin
+  -- Called with the tenant's lead rollups lock held exclusively (a change of time zone rebuilds the
+  -- rollups first): no lead write is in flight, so a recount and the deltas cannot miss each other.
+  for v_segment in
+    select s.id, s.name, s.filter
+      from app_public.segments s
+      join app_private.segment_filters sf on sf.tenant_id = s.tenant_id and sf.segment_id = s.id
+     where s.tenant_id = reset_segment_filters.tenant_id
+       and ((sf.filter).created_from is not null or (sf.filter).created_to is not null)
+     order by s.id
+       for no key update of s
+  loop
+    begin
+      select f.created_from_at, f.created_to_at into v_from, v_to
+        from app_private.segment_filter_of(reset_segment_filters.tenant_id, v_segment.filter) f;
+      update app_private.segment_filters sf
+         set created_from_at = v_from, created_to_at = v_to
+       where sf.tenant_id = reset_segment_filters.tenant_id and sf.segment_id = v_segment.id;
+      delete from app_private.segment_count_changes c
+       where c.tenant_id = reset_segment_filters.tenant_id and c.segment_id = v_segment.id;
+      update app_public.segments s
+         set lead_count = app_hidden.count_matching_leads(reset_segment_filters.tenant_id, v_segment.filter),
+             lead_count_refreshed_at = pg_catalog.now()
+       where s.tenant_id = reset_segment_filters.tenant_id and s.id = v_segment.id;
+    exception when invalid_parameter_value then
+      -- A filter saved under older rules (e.g. a status since removed): keep it as it was.
+      raise warning 'Segment % (%) has an invalid filter: %', v_segment.id, v_segment.name, sqlerrm;
+      continue;
+    end;
+    v_recounted := v_recounted + 1;
+  end loop;
+  return v_recounted;
+end;
+$$;
+
+--
+-- Name: FUNCTION reset_segment_filters(tenant_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.reset_segment_filters(tenant_id uuid) IS 'After a change of the tenant''s time zone: moves the day bounds (created_from, created_to) of its segments'' typed filters to the new zone and recounts those segments from their leads (a segment whose filter is no longer valid is left as it was, with a warning). Needs the tenant''s lead rollups lock held exclusively (the time zone trigger rebuilds the rollups first). Returns how many segments it recounted.';
 
 --
 -- Name: revoke_member_grants(uuid, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -10608,6 +10741,120 @@ $$;
 COMMENT ON FUNCTION app_private.schedule_nurture_step(enrollment_id uuid) IS 'Enqueues (or moves) the nurture__run_step job of the next step of an active enrollment at next_step_at (on the clock of the tenant), keyed nurture:<enrollment>:<step> so that rescheduling replaces rather than duplicates.';
 
 --
+-- Name: segment_filters; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.segment_filters (
+    tenant_id uuid NOT NULL,
+    segment_id uuid NOT NULL,
+    filter app_hidden.lead_filter NOT NULL,
+    created_from_at timestamp with time zone,
+    created_to_at timestamp with time zone,
+    incremental boolean NOT NULL
+);
+
+ALTER TABLE ONLY app_private.segment_filters FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE segment_filters; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.segment_filters IS 'The filter of each segment as the leads trigger reads it: typed once when the segment is saved (app_private.tg_segments__count_filter), so that writing a lead never parses JSON nor fails on a filter saved under older rules.';
+
+--
+-- Name: COLUMN segment_filters.tenant_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.segment_filters.tenant_id IS 'The tenant of the segment.';
+
+--
+-- Name: COLUMN segment_filters.segment_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.segment_filters.segment_id IS 'The segment.';
+
+--
+-- Name: COLUMN segment_filters.filter; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.segment_filters.filter IS 'The segment''s filter, typed (app_hidden.lead_filter_of).';
+
+--
+-- Name: COLUMN segment_filters.created_from_at; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.segment_filters.created_from_at IS 'Start of the day created_from in the tenant''s time zone (recomputed when the time zone changes).';
+
+--
+-- Name: COLUMN segment_filters.created_to_at; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.segment_filters.created_to_at IS 'Start of the day after created_to in the tenant''s time zone (recomputed when the time zone changes).';
+
+--
+-- Name: COLUMN segment_filters.incremental; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.segment_filters.incremental IS 'True when the count changes only with writes to leads, so deltas keep it; false for a filter with created_within_days, whose matches also change as time passes (recounted from the leads of its window).';
+
+--
+-- Name: segment_filter_matches(app_public.leads, app_private.segment_filters); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.segment_filter_matches(l app_public.leads, sf app_private.segment_filters) RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+  select coalesce(
+    (coalesce((sf.filter).include_deleted, false) or l.deleted_at is null)
+    and ((sf.filter).status is null or l.status = any ((sf.filter).status))
+    and ((sf.filter).status_not is null or l.status <> all ((sf.filter).status_not))
+    and ((sf.filter).tags_any is null or l.tags operator(pg_catalog.&&) (sf.filter).tags_any)
+    and ((sf.filter).tags_all is null or l.tags operator(pg_catalog.@>) (sf.filter).tags_all)
+    and ((sf.filter).score_min is null or l.lead_score >= (sf.filter).score_min)
+    and ((sf.filter).score_max is null or l.lead_score <= (sf.filter).score_max)
+    and ((sf.filter).source is null or l.source = any ((sf.filter).source))
+    and ((sf.filter).created_within_days is null
+         or l.created_at >= pg_catalog.now() - pg_catalog.make_interval(days => (sf.filter).created_within_days))
+    and (sf.created_from_at is null or l.created_at >= sf.created_from_at)
+    and (sf.created_to_at is null or l.created_at < sf.created_to_at)
+    and ((sf.filter).city is null or pg_catalog.lower(l.city) = any ((sf.filter).city))
+    and ((sf.filter).region is null or l.region = any ((sf.filter).region))
+    and ((sf.filter).owner_user_id is null or l.owner_user_id = (sf.filter).owner_user_id)
+    and ((sf.filter).unassigned is null or (sf.filter).unassigned = (l.owner_user_id is null))
+    and ((sf.filter).text is null
+         or l.full_name operator(pg_catalog.~~*) ('%' || app_hidden.like_escape((sf.filter).text) || '%')
+         or l.email::text operator(pg_catalog.~~*) ('%' || app_hidden.like_escape((sf.filter).text) || '%')
+         or l.phone::text operator(pg_catalog.~~) ('%' || app_hidden.phone_search_digits((sf.filter).text) || '%')),
+    false);
+$$;
+
+--
+-- Name: FUNCTION segment_filter_matches(l app_public.leads, sf app_private.segment_filters); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.segment_filter_matches(l app_public.leads, sf app_private.segment_filters) IS 'Whether a lead (a row of leads, e.g. from the transition table of a statement) matches a segment''s typed filter: the conditions of find_leads, with the day bounds of the segment. Used by the leads trigger to keep segment counts by deltas.';
+
+--
+-- Name: segment_filter_of(uuid, jsonb); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.segment_filter_of(tenant_id uuid, filter jsonb, OUT filter app_hidden.lead_filter, OUT created_from_at timestamp with time zone, OUT created_to_at timestamp with time zone, OUT incremental boolean) RETURNS record
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select f, app_hidden.tenant_day_start(segment_filter_of.tenant_id, f.created_from),
+         app_hidden.tenant_day_start(segment_filter_of.tenant_id, f.created_to + 1),
+         f.created_within_days is null
+    from app_hidden.lead_filter_of(segment_filter_of.filter) f;
+$$;
+
+--
+-- Name: FUNCTION segment_filter_of(tenant_id uuid, filter jsonb, OUT filter app_hidden.lead_filter, OUT created_from_at timestamp with time zone, OUT created_to_at timestamp with time zone, OUT incremental boolean); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.segment_filter_of(tenant_id uuid, filter jsonb, OUT filter app_hidden.lead_filter, OUT created_from_at timestamp with time zone, OUT created_to_at timestamp with time zone, OUT incremental boolean) IS 'A segment''s filter as app_private.segment_filters keeps it: typed, with its day bounds in the tenant''s time zone now, and whether deltas can keep its count (no created_within_days). 22023 for a filter that is not valid.';
+
+--
 -- Name: send_account_notice(uuid, text, text, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -12180,11 +12427,15 @@ begin
   if TG_OP = 'UPDATE' and OLD.timezone is not distinct from NEW.timezone and OLD.tenant_id = NEW.tenant_id then
     return null;
   end if;
+  -- The rebuild takes the tenant's lead rollups lock exclusively (no lead write in flight): the day
+  -- bounds of its segments' filters are then moved to the new time zone and recounted.
   if TG_OP in ('UPDATE', 'DELETE') then
     perform app_private.rebuild_lead_rollups(OLD.tenant_id);
+    perform app_private.reset_segment_filters(OLD.tenant_id);
   end if;
   if TG_OP in ('UPDATE', 'INSERT') and (TG_OP = 'INSERT' or OLD.tenant_id <> NEW.tenant_id) then
     perform app_private.rebuild_lead_rollups(NEW.tenant_id);
+    perform app_private.reset_segment_filters(NEW.tenant_id);
   end if;
   return null;
 end;
@@ -12194,7 +12445,7 @@ $$;
 -- Name: FUNCTION tg_business_settings__rebuild_lead_rollups(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_business_settings__rebuild_lead_rollups() IS 'Trigger (_600_rebuild_lead_rollups: after insert, delete or update of timezone on business_settings): the report rollups count days in the tenant''s time zone, so a new time zone rebuilds them (app_private.rebuild_lead_rollups; about 3 s per 100,000 leads, once).';
+COMMENT ON FUNCTION app_private.tg_business_settings__rebuild_lead_rollups() IS 'Trigger (_600_rebuild_lead_rollups: after insert, delete or update of timezone on business_settings): the report rollups count days in the tenant''s time zone, so a new time zone rebuilds them (app_private.rebuild_lead_rollups; about 3 s per 100,000 leads, once), and moves the day bounds of the segments'' filters (app_private.reset_segment_filters).';
 
 --
 -- Name: tg_business_settings__validate(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -12727,6 +12978,7 @@ declare
   v_tenant_id uuid;
   v_tenants uuid[];
 begin
+  -- The tenants whose segments may see the change.
   if TG_OP = 'INSERT' then
     select pg_catalog.array_agg(distinct n.tenant_id) into v_tenants from new_leads n;
   elsif TG_OP = 'DELETE' then
@@ -12745,12 +12997,58 @@ begin
       select o.tenant_id from new_leads n join old_leads o on o.id = n.id where n.tenant_id <> o.tenant_id
     ) x;
   end if;
-  for v_tenant_id in
-    select t from pg_catalog.unnest(v_tenants) t
-    where exists (select 1 from app_public.segments s where s.tenant_id = t)
-  loop
+  select pg_catalog.array_agg(t order by t) into v_tenants
+    from pg_catalog.unnest(v_tenants) t
+   where exists (select 1 from app_public.segments s where s.tenant_id = t);
+  if v_tenants is null then
+    return null;
+  end if;
+
+  -- Shared with every other writer, exclusive for a segment being saved or deleted
+  -- (app_private.tg_segments__lock_lead_counts): the filters read below are those that will count.
+  perform app_private.share_lead_rollups(v_tenants);
+  -- (Rows of a transition table are passed as row(x.*)::app_public.leads: a whole-row reference to
+  -- one has an anonymous record type.)
+  -- One row per segment whose number of matching leads the statement changed: the new rows count
+  -- +1, the old rows -1 (an update that moves a lead in or out of a segment gives +1 or -1, one that
+  -- keeps it in gives 0 and writes nothing).
+  if TG_OP = 'INSERT' then
+    insert into app_private.segment_count_changes (tenant_id, segment_id, leads)
+    select sf.tenant_id, sf.segment_id, pg_catalog.count(*)::integer
+      from new_leads n
+      join app_private.segment_filters sf on sf.tenant_id = n.tenant_id and sf.incremental
+     where sf.tenant_id = any (v_tenants) and app_private.segment_filter_matches(row(n.*)::app_public.leads, sf)
+     group by sf.tenant_id, sf.segment_id;
+  elsif TG_OP = 'DELETE' then
+    insert into app_private.segment_count_changes (tenant_id, segment_id, leads)
+    select sf.tenant_id, sf.segment_id, -pg_catalog.count(*)::integer
+      from old_leads o
+      join app_private.segment_filters sf on sf.tenant_id = o.tenant_id and sf.incremental
+     where sf.tenant_id = any (v_tenants) and app_private.segment_filter_matches(row(o.*)::app_public.leads, sf)
+     group by sf.tenant_id, sf.segment_id;
+  else
+    insert into app_private.segment_count_changes (tenant_id, segment_id, leads)
+    select sf.tenant_id, sf.segment_id, pg_catalog.sum(c.change)::integer
+      from (select x.lead, x.change
+              from new_leads n
+              join old_leads o on o.id = n.id
+             cross join lateral (values (row(o.*)::app_public.leads, -1), (row(n.*)::app_public.leads, 1)) x(lead, change)
+             -- The same fields as above: a lead whose other fields changed stays where it was.
+             where (n.tenant_id, n.status, n.tags, n.lead_score, n.source, n.created_at, n.city, n.region, n.owner_user_id,
+                    n.full_name, n.phone::text, n.email::text, n.deleted_at)
+               is distinct from
+                   (o.tenant_id, o.status, o.tags, o.lead_score, o.source, o.created_at, o.city, o.region, o.owner_user_id,
+                    o.full_name, o.phone::text, o.email::text, o.deleted_at)) c
+      join app_private.segment_filters sf on sf.tenant_id = (c.lead).tenant_id and sf.incremental
+     where sf.tenant_id = any (v_tenants) and app_private.segment_filter_matches(c.lead, sf)
+     group by sf.tenant_id, sf.segment_id
+    having pg_catalog.sum(c.change) <> 0;
+  end if;
+
+  for v_tenant_id in select t from pg_catalog.unnest(v_tenants) t loop
     -- job_key in graphile-worker's default "replace" mode: one pending job per tenant whose
-    -- run_at moves a few seconds past the latest change (a debounce).
+    -- run_at moves a few seconds past the latest change (a debounce). It adds the deltas to the
+    -- counts and recounts the segments that move with time.
     perform app_private.add_job(
       identifier => 'segment__refresh_counts',
       payload => pg_catalog.json_build_object('tenant_id', v_tenant_id),
@@ -12766,7 +13064,7 @@ $$;
 -- Name: FUNCTION tg_leads__enqueue_segment_refresh(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_leads__enqueue_segment_refresh() IS 'Statement trigger on leads (transition tables new_leads/old_leads): for each tenant with segments whose leads changed in a way a filter can see, enqueues segment__refresh_counts {tenant_id} with job_key segment_counts:<tenant_id> (replace mode), 5 seconds later.';
+COMMENT ON FUNCTION app_private.tg_leads__enqueue_segment_refresh() IS 'Statement trigger on leads (_900_enqueue_segment_refresh_on_insert, _on_update, _on_delete) for tenants with segments: records in app_private.segment_count_changes how the statement changed the number of leads each segment matches (segments whose filter moves with time excepted), and enqueues one debounced segment__refresh_counts job per tenant (job_key segment_counts:<tenant_id>), which adds them to lead_count. Updates that change no field a filter can see do nothing.';
 
 --
 -- Name: tg_leads__funnel_marks(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -13497,6 +13795,67 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg_routing_rules__version() IS 'Triggers on routing_rules: before a write, sets version (1 for a new rule, one more for every change of its name, priority, activity, conditions, action, agents, queue or strategy, unchanged otherwise, whatever the writer sent); after it, records that version in routing_rule_versions.';
+
+--
+-- Name: tg_segments__count_filter(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_segments__count_filter() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if TG_OP = 'DELETE' then
+    -- Under the lock of _150_lock_lead_counts: no writer can record a delta for it any more.
+    delete from app_private.segment_count_changes c where c.tenant_id = OLD.tenant_id and c.segment_id = OLD.id;
+    return null;
+  end if;
+  -- The count was taken (_200_validate_filter) under the lock of _150_lock_lead_counts: the deltas
+  -- recorded before are in it, and no other can be recorded until this transaction ends.
+  delete from app_private.segment_count_changes c where c.tenant_id = NEW.tenant_id and c.segment_id = NEW.id;
+  insert into app_private.segment_filters as sf (tenant_id, segment_id, filter, created_from_at, created_to_at, incremental)
+  select NEW.tenant_id, NEW.id, f.filter, f.created_from_at, f.created_to_at, f.incremental
+    from app_private.segment_filter_of(NEW.tenant_id, NEW.filter) f
+  on conflict (tenant_id, segment_id) do update
+    set filter = excluded.filter, created_from_at = excluded.created_from_at,
+        created_to_at = excluded.created_to_at, incremental = excluded.incremental;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_segments__count_filter(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_segments__count_filter() IS 'Trigger (_500_count_filter, after a segment is created, its filter changed or it is deleted): keeps its typed filter in app_private.segment_filters for the leads trigger, and drops the deltas recorded against its previous filter (the new count includes them) or for the deleted segment.';
+
+--
+-- Name: tg_segments__lock_lead_counts(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_segments__lock_lead_counts() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  -- The tenant's lead counts lock, exclusively: the lead writes in flight (which hold it shared
+  -- from their statement until they commit, app_private.share_lead_rollups) finish first, and new
+  -- ones wait until this transaction ends. So the count of the saved filter (the next trigger) sees
+  -- every committed change, no writer records a delta against the old filter once it is counted, and
+  -- none records one for a segment being deleted. Saving a segment is rare; writes wait for one count.
+  perform pg_catalog.pg_advisory_xact_lock(app_private.lead_rollups_lock_key(coalesce(NEW.tenant_id, OLD.tenant_id)));
+  if TG_OP = 'DELETE' then
+    return OLD;
+  end if;
+  return NEW;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_segments__lock_lead_counts(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_segments__lock_lead_counts() IS 'Trigger (_150_lock_lead_counts, before a segment is created, its filter changed or it is deleted): takes the tenant''s lead rollups lock exclusively until the end of the transaction, so that the segment''s count and the deltas of lead writes (app_private.segment_count_changes) never miss or double a change.';
 
 --
 -- Name: tg_segments__require_creator_or_manager(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -18982,6 +19341,62 @@ COMMENT ON COLUMN app_private.routing_pool_tally.area_key IS 'An area key of the
 COMMENT ON COLUMN app_private.routing_pool_tally.agents IS 'How many agents.';
 
 --
+-- Name: segment_count_changes; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.segment_count_changes (
+    id bigint NOT NULL,
+    tenant_id uuid NOT NULL,
+    segment_id uuid NOT NULL,
+    leads integer NOT NULL
+);
+
+ALTER TABLE ONLY app_private.segment_count_changes FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE segment_count_changes; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.segment_count_changes IS 'Delta rows of segment counts: the leads trigger appends how one statement changed the number of leads a segment matches, in the transaction of the change (writers never update a shared row, so they never wait for each other); app_private.fold_segment_counts adds them to segments.lead_count and deletes them. The count of a segment is its lead_count plus its rows here.';
+
+--
+-- Name: COLUMN segment_count_changes.id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.segment_count_changes.id IS 'Sequence number of the row.';
+
+--
+-- Name: COLUMN segment_count_changes.tenant_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.segment_count_changes.tenant_id IS 'The tenant of the segment.';
+
+--
+-- Name: COLUMN segment_count_changes.segment_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.segment_count_changes.segment_id IS 'The segment.';
+
+--
+-- Name: COLUMN segment_count_changes.leads; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.segment_count_changes.leads IS 'How many leads the statement added to the segment (negative when it removed some).';
+
+--
+-- Name: segment_count_changes_id_seq; Type: SEQUENCE; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.segment_count_changes ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app_private.segment_count_changes_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: service_titan_credentials; Type: TABLE; Schema: app_private; Owner: -
 --
 
@@ -23605,6 +24020,20 @@ ALTER TABLE ONLY app_private.routing_pool_tally
     ADD CONSTRAINT routing_pool_tally_pkey PRIMARY KEY (tenant_id, line, area_key);
 
 --
+-- Name: segment_count_changes segment_count_changes_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.segment_count_changes
+    ADD CONSTRAINT segment_count_changes_pkey PRIMARY KEY (id);
+
+--
+-- Name: segment_filters segment_filters_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.segment_filters
+    ADD CONSTRAINT segment_filters_pkey PRIMARY KEY (tenant_id, segment_id);
+
+--
 -- Name: service_titan_credentials service_titan_credentials_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
 --
 
@@ -24717,6 +25146,18 @@ CREATE INDEX routing_pool_round_robin_order ON app_private.routing_pool USING bt
 COMMENT ON INDEX app_private.routing_pool_round_robin_order IS 'The ready agents of a line and area key in round-robin order (lowest pass first, then the heavier, then by id): the next candidates of weighted_round_robin in one index range.';
 
 --
+-- Name: segment_count_changes_by_segment; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX segment_count_changes_by_segment ON app_private.segment_count_changes USING btree (tenant_id, segment_id);
+
+--
+-- Name: INDEX segment_count_changes_by_segment; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON INDEX app_private.segment_count_changes_by_segment IS 'The deltas of a segment, for the fold and for a recount.';
+
+--
 -- Name: agent_availability_routable; Type: INDEX; Schema: app_public; Owner: -
 --
 
@@ -25797,6 +26238,12 @@ CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_public.user_status
 CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_public.users FOR EACH ROW EXECUTE FUNCTION app_private.tg__timestamps();
 
 --
+-- Name: segments _150_lock_lead_counts; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _150_lock_lead_counts BEFORE INSERT OR DELETE OR UPDATE OF filter ON app_public.segments FOR EACH ROW EXECUTE FUNCTION app_private.tg_segments__lock_lead_counts();
+
+--
 -- Name: routing_rules _150_version; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -25927,6 +26374,12 @@ CREATE TRIGGER _500_audit_on_insert AFTER INSERT ON app_public.leads REFERENCING
 --
 
 CREATE TRIGGER _500_cancel_pending AFTER INSERT ON app_public.email_suppressions FOR EACH ROW EXECUTE FUNCTION app_private.tg_email_suppressions__cancel_pending();
+
+--
+-- Name: segments _500_count_filter; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_count_filter AFTER INSERT OR DELETE OR UPDATE OF filter ON app_public.segments FOR EACH ROW EXECUTE FUNCTION app_private.tg_segments__count_filter();
 
 --
 -- Name: agent_availability _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
@@ -26369,6 +26822,20 @@ ALTER TABLE ONLY app_private.password_reset_tokens
 
 ALTER TABLE ONLY app_private.routing_pool
     ADD CONSTRAINT routing_pool_agent_must_exist FOREIGN KEY (tenant_id, agent_id) REFERENCES app_public.agents(tenant_id, id) ON DELETE CASCADE;
+
+--
+-- Name: segment_count_changes segment_count_changes_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.segment_count_changes
+    ADD CONSTRAINT segment_count_changes_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
+
+--
+-- Name: segment_filters segment_filters_segment_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.segment_filters
+    ADD CONSTRAINT segment_filters_segment_must_exist FOREIGN KEY (tenant_id, segment_id) REFERENCES app_public.segments(tenant_id, id) ON DELETE CASCADE;
 
 --
 -- Name: service_titan_credentials service_titan_credentials_connection_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
@@ -27318,6 +27785,18 @@ CREATE POLICY owner_all ON app_private.routing_pool TO :DATABASE_OWNER USING (tr
 CREATE POLICY owner_all ON app_private.routing_pool_tally TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
+-- Name: segment_count_changes owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.segment_count_changes TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: segment_filters owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.segment_filters TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
 -- Name: service_titan_credentials owner_all; Type: POLICY; Schema: app_private; Owner: -
 --
 
@@ -27376,6 +27855,18 @@ ALTER TABLE app_private.routing_pool ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_private.routing_pool_tally ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: segment_count_changes; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.segment_count_changes ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: segment_filters; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.segment_filters ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: service_titan_credentials; Type: ROW SECURITY; Schema: app_private; Owner: -
@@ -30047,6 +30538,12 @@ REVOKE ALL ON FUNCTION app_private.fail_phone_number_provisioning(phone_number_i
 REVOKE ALL ON FUNCTION app_private.finish_import(tenant_id uuid, batch_id uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION fold_segment_counts(tenant_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.fold_segment_counts(tenant_id uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION import_lead_fields(); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -30383,6 +30880,12 @@ REVOKE ALL ON FUNCTION app_private.require_manager(action text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_private.require_tenant_role(minimum text, action text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION reset_segment_filters(tenant_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.reset_segment_filters(tenant_id uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION revoke_member_grants(user_id uuid, tenant_id uuid, keep_up_to text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -30519,6 +31022,18 @@ REVOKE ALL ON FUNCTION app_private.run_nurture_step(enrollment_id uuid, step_num
 --
 
 REVOKE ALL ON FUNCTION app_private.schedule_nurture_step(enrollment_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION segment_filter_matches(l app_public.leads, sf app_private.segment_filters); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.segment_filter_matches(l app_public.leads, sf app_private.segment_filters) FROM PUBLIC;
+
+--
+-- Name: FUNCTION segment_filter_of(tenant_id uuid, filter jsonb, OUT filter app_hidden.lead_filter, OUT created_from_at timestamp with time zone, OUT created_to_at timestamp with time zone, OUT incremental boolean); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.segment_filter_of(tenant_id uuid, filter jsonb, OUT filter app_hidden.lead_filter, OUT created_from_at timestamp with time zone, OUT created_to_at timestamp with time zone, OUT incremental boolean) FROM PUBLIC;
 
 --
 -- Name: FUNCTION send_account_notice(user_id uuid, to_email text, subject text, body_text text); Type: ACL; Schema: app_private; Owner: -
@@ -30975,6 +31490,18 @@ REVOKE ALL ON FUNCTION app_private.tg_routing_rules__validate() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_routing_rules__version() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_segments__count_filter(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_segments__count_filter() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_segments__lock_lead_counts(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_segments__lock_lead_counts() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_segments__require_creator_or_manager(); Type: ACL; Schema: app_private; Owner: -
