@@ -5796,6 +5796,7 @@ CREATE FUNCTION app_private.fold_segment_counts(tenant_id uuid) RETURNS integer
     AS $$
 declare
   v_ids uuid[];
+  v_wrong uuid[];
   v_segment record;
   v_count integer;
   v_refreshed integer := 0;
@@ -5814,18 +5815,46 @@ begin
 
   -- The deltas committed so far, added to their segments; those of writers still in flight are not
   -- visible yet and stay for the next fold. Reads the deltas, never the leads.
+  -- A count that would go below zero is wrong (a lead write this design missed): that segment is
+  -- recounted below, with a warning, and the others are folded as usual.
   with moved as (
     delete from app_private.segment_count_changes c
      where c.tenant_id = fold_segment_counts.tenant_id and c.segment_id = any (v_ids)
     returning c.segment_id, c.leads
   ), sums as (
     select m.segment_id, pg_catalog.sum(m.leads)::integer as leads from moved m group by m.segment_id
+  ), folded as (
+    update app_public.segments s
+       set lead_count = s.lead_count + sums.leads, lead_count_refreshed_at = pg_catalog.now()
+      from sums
+     where s.tenant_id = fold_segment_counts.tenant_id and s.id = sums.segment_id and s.lead_count + sums.leads >= 0
+    returning s.id
   )
-  update app_public.segments s
-     set lead_count = s.lead_count + sums.leads, lead_count_refreshed_at = pg_catalog.now()
-    from sums
-   where s.tenant_id = fold_segment_counts.tenant_id and s.id = sums.segment_id;
-  get diagnostics v_refreshed = row_count;
+  select pg_catalog.count(*)::integer,
+         pg_catalog.array_agg(sums.segment_id) filter (where sums.segment_id not in (select f.id from folded f))
+    into v_refreshed, v_wrong
+    from sums;
+
+  for v_segment in
+    select s.id, s.name, s.filter from app_public.segments s
+     where s.tenant_id = fold_segment_counts.tenant_id and s.id = any (v_wrong)
+     order by s.id
+  loop
+    raise warning 'Segment % (%) had a count below zero after its changes: recounted', v_segment.id, v_segment.name;
+    begin
+      -- One statement: the count and the deltas it absorbs share a snapshot.
+      with absorbed as (
+        delete from app_private.segment_count_changes c
+         where c.tenant_id = fold_segment_counts.tenant_id and c.segment_id = v_segment.id
+      )
+      update app_public.segments s
+         set lead_count = app_hidden.count_matching_leads(fold_segment_counts.tenant_id, v_segment.filter),
+             lead_count_refreshed_at = pg_catalog.now()
+       where s.tenant_id = fold_segment_counts.tenant_id and s.id = v_segment.id;
+    exception when invalid_parameter_value then
+      raise warning 'Segment % (%) has an invalid filter: %', v_segment.id, v_segment.name, sqlerrm;
+    end;
+  end loop;
 
   -- Segments whose matches move with time (created_within_days): recounted, from the leads of
   -- their window (the index on the tenant and the creation time).
@@ -5856,7 +5885,7 @@ $$;
 -- Name: FUNCTION fold_segment_counts(tenant_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.fold_segment_counts(tenant_id uuid) IS 'What the debounced segment__refresh_counts job runs after lead changes: adds the deltas recorded by the leads trigger (app_private.segment_count_changes) to each segment''s lead_count and deletes them, reading no lead; recounts the segments whose filter moves with time (created_within_days) from the leads of their window. Returns how many segments it updated. Exact under concurrent writers: a delta is added once, by the fold that deletes it.';
+COMMENT ON FUNCTION app_private.fold_segment_counts(tenant_id uuid) IS 'What the debounced segment__refresh_counts job runs after lead changes: adds the deltas recorded by the leads trigger (app_private.segment_count_changes) to each segment''s lead_count and deletes them, reading no lead; recounts the segments whose filter moves with time (created_within_days) from the leads of their window. Returns how many segments had deltas. Exact under concurrent writers: a delta is added once, by the fold that deletes it. A segment whose count would go below zero (a change missed) is recounted from its leads, with a warning, instead of stopping the fold of the others.';
 
 --
 -- Name: import_lead_fields(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -9028,7 +9057,10 @@ begin
      where s.tenant_id = reset_segment_filters.tenant_id
        and ((sf.filter).created_from is not null or (sf.filter).created_to is not null)
      order by s.id
-       for no key update of s
+       -- A segment being saved right now is skipped: its save waits for this transaction (the lock
+       -- above) and then types and counts its filter in the new time zone. Waiting for it instead
+       -- would deadlock (it holds its row and waits for the lock this transaction holds).
+       for no key update of s skip locked
   loop
     begin
       select f.created_from_at, f.created_to_at into v_from, v_to
@@ -12984,19 +13016,34 @@ begin
   elsif TG_OP = 'DELETE' then
     select pg_catalog.array_agg(distinct o.tenant_id) into v_tenants from old_leads o;
   else
-    -- Only changes a filter can see matter (not e.g. last_contact_at or ai_analysis).
+    -- Only changes a filter can see matter (not e.g. last_contact_at or ai_analysis): the rows whose
+    -- fields a filter reads differ between the new and the old rows, either way (a lead moved to
+    -- another tenant counts for both). A set difference, not a join of new rows to old ones: PL/pgSQL
+    -- keeps a generic plan made for one row, and a join would then pair every row with every other
+    -- (a 9,000-row update took minutes).
     select pg_catalog.array_agg(distinct x.tenant_id) into v_tenants
     from (
-      select n.tenant_id from new_leads n join old_leads o on o.id = n.id
-      where (n.tenant_id, n.status, n.tags, n.lead_score, n.source, n.created_at, n.city, n.region, n.owner_user_id,
-             n.full_name, n.phone::text, n.email::text, n.deleted_at)
-        is distinct from
-            (o.tenant_id, o.status, o.tags, o.lead_score, o.source, o.created_at, o.city, o.region, o.owner_user_id,
-             o.full_name, o.phone::text, o.email::text, o.deleted_at)
+      (select n.id, n.tenant_id, n.status, n.tags, n.lead_score, n.source, n.created_at, n.city, n.region, n.owner_user_id,
+              n.full_name, n.phone::text, n.email::text, n.deleted_at from new_leads n
+       except all
+       select o.id, o.tenant_id, o.status, o.tags, o.lead_score, o.source, o.created_at, o.city, o.region, o.owner_user_id,
+              o.full_name, o.phone::text, o.email::text, o.deleted_at from old_leads o)
       union all
-      select o.tenant_id from new_leads n join old_leads o on o.id = n.id where n.tenant_id <> o.tenant_id
+      (select o.id, o.tenant_id, o.status, o.tags, o.lead_score, o.source, o.created_at, o.city, o.region, o.owner_user_id,
+              o.full_name, o.phone::text, o.email::text, o.deleted_at from old_leads o
+       except all
+       select n.id, n.tenant_id, n.status, n.tags, n.lead_score, n.source, n.created_at, n.city, n.region, n.owner_user_id,
+              n.full_name, n.phone::text, n.email::text, n.deleted_at from new_leads n)
     ) x;
   end if;
+  if v_tenants is null then
+    return null;
+  end if;
+  -- Shared with every other writer, exclusive for a segment being saved or deleted
+  -- (app_private.tg_segments__lock_lead_counts), and taken before looking for the tenant's segments:
+  -- a first segment saved meanwhile waits for this change and counts it (a change made while the
+  -- tenant had no segment must not be missed by the count of its first one).
+  perform app_private.share_lead_rollups(v_tenants);
   select pg_catalog.array_agg(t order by t) into v_tenants
     from pg_catalog.unnest(v_tenants) t
    where exists (select 1 from app_public.segments s where s.tenant_id = t);
@@ -13004,9 +13051,6 @@ begin
     return null;
   end if;
 
-  -- Shared with every other writer, exclusive for a segment being saved or deleted
-  -- (app_private.tg_segments__lock_lead_counts): the filters read below are those that will count.
-  perform app_private.share_lead_rollups(v_tenants);
   -- (Rows of a transition table are passed as row(x.*)::app_public.leads: a whole-row reference to
   -- one has an anonymous record type.)
   -- One row per segment whose number of matching leads the statement changed: the new rows count
@@ -13027,18 +13071,13 @@ begin
      where sf.tenant_id = any (v_tenants) and app_private.segment_filter_matches(row(o.*)::app_public.leads, sf)
      group by sf.tenant_id, sf.segment_id;
   else
+    -- New rows +1, old rows -1, no join between them (see above): a lead whose fields a filter
+    -- reads did not change matches or not both times, and its two rows cancel out.
     insert into app_private.segment_count_changes (tenant_id, segment_id, leads)
     select sf.tenant_id, sf.segment_id, pg_catalog.sum(c.change)::integer
-      from (select x.lead, x.change
-              from new_leads n
-              join old_leads o on o.id = n.id
-             cross join lateral (values (row(o.*)::app_public.leads, -1), (row(n.*)::app_public.leads, 1)) x(lead, change)
-             -- The same fields as above: a lead whose other fields changed stays where it was.
-             where (n.tenant_id, n.status, n.tags, n.lead_score, n.source, n.created_at, n.city, n.region, n.owner_user_id,
-                    n.full_name, n.phone::text, n.email::text, n.deleted_at)
-               is distinct from
-                   (o.tenant_id, o.status, o.tags, o.lead_score, o.source, o.created_at, o.city, o.region, o.owner_user_id,
-                    o.full_name, o.phone::text, o.email::text, o.deleted_at)) c
+      from (select row(n.*)::app_public.leads as lead, 1 as change from new_leads n
+            union all
+            select row(o.*)::app_public.leads, -1 from old_leads o) c
       join app_private.segment_filters sf on sf.tenant_id = (c.lead).tenant_id and sf.incremental
      where sf.tenant_id = any (v_tenants) and app_private.segment_filter_matches(c.lead, sf)
      group by sf.tenant_id, sf.segment_id
