@@ -987,8 +987,15 @@ describe("segments", () => {
     });
   });
 
-  it("an update of many leads reads the segment filters once per changed row, also after single-row updates (no work per pair of rows)", async () => {
+  it("an update of many leads after single-row updates is counted exactly, reads the filters once per row and segment, and pairs no new row with an old one", async () => {
     await withRootDb(async (client) => {
+      // PL/pgSQL keeps a generic plan after five runs, made for transition tables of one row: a join
+      // of new rows to old ones then compared every pair (a 9,000-row update with 40 segments took
+      // 9 min 43 s on PostgreSQL 15). No statistic counts those comparisons, so the shape is checked
+      // on the source, and the reads and the counts on a real update.
+      const { rows: source } = await client.query("select pg_get_functiondef('app_private.tg_leads__enqueue_segment_refresh'::regproc) as d");
+      expect(source[0].d).not.toMatch(/new_leads\s+\w+\s+join\s+old_leads/i);
+      expect(source[0].d).not.toMatch(/old_leads\s+\w+\s+join\s+new_leads/i);
       const owner = await registerUser(client);
       const other = await registerUser(client);
       await seedFilterLeads(client, owner.tenant_id!, owner.user_id, 1500);
@@ -996,9 +1003,10 @@ describe("segments", () => {
       for (let i = 0; i < 20; i++) {
         await client.query("insert into app_public.segments (tenant_id, name, filter) values ($1, $2, $3)", [owner.tenant_id, `P${i}`, JSON.stringify(nextFilter())]);
       }
-      // Single-row updates first: PL/pgSQL then keeps a generic plan, made for one row.
-      const { rows: some } = await client.query<{ id: string }>("select id from app_public.leads where tenant_id = $1 limit 6", [owner.tenant_id]);
-      for (const [i, r] of some.entries()) await client.query("update app_public.leads set lead_score = $2 where id = $1", [r.id, 10 * i]);
+      // Single-row updates first (each changes a field a filter reads): PL/pgSQL then keeps a generic
+      // plan, made for one row.
+      const { rows: some } = await client.query<{ id: string }>("select id from app_public.leads where tenant_id = $1 limit 8", [owner.tenant_id]);
+      for (const [i, r] of some.entries()) await client.query("update app_public.leads set tags = $2 where id = $1", [r.id, [`warm${i}`]]);
       const filterReads = async () =>
         Number((await client.query(
           "select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) as n from pg_stat_xact_user_tables where relid = 'app_private.segment_filters'::regclass",
@@ -1007,8 +1015,7 @@ describe("segments", () => {
       const updated = await client.query("update app_public.leads set lead_score = (lead_score + 7) % 101 where tenant_id = $1", [owner.tenant_id]);
       expect(updated.rowCount).toBe(1500);
       const reads = (await filterReads()) - before;
-      // Each old and new row meets the tenant's 20 filters once: 60,000 at most (a join of new rows
-      // to old ones in a plan made for one row read them once per pair: 45,000,000).
+      // Each old and new row meets the tenant's 20 filters once: 60,000 at most.
       expect(reads).toBeLessThanOrEqual(2 * 1500 * 20);
       await client.query(`set local role ${pg.escapeIdentifier(db.roles.owner)}`);
       await client.query("select app_private.fold_segment_counts($1)", [owner.tenant_id]);
