@@ -13036,20 +13036,19 @@ begin
               n.full_name, n.phone::text, n.email::text, n.deleted_at from new_leads n)
     ) x;
   end if;
-  if v_tenants is null then
-    return null;
-  end if;
-  -- Shared with every other writer, exclusive for a segment being saved or deleted
-  -- (app_private.tg_segments__lock_lead_counts), and taken before looking for the tenant's segments:
-  -- a first segment saved meanwhile waits for this change and counts it (a change made while the
-  -- tenant had no segment must not be missed by the count of its first one).
-  perform app_private.share_lead_rollups(v_tenants);
+  -- Only tenants with segments take the lock below: taking it for every tenant made every owner
+  -- change of routing wait for a rollup rebuild, and deadlock with the deletion of a tenant (which
+  -- holds the lock and deletes its leads). The price: an update in flight when a tenant saves its
+  -- first segment is not counted until the nightly recount.
   select pg_catalog.array_agg(t order by t) into v_tenants
     from pg_catalog.unnest(v_tenants) t
    where exists (select 1 from app_public.segments s where s.tenant_id = t);
   if v_tenants is null then
     return null;
   end if;
+  -- Shared with every other writer, exclusive for a segment being saved or deleted
+  -- (app_private.tg_segments__lock_lead_counts): the filters read below are those that will count.
+  perform app_private.share_lead_rollups(v_tenants);
 
   -- (Rows of a transition table are passed as row(x.*)::app_public.leads: a whole-row reference to
   -- one has an anonymous record type.)

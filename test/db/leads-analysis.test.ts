@@ -1026,7 +1026,7 @@ describe("segments", () => {
     });
   });
 
-  it("a tenant's first segment counts an update in flight; a change of time zone and a segment saved at the same time both finish (committed data)", async () => {
+  it("a change of time zone and a segment saved at the same time both finish, and the counts stay exact (committed data)", async () => {
     const root = await rootPool().connect();
     let owner: RegisteredUser;
     try {
@@ -1044,16 +1044,6 @@ describe("segments", () => {
     const writer = await rootPool().connect();
     const other = await rootPool().connect();
     try {
-      // An update of tags (no report rollup sees it) is in flight when the tenant's first segment is saved.
-      await writer.query("begin");
-      await writer.query("update app_public.leads set tags = '{gold}' where id = (select id from app_public.leads where tenant_id = $1 and tags = '{}' and deleted_at is null limit 1)", [tenant]);
-      const saving = other.query("insert into app_public.segments (tenant_id, name, filter) values ($1, 'Gold', '{\"tags_any\": [\"gold\"]}')", [tenant]);
-      await new Promise((r) => setTimeout(r, 300));
-      await writer.query("commit");
-      await saving;
-      for (const r of await counts()) expect(r.lead_count, r.name).toBe(r.recount);
-      expect((await counts())[0]!.recount).toBe(1);
-
       // A change of time zone holds the tenant's lock through its rebuild while a dated segment is saved.
       await rootPool().query("insert into app_public.segments (tenant_id, name, filter) values ($1, 'Dated', $2)", [tenant, JSON.stringify({ created_from: new Date(Date.now() - 20 * 86400_000).toISOString().slice(0, 10) })]);
       await writer.query("begin");
