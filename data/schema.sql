@@ -6174,6 +6174,9 @@ declare
   v_previous_source text := pg_catalog.current_setting('app.change_source', true);
   v_duplicate int;
   v_done int[];
+  v_numbers int[];
+  v_first int;
+  v_last int;
   v_created int := 0;
   v_merged int := 0;
   v_skipped int := 0;
@@ -6248,11 +6251,18 @@ begin
 
   -- History (audit log, status history) records these changes as coming from an import.
   perform pg_catalog.set_config('app.change_source', 'import', true);
-  -- A row already recorded (a retried chunk) is not processed or counted again.
+  -- A row already recorded (a retried chunk) is not processed or counted again. The bounds of the
+  -- chunk's row numbers keep the index scan to the chunk's range: on the batch alone it read every row
+  -- recorded so far, once per chunk (33 ms per chunk after 20,000 rows, more with every chunk).
+  select pg_catalog.array_agg((e.value ->> 'row_number')::numeric::int), pg_catalog.min((e.value ->> 'row_number')::numeric::int),
+         pg_catalog.max((e.value ->> 'row_number')::numeric::int)
+    into v_numbers, v_first, v_last
+    from pg_catalog.jsonb_array_elements(rows) e;
   select coalesce(pg_catalog.array_agg(r.row_number), '{}') into v_done
   from app_public.import_batch_rows r
   where r.tenant_id = v_batch.tenant_id and r.batch_id = v_batch.id
-    and r.row_number = any (array(select (e.value ->> 'row_number')::numeric::int from pg_catalog.jsonb_array_elements(rows) e));
+    and r.row_number between v_first and v_last
+    and r.row_number = any (v_numbers);
 
   -- The rows that can only create a lead are inserted together, in one statement, before the others:
   -- the first row of the chunk (in the order of the array, the order the other rows are imported in)
@@ -6273,7 +6283,9 @@ begin
               from pg_catalog.jsonb_array_elements(rows) with ordinality e
              where nullif(pg_catalog.btrim(e.value ->> 'error'), '') is null
                and pg_catalog.jsonb_typeof(e.value -> 'lead') = 'object'
-               and (e.value ->> 'row_number')::numeric::int <> all (v_done)) i
+               and (e.value ->> 'row_number')::numeric::int <> all (v_done)
+            -- Kept apart (OFFSET 0): pulled up, import_lead_given ran twice per row, once per use of i.lead.
+            offset 0) i
      where not exists (select 1 from pg_catalog.jsonb_object_keys(i.lead) k where k <> all (app_private.import_lead_fields()));
 
     with typed as (
@@ -11907,6 +11919,7 @@ CREATE FUNCTION app_private.sync_lead_funnel_marks(lead_ids uuid[]) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET plan_cache_mode TO 'force_generic_plan'
+    SET jit TO 'off'
     AS $$
 declare
   v_ids uuid[];

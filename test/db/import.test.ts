@@ -229,6 +229,44 @@ describe("import rows (SQL)", () => {
     });
   });
 
+  it("a chunk looks for rows already recorded among its own row numbers, not through the whole batch; an overlapping retry still counts each row once", async () => {
+    await withRootDb(async (client) => {
+      // Calls of functions are counted for this transaction (pg_stat_xact_user_functions).
+      await client.query("set local track_functions = 'all'");
+      await asManager(client);
+      const rows = (from: number, to: number): Row[] =>
+        Array.from({ length: to - from + 1 }, (_, i) => ({
+          row_number: from + i,
+          lead: { first_name: `Range ${from + i}`, phone: `+1202556${String(from + i).padStart(4, "0")}` },
+        }));
+      const batch = await start(client, "merge");
+      for (const from of [1, 301, 601]) await send(client, batch.id, rows(from, from + 299));
+      const read = async () => {
+        const { rows: stats } = await client.query<{ n: string }>(
+          `select coalesce(s.seq_tup_read, 0) + coalesce(s.idx_tup_fetch, 0) as n
+             from pg_stat_xact_all_tables s where s.relid = 'app_public.import_batch_rows'::regclass`,
+        );
+        return Number(stats[0]!.n);
+      };
+      const given = async () => {
+        const { rows: stats } = await client.query<{ n: string }>(
+          "select coalesce(sum(f.calls), 0) as n from pg_stat_xact_user_functions f where f.schemaname = 'app_private' and f.funcname = 'import_lead_given'",
+        );
+        return Number(stats[0]!.n);
+      };
+      const before = await read();
+      const givenBefore = await given();
+      expect(counts(await send(client, batch.id, rows(901, 1200)))).toEqual({ rows: 1200, created: 1200, merged: 0, skipped: 0, rejected: 0 });
+      // The 900 rows recorded before are not read again (the lookup read them all, once per chunk).
+      expect(await read() - before).toBe(0);
+      // Each row's given fields are read once (they were read once per use).
+      expect(await given() - givenBefore).toBe(300);
+      // A retry that overlaps what was recorded (rows 1101 to 1200) imports only the rows after it.
+      expect(counts(await send(client, batch.id, rows(1101, 1300)))).toEqual({ rows: 1300, created: 1300, merged: 0, skipped: 0, rejected: 0 });
+      expect(await leadCount(client)).toBe(1300);
+    });
+  });
+
   it("records the changes as coming from an import in the lead's history, and leaves the setting as it was", async () => {
     await withRootDb(async (client) => {
       await asManager(client);

@@ -354,6 +354,53 @@ describe("report rollups (lead_funnel, lead_source_roi)", () => {
     }
   });
 
+  it("a status change never JIT-compiles the funnel sync, whatever cost its generic plan guesses", async (context) => {
+    // The generic plan of app_private.sync_lead_funnel_marks guesses a cost that grows with the tables;
+    // past jit_above_cost a server built with LLVM compiled it again on every call (18 ms a status
+    // change). jit_above_cost = 0 stands for any size: every other statement is compiled, this one not.
+    const root = rootPool();
+    const setup = await root.connect();
+    let owner: RegisteredUser;
+    try {
+      owner = await registerUser(setup, { businessName: "Funnel without JIT" });
+    } finally {
+      setup.release();
+    }
+    const client = await root.connect();
+    const plans: string[] = [];
+    const onNotice = (notice: pg.NoticeMessage) => {
+      if (notice.message?.includes("plan:")) plans.push(notice.message);
+    };
+    try {
+      const { rows: jit } = await client.query<{ available: boolean }>("select pg_jit_available() as available");
+      // The embedded PostgreSQL ships without LLVM: nothing is ever compiled there. The CI pass on the
+      // system PostgreSQL (built with LLVM) runs the check.
+      if (!jit[0]!.available) context.skip("this PostgreSQL has no JIT (built without LLVM)");
+      await client.query("load 'auto_explain'");
+      await client.query(
+        "set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on; set auto_explain.log_level = notice; set jit_above_cost = 0",
+      );
+      client.on("notice", onNotice);
+      await client.query("begin");
+      const { rows } = await client.query<{ id: string }>(
+        "insert into app_public.leads (tenant_id, first_name, phone, source, status) values ($1, 'Jit', '+14155550199', 'website', 'new') returning id",
+        [owner.tenant_id],
+      );
+      await client.query("update app_public.leads set status = 'qualified' where id = $1", [rows[0]!.id]);
+      await client.query("rollback");
+      const sync = plans.filter((plan) => plan.includes("insert into app_private.lead_stage_reaches"));
+      // The sync ran (for the insert and for the status change)…
+      expect(sync.length).toBeGreaterThanOrEqual(2);
+      // …without JIT, while the statements around it were compiled.
+      expect(sync.filter((plan) => plan.includes("JIT:"))).toEqual([]);
+      expect(plans.filter((plan) => plan.includes("JIT:")).length).toBeGreaterThan(0);
+    } finally {
+      client.off("notice", onNotice);
+      await client.query("rollback").catch(() => {});
+      client.release(true);
+    }
+  });
+
   it("a change of time zone rebuilds the tenant's days, after a concurrent writer commits and before the next one", async () => {
     const root = rootPool();
     const setup = await root.connect();
