@@ -4267,7 +4267,12 @@ begin
     where m.id = v_message.id;
     return null;
   end if;
-  if v_message.purpose in ('marketing', 'nurture') then
+  -- Held to the recipient's hours: marketing, nurture, and a reply the customer's last call or text no
+  -- longer covers (more than app_private.sms_reply_window() ago, or no longer their conversation).
+  if v_message.purpose in ('marketing', 'nurture')
+     or (v_message.purpose in ('conversation', 'auto_response')
+         and coalesce(app_private.sms_customer_contact_at(v_message.tenant_id, v_message.conversation_id, v_message.to_phone)
+                        + app_private.sms_reply_window() < app_hidden.clock_now(v_message.tenant_id), true)) then
     v_window := app_hidden.recipient_send_window(v_message.tenant_id, v_message.lead_id, v_message.to_phone, app_hidden.clock_now(v_message.tenant_id));
     if not v_window.allowed then
       update app_public.messages m set scheduled_for = coalesce(v_window.next_allowed_at, app_hidden.clock_now(v_message.tenant_id) + interval '1 hour') where m.id = v_message.id
@@ -4288,7 +4293,7 @@ $$;
 -- Name: FUNCTION claim_outbound_message(message_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.claim_outbound_message(message_id uuid) IS 'Step 1 of sending (sms__send), committed before the provider is called: a queued message due by the clock of its tenant becomes sending and is returned. Nothing (null) when it is not queued any more, not due yet (its job is moved), its number has joined the do-not-contact list since, or it is a nurture text whose enrollment stopped or whose lead opted out on either channel (canceled), or a marketing or nurture text is outside the sending hours by now (moved). A message left in sending by a crash is not sent again blindly: sweep_outbox hands it to reconciliation, which asks the provider first.';
+COMMENT ON FUNCTION app_private.claim_outbound_message(message_id uuid) IS 'Step 1 of sending (sms__send), committed before the provider is called: a queued message due by the clock of its tenant becomes sending and is returned. Nothing (null) when it is not queued any more, not due yet (its job is moved), its number has joined the do-not-contact list since, or it is a nurture text whose enrollment stopped or whose lead opted out on either channel (canceled), or a marketing or nurture text, or a reply past the reply window of its customer (app_private.sms_reply_window), is outside the sending hours by now (moved). A message left in sending by a crash is not sent again blindly: sweep_outbox hands it to reconciliation, which asks the provider first.';
 
 --
 -- Name: compact_lead_rollups(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11072,6 +11077,29 @@ $$;
 COMMENT ON FUNCTION app_private.share_lead_rollups(tenant_ids uuid[]) IS 'Takes, until the end of the transaction, the shared lock on the report rollups (lead_day_counts, lead_stage_reaches, lead_funnel_marks) of each given tenant. Every trigger that writes a rollup delta takes it before reading the tenant''s time zone; app_private.rebuild_lead_rollups takes it exclusively, so a rebuild after a change of time zone neither misses nor double counts a concurrent change.';
 
 --
+-- Name: sms_customer_contact_at(uuid, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.sms_customer_contact_at(tenant_id uuid, conversation_id uuid, to_phone text) RETURNS timestamp with time zone
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  -- Their last text, or when they started it (a call; a first text sets both).
+  select coalesce(c.last_customer_message_time, c.created_at)
+    from app_public.conversations c
+   where c.tenant_id = sms_customer_contact_at.tenant_id
+     and c.id = sms_customer_contact_at.conversation_id
+     and c.customer_phone = sms_customer_contact_at.to_phone
+     and c.started_by = 'customer';
+$$;
+
+--
+-- Name: FUNCTION sms_customer_contact_at(tenant_id uuid, conversation_id uuid, to_phone text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.sms_customer_contact_at(tenant_id uuid, conversation_id uuid, to_phone text) IS 'The last time the customer reached the business in this conversation (its start, by their call or text, or their last text), when the conversation is one the customer started, with this phone, in this tenant; null otherwise. A reply (purpose conversation or auto_response) goes at once only within app_private.sms_reply_window() of that moment; later it is held to legal sending hours and caps like marketing; without such a conversation it is refused (tg_messages__guard_outbound).';
+
+--
 -- Name: sms_marketing_send_time(uuid, uuid, text, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -11129,6 +11157,23 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.sms_marketing_send_time(tenant_id uuid, lead_id uuid, to_phone text, at timestamp with time zone) IS 'The first moment at or after at when a marketing or nurture text may reach the number: inside the legal sending hours of the recipient (sms_send_window: federal and state rules, in the recipient’s time zone) and allowed by the strictest per-state cap of messages per 24 hours, counting what is already queued or sent. Errors: 22023 when no such moment comes soon enough.';
+
+--
+-- Name: sms_reply_window(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.sms_reply_window() RETURNS interval
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select interval '24 hours';
+$$;
+
+--
+-- Name: FUNCTION sms_reply_window(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.sms_reply_window() IS 'How long after the customer''s last call or text a reply in their conversation counts as an answer to them, and goes at once whatever the hour: 24 hours (the customer-care window carriers and WhatsApp use). Later replies are held to the recipient''s legal sending hours and daily caps.';
 
 --
 -- Name: st_apply_page(uuid, jsonb, text, boolean); Type: FUNCTION; Schema: app_private; Owner: -
@@ -13361,13 +13406,34 @@ CREATE FUNCTION app_private.tg_messages__guard_outbound() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
+declare
+  v_contact_at timestamptz;
 begin
   if NEW.purpose not in ('opt_out_confirmation', 'help')
      and app_public.is_on_dnc_list(NEW.to_phone, NEW.tenant_id) then
     raise exception 'Not sent: % is on the do-not-contact list of this business (it opted out or was blocked), so nothing may be texted to it', NEW.to_phone
       using errcode = 'SB001';
   end if;
-  if NEW.purpose not in ('marketing', 'nurture') then
+  -- A notification is for the business's own people: the phone of a member's profile, never a lead.
+  if NEW.purpose = 'notification'
+     and (NEW.lead_id is not null
+          or not exists (select 1 from app_public.user_profiles p
+                          where p.tenant_id = NEW.tenant_id and p.phone_number = NEW.to_phone)) then
+    raise exception 'Not sent: a notification text goes only to a member of this business (the phone of their profile); a text to a lead or customer is marketing, held to legal sending hours and caps'
+      using errcode = '22023';
+  end if;
+  -- A reply belongs to a conversation the customer started, with that customer.
+  if NEW.purpose in ('conversation', 'auto_response') then
+    v_contact_at := app_private.sms_customer_contact_at(NEW.tenant_id, NEW.conversation_id, NEW.to_phone);
+    if v_contact_at is null then
+      raise exception 'Not sent: a % text answers a conversation the customer started, to that customer; this one has none (a text that starts a conversation is marketing)',
+        pg_catalog.replace(NEW.purpose, '_', ' ') using errcode = '22023';
+    end if;
+    if NEW.scheduled_for <= v_contact_at + app_private.sms_reply_window() then
+      return NEW;
+    end if;
+    -- Past the reply window it is no longer an answer: held to hours and caps below.
+  elsif NEW.purpose not in ('marketing', 'nurture') then
     return NEW;
   end if;
   -- One recipient at a time, so that concurrent queuing cannot pass a daily cap together.
@@ -13381,7 +13447,7 @@ $$;
 -- Name: FUNCTION tg_messages__guard_outbound(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert of outbound messages). THE RULE of is_on_dnc_list, enforced where every text is written: a number on the do-not-contact list gets nothing (SQLSTATE SB001), except the one opt-out confirmation and HELP replies, which the carriers require. Marketing and nurture texts are moved (scheduled_for) to sms_marketing_send_time: legal sending hours of the recipient and the per-state daily cap; texts in a conversation the customer started are not marketing and go at once. Concurrent queuing to one recipient is serialized by an advisory lock.';
+COMMENT ON FUNCTION app_private.tg_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert of outbound messages). THE RULE of is_on_dnc_list, enforced where every text is written: a number on the do-not-contact list gets nothing (SQLSTATE SB001), except the one opt-out confirmation and HELP replies, which the carriers require. No bypass of sending hours (22023 otherwise): a notification goes only to the profile phone of a member of the business, never to a lead; a conversation reply or missed-call auto-response only to the customer of a conversation they started (app_private.sms_customer_contact_at). Marketing and nurture texts, and replies sent more than app_private.sms_reply_window() (24 hours) after the customer''s last call or text, are moved (scheduled_for) to sms_marketing_send_time: legal sending hours of the recipient and the per-state daily cap. Replies within that window go at once. Concurrent queuing to one recipient is serialized by an advisory lock.';
 
 --
 -- Name: tg_messages__nurture_stop(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -16489,8 +16555,11 @@ declare
   v_lead app_public.leads;
   v_from text;
 begin
-  if queue_sms.purpose is null or queue_sms.purpose not in ('marketing', 'notification') then
-    raise exception 'purpose must be marketing or notification, got %', coalesce(pg_catalog.quote_literal(queue_sms.purpose), 'nothing')
+  -- A text a member starts toward a lead is marketing, whatever it says: held to the lead's legal
+  -- sending hours and caps. (notification was accepted here and skipped both: it is for members.)
+  if queue_sms.purpose is null or queue_sms.purpose <> 'marketing' then
+    raise exception 'purpose must be marketing, got %: a text to a lead is marketing, held to legal sending hours and caps (notification texts go only to members of the business; answer a customer with sendConversationReply)',
+      coalesce(pg_catalog.quote_literal(queue_sms.purpose), 'nothing')
       using errcode = '22023';
   end if;
   select l.* into v_lead from app_public.leads l
@@ -16517,7 +16586,7 @@ $$;
 -- Name: FUNCTION queue_sms(lead_id uuid, body text, purpose text, idempotency_key text); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.queue_sms(lead_id uuid, body text, purpose text, idempotency_key text) IS 'Queues a text to a lead from the first active number of the business (any member). purpose marketing (default) is held to the legal sending hours of the recipient and the per-state daily cap: the returned message says in scheduled_for when it will go. idempotency_key (optional) makes a retried call return the first message. Errors: SB001 the number is on the do-not-contact list; 22023 no phone, no active number, an empty body or one over 1600 characters, an unknown purpose; P0002 no such lead; 42501 not a member.';
+COMMENT ON FUNCTION app_public.queue_sms(lead_id uuid, body text, purpose text, idempotency_key text) IS 'Queues a marketing text to a lead from the first active number of the business (agents and up). It is held to the legal sending hours of the recipient and the per-state daily cap: the returned message says in scheduled_for when it will go. purpose must be marketing (the default; kept as a parameter for existing clients): a text a member starts toward a lead is never a notification or a reply. idempotency_key (optional) makes a retried call return the first message. Errors: SB001 the number is on the do-not-contact list; 22023 no phone, no active number, an empty body or one over 1600 characters, a purpose other than marketing; P0002 no such lead; 42501 not an agent of the tenant.';
 
 --
 -- Name: reassign_lead(uuid, uuid, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -31123,10 +31192,22 @@ REVOKE ALL ON FUNCTION app_private.settle_email(email_id uuid, found_at_provider
 REVOKE ALL ON FUNCTION app_private.share_lead_rollups(tenant_ids uuid[]) FROM PUBLIC;
 
 --
+-- Name: FUNCTION sms_customer_contact_at(tenant_id uuid, conversation_id uuid, to_phone text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.sms_customer_contact_at(tenant_id uuid, conversation_id uuid, to_phone text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION sms_marketing_send_time(tenant_id uuid, lead_id uuid, to_phone text, at timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_private.sms_marketing_send_time(tenant_id uuid, lead_id uuid, to_phone text, at timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION sms_reply_window(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.sms_reply_window() FROM PUBLIC;
 
 --
 -- Name: FUNCTION st_apply_page(run_id uuid, records jsonb, next_cursor text, has_more boolean); Type: ACL; Schema: app_private; Owner: -

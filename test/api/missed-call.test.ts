@@ -267,9 +267,15 @@ describe("Twilio webhooks", () => {
     const root = rootPool();
     const base = 6_460_000_000 + Math.floor(Math.random() * 1_000_000) * 1000;
     const tag = hex().slice(0, 8);
+    // Replies in 1,000 conversations the customers started (a reply needs one; it then goes at once).
     await root.query(
-      `select app_private.queue_message($1, '+1' || ($3::bigint + i), $2, 'Crash test ${tag} #' || i, 'conversation', 'system', null, null, 'crash-${tag}:' || i)
-         from generate_series(1, 1000) i`,
+      `with c as (
+         insert into app_public.conversations (tenant_id, customer_phone, business_phone)
+         select $1, '+1' || ($3::bigint + i), $2 from generate_series(1, 1000) i
+         returning id, customer_phone)
+       select app_private.queue_message($1, c.customer_phone, $2, 'Crash test ${tag} #' || (c.customer_phone::text::bigint - 10000000000 - $3::bigint),
+                                        'conversation', 'system', c.id, null, 'crash-${tag}:' || c.customer_phone)
+         from c`,
       [owner.tenant_id, business, base],
     );
     const ours = () => fake.messages.filter((m) => m.body.startsWith(`Crash test ${tag} #`));
@@ -372,7 +378,8 @@ describe("Twilio webhooks", () => {
     try {
       const customer = randomPhone("646");
       const { rows } = await rootPool().query(
-        "select id from app_private.queue_message($1, $2, $3, 'Local hello', 'conversation', 'system')",
+        `with c as (insert into app_public.conversations (tenant_id, customer_phone, business_phone) values ($1, $2, $3) returning id)
+         select m.id from c, app_private.queue_message($1, $2, $3, 'Local hello', 'conversation', 'system', c.id) m`,
         [owner.tenant_id, customer, business],
       );
       const delivered = await waitFor("local delivery", async () =>

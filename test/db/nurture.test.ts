@@ -451,11 +451,19 @@ describe("what stops an enrollment", () => {
     await withRootDb(async (client) => {
       const w = await world(client);
       const a = await started(client, w, {}, { owner_user_id: w.owner.user_id });
-      await client.query("select app_private.queue_message($1, $2, $3, 'Joe here', 'conversation', 'human', null, $4)", [w.tenant, a.phone, w.business, a.lead]);
+      await client.query(
+        `with c as (insert into app_public.conversations (tenant_id, customer_phone, business_phone, lead_id) values ($1, $2, $3, $4) returning id)
+         select app_private.queue_message($1, $2, $3, 'Joe here', 'conversation', 'human', c.id, $4) from c`,
+        [w.tenant, a.phone, w.business, a.lead],
+      );
       expect(await stopped(client, a.e.id)).toEqual({ status: "stopped", stop_reason: "human_contact" });
       await client.query("update app_public.business_settings set nurture_stop_on_human_contact = false where tenant_id = $1", [w.tenant]);
       const b = await started(client, w, {}, { owner_user_id: w.owner.user_id });
-      await client.query("select app_private.queue_message($1, $2, $3, 'Joe here', 'conversation', 'human', null, $4)", [w.tenant, b.phone, w.business, b.lead]);
+      await client.query(
+        `with c as (insert into app_public.conversations (tenant_id, customer_phone, business_phone, lead_id) values ($1, $2, $3, $4) returning id)
+         select app_private.queue_message($1, $2, $3, 'Joe here', 'conversation', 'human', c.id, $4) from c`,
+        [w.tenant, b.phone, w.business, b.lead],
+      );
       expect((await enrollment(client, b.e.id)).status).toBe("active");
     });
   });

@@ -43,10 +43,28 @@ async function lead(client: pg.ClientBase, w: World, to: string, region = "FL"):
   return rows[0].id;
 }
 
-async function queue(client: pg.ClientBase, w: World, to: string, purpose: string, at: string | null = null, key: string | null = null) {
+/**
+ * The active conversation of a customer with the business number, as if they had just texted (a
+ * reply needs one they started). `lastContact` backdates their last text.
+ */
+async function customerConversation(client: pg.ClientBase, w: World, to: string, lastContact: string | null = null): Promise<string> {
   const { rows } = await client.query(
-    "select * from app_private.queue_message($1, $2, $3, 'Hello there', $4, 'system', null, null, $5, $6::timestamptz)",
-    [w.tenant, to, w.business, purpose, key, at],
+    `insert into app_public.conversations (tenant_id, customer_phone, business_phone, created_at, last_customer_message_time)
+     values ($1, $2, $3, coalesce($4::timestamptz, now()), coalesce($4::timestamptz, now()))
+     on conflict (tenant_id, customer_phone, business_phone) where status = 'active'
+     do update set created_at = excluded.created_at, last_customer_message_time = excluded.last_customer_message_time
+     returning id`,
+    [w.tenant, to, w.business, lastContact],
+  );
+  return rows[0].id;
+}
+
+/** Queues a text through app_private.queue_message; a reply (conversation, auto_response) goes in the customer's conversation. */
+async function queue(client: pg.ClientBase, w: World, to: string, purpose: string, at: string | null = null, key: string | null = null) {
+  const conversation = purpose === "conversation" || purpose === "auto_response" ? await customerConversation(client, w, to) : null;
+  const { rows } = await client.query(
+    "select * from app_private.queue_message($1, $2, $3, 'Hello there', $4, 'system', $7, null, $5, $6::timestamptz)",
+    [w.tenant, to, w.business, purpose, key, at, conversation],
   );
   return rows[0];
 }
@@ -120,6 +138,134 @@ describe("the outbox guard", () => {
       expect((await expectSqlError(client, "22023", () => call(phone(), "x".repeat(1601)))).message).toContain("at most 1600");
       await expectSqlError(client, "22023", () => call(phone(), "   "));
       expect((await expectSqlError(client, "22023", () => call("305-555-0100", "hi"))).message).toContain("E.164");
+    });
+  });
+});
+
+describe("no bypass of sending hours (issue 17)", () => {
+  const local = async (client: pg.ClientBase, at: string) =>
+    ((await client.query("select to_char($1::timestamptz at time zone 'America/New_York', 'YYYY-MM-DD HH24:MI') as t", [at])).rows[0].t as string);
+  const messageCount = async (client: pg.ClientBase, w: World) =>
+    Number((await client.query("select count(*) as n from app_public.messages where tenant_id = $1", [w.tenant])).rows[0].n);
+
+  it("a member cannot text a lead as a notification: queue_sms takes marketing only (22023, nothing written)", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const agent = await addMember(client, w.tenant, "agent");
+      const id = await lead(client, w, phone("305"), "FL");
+      await becomeUser(client, agent);
+      for (const purpose of ["notification", "conversation", "auto_response", "nurture", "help", "Marketing", ""]) {
+        const error = await expectSqlError(client, "22023", () => client.query("select app_public.queue_sms($1, 'Come in today', $2)", [id, purpose]));
+        expect(error.message).toContain("purpose must be marketing");
+      }
+      await becomeRoot(client);
+      expect(await messageCount(client, w)).toBe(0);
+    });
+  });
+
+  it("a notification goes only to a member's profile phone (at once, at any hour); to a lead or a stranger it is 22023", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const member = await addMember(client, w.tenant, "agent");
+      const staff = phone("305");
+      await client.query(
+        "insert into app_public.user_profiles (tenant_id, user_id, phone_number) values ($1, $2, $3) on conflict (tenant_id, user_id) do update set phone_number = excluded.phone_number",
+        [w.tenant, member.user_id, staff],
+      );
+      const night = "2026-11-24 03:00:00 America/New_York";
+      const ok = await queue(client, w, staff, "notification", night);
+      expect(await local(client, ok.scheduled_for)).toBe("2026-11-24 03:00");
+      const customer = phone("305");
+      const leadId = await lead(client, w, customer, "FL");
+      const before = await messageCount(client, w);
+      const toLead = await expectSqlError(client, "22023", () =>
+        client.query("select app_private.queue_message($1, $2, $3, 'Hi', 'notification', 'system', null, $4, null, $5::timestamptz)", [w.tenant, customer, w.business, leadId, night]),
+      );
+      expect(toLead.message).toContain("only to a member of this business");
+      await expectSqlError(client, "22023", () => queue(client, w, customer, "notification", night));
+      // A member's phone named as a lead's is still a text to a lead.
+      await expectSqlError(client, "22023", () =>
+        client.query("select app_private.queue_message($1, $2, $3, 'Hi', 'notification', 'system', null, $4)", [w.tenant, staff, w.business, leadId]),
+      );
+      // The phone of a member of another business is not ours to notify.
+      const other = await world(client);
+      const outsider = await addMember(client, other.tenant, "agent");
+      const theirs = phone("305");
+      await client.query(
+        "insert into app_public.user_profiles (tenant_id, user_id, phone_number) values ($1, $2, $3) on conflict (tenant_id, user_id) do update set phone_number = excluded.phone_number",
+        [other.tenant, outsider.user_id, theirs],
+      );
+      await expectSqlError(client, "22023", () => queue(client, w, theirs, "notification", night));
+      expect(await messageCount(client, w)).toBe(before);
+    });
+  });
+
+  it("a reply goes at once within 24 hours of the customer's last text in a conversation they started; later it waits for legal hours; without one it is 22023", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const late = "2026-11-24 21:30:00 America/New_York";
+      const send = (to: string, conversation: string | null, purpose = "conversation") =>
+        client.query("select * from app_private.queue_message($1, $2, $3, 'Sure, we can come', $4, 'human', $5, null, null, $6::timestamptz)", [
+          w.tenant, to, w.business, purpose, conversation, late,
+        ]);
+      // The customer texted at 20:00 the same evening: the answer goes at 21:30.
+      const recent = phone("305");
+      await lead(client, w, recent, "FL");
+      const fresh = (await send(recent, await customerConversation(client, w, recent, "2026-11-24 20:00:00 America/New_York"))).rows[0];
+      expect(await local(client, fresh.scheduled_for)).toBe("2026-11-24 21:30");
+      // They last texted two days before: the text is no answer any more and waits for 8:00 in Florida.
+      const old = phone("305");
+      await lead(client, w, old, "FL");
+      for (const purpose of ["conversation", "auto_response"]) {
+        const held = (await send(old, await customerConversation(client, w, old, "2026-11-22 10:00:00 America/New_York"), purpose)).rows[0];
+        expect(await local(client, held.scheduled_for), purpose).toBe("2026-11-25 08:00");
+      }
+      // Exactly 24 hours after their text it still answers them; a minute later it waits.
+      const edge = phone("305");
+      await lead(client, w, edge, "FL");
+      const edgeConversation = await customerConversation(client, w, edge, "2026-11-23 21:30:00 America/New_York");
+      expect(await local(client, (await send(edge, edgeConversation)).rows[0].scheduled_for)).toBe("2026-11-24 21:30");
+      await client.query("update app_public.conversations set created_at = created_at - interval '1 minute', last_customer_message_time = last_customer_message_time - interval '1 minute' where id = $1", [edgeConversation]);
+      expect(await local(client, (await send(edge, edgeConversation)).rows[0].scheduled_for)).toBe("2026-11-25 08:00");
+      // No conversation, another customer's conversation, or one the business started: refused.
+      const before = await messageCount(client, w);
+      const none = await expectSqlError(client, "22023", () => send(recent, null));
+      expect(none.message).toContain("conversation the customer started");
+      await expectSqlError(client, "22023", () => send(old, fresh.conversation_id));
+      const outbound = (await client.query(
+        "insert into app_public.conversations (tenant_id, customer_phone, business_phone, started_by, status) values ($1, $2, $3, 'business', 'closed') returning id",
+        [w.tenant, recent, w.business],
+      )).rows[0].id;
+      await expectSqlError(client, "22023", () => send(recent, outbound));
+      const foreign = await world(client);
+      const foreignConversation = await customerConversation(client, foreign, recent);
+      await expectSqlError(client, "22023", () => send(recent, foreignConversation));
+      expect(await messageCount(client, w)).toBe(before);
+    });
+  });
+
+  it("a reply the worker reaches after the customer's 24 hours is checked again at the claim and moved to legal hours", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const texted = "2026-12-08 20:00:00 America/New_York";
+      const send = async (to: string) => {
+        await lead(client, w, to, "FL");
+        const conversation = await customerConversation(client, w, to, texted);
+        return (await client.query("select * from app_private.queue_message($1, $2, $3, 'On our way', 'conversation', 'human', $4, null, null, $5::timestamptz)", [
+          w.tenant, to, w.business, conversation, "2026-12-08 20:30:00 America/New_York",
+        ])).rows[0];
+      };
+      const stale = await send(phone("305"));
+      const answered = await send(phone("305"));
+      expect(await local(client, stale.scheduled_for)).toBe("2026-12-08 20:30");
+      // The second customer texts again the next evening; the worker comes back at 21:00 that day.
+      await client.query("update app_public.conversations set last_customer_message_time = '2026-12-09 20:45:00 America/New_York' where id = $1", [answered.conversation_id]);
+      await client.query("select app_private.advance_clock_to($1, '2026-12-09 21:00:00 America/New_York')", [w.tenant]);
+      expect((await client.query("select (app_private.claim_outbound_message($1)).id", [stale.id])).rows[0].id).toBeNull();
+      const moved = (await client.query("select status, scheduled_for from app_public.messages where id = $1", [stale.id])).rows[0];
+      expect(moved.status).toBe("queued");
+      expect(await local(client, moved.scheduled_for)).toBe("2026-12-10 08:00");
+      expect((await client.query("select (app_private.claim_outbound_message($1)).status", [answered.id])).rows[0].status).toBe("sending");
     });
   });
 });
