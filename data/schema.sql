@@ -11084,8 +11084,13 @@ CREATE FUNCTION app_private.sms_customer_contact_at(tenant_id uuid, conversation
     LANGUAGE sql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-  -- Their last text, or when they started it (a call; a first text sets both).
-  select coalesce(c.last_customer_message_time, c.created_at)
+  -- The latest of: their last text in it, when they started it (a call, or a first text, which also
+  -- sets their last text), and their last call to its business number (a repeat call reuses the
+  -- active conversation without touching it).
+  select greatest(coalesce(c.last_customer_message_time, c.created_at),
+                  (select pg_catalog.max(k.start_time) from app_public.calls k
+                    where k.tenant_id = c.tenant_id and k.customer_phone = c.customer_phone
+                      and k.business_phone = c.business_phone))
     from app_public.conversations c
    where c.tenant_id = sms_customer_contact_at.tenant_id
      and c.id = sms_customer_contact_at.conversation_id
@@ -11097,7 +11102,7 @@ $$;
 -- Name: FUNCTION sms_customer_contact_at(tenant_id uuid, conversation_id uuid, to_phone text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.sms_customer_contact_at(tenant_id uuid, conversation_id uuid, to_phone text) IS 'The last time the customer reached the business in this conversation (its start, by their call or text, or their last text), when the conversation is one the customer started, with this phone, in this tenant; null otherwise. A reply (purpose conversation or auto_response) goes at once only within app_private.sms_reply_window() of that moment; later it is held to legal sending hours and caps like marketing; without such a conversation it is refused (tg_messages__guard_outbound).';
+COMMENT ON FUNCTION app_private.sms_customer_contact_at(tenant_id uuid, conversation_id uuid, to_phone text) IS 'The last time the customer reached the business in this conversation (their last text in it, its start by their call or text, or their last call to its business number), when the conversation is one the customer started, with this phone, in this tenant; null otherwise. A reply (purpose conversation or auto_response) goes at once only within app_private.sms_reply_window() of that moment; later it is held to legal sending hours and caps like marketing; without such a conversation it is refused (tg_messages__guard_outbound).';
 
 --
 -- Name: sms_marketing_send_time(uuid, uuid, text, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -

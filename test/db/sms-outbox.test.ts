@@ -220,6 +220,14 @@ describe("no bypass of sending hours (issue 17)", () => {
         const held = (await send(old, await customerConversation(client, w, old, "2026-11-22 10:00:00 America/New_York"), purpose)).rows[0];
         expect(await local(client, held.scheduled_for), purpose).toBe("2026-11-25 08:00");
       }
+      // They call again at 21:25 (a repeat call reuses the active conversation without touching it):
+      // the missed-call text answers that call and goes at once.
+      await client.query(
+        "insert into app_public.calls (tenant_id, call_sid, customer_phone, business_phone, start_time) values ($1, $2, $3, $4, '2026-11-24 21:25:00 America/New_York')",
+        [w.tenant, sid("CA"), old, w.business],
+      );
+      const answer = (await send(old, await customerConversation(client, w, old, "2026-11-22 10:00:00 America/New_York"), "auto_response")).rows[0];
+      expect(await local(client, answer.scheduled_for)).toBe("2026-11-24 21:30");
       // Exactly 24 hours after their text it still answers them; a minute later it waits.
       const edge = phone("305");
       await lead(client, w, edge, "FL");
