@@ -368,7 +368,7 @@ describe("report rollups (lead_funnel, lead_source_roi)", () => {
     }
     const client = await root.connect();
     const plans: string[] = [];
-    const onNotice = (notice: pg.NoticeMessage) => {
+    const onNotice = (notice: { message?: string }) => {
       if (notice.message?.includes("plan:")) plans.push(notice.message);
     };
     try {
