@@ -6933,7 +6933,7 @@ CREATE FUNCTION app_private.nurture_lead_opted_out(tenant_id uuid, lead_id uuid)
   select case
     when l.status = 'dnc' then 'dnc'
     when l.phone is not null and exists (select 1 from app_public.dnc_list d where d.tenant_id = l.tenant_id and d.phone = l.phone)
-      then coalesce((select case when d.source = 'sms_opt_out' then 'opted_out' else 'dnc' end from app_public.dnc_list d
+      then coalesce((select case when d.source in ('sms_opt_out', 'provider') then 'opted_out' else 'dnc' end from app_public.dnc_list d
                      where d.tenant_id = l.tenant_id and d.phone = l.phone), 'dnc')
     when l.email is not null and app_private.is_email_suppressed(l.tenant_id, l.email::text) then 'unsubscribed'
   end
@@ -6945,7 +6945,7 @@ $$;
 -- Name: FUNCTION nurture_lead_opted_out(tenant_id uuid, lead_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.nurture_lead_opted_out(tenant_id uuid, lead_id uuid) IS 'Why nurture may no longer reach the lead on any channel: opted_out (texted STOP), dnc (on the do-not-contact list, or status dnc) or unsubscribed (email suppression list); null when it may. An opt-out on one channel ends nurture on both.';
+COMMENT ON FUNCTION app_private.nurture_lead_opted_out(tenant_id uuid, lead_id uuid) IS 'Why nurture may no longer reach the lead on any channel: opted_out (the lead texted STOP, or the SMS provider reported its opt-out), dnc (on the do-not-contact list, or status dnc) or unsubscribed (email suppression list); null when it may. An opt-out on one channel ends nurture on both.';
 
 --
 -- Name: nurture_send_time(uuid, uuid, text, jsonb, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8224,10 +8224,10 @@ $_$;
 COMMENT ON FUNCTION app_private.record_inbound_call(call_sid text, from_phone text, to_phone text, call_status text, caller_city text, caller_state text, caller_country text) IS 'The incoming-call webhook: records the call once per CallSid (a repeated delivery changes nothing and gets the same answer) and says where to forward it: the business phone of business_settings, or the phone of the agent whose tracking number was called. Errors: 22023 a malformed CallSid, number or status; P0002 a number that belongs to no tenant.';
 
 --
--- Name: record_inbound_message(text, text, text, text, integer); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: record_inbound_message(text, text, text, text, integer, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer DEFAULT 0, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean) RETURNS record
+CREATE FUNCTION app_private.record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer DEFAULT 0, opt_out_type text DEFAULT NULL::text, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean) RETURNS record
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $_$
@@ -8239,6 +8239,8 @@ declare
   v_settings app_public.business_settings;
   v_user uuid;
   v_delay integer;
+  v_provider text;
+  v_said text;
 begin
   if record_inbound_message.message_sid is null or record_inbound_message.message_sid !~ '^(SM|MM)[0-9a-fA-F]{32}$' then
     raise exception 'MessageSid must be SM or MM followed by 32 hexadecimal digits, got %', coalesce(pg_catalog.quote_literal(pg_catalog.left(record_inbound_message.message_sid, 40)), 'nothing')
@@ -8267,6 +8269,15 @@ begin
   end if;
   tenant_id := v_owner.tenant_id;
   keyword := app_public.sms_keyword(record_inbound_message.body);
+  -- Twilio's OptOutType: its Advanced Opt-Out recognised the text as STOP, START or HELP and answered it
+  -- itself. The provider's reading counts even where ours saw nothing (its keywords are configurable,
+  -- e.g. ARRET), and then we send no answer of our own. Another value is not one Twilio sends: ignored.
+  v_provider := pg_catalog.upper(pg_catalog.btrim(record_inbound_message.opt_out_type));
+  keyword := case v_provider when 'STOP' then 'opt_out' when 'START' then 'opt_in' when 'HELP' then 'help' else keyword end;
+  if v_provider not in ('STOP', 'START', 'HELP') then
+    v_provider := null;
+  end if;
+  v_said := pg_catalog.upper(pg_catalog.left(pg_catalog.btrim(record_inbound_message.body), 20));
 
   if keyword = 'opt_out' then
     -- An opt-out starts no conversation and no lead; it joins the conversation that is open, if one is.
@@ -8281,7 +8292,7 @@ begin
       coalesce(record_inbound_message.num_media, 0))
     returning id into message_id;
     perform app_private.record_opt_out(v_owner.tenant_id, record_inbound_message.from_phone, record_inbound_message.to_phone,
-      pg_catalog.upper(pg_catalog.left(pg_catalog.btrim(record_inbound_message.body), 20)), message_id);
+      v_said, message_id, case when v_provider is null then 'sms_keyword' else 'provider' end);
     return;
   end if;
 
@@ -8296,6 +8307,9 @@ begin
     record_inbound_message.message_sid, 'received', true, keyword, coalesce(record_inbound_message.num_media, 0))
   returning id into message_id;
 
+  if keyword = 'help' and v_provider is not null then
+    return;  -- the provider answered it
+  end if;
   if keyword = 'help' then
     select s.* into v_settings from app_public.business_settings s where s.tenant_id = v_owner.tenant_id;
     perform app_private.queue_message(v_owner.tenant_id, record_inbound_message.from_phone, record_inbound_message.to_phone,
@@ -8305,8 +8319,11 @@ begin
     return;
   end if;
   if keyword = 'opt_in' and app_private.record_opt_in(v_owner.tenant_id, record_inbound_message.from_phone,
-       record_inbound_message.to_phone, pg_catalog.upper(pg_catalog.left(pg_catalog.btrim(record_inbound_message.body), 20)), message_id) then
+       record_inbound_message.to_phone, v_said, message_id, case when v_provider is null then 'sms_keyword' else 'provider' end) then
     return;
+  end if;
+  if v_provider is not null then
+    return;  -- a START the provider answered, from a number that had not opted out: nothing more to do
   end if;
 
   -- An ordinary message: the AI answers at once when it has the conversation; else it takes over after the delay.
@@ -8328,10 +8345,10 @@ end;
 $_$;
 
 --
--- Name: FUNCTION record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer, opt_out_type text, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean) IS 'The incoming-text webhook, once per MessageSid (repeated or concurrent deliveries wait for the first and change nothing; duplicate is then true). STOP and the other opt-out words: record_opt_out. HELP or INFO: the help text of the tenant is queued. START, UNSTOP or YES from a number that opted out: record_opt_in. Any other text: the lead (source inbound_sms) and the active conversation are found or created, the message is stored, and the AI either answers at once (it has the conversation) or is scheduled to take over after the ai_takeover_delay of the person who owns the lead (unless a person already answers, or ai_enabled is off). Errors: 22023 a malformed MessageSid, number, or a body over 100000 characters; P0002 a number of no tenant.';
+COMMENT ON FUNCTION app_private.record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer, opt_out_type text, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean) IS 'The incoming-text webhook, once per MessageSid (repeated or concurrent deliveries wait for the first and change nothing; duplicate is then true). opt_out_type is Twilio''s OptOutType (STOP, START or HELP: its Advanced Opt-Out recognised and answered the text): it decides the keyword even where sms_keyword sees none, the change is recorded with source provider, and we send no answer of our own. STOP and the other opt-out words: record_opt_out. HELP or INFO: the help text of the tenant is queued. START, UNSTOP or YES from a number that opted out: record_opt_in. Any other text: the lead (source inbound_sms) and the active conversation are found or created, the message is stored, and the AI either answers at once (it has the conversation) or is scheduled to take over after the ai_takeover_delay of the person who owns the lead (unless a person already answers, or ai_enabled is off). Errors: 22023 a malformed MessageSid, number, or a body over 100000 characters; P0002 a number of no tenant.';
 
 --
 -- Name: record_message_failed(uuid, integer, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8382,43 +8399,52 @@ $$;
 COMMENT ON FUNCTION app_private.record_message_sent(message_id uuid, message_sid text, provider_status text) IS 'Step 2 of sending: the provider accepted the message; its id is recorded and the status becomes sent (unless a delivery report already moved it further).';
 
 --
--- Name: record_opt_in(uuid, text, text, text, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: record_opt_in(uuid, text, text, text, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid) RETURNS boolean
+CREATE FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text DEFAULT 'sms_keyword'::text) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   v_settings app_public.business_settings;
 begin
+  if record_opt_in.source is null or record_opt_in.source not in ('sms_keyword', 'provider') then
+    raise exception 'An opt-in comes from the customer''s text (sms_keyword) or from the provider (provider), got %',
+      coalesce(pg_catalog.quote_literal(record_opt_in.source), 'nothing') using errcode = '22023';
+  end if;
+  -- Only what the customer's own words put there: an opt-out they texted, or one the provider reported.
+  -- A block a person of the business set (manual, api, import, lead_status) stays.
   delete from app_public.dnc_list d
-  where d.tenant_id = record_opt_in.tenant_id and d.phone = record_opt_in.customer_phone and d.source = 'sms_opt_out';
+  where d.tenant_id = record_opt_in.tenant_id and d.phone = record_opt_in.customer_phone and d.source in ('sms_opt_out', 'provider');
   if not found then
     return false;
   end if;
   insert into app_public.sms_consent_events (tenant_id, phone, event, source, keyword, message_id)
-  values (record_opt_in.tenant_id, record_opt_in.customer_phone, 'opt_in', 'sms_keyword', record_opt_in.keyword, record_opt_in.message_id);
-  select s.* into v_settings from app_public.business_settings s where s.tenant_id = record_opt_in.tenant_id;
-  perform app_private.queue_message(record_opt_in.tenant_id, record_opt_in.customer_phone, record_opt_in.business_phone,
-    app_hidden.fill_sms_template(coalesce(v_settings.opt_in_confirmation_message,
-      '[BUSINESS]: you are subscribed again. Reply HELP for help, STOP to opt out.'), record_opt_in.tenant_id),
-    'opt_in_confirmation', 'system', null, null, 'opt_in_confirmation:' || record_opt_in.message_id);
+  values (record_opt_in.tenant_id, record_opt_in.customer_phone, 'opt_in', record_opt_in.source, record_opt_in.keyword,
+    record_opt_in.message_id);
+  if record_opt_in.source = 'sms_keyword' then
+    select s.* into v_settings from app_public.business_settings s where s.tenant_id = record_opt_in.tenant_id;
+    perform app_private.queue_message(record_opt_in.tenant_id, record_opt_in.customer_phone, record_opt_in.business_phone,
+      app_hidden.fill_sms_template(coalesce(v_settings.opt_in_confirmation_message,
+        '[BUSINESS]: you are subscribed again. Reply HELP for help, STOP to opt out.'), record_opt_in.tenant_id),
+      'opt_in_confirmation', 'system', null, null, 'opt_in_confirmation:' || record_opt_in.message_id);
+  end if;
   return true;
 end;
 $$;
 
 --
--- Name: FUNCTION record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid) IS 'An opt-in (START, UNSTOP, YES) from a number that opted out by text: its sms_opt_out entry leaves the do-not-contact list, the consent event is recorded and a confirmation is queued. Returns false, changing nothing, when the number had not opted out by text (a YES is then an ordinary answer; a number a manager blocked stays blocked).';
+COMMENT ON FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number that opted out by text (or whose opt-out the provider reported) opted in again: START, UNSTOP or YES read in its text (source sms_keyword), or Twilio''s OptOutType START (source provider). Removes only dnc_list entries of source sms_opt_out or provider (a block a person set stays), records the consent event, and queues our confirmation when we read the keyword (the provider confirms its own). Returns false, and changes nothing, when the number had no such entry. Errors: 22023 an unknown source.';
 
 --
--- Name: record_opt_out(uuid, text, text, text, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: record_opt_out(uuid, text, text, text, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid) RETURNS boolean
+CREATE FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text DEFAULT 'sms_keyword'::text) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -8426,13 +8452,23 @@ declare
   v_new boolean;
   v_settings app_public.business_settings;
 begin
+  if record_opt_out.source is null or record_opt_out.source not in ('sms_keyword', 'provider') then
+    raise exception 'An opt-out comes from the customer''s text (sms_keyword) or from the provider (provider), got %',
+      coalesce(pg_catalog.quote_literal(record_opt_out.source), 'nothing') using errcode = '22023';
+  end if;
   insert into app_public.dnc_list (tenant_id, phone, reason, source)
   values (record_opt_out.tenant_id, record_opt_out.customer_phone,
-    pg_catalog.format('Texted %s to %s', coalesce(record_opt_out.keyword, 'an opt-out word'), record_opt_out.business_phone), 'sms_opt_out')
+    case record_opt_out.source
+      when 'provider' then pg_catalog.format('The SMS provider reports that %s opted out (%s)', record_opt_out.customer_phone,
+                                               coalesce(record_opt_out.keyword, 'unsubscribed'))
+      else pg_catalog.format('Texted %s to %s', coalesce(record_opt_out.keyword, 'an opt-out word'), record_opt_out.business_phone)
+    end,
+    case record_opt_out.source when 'provider' then 'provider' else 'sms_opt_out' end)
   on conflict on constraint dnc_list_phone_must_be_unique_per_tenant do nothing;
   v_new := found;
   insert into app_public.sms_consent_events (tenant_id, phone, event, source, keyword, message_id)
-  values (record_opt_out.tenant_id, record_opt_out.customer_phone, 'opt_out', 'sms_keyword', record_opt_out.keyword, record_opt_out.message_id);
+  values (record_opt_out.tenant_id, record_opt_out.customer_phone, 'opt_out', record_opt_out.source, record_opt_out.keyword,
+    record_opt_out.message_id);
   -- Nothing still waiting may go out: queued texts are canceled (a text a worker is handing to the provider
   -- at this instant cannot be called back; claim_outbound_message checks the list again just before sending).
   update app_public.messages m
@@ -8442,7 +8478,9 @@ begin
   update app_public.conversations c
   set status = 'opted_out', outcome = coalesce(c.outcome, 'opted_out'), ai_active = false
   where c.tenant_id = record_opt_out.tenant_id and c.customer_phone = record_opt_out.customer_phone and c.status = 'active';
-  if v_new then
+  -- One confirmation, ours, for an opt-out we read in a text. The provider confirms its own (Twilio's
+  -- Advanced Opt-Out answers the keyword; after a 21610 the carrier blocks every text anyway).
+  if v_new and record_opt_out.source = 'sms_keyword' then
     select s.* into v_settings from app_public.business_settings s where s.tenant_id = record_opt_out.tenant_id;
     perform app_private.queue_message(record_opt_out.tenant_id, record_opt_out.customer_phone, record_opt_out.business_phone,
       app_hidden.fill_sms_template(coalesce(v_settings.opt_out_confirmation_message,
@@ -8454,10 +8492,10 @@ end;
 $$;
 
 --
--- Name: FUNCTION record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid) IS 'An opt-out (STOP and the other opt-out words): the number joins the do-not-contact list at once (source sms_opt_out), the consent event is recorded, every queued text to it is canceled, its active conversations end (opted_out, AI off), and exactly one confirmation is queued (none when the number was already on the list). Nurture steps read the same list before every send. Returns true when the number was newly added.';
+COMMENT ON FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number opted out of this tenant''s texts. source sms_keyword: we read an opt-out in the customer''s text (keyword is what they wrote, message_id their message); source provider: the SMS provider says so (Twilio''s OptOutType STOP on an incoming text, or error 21610 on a send; keyword names which, message_id is that message). The number joins dnc_list (source sms_opt_out or provider; an existing entry stays as it is), a consent event is recorded either way, every queued text to it is canceled, its active conversations end (opted_out), and nurture enrollments stop (the dnc_list trigger). Only a new opt-out read in a text gets our one confirmation; the provider confirms its own. Returns whether the number joined the list. Errors: 22023 an unknown source.';
 
 --
 -- Name: refresh_agent_performance_metrics(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -12583,7 +12621,8 @@ declare
   v_lead uuid;
 begin
   for v_lead in select l.id from app_public.leads l where l.tenant_id = NEW.tenant_id and l.phone = NEW.phone loop
-    perform app_private.stop_lead_enrollments(NEW.tenant_id, v_lead, case when NEW.source = 'sms_opt_out' then 'opted_out' else 'dnc' end);
+    perform app_private.stop_lead_enrollments(NEW.tenant_id, v_lead,
+      case when NEW.source in ('sms_opt_out', 'provider') then 'opted_out' else 'dnc' end);
   end loop;
   return null;
 end;
@@ -12593,7 +12632,7 @@ $$;
 -- Name: FUNCTION tg_dnc_list__nurture_stop(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_dnc_list__nurture_stop() IS 'Trigger (_600_nurture_stop, after insert on dnc_list): every enrollment of a lead with that number stops, as opted_out (the lead texted STOP) or dnc (put on the list).';
+COMMENT ON FUNCTION app_private.tg_dnc_list__nurture_stop() IS 'Trigger (_600_nurture_stop, after insert on dnc_list): every enrollment of a lead with that number stops, as opted_out (the lead texted STOP, or the SMS provider reported its opt-out) or dnc (put on the list).';
 
 --
 -- Name: tg_email_messages__enqueue_send(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -13485,6 +13524,26 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg_messages__nurture_stop() IS 'Trigger (_850_nurture_stop, after insert on messages): a text from the lead stops its enrollments in sequences with stop_on_reply (replied); a text from a person of the business to an assigned lead stops them (human_contact) when the tenant says nurture_stop_on_human_contact.';
+
+--
+-- Name: tg_messages__provider_opt_out(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_messages__provider_opt_out() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  perform app_private.record_opt_out(NEW.tenant_id, NEW.to_phone, NEW.from_phone, 'Twilio error 21610', NEW.id, 'provider');
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_messages__provider_opt_out(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_messages__provider_opt_out() IS 'Trigger (_700_provider_opt_out, after an outbound text gets error code 21610, however it came: the refused send, a status callback or a reconciliation). Twilio''s 21610 means the recipient unsubscribed from our sender at the carrier (they texted STOP to it, maybe before we ever saw it): the number joins dnc_list with source provider and the rest of an opt-out follows (app_private.record_opt_out): queued texts canceled, conversations ended, nurture stopped. No confirmation: the carrier blocks every text to it.';
 
 --
 -- Name: tg_nurture_sequences__require_manager(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -21362,7 +21421,7 @@ CREATE TABLE app_public.dnc_list (
     source text DEFAULT 'manual'::text NOT NULL,
     added_by_user_id uuid,
     added_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT dnc_list_source_must_be_known CHECK ((source = ANY (ARRAY['manual'::text, 'lead_status'::text, 'sms_opt_out'::text, 'import'::text, 'api'::text, 'system'::text])))
+    CONSTRAINT dnc_list_source_must_be_known CHECK ((source = ANY (ARRAY['manual'::text, 'lead_status'::text, 'sms_opt_out'::text, 'provider'::text, 'import'::text, 'api'::text, 'system'::text])))
 );
 
 ALTER TABLE ONLY app_public.dnc_list FORCE ROW LEVEL SECURITY;
@@ -21401,7 +21460,7 @@ COMMENT ON COLUMN app_public.dnc_list.reason IS 'Why it is on the list, in words
 -- Name: COLUMN dnc_list.source; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.dnc_list.source IS 'How it got there: manual, lead_status, sms_opt_out, import, api or system.';
+COMMENT ON COLUMN app_public.dnc_list.source IS 'How it got there: manual, lead_status, sms_opt_out (the customer texted an opt-out), provider (the SMS provider reported one: Twilio''s OptOutType STOP or error 21610), import, api or system.';
 
 --
 -- Name: COLUMN dnc_list.added_by_user_id; Type: COMMENT; Schema: app_public; Owner: -
@@ -26687,6 +26746,12 @@ CREATE TRIGGER _600_nurture_stop AFTER INSERT ON app_public.email_suppressions F
 CREATE TRIGGER _600_rebuild_lead_rollups AFTER INSERT OR DELETE OR UPDATE OF timezone, tenant_id ON app_public.business_settings FOR EACH ROW EXECUTE FUNCTION app_private.tg_business_settings__rebuild_lead_rollups();
 
 --
+-- Name: messages _700_provider_opt_out; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _700_provider_opt_out AFTER UPDATE OF error_code ON app_public.messages FOR EACH ROW WHEN (((new.direction = 'outbound'::text) AND (new.error_code = 21610) AND (old.error_code IS DISTINCT FROM new.error_code))) EXECUTE FUNCTION app_private.tg_messages__provider_opt_out();
+
+--
 -- Name: messages _800_count_in_conversation; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -30891,10 +30956,10 @@ REVOKE ALL ON FUNCTION app_private.record_email_sent(email_id uuid, message_id t
 REVOKE ALL ON FUNCTION app_private.record_inbound_call(call_sid text, from_phone text, to_phone text, call_status text, caller_city text, caller_state text, caller_country text) FROM PUBLIC;
 
 --
--- Name: FUNCTION record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer, opt_out_type text, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer, opt_out_type text, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean) FROM PUBLIC;
 
 --
 -- Name: FUNCTION record_message_failed(message_id uuid, error_code integer, error_message text); Type: ACL; Schema: app_private; Owner: -
@@ -30909,16 +30974,16 @@ REVOKE ALL ON FUNCTION app_private.record_message_failed(message_id uuid, error_
 REVOKE ALL ON FUNCTION app_private.record_message_sent(message_id uuid, message_sid text, provider_status text) FROM PUBLIC;
 
 --
--- Name: FUNCTION record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) FROM PUBLIC;
 
 --
--- Name: FUNCTION record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION refresh_agent_performance_metrics(tenant_id uuid); Type: ACL; Schema: app_private; Owner: -
@@ -31549,6 +31614,12 @@ REVOKE ALL ON FUNCTION app_private.tg_messages__guard_outbound() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_messages__nurture_stop() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_messages__provider_opt_out(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_messages__provider_opt_out() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_nurture_sequences__require_manager(); Type: ACL; Schema: app_private; Owner: -

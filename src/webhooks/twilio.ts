@@ -122,12 +122,14 @@ export function twilioWebhooks(options: TwilioWebhookOptions): express.Router {
   router.post("/sms", async (req, res) => {
     const p = req.body as Params;
     try {
-      await options.ownerPool.query("select * from app_private.record_inbound_message($1, $2, $3, $4, $5)", [
+      // OptOutType (STOP, START, HELP): Twilio's Advanced Opt-Out recognised the text and answered it.
+      await options.ownerPool.query("select * from app_private.record_inbound_message($1, $2, $3, $4, $5, $6)", [
         field(p, "MessageSid") ?? field(p, "SmsSid"),
         field(p, "From"),
         field(p, "To"),
         typeof p.Body === "string" ? p.Body : null,
         integer(p, "NumMedia") ?? 0,
+        field(p, "OptOutType"),
       ]);
       // Replies leave through the outbox, never as TwiML, so every text is checked and recorded the same way.
       sendTwiml(res, new twilio.twiml.MessagingResponse().toString());

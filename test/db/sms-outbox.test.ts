@@ -470,6 +470,101 @@ describe("inbound keywords", () => {
   });
 });
 
+describe("provider opt-outs (issue 17)", () => {
+  async function inbound(client: pg.ClientBase, w: World, from: string, body: string, optOutType: string | null = null) {
+    const { rows } = await client.query("select * from app_private.record_inbound_message($1, $2, $3, $4, 0, $5)", [sid("SM"), from, w.business, body, optOutType]);
+    return rows[0];
+  }
+  const listed = async (client: pg.ClientBase, w: World, to: string) =>
+    (await client.query("select source from app_public.dnc_list where tenant_id = $1 and phone = $2", [w.tenant, to])).rows[0]?.source ?? null;
+  const consent = async (client: pg.ClientBase, w: World, to: string) =>
+    (await client.query("select event, source, keyword from app_public.sms_consent_events where tenant_id = $1 and phone = $2 order by occurred_at, id", [w.tenant, to])).rows;
+  const replies = async (client: pg.ClientBase, w: World, to: string) =>
+    (await client.query("select purpose from app_public.messages where tenant_id = $1 and to_phone = $2 and purpose in ('opt_out_confirmation', 'opt_in_confirmation', 'help') order by created_at", [w.tenant, to])).rows.map((r) => r.purpose);
+
+  it("Twilio's OptOutType STOP counts where our reading sees none: listed as provider, queued texts canceled, nurture over, and no second answer from us", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const to = phone("305");
+      const leadId = await lead(client, w, to, "FL");
+      const waiting = await queue(client, w, to, "marketing");
+      // "Arrête" is a keyword the business configured in Twilio's Advanced Opt-Out, not one we read.
+      expect((await client.query("select app_public.sms_keyword('Arrête') as k")).rows[0].k).toBeNull();
+      expect((await inbound(client, w, to, "Arrête", "STOP")).keyword).toBe("opt_out");
+      expect(await listed(client, w, to)).toBe("provider");
+      const events = await consent(client, w, to);
+      expect(events).toMatchObject([{ event: "opt_out", source: "provider" }]);
+      expect(events[0].keyword.toLowerCase()).toBe("arrête"); // as texted (upper() keeps ê under the C collation)
+      expect((await client.query("select status from app_public.messages where id = $1", [waiting.id])).rows[0].status).toBe("canceled");
+      expect((await client.query("select app_private.nurture_lead_opted_out($1, $2) as why", [w.tenant, leadId])).rows[0].why).toBe("opted_out");
+      // Twilio answered the keyword; we add nothing. Nothing more may go to the number.
+      expect(await replies(client, w, to)).toEqual([]);
+      await expectSqlError(client, "SB001", () => queue(client, w, to, "marketing"));
+      // HELP the provider answered gets no second answer either (our own HELP reading still answers).
+      await inbound(client, w, to, "Aide", "HELP");
+      expect(await replies(client, w, to)).toEqual([]);
+      // Its START lifts the provider's entry, again without an answer from us.
+      expect((await inbound(client, w, to, "Start", "START")).keyword).toBe("opt_in");
+      expect(await listed(client, w, to)).toBeNull();
+      expect((await consent(client, w, to)).map((c) => `${c.event}/${c.source}`)).toEqual(["opt_out/provider", "opt_in/provider"]);
+      expect(await replies(client, w, to)).toEqual([]);
+      // A STOP Twilio flagged that we also read is recorded once, as the provider's, with no confirmation of ours.
+      await inbound(client, w, to, "STOP", "STOP");
+      expect(await listed(client, w, to)).toBe("provider");
+      expect(await replies(client, w, to)).toEqual([]);
+    });
+  });
+
+  it("the provider's START never lifts a block a person of the business set; an unknown OptOutType changes nothing", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const to = phone("305");
+      await client.query("insert into app_public.dnc_list (tenant_id, phone, source) values ($1, $2, 'manual')", [w.tenant, to]);
+      await inbound(client, w, to, "START", "START");
+      expect(await listed(client, w, to)).toBe("manual");
+      const other = phone("305");
+      const r = await inbound(client, w, other, "Hello there", "UNSUBSCRIBE-ALL");
+      expect(r.keyword).toBeNull();
+      expect(await listed(client, w, other)).toBeNull();
+    });
+  });
+
+  it("a send refused with 21610 lists the number as provider, whether the error comes with the send or a status callback; other errors do not", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      // At the send: the worker records the refusal.
+      const a = phone("305");
+      await lead(client, w, a, "TX");
+      const first = await queue(client, w, a, "marketing");
+      const second = await queue(client, w, a, "marketing");
+      await client.query("update app_public.messages set status = 'sending' where id = $1", [first.id]);
+      await client.query("select app_private.record_message_failed($1, 21610, 'Attempt to send to unsubscribed recipient')", [first.id]);
+      expect(await listed(client, w, a)).toBe("provider");
+      expect(await consent(client, w, a)).toEqual([{ event: "opt_out", source: "provider", keyword: "Twilio error 21610" }]);
+      expect((await client.query("select status from app_public.messages where id = $1", [second.id])).rows[0].status).toBe("canceled");
+      expect(await replies(client, w, a)).toEqual([]);
+      await expectSqlError(client, "SB001", () => queue(client, w, a, "marketing"));
+      // By a status callback, after the provider took the text.
+      const b = phone("305");
+      await lead(client, w, b, "TX");
+      const sent = await queue(client, w, b, "marketing");
+      const messageSid = sid("SM");
+      await client.query("update app_public.messages set status = 'sending' where id = $1", [sent.id]);
+      await client.query("select app_private.record_message_sent($1, $2, 'queued')", [sent.id, messageSid]);
+      expect(await listed(client, w, b)).toBeNull();
+      await client.query("select app_private.apply_message_status(null, $1, 'failed', 21610, 'Unsubscribed recipient')", [messageSid]);
+      expect(await listed(client, w, b)).toBe("provider");
+      // Another refusal (30003, unreachable handset) is no opt-out.
+      const c = phone("305");
+      await lead(client, w, c, "TX");
+      const unreachable = await queue(client, w, c, "marketing");
+      await client.query("update app_public.messages set status = 'sending' where id = $1", [unreachable.id]);
+      await client.query("select app_private.record_message_failed($1, 30003, 'Unreachable destination handset')", [unreachable.id]);
+      expect(await listed(client, w, c)).toBeNull();
+    });
+  });
+});
+
 describe("the API", () => {
   it("queue_sms: members text a lead from the business number; SB001 for a listed number; 22023 without an active number", async () => {
     await withRootDb(async (client) => {
