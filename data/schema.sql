@@ -3182,6 +3182,73 @@ $_$;
 COMMENT ON FUNCTION app_hidden.sending_window_problem(sending_window jsonb) IS 'Null when the sending window is fine (or absent); otherwise what is wrong in words. A window is {"days": [...], "start": "HH:MM", "end": "HH:MM"}, in the time zone of each lead.';
 
 --
+-- Name: sms_opt_out_request(); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.sms_opt_out_request() RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select '^(' || pg_catalog.array_to_string(array[
+    -- stop texting me, can you stop sending these, I want you to stop calling
+    '((i )?(want|need|would like|wanna|wish) (you )?to |can you |could you |will you |would you |u )?(stop|quit|cease|end) (texting|txting|messaging|sending|contacting|calling|bothering|spamming|harassing|emailing)( .*)?',
+    -- no more texts, stop the messages, end all texts
+    '(stop|no more|end|cancel|quit|enough) (all |the |these |your |this |any |all the |all your |with the |with these )?(texts|text messages|text|messages|msgs|sms|marketing|promotions|promos|spam|ads|alerts|notifications)( to me| to this number)?',
+    -- unsubscribe me, remove me from your list, take me off the list, delete my number
+    '((i )?(want|need|would like|wanna|wish) (you )?to |can you |could you |will you |would you )?(unsubscribe|remove|delete|take) (me|my number|this number)( (off|from|of|out of))?( (the|your|this|my|all|all your|any))?( (list|lists|texts|messages|number|numbers|mailing list|contact list|contacts|database|system))?',
+    -- I want to opt out, I would like to unsubscribe, opt me out
+    '(i )?((want|need|would like|wanna|wish|d like) to )?(opt out|optout|unsubscribe|be removed|be unsubscribed|stop (receiving|getting) (texts|messages|these|this|them))( (of|from) (this|these|texts|messages|your list))?',
+    'opt me out|leave me alone',
+    -- dont text me again, never contact me, do not message this number
+    '(do not|dont|never|no) (text|message|contact|call|txt|sms|msg) (me|us|this number|my number)( (again|anymore|any more|ever again|ever))?',
+    -- Spanish: no me envíes más mensajes, dejen de escribirme, quiero darme de baja, cancelar suscripción
+    'no me (envies|envie|envien|mandes|mande|manden|escribas|escriba|escriban|textees)( mas)?( (mensajes|textos|sms))?',
+    'dejen? de (enviarme|mandarme|escribirme|textearme)( (mensajes|textos|sms))?',
+    '(quiero )?(darme|dame|denme) de baja|cancelar (mi )?(suscripcion|subscripcion)|no quiero (mas )?(mensajes|textos)',
+    -- French: arrêtez de menvoyer des messages, ne menvoyez plus de SMS, désabonnez-moi
+    '(arretez|arrete|arreter) (de )?(menvoyer|mecrire|me texter)( (des|de))?( (messages|textos|sms|textes))?',
+    'ne (menvoyez|menvoie|mecrivez) plus( (de|des))?( (messages|sms|textes))?',
+    '(je veux )?me (desabonner|desinscrire)|desabonnez moi|desinscrivez moi'
+  ], '|') || ')\Z';
+$$;
+
+--
+-- Name: FUNCTION sms_opt_out_request(); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.sms_opt_out_request() IS 'The requests to stop texting that app_public.sms_keyword reads as an opt-out, as one regular expression over the words of a sentence (app_hidden.sms_words): English requests built on stop, quit, cease, end, cancel, unsubscribe, remove, opt out, requests not to text or for no more texts, and their Spanish and French equivalents. Kept apart so that the list reads as data.';
+
+--
+-- Name: sms_words(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.sms_words(text text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  -- 1. NFKC (full-width letters, composed accents), accents folded, apostrophes dropped (don't → dont),
+  --    lower case of plain ASCII (so the collation does not matter);
+  -- 2. anything but letters becomes a space; courtesy words go; a word said again goes (STOP STOP → stop).
+  select pg_catalog.btrim(pg_catalog.regexp_replace(
+           pg_catalog.regexp_replace(
+             pg_catalog.regexp_replace(
+               pg_catalog.regexp_replace(
+                 pg_catalog.lower(pg_catalog.translate(pg_catalog.normalize(coalesce(sms_words.text, ''), 'NFKC'),
+                   'ÀÁÂÃÄÅàáâãäåÈÉÊËèéêëÌÍÎÏìíîïÒÓÔÕÖòóôõöÙÚÛÜùúûüÑñÇçÝýÿ''’‘`´',
+                   'AAAAAAaaaaaaEEEEeeeeIIIIiiiiOOOOOoooooUUUUuuuuNnCcYyy')),
+                 '[^a-z]+', ' ', 'g'),
+               '\m(please|pls|plz|thanks|thank you|thank u|thx|ty|now|ok|okay|por favor|gracias|merci|svp|sil vous plait|hi|hello|hey|hola|bonjour|just|asap)\M', ' ', 'g'),
+             '\s+', ' ', 'g'),
+           '\m(\w+)( \1\M)+', '\1', 'g'));
+$$;
+
+--
+-- Name: FUNCTION sms_words(text text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.sms_words(text text) IS 'A text reduced to the words that carry its meaning, for app_public.sms_keyword: Unicode NFKC (full-width letters), accents folded (ARRÊT → arret), apostrophes dropped (don''t → dont), lower case, every character that is not a letter a space, courtesy words (please, thanks, ok, hi, por favor, merci…) removed, a word repeated in a row said once (STOP STOP → stop), spaces collapsed.';
+
+--
 -- Name: st_resource(text); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -4267,6 +4334,13 @@ begin
     where m.id = v_message.id;
     return null;
   end if;
+  -- Marketing held since an unclear opt-out of the customer does not go.
+  if v_message.purpose in ('marketing', 'nurture') and app_private.sms_marketing_held(v_message.tenant_id, v_message.to_phone) then
+    update app_public.messages m
+    set status = 'canceled', failed_at = now(), error_message = 'Canceled: the recipient''s last text may have asked us to stop (unclear; checked again before sending)'
+    where m.id = v_message.id;
+    return null;
+  end if;
   -- Held to the recipient's hours: marketing, nurture, and a reply the customer's last call or text no
   -- longer covers (more than app_private.sms_reply_window() ago, or no longer their conversation).
   if v_message.purpose in ('marketing', 'nurture')
@@ -4293,7 +4367,7 @@ $$;
 -- Name: FUNCTION claim_outbound_message(message_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.claim_outbound_message(message_id uuid) IS 'Step 1 of sending (sms__send), committed before the provider is called: a queued message due by the clock of its tenant becomes sending and is returned. Nothing (null) when it is not queued any more, not due yet (its job is moved), its number has joined the do-not-contact list since, or it is a nurture text whose enrollment stopped or whose lead opted out on either channel (canceled), or a marketing or nurture text, or a reply past the reply window of its customer (app_private.sms_reply_window), is outside the sending hours by now (moved). A message left in sending by a crash is not sent again blindly: sweep_outbox hands it to reconciliation, which asks the provider first.';
+COMMENT ON FUNCTION app_private.claim_outbound_message(message_id uuid) IS 'Step 1 of sending (sms__send), committed before the provider is called: a queued message due by the clock of its tenant becomes sending and is returned. Nothing (null) when it is not queued any more, not due yet (its job is moved), its number has joined the do-not-contact list since, or (marketing and nurture) is held after an unclear opt-out, or it is a nurture text whose enrollment stopped or whose lead opted out on either channel (canceled), or a marketing or nurture text, or a reply past the reply window of its customer (app_private.sms_reply_window), is outside the sending hours by now (moved). A message left in sending by a crash is not sent again blindly: sweep_outbox hands it to reconciliation, which asks the provider first.';
 
 --
 -- Name: compact_lead_rollups(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -6935,6 +7009,9 @@ CREATE FUNCTION app_private.nurture_lead_opted_out(tenant_id uuid, lead_id uuid)
     when l.phone is not null and exists (select 1 from app_public.dnc_list d where d.tenant_id = l.tenant_id and d.phone = l.phone)
       then coalesce((select case when d.source in ('sms_opt_out', 'provider') then 'opted_out' else 'dnc' end from app_public.dnc_list d
                      where d.tenant_id = l.tenant_id and d.phone = l.phone), 'dnc')
+    -- An unclear opt-out holds marketing until the customer answers; nurture ends (an unanswered
+    -- clarification counts as an opt-out).
+    when l.phone is not null and app_private.sms_marketing_held(l.tenant_id, l.phone) then 'opted_out'
     when l.email is not null and app_private.is_email_suppressed(l.tenant_id, l.email::text) then 'unsubscribed'
   end
   from app_public.leads l
@@ -6945,7 +7022,7 @@ $$;
 -- Name: FUNCTION nurture_lead_opted_out(tenant_id uuid, lead_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.nurture_lead_opted_out(tenant_id uuid, lead_id uuid) IS 'Why nurture may no longer reach the lead on any channel: opted_out (the lead texted STOP, or the SMS provider reported its opt-out), dnc (on the do-not-contact list, or status dnc) or unsubscribed (email suppression list); null when it may. An opt-out on one channel ends nurture on both.';
+COMMENT ON FUNCTION app_private.nurture_lead_opted_out(tenant_id uuid, lead_id uuid) IS 'Why nurture may no longer reach the lead on any channel: opted_out (the lead texted STOP, the SMS provider reported its opt-out, or its text was an unclear opt-out it has not clarified), dnc (on the do-not-contact list, or status dnc) or unsubscribed (email suppression list); null when it may. An opt-out on one channel ends nurture on both.';
 
 --
 -- Name: nurture_send_time(uuid, uuid, text, jsonb, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8325,6 +8402,25 @@ begin
   if v_provider is not null then
     return;  -- a START the provider answered, from a number that had not opted out: nothing more to do
   end if;
+  -- YES (or START) answering the clarifying text of an unclear opt-out: marketing may go again.
+  if keyword = 'opt_in' and app_private.sms_marketing_held(v_owner.tenant_id, record_inbound_message.from_phone) then
+    insert into app_public.sms_consent_events (tenant_id, phone, event, source, keyword, message_id)
+    values (v_owner.tenant_id, record_inbound_message.from_phone, 'opt_in', 'sms_keyword', v_said, message_id);
+    return;
+  end if;
+  -- Words of opting out we cannot read as a request: marketing is held (app_private.sms_marketing_held)
+  -- and one clarifying text asks, with no marketing in it. The AI does not answer it.
+  if keyword = 'unclear' then
+    if not app_private.sms_marketing_held(v_owner.tenant_id, record_inbound_message.from_phone) then
+      insert into app_public.sms_consent_events (tenant_id, phone, event, source, keyword, message_id)
+      values (v_owner.tenant_id, record_inbound_message.from_phone, 'opt_out_unclear', 'sms_keyword', v_said, message_id);
+      perform app_private.queue_message(v_owner.tenant_id, record_inbound_message.from_phone, record_inbound_message.to_phone,
+        app_hidden.fill_sms_template('[BUSINESS]: do you want to stop getting texts from us? Reply STOP to stop them, or YES to keep getting them.',
+          v_owner.tenant_id),
+        'conversation', 'system', v_conversation.conversation_id, v_lead.lead_id, 'opt_out_clarification:' || message_id);
+    end if;
+    return;
+  end if;
 
   -- An ordinary message: the AI answers at once when it has the conversation; else it takes over after the delay.
   select c.* into v_conv from app_public.conversations c where c.id = v_conversation.conversation_id;
@@ -8348,7 +8444,7 @@ $_$;
 -- Name: FUNCTION record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer, opt_out_type text, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer, opt_out_type text, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean) IS 'The incoming-text webhook, once per MessageSid (repeated or concurrent deliveries wait for the first and change nothing; duplicate is then true). opt_out_type is Twilio''s OptOutType (STOP, START or HELP: its Advanced Opt-Out recognised and answered the text): it decides the keyword even where sms_keyword sees none, the change is recorded with source provider, and we send no answer of our own. STOP and the other opt-out words: record_opt_out. HELP or INFO: the help text of the tenant is queued. START, UNSTOP or YES from a number that opted out: record_opt_in. Any other text: the lead (source inbound_sms) and the active conversation are found or created, the message is stored, and the AI either answers at once (it has the conversation) or is scheduled to take over after the ai_takeover_delay of the person who owns the lead (unless a person already answers, or ai_enabled is off). Errors: 22023 a malformed MessageSid, number, or a body over 100000 characters; P0002 a number of no tenant.';
+COMMENT ON FUNCTION app_private.record_inbound_message(message_sid text, from_phone text, to_phone text, body text, num_media integer, opt_out_type text, OUT message_id uuid, OUT tenant_id uuid, OUT keyword text, OUT duplicate boolean) IS 'The incoming-text webhook, once per MessageSid (repeated or concurrent deliveries wait for the first and change nothing; duplicate is then true). opt_out_type is Twilio’s OptOutType (STOP, START or HELP: its Advanced Opt-Out recognised and answered the text): it decides the keyword even where sms_keyword sees none, the change is recorded with source provider, and we send no answer of our own. STOP and the other opt-out words, or a request built on one ("please stop texting me"; app_public.sms_keyword): record_opt_out. An unclear opt-out ("how do I unsubscribe?"): stored in its conversation, marketing to the number is held (consent event opt_out_unclear) and one clarifying text asks STOP or YES; YES or START then lifts the hold (consent event opt_in). HELP or INFO: the help text of the tenant is queued. START, UNSTOP or YES from a number that opted out: record_opt_in. Any other text: the lead (source inbound_sms) and the active conversation are found or created, the message is stored, and the AI either answers at once (it has the conversation) or is scheduled to take over after the ai_takeover_delay of the person who owns the lead (unless a person already answers, or ai_enabled is off). Errors: 22023 a malformed MessageSid, number, or a body over 100000 characters; P0002 a number of no tenant.';
 
 --
 -- Name: record_message_failed(uuid, integer, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11143,6 +11239,27 @@ $$;
 COMMENT ON FUNCTION app_private.sms_customer_contact_at(tenant_id uuid, conversation_id uuid, to_phone text) IS 'The last time the customer reached the business in this conversation (their last text in it, its start by their call or text, or their last call to its business number), when the conversation is one the customer started, with this phone, in this tenant; null otherwise. A reply (purpose conversation or auto_response) goes at once only within app_private.sms_reply_window() of that moment; later it is held to legal sending hours and caps like marketing; without such a conversation it is refused (tg_messages__guard_outbound).';
 
 --
+-- Name: sms_marketing_held(uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.sms_marketing_held(tenant_id uuid, phone text) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select coalesce((select e.event = 'opt_out_unclear'
+                     from app_public.sms_consent_events e
+                    where e.tenant_id = sms_marketing_held.tenant_id and e.phone = sms_marketing_held.phone
+                    order by e.occurred_at desc, e.id desc
+                    limit 1), false);
+$$;
+
+--
+-- Name: FUNCTION sms_marketing_held(tenant_id uuid, phone text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.sms_marketing_held(tenant_id uuid, phone text) IS 'Whether marketing and nurture texts to this number are held: its latest consent event is opt_out_unclear (the customer wrote words of opting out we could not read as a request, and has not answered the clarifying text with STOP or YES since). A number that never answers stays held, as the FCC treats an unanswered clarification as an opt-out.';
+
+--
 -- Name: sms_marketing_send_time(uuid, uuid, text, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -13458,6 +13575,11 @@ begin
     raise exception 'Not sent: % is on the do-not-contact list of this business (it opted out or was blocked), so nothing may be texted to it', NEW.to_phone
       using errcode = 'SB001';
   end if;
+  -- Marketing waits while the customer's last word on consent is an unclear opt-out.
+  if NEW.purpose in ('marketing', 'nurture') and app_private.sms_marketing_held(NEW.tenant_id, NEW.to_phone) then
+    raise exception 'Not sent: the last text from % may have asked us to stop (it was unclear); no marketing goes to it until they answer the clarifying text with STOP or YES', NEW.to_phone
+      using errcode = 'SB001';
+  end if;
   -- A notification is for the business's own people: the phone of a member's profile, never a lead.
   if NEW.purpose = 'notification'
      and (NEW.lead_id is not null
@@ -13491,7 +13613,7 @@ $$;
 -- Name: FUNCTION tg_messages__guard_outbound(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert of outbound messages). THE RULE of is_on_dnc_list, enforced where every text is written: a number on the do-not-contact list gets nothing (SQLSTATE SB001), except the one opt-out confirmation and HELP replies, which the carriers require. No bypass of sending hours (22023 otherwise): a notification goes only to the profile phone of a member of the business, never to a lead; a conversation reply or missed-call auto-response only to the customer of a conversation they started (app_private.sms_customer_contact_at). Marketing and nurture texts, and replies sent more than app_private.sms_reply_window() (24 hours) after the customer''s last call or text, are moved (scheduled_for) to sms_marketing_send_time: legal sending hours of the recipient and the per-state daily cap. Replies within that window go at once. Concurrent queuing to one recipient is serialized by an advisory lock.';
+COMMENT ON FUNCTION app_private.tg_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert of outbound messages). THE RULE of is_on_dnc_list, enforced where every text is written: a number on the do-not-contact list gets nothing (SQLSTATE SB001), except the one opt-out confirmation and HELP replies, which the carriers require; marketing and nurture texts also get SB001 while the number is held after an unclear opt-out (app_private.sms_marketing_held). No bypass of sending hours (22023 otherwise): a notification goes only to the profile phone of a member of the business, never to a lead; a conversation reply or missed-call auto-response only to the customer of a conversation they started (app_private.sms_customer_contact_at). Marketing and nurture texts, and replies sent more than app_private.sms_reply_window() (24 hours) after the customer''s last call or text, are moved (scheduled_for) to sms_marketing_send_time: legal sending hours of the recipient and the per-state daily cap. Replies within that window go at once. Concurrent queuing to one recipient is serialized by an advisory lock.';
 
 --
 -- Name: tg_messages__nurture_stop(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -18140,28 +18262,39 @@ CREATE FUNCTION app_public.sms_keyword(body text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-  -- Lower case, punctuation and emoji gone, polite words dropped, spaces collapsed; then the whole
-  -- remaining message must be one keyword ("Stop please!" is an opt-out, "stop by tomorrow" is not).
-  with cleaned as (
-    select pg_catalog.btrim(pg_catalog.regexp_replace(
-             pg_catalog.regexp_replace(
-               pg_catalog.regexp_replace(pg_catalog.lower(coalesce(sms_keyword.body, '')), '[^a-z ]+', ' ', 'g'),
-               '\m(please|pls|plz|thanks|thank you|thank u|thx|ty|now|ok|okay)\M', ' ', 'g'),
-             '\s+', ' ', 'g')) as words
+  with said as (
+    select app_hidden.sms_words(sms_keyword.body) as whole,
+           array(select app_hidden.sms_words(s) from pg_catalog.regexp_split_to_table(coalesce(sms_keyword.body, ''), '[.!?;,\n\r]+') s) as sentences
   )
   select case
-    when c.words in ('stop', 'stopall', 'stop all', 'unsubscribe', 'cancel', 'end', 'quit', 'revoke', 'optout', 'opt out') then 'opt_out'
-    when c.words in ('start', 'unstop', 'yes') then 'opt_in'
-    when c.words in ('help', 'info') then 'help'
+    -- A revocation by any reasonable means (47 CFR 64.1200(a)(10)): an opt-out word, alone or as a sentence
+    -- of its own (Stop. Who is this?), in English, Spanish or French…
+    when s.whole in ('stop', 'stopall', 'stop all', 'unsubscribe', 'cancel', 'end', 'quit', 'revoke', 'optout', 'opt out',
+                     'alto', 'para', 'parar', 'cancelar', 'baja', 'arret', 'arrete', 'arretez', 'desabonner', 'desinscrire')
+      or 'stop' = any (s.sentences) or 'stopall' = any (s.sentences) or 'unsubscribe' = any (s.sentences)
+      or 'optout' = any (s.sentences) or 'opt out' = any (s.sentences) or 'revoke' = any (s.sentences)
+      -- …or a request built on one: please stop texting me, unsubscribe me, take me off your list,
+      -- dont text me again, no more texts, no me envíes más mensajes, ne menvoyez plus de SMS.
+      or exists (select 1 from pg_catalog.unnest(s.sentences || s.whole) x where x ~ app_hidden.sms_opt_out_request())
+      then 'opt_out'
+    when s.whole in ('start', 'unstop', 'yes') then 'opt_in'
+    when s.whole in ('help', 'info', 'ayuda', 'aide') then 'help'
+    -- Words of opting out that make no request we can read (how do I unsubscribe?, stop with these
+    -- texts already or else, stop it alone): marketing waits for the customers answer to one clarifying text.
+    when s.whole ~ '\m(unsubscribe|unsubscribed|optout|opt out|revoke|stopall|baja|desabonner|desinscrire)\M'
+      or s.whole in ('stop it', 'stop that', 'stop this', 'enough')
+      or (s.whole ~ '\m(stop|quit|cease|enough|remove|dont|do not|no more|alto|parar|arret|arretez)\M'
+          and s.whole ~ '\m(text|texts|texting|txt|txts|message|messages|messaging|msg|msgs|sms|list|spam|ads|contact|contacting|mensajes|textos)\M')
+      then 'unclear'
   end
-  from cleaned c;
+  from said s;
 $$;
 
 --
 -- Name: FUNCTION sms_keyword(body text); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.sms_keyword(body text) IS 'What an inbound text means as a carrier keyword: opt_out (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT), opt_in (START, UNSTOP, YES), help (HELP, INFO), or null for an ordinary message. Case does not matter; punctuation, emoji and polite words (please, thanks, ok…) around the keyword are ignored, but any other word makes it an ordinary message ("stop by at 5" is not an opt-out).';
+COMMENT ON FUNCTION app_public.sms_keyword(body text) IS 'What an inbound text means for consent. opt_out: an opt-out word (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPT OUT; ALTO, PARA, PARAR, CANCELAR, BAJA; ARRÊT, ARRETEZ…) alone or as a sentence of its own, or a request built on one ("Please stop texting me", "unsubscribe me", "take me off your list", "don''t text me again", "no more texts", Spanish and French equivalents: app_hidden.sms_opt_out_request). opt_in: START, UNSTOP, YES. help: HELP, INFO, AYUDA, AIDE. unclear: words of opting out without a request we can read ("how do I unsubscribe?"): marketing to the number waits for the answer to one clarifying text. null: an ordinary message ("stop by at 5", "don''t stop", "cancel my appointment"). Read after Unicode NFKC, accents, case, punctuation, emoji, courtesy words and repeated words are set aside (app_hidden.sms_words).';
 
 --
 -- Name: sms_send_window(text, text, text, timestamp with time zone); Type: FUNCTION; Schema: app_public; Owner: -
@@ -22921,8 +23054,8 @@ CREATE TABLE app_public.sms_consent_events (
     source text NOT NULL,
     keyword text,
     message_id uuid,
-    occurred_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT sms_consent_events_event_must_be_known CHECK ((event = ANY (ARRAY['opt_out'::text, 'opt_in'::text]))),
+    occurred_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    CONSTRAINT sms_consent_events_event_must_be_known CHECK ((event = ANY (ARRAY['opt_out'::text, 'opt_in'::text, 'opt_out_unclear'::text]))),
     CONSTRAINT sms_consent_events_source_must_be_known CHECK ((source = ANY (ARRAY['sms_keyword'::text, 'provider'::text, 'api'::text, 'import'::text, 'manual'::text])))
 );
 
@@ -22957,7 +23090,7 @@ COMMENT ON COLUMN app_public.sms_consent_events.phone IS 'The number (E.164).';
 -- Name: COLUMN sms_consent_events.event; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.sms_consent_events.event IS 'opt_out or opt_in.';
+COMMENT ON COLUMN app_public.sms_consent_events.event IS 'opt_out, opt_in, or opt_out_unclear (the customer wrote words of opting out that make no request we can read: marketing to the number is held until they answer the clarifying text with STOP or YES).';
 
 --
 -- Name: COLUMN sms_consent_events.source; Type: COMMENT; Schema: app_public; Owner: -
@@ -22981,7 +23114,7 @@ COMMENT ON COLUMN app_public.sms_consent_events.message_id IS 'The inbound messa
 -- Name: COLUMN sms_consent_events.occurred_at; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.sms_consent_events.occurred_at IS 'When it happened.';
+COMMENT ON COLUMN app_public.sms_consent_events.occurred_at IS 'When it happened: the clock time of the write (clock_timestamp()), so that events recorded in one transaction keep their order.';
 
 --
 -- Name: sms_message_caps; Type: TABLE; Schema: app_public; Owner: -
@@ -30369,6 +30502,18 @@ GRANT ALL ON FUNCTION app_hidden.scoring_weights_problem(weights jsonb) TO :DATA
 REVOKE ALL ON FUNCTION app_hidden.sending_window_problem(sending_window jsonb) FROM PUBLIC;
 
 --
+-- Name: FUNCTION sms_opt_out_request(); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.sms_opt_out_request() FROM PUBLIC;
+
+--
+-- Name: FUNCTION sms_words(text text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.sms_words(text text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION st_resource(table_name text); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -31266,6 +31411,12 @@ REVOKE ALL ON FUNCTION app_private.share_lead_rollups(tenant_ids uuid[]) FROM PU
 --
 
 REVOKE ALL ON FUNCTION app_private.sms_customer_contact_at(tenant_id uuid, conversation_id uuid, to_phone text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION sms_marketing_held(tenant_id uuid, phone text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.sms_marketing_held(tenant_id uuid, phone text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION sms_marketing_send_time(tenant_id uuid, lead_id uuid, to_phone text, at timestamp with time zone); Type: ACL; Schema: app_private; Owner: -

@@ -127,6 +127,20 @@ describe("Twilio webhooks", () => {
     expect(rows[0].n).toBe(10_000);
   });
 
+  it("an opt-out in ordinary words through the signed webhook: listed, and exactly one confirmation reaches the provider", async () => {
+    const root = rootPool();
+    const customer = randomPhone("212");
+    for (const body of ["Please stop texting me", "STOP STOP", "no more texts"]) {
+      expect((await hook("/sms", { MessageSid: `SM${hex()}`, From: customer, To: business, Body: body })).status).toBe(200);
+    }
+    expect((await root.query("select source from app_public.dnc_list where tenant_id = $1 and phone = $2", [owner.tenant_id, customer])).rows[0]?.source).toBe("sms_opt_out");
+    await waitFor("the confirmation", async () => fake.messages.some((m) => m.to === customer));
+    await new Promise((r) => setTimeout(r, 500));
+    const sent = fake.messages.filter((m) => m.to === customer);
+    expect(sent).toHaveLength(1);
+    expect(sent[0]!.body).toContain("unsubscribed");
+  });
+
   it("provider opt-outs end to end: a signed text Twilio flags OptOutType=STOP, and a send the provider refuses with 21610, each put the number on the do-not-contact list for good", async () => {
     const root = rootPool();
     const source = async (phone: string) =>

@@ -407,6 +407,13 @@ describe("what stops an enrollment", () => {
       const a = await started(client, w);
       await client.query("select app_private.record_inbound_message($1, $2, $3, 'STOP')", [`SM${randomUUID().replace(/-/g, "")}`, a.phone, w.business]);
       expect(await stopped(client, a.e.id)).toEqual({ status: "stopped", stop_reason: "opted_out" });
+      // In ordinary words (issue 17), and as an unclear request: both end nurture.
+      const words = await started(client, w);
+      await client.query("select app_private.record_inbound_message($1, $2, $3, 'Please stop texting me')", [`SM${randomUUID().replace(/-/g, "")}`, words.phone, w.business]);
+      expect(await stopped(client, words.e.id)).toEqual({ status: "stopped", stop_reason: "opted_out" });
+      const unclear = await started(client, w);
+      await client.query("select app_private.record_inbound_message($1, $2, $3, 'how do I unsubscribe?')", [`SM${randomUUID().replace(/-/g, "")}`, unclear.phone, w.business]);
+      expect((await client.query("select app_private.nurture_lead_opted_out($1, $2) as why", [w.tenant, unclear.lead])).rows[0].why).toBe("opted_out");
       const b = await started(client, w);
       await client.query("insert into app_public.dnc_list (tenant_id, phone, source) values ($1, $2, 'manual')", [w.tenant, b.phone]);
       expect(await stopped(client, b.e.id)).toEqual({ status: "stopped", stop_reason: "dnc" });

@@ -125,6 +125,40 @@ describe("carrier keywords", () => {
     ["yes", "opt_in"],
     ["HELP", "help"],
     ["info?", "help"],
+    // Any reasonable means (47 CFR 64.1200(a)(10), since 11 April 2025): requests built on the words…
+    ["Please stop texting me", "opt_out"],
+    ["unsubscribe me", "opt_out"],
+    ["Take me off your list", "opt_out"],
+    ["remove me from your list please", "opt_out"],
+    ["Don't text me again", "opt_out"],
+    ["no more texts", "opt_out"],
+    ["I want to opt out", "opt_out"],
+    ["Stop calling me, wrong number", "opt_out"],
+    ["stop sending me these ads or I will sue", "opt_out"],
+    // …a keyword said as a sentence of its own, said again, in full-width letters…
+    ["Stop. Who is this?", "opt_out"],
+    ["STOP STOP", "opt_out"],
+    ["stop stop stop!!!", "opt_out"],
+    ["ＳＴＯＰ", "opt_out"],
+    ["Ｐｌｅａｓｅ ｓｔｏｐ", "opt_out"],
+    // …in Spanish and French.
+    ["ALTO", "opt_out"],
+    ["Parar", "opt_out"],
+    ["CANCELAR", "opt_out"],
+    ["baja", "opt_out"],
+    ["ARRÊT", "opt_out"],
+    ["Arret", "opt_out"],
+    ["No me envíes más mensajes", "opt_out"],
+    ["Quiero darme de baja", "opt_out"],
+    ["Arrêtez de m'envoyer des messages", "opt_out"],
+    ["Ne m'envoyez plus de SMS", "opt_out"],
+    ["Désabonnez-moi", "opt_out"],
+    ["AYUDA", "help"],
+    ["Aide", "help"],
+    // Words of opting out without a request we can read: marketing waits for a clarifying answer.
+    ["how do I unsubscribe?", "unclear"],
+    ["Stop it", "unclear"],
+    ["stop with these texts already", "unclear"],
   ])("%j is %s", async (body, meaning) => {
     await withRootDb(async (client) => {
       const { rows } = await client.query("select app_public.sms_keyword($1) as k", [body]);
@@ -134,7 +168,21 @@ describe("carrier keywords", () => {
 
   it("leaves ordinary messages alone, even when they contain a keyword", async () => {
     await withRootDb(async (client) => {
-      for (const body of ["stop by at 5 please", "Can you stop the leak?", "don't stop", "yes, Tuesday works", "", null, "x".repeat(10_000)]) {
+      for (const body of [
+        "stop by at 5 please",
+        "Can you stop the leak?",
+        "don't stop",
+        "yes, Tuesday works",
+        "end of the day works",
+        "cancel my appointment",
+        "I need to cancel the visit tomorrow",
+        "The water won't stop running",
+        "Quit worrying, I'm home at 5",
+        "Para mañana a las 5",
+        "",
+        null,
+        "x".repeat(10_000),
+      ]) {
         const { rows } = await client.query("select app_public.sms_keyword($1) as k", [body]);
         expect(rows[0].k, String(body).slice(0, 30)).toBeNull();
       }

@@ -488,13 +488,11 @@ describe("provider opt-outs (issue 17)", () => {
       const to = phone("305");
       const leadId = await lead(client, w, to, "FL");
       const waiting = await queue(client, w, to, "marketing");
-      // "Arrête" is a keyword the business configured in Twilio's Advanced Opt-Out, not one we read.
-      expect((await client.query("select app_public.sms_keyword('Arrête') as k")).rows[0].k).toBeNull();
-      expect((await inbound(client, w, to, "Arrête", "STOP")).keyword).toBe("opt_out");
+      // "Stoppen" is a keyword the business configured in Twilio's Advanced Opt-Out, not one we read.
+      expect((await client.query("select app_public.sms_keyword('Stoppen') as k")).rows[0].k).toBeNull();
+      expect((await inbound(client, w, to, "Stoppen", "STOP")).keyword).toBe("opt_out");
       expect(await listed(client, w, to)).toBe("provider");
-      const events = await consent(client, w, to);
-      expect(events).toMatchObject([{ event: "opt_out", source: "provider" }]);
-      expect(events[0].keyword.toLowerCase()).toBe("arrête"); // as texted (upper() keeps ê under the C collation)
+      expect(await consent(client, w, to)).toEqual([{ event: "opt_out", source: "provider", keyword: "STOPPEN" }]);
       expect((await client.query("select status from app_public.messages where id = $1", [waiting.id])).rows[0].status).toBe("canceled");
       expect((await client.query("select app_private.nurture_lead_opted_out($1, $2) as why", [w.tenant, leadId])).rows[0].why).toBe("opted_out");
       // Twilio answered the keyword; we add nothing. Nothing more may go to the number.
@@ -561,6 +559,70 @@ describe("provider opt-outs (issue 17)", () => {
       await client.query("update app_public.messages set status = 'sending' where id = $1", [unreachable.id]);
       await client.query("select app_private.record_message_failed($1, 30003, 'Unreachable destination handset')", [unreachable.id]);
       expect(await listed(client, w, c)).toBeNull();
+    });
+  });
+});
+
+describe("opt-out by any reasonable means (issue 17)", () => {
+  async function inbound(client: pg.ClientBase, w: World, from: string, body: string) {
+    const { rows } = await client.query("select * from app_private.record_inbound_message($1, $2, $3, $4)", [sid("SM"), from, w.business, body]);
+    return rows[0];
+  }
+  const sentTo = async (client: pg.ClientBase, w: World, to: string) =>
+    (await client.query("select purpose, sender, body, status from app_public.messages where tenant_id = $1 and to_phone = $2 and direction = 'outbound' order by created_at, id", [w.tenant, to])).rows;
+
+  it("a request in ordinary words opts out like STOP: listed, queued marketing canceled, one confirmation with no marketing in it", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const to = phone("305");
+      await lead(client, w, to, "FL");
+      const waiting = await queue(client, w, to, "marketing");
+      expect((await inbound(client, w, to, "Please stop texting me")).keyword).toBe("opt_out");
+      expect((await client.query("select source from app_public.dnc_list where tenant_id = $1 and phone = $2", [w.tenant, to])).rows[0].source).toBe("sms_opt_out");
+      const out = await sentTo(client, w, to);
+        expect(out.map((m) => `${m.purpose}/${m.status}`).sort()).toEqual(["marketing/canceled", "opt_out_confirmation/queued"]);
+      expect(out.find((m) => m.purpose === "opt_out_confirmation").body).toContain("unsubscribed");
+      expect(waiting.id).toBeTruthy();
+      // Saying it again, in other words, sends nothing more.
+      await inbound(client, w, to, "STOP STOP STOP");
+      await inbound(client, w, to, "no more texts");
+      expect((await sentTo(client, w, to)).length).toBe(2);
+    });
+  });
+
+  it("an unclear one holds marketing (SB001, and at the claim) and gets one clarifying text; YES lifts the hold, STOP opts out", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const to = phone("305");
+      await lead(client, w, to, "FL");
+      const before = await queue(client, w, to, "marketing");
+      expect((await inbound(client, w, to, "how do I unsubscribe?")).keyword).toBe("unclear");
+      // One clarifying text, in the customer's conversation, with no marketing; nothing is listed.
+      const asked = (await sentTo(client, w, to)).filter((m) => m.purpose === "conversation");
+      expect(asked).toHaveLength(1);
+      expect(asked[0]).toMatchObject({ sender: "system", status: "queued" });
+      expect(asked[0].body).toContain("Reply STOP");
+      expect((await client.query("select count(*)::int as n from app_public.dnc_list where tenant_id = $1 and phone = $2", [w.tenant, to])).rows[0].n).toBe(0);
+      // Marketing waits: refused when queued, canceled when a text queued before comes up for sending.
+      const held = await expectSqlError(client, "SB001", () => queue(client, w, to, "marketing"));
+      expect(held.message).toContain("clarifying text");
+      await client.query("update app_public.messages set scheduled_for = now() - interval '1 minute' where id = $1", [before.id]);
+      expect((await client.query("select (app_private.claim_outbound_message($1)).id", [before.id])).rows[0].id).toBeNull();
+      expect((await client.query("select status from app_public.messages where id = $1", [before.id])).rows[0].status).toBe("canceled");
+      // Another unclear text asks nothing more; a reply in the conversation still goes.
+      await inbound(client, w, to, "stop it");
+      expect((await sentTo(client, w, to)).filter((m) => m.purpose === "conversation")).toHaveLength(1);
+      expect((await queue(client, w, to, "conversation")).status).toBe("queued");
+      // YES answers the question: marketing may go again.
+      await inbound(client, w, to, "Yes");
+      expect((await queue(client, w, to, "marketing")).status).toBe("queued");
+      const events = (await client.query("select event from app_public.sms_consent_events where tenant_id = $1 and phone = $2 order by occurred_at, id", [w.tenant, to])).rows;
+      expect(events.map((e) => e.event)).toEqual(["opt_out_unclear", "opt_in"]);
+      // Unclear again, then STOP: an opt-out like any other.
+      await inbound(client, w, to, "how do I unsubscribe?");
+      await expectSqlError(client, "SB001", () => queue(client, w, to, "marketing"));
+      await inbound(client, w, to, "STOP");
+      expect((await client.query("select source from app_public.dnc_list where tenant_id = $1 and phone = $2", [w.tenant, to])).rows[0].source).toBe("sms_opt_out");
     });
   });
 });
