@@ -8511,8 +8511,12 @@ begin
   end if;
   -- Only what the customer's own words put there: an opt-out they texted, or one the provider reported.
   -- A block a person of the business set (manual, api, import, lead_status) stays.
+  -- Nor while a live lead with that number has the status dnc (a person set it).
   delete from app_public.dnc_list d
-  where d.tenant_id = record_opt_in.tenant_id and d.phone = record_opt_in.customer_phone and d.source in ('sms_opt_out', 'provider');
+  where d.tenant_id = record_opt_in.tenant_id and d.phone = record_opt_in.customer_phone and d.source in ('sms_opt_out', 'provider')
+    and not exists (select 1 from app_public.leads l
+                     where l.tenant_id = record_opt_in.tenant_id and l.phone = record_opt_in.customer_phone
+                       and l.status = 'dnc' and l.deleted_at is null);
   if not found then
     return false;
   end if;
@@ -8534,7 +8538,7 @@ $$;
 -- Name: FUNCTION record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number that opted out by text (or whose opt-out the provider reported) opted in again: START, UNSTOP or YES read in its text (source sms_keyword), or Twilio''s OptOutType START (source provider). Removes only dnc_list entries of source sms_opt_out or provider (a block a person set stays), records the consent event, and queues our confirmation when we read the keyword (the provider confirms its own). Returns false, and changes nothing, when the number had no such entry. Errors: 22023 an unknown source.';
+COMMENT ON FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number that opted out by text (or whose opt-out the provider reported) opted in again: START, UNSTOP or YES read in its text (source sms_keyword), or Twilio''s OptOutType START (source provider). Removes only dnc_list entries of source sms_opt_out or provider (a block a person set stays, and so does the entry while a live lead with the number has the status dnc), records the consent event, and queues our confirmation when we read the keyword (the provider confirms its own). Returns false, and changes nothing, when the number had no such entry. Errors: 22023 an unknown source.';
 
 --
 -- Name: record_opt_out(uuid, text, text, text, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11224,7 +11228,7 @@ CREATE FUNCTION app_private.sms_customer_contact_at(tenant_id uuid, conversation
   select greatest(coalesce(c.last_customer_message_time, c.created_at),
                   (select pg_catalog.max(k.start_time) from app_public.calls k
                     where k.tenant_id = c.tenant_id and k.customer_phone = c.customer_phone
-                      and k.business_phone = c.business_phone))
+                      and k.business_phone = c.business_phone and k.direction = 'inbound'))
     from app_public.conversations c
    where c.tenant_id = sms_customer_contact_at.tenant_id
      and c.id = sms_customer_contact_at.conversation_id
@@ -12909,10 +12913,14 @@ begin
   if TG_OP = 'UPDATE' and OLD.status = 'dnc' then
     return null;
   end if;
-  insert into app_public.dnc_list (tenant_id, phone, reason, source, added_by_user_id)
+  -- A person's block outranks the customer's own opt-out: an entry the customer's STOP (or the provider)
+  -- put there becomes this one, so that a later START or YES cannot lift what the business decided.
+  insert into app_public.dnc_list as d (tenant_id, phone, reason, source, added_by_user_id)
   values (NEW.tenant_id, NEW.phone, pg_catalog.format('The lead''s status was set to dnc (lead %s)', NEW.id), 'lead_status',
     app_public.current_user_id())
-  on conflict (tenant_id, phone) do nothing;
+  on conflict (tenant_id, phone) do update
+    set source = excluded.source, reason = excluded.reason, added_by_user_id = excluded.added_by_user_id
+    where d.source in ('sms_opt_out', 'provider');
   return null;
 end;
 $$;
@@ -12921,7 +12929,7 @@ $$;
 -- Name: FUNCTION tg_leads__add_to_dnc_list(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_leads__add_to_dnc_list() IS 'Trigger (_540_add_to_dnc_list, after insert or update of status on leads): when a lead''s status becomes dnc, adds its phone to the tenant''s do-not-contact list (source lead_status; nothing when it is already there or the lead has no phone).';
+COMMENT ON FUNCTION app_private.tg_leads__add_to_dnc_list() IS 'Trigger (_540_add_to_dnc_list, after insert or update of status on leads): when a lead''s status becomes dnc, adds its phone to the tenant''s do-not-contact list (source lead_status; nothing when the lead has no phone). An entry the customer''s own opt-out put there (sms_opt_out, provider) becomes lead_status, so that their START or YES cannot lift the business''s block; other entries stay as they are.';
 
 --
 -- Name: tg_leads__assignment_history(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -13581,10 +13589,16 @@ begin
       using errcode = 'SB001';
   end if;
   -- A notification is for the business's own people: the phone of a member's profile, never a lead.
+  -- A member types their profile phone themselves: a number that is a live lead's, or a customer's in a
+  -- conversation, is a customer's whatever a profile says.
   if NEW.purpose = 'notification'
      and (NEW.lead_id is not null
           or not exists (select 1 from app_public.user_profiles p
-                          where p.tenant_id = NEW.tenant_id and p.phone_number = NEW.to_phone)) then
+                          where p.tenant_id = NEW.tenant_id and p.phone_number = NEW.to_phone)
+          or exists (select 1 from app_public.leads l
+                      where l.tenant_id = NEW.tenant_id and l.phone = NEW.to_phone and l.deleted_at is null)
+          or exists (select 1 from app_public.conversations c
+                      where c.tenant_id = NEW.tenant_id and c.customer_phone = NEW.to_phone and c.status = 'active')) then
     raise exception 'Not sent: a notification text goes only to a member of this business (the phone of their profile); a text to a lead or customer is marketing, held to legal sending hours and caps'
       using errcode = '22023';
   end if;
@@ -13613,7 +13627,7 @@ $$;
 -- Name: FUNCTION tg_messages__guard_outbound(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert of outbound messages). THE RULE of is_on_dnc_list, enforced where every text is written: a number on the do-not-contact list gets nothing (SQLSTATE SB001), except the one opt-out confirmation and HELP replies, which the carriers require; marketing and nurture texts also get SB001 while the number is held after an unclear opt-out (app_private.sms_marketing_held). No bypass of sending hours (22023 otherwise): a notification goes only to the profile phone of a member of the business, never to a lead; a conversation reply or missed-call auto-response only to the customer of a conversation they started (app_private.sms_customer_contact_at). Marketing and nurture texts, and replies sent more than app_private.sms_reply_window() (24 hours) after the customer''s last call or text, are moved (scheduled_for) to sms_marketing_send_time: legal sending hours of the recipient and the per-state daily cap. Replies within that window go at once. Concurrent queuing to one recipient is serialized by an advisory lock.';
+COMMENT ON FUNCTION app_private.tg_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert of outbound messages). THE RULE of is_on_dnc_list, enforced where every text is written: a number on the do-not-contact list gets nothing (SQLSTATE SB001), except the one opt-out confirmation and HELP replies, which the carriers require; marketing and nurture texts also get SB001 while the number is held after an unclear opt-out (app_private.sms_marketing_held). No bypass of sending hours (22023 otherwise): a notification goes only to the profile phone of a member of the business, never to a number that is a live lead''s or a customer''s in an open conversation; a conversation reply or missed-call auto-response only to the customer of a conversation they started (app_private.sms_customer_contact_at). Marketing and nurture texts, and replies sent more than app_private.sms_reply_window() (24 hours) after the customer''s last call or text, are moved (scheduled_for) to sms_marketing_send_time: legal sending hours of the recipient and the per-state daily cap. Replies within that window go at once. Concurrent queuing to one recipient is serialized by an advisory lock.';
 
 --
 -- Name: tg_messages__nurture_stop(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -33174,12 +33188,6 @@ GRANT INSERT(phone) ON TABLE app_public.dnc_list TO :DATABASE_VISITOR;
 --
 
 GRANT INSERT(reason) ON TABLE app_public.dnc_list TO :DATABASE_VISITOR;
-
---
--- Name: COLUMN dnc_list.source; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(source) ON TABLE app_public.dnc_list TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE email_suppressions; Type: ACL; Schema: app_public; Owner: -

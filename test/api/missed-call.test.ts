@@ -127,49 +127,6 @@ describe("Twilio webhooks", () => {
     expect(rows[0].n).toBe(10_000);
   });
 
-  it("an opt-out in ordinary words through the signed webhook: listed, and exactly one confirmation reaches the provider", async () => {
-    const root = rootPool();
-    const customer = randomPhone("212");
-    for (const body of ["Please stop texting me", "STOP STOP", "no more texts"]) {
-      expect((await hook("/sms", { MessageSid: `SM${hex()}`, From: customer, To: business, Body: body })).status).toBe(200);
-    }
-    expect((await root.query("select source from app_public.dnc_list where tenant_id = $1 and phone = $2", [owner.tenant_id, customer])).rows[0]?.source).toBe("sms_opt_out");
-    await waitFor("the confirmation", async () => fake.messages.some((m) => m.to === customer));
-    await new Promise((r) => setTimeout(r, 500));
-    const sent = fake.messages.filter((m) => m.to === customer);
-    expect(sent).toHaveLength(1);
-    expect(sent[0]!.body).toContain("unsubscribed");
-  });
-
-  it("provider opt-outs end to end: a signed text Twilio flags OptOutType=STOP, and a send the provider refuses with 21610, each put the number on the do-not-contact list for good", async () => {
-    const root = rootPool();
-    const source = async (phone: string) =>
-      (await root.query("select source from app_public.dnc_list where tenant_id = $1 and phone = $2", [owner.tenant_id, phone])).rows[0]?.source ?? null;
-    // A keyword the business configured in Twilio (we do not read "Arrête" as one); Twilio answered it.
-    const flagged = randomPhone("212");
-    const answer = await hook("/sms", { MessageSid: `SM${hex()}`, From: flagged, To: business, Body: "Arrête", OptOutType: "STOP" });
-    expect(answer.status).toBe(200);
-    expect(await source(flagged)).toBe("provider");
-    expect((await root.query("select count(*)::int as n from app_public.messages where to_phone = $1", [flagged])).rows[0].n).toBe(0);
-    // A reply the worker sends, refused by the provider: the recipient unsubscribed at the carrier.
-    const refused = randomPhone("212");
-    fake.failNextSends(1, { httpStatus: 400, code: 21610, message: "Attempt to send to unsubscribed recipient" });
-    const { rows } = await root.query(
-      `with c as (insert into app_public.conversations (tenant_id, customer_phone, business_phone) values ($1, $2, $3) returning id)
-       select m.id from c, app_private.queue_message($1, $2, $3, 'Thanks for your call', 'conversation', 'system', c.id) m`,
-      [owner.tenant_id, refused, business],
-    );
-    await waitFor("the refused send", async () =>
-      (await root.query("select 1 from app_public.messages where id = $1 and status = 'failed' and error_code = 21610", [rows[0].id])).rows[0],
-    );
-    expect(await source(refused)).toBe("provider");
-    for (const to of [flagged, refused]) {
-      await expect(root.query("select app_private.queue_message($1, $2, $3, 'One more thing', 'marketing', 'system')", [owner.tenant_id, to, business])).rejects.toMatchObject({
-        code: "SB001",
-      });
-    }
-  });
-
   it("the same inbound text delivered 5 times at once makes one message and one lead", async () => {
     const sid = `SM${hex()}`;
     const from = randomPhone("212");
@@ -289,6 +246,49 @@ describe("Twilio webhooks", () => {
     const { rows } = await root.query("select ai_active, human_active from app_public.conversations where id = $1", [conversation.id]);
     expect(rows[0]).toEqual({ ai_active: false, human_active: true });
     expect(fake.messages.filter((m) => m.to === customer)).toHaveLength(1);
+  });
+
+  it("an opt-out in ordinary words through the signed webhook: listed, and exactly one confirmation reaches the provider", async () => {
+    const root = rootPool();
+    const customer = randomPhone("212");
+    for (const body of ["Please stop texting me", "STOP STOP", "no more texts"]) {
+      expect((await hook("/sms", { MessageSid: `SM${hex()}`, From: customer, To: business, Body: body })).status).toBe(200);
+    }
+    expect((await root.query("select source from app_public.dnc_list where tenant_id = $1 and phone = $2", [owner.tenant_id, customer])).rows[0]?.source).toBe("sms_opt_out");
+    await waitFor("the confirmation", async () => fake.messages.some((m) => m.to === customer));
+    await new Promise((r) => setTimeout(r, 500));
+    const sent = fake.messages.filter((m) => m.to === customer);
+    expect(sent).toHaveLength(1);
+    expect(sent[0]!.body).toContain("unsubscribed");
+  });
+
+  it("provider opt-outs end to end: a signed text Twilio flags OptOutType=STOP, and a send the provider refuses with 21610, each put the number on the do-not-contact list for good", async () => {
+    const root = rootPool();
+    const source = async (phone: string) =>
+      (await root.query("select source from app_public.dnc_list where tenant_id = $1 and phone = $2", [owner.tenant_id, phone])).rows[0]?.source ?? null;
+    // A keyword the business configured in Twilio (we do not read "Arrête" as one); Twilio answered it.
+    const flagged = randomPhone("212");
+    const answer = await hook("/sms", { MessageSid: `SM${hex()}`, From: flagged, To: business, Body: "Arrête", OptOutType: "STOP" });
+    expect(answer.status).toBe(200);
+    expect(await source(flagged)).toBe("provider");
+    expect((await root.query("select count(*)::int as n from app_public.messages where to_phone = $1", [flagged])).rows[0].n).toBe(0);
+    // A reply the worker sends, refused by the provider: the recipient unsubscribed at the carrier.
+    const refused = randomPhone("212");
+    fake.failNextSends(1, { httpStatus: 400, code: 21610, message: "Attempt to send to unsubscribed recipient" });
+    const { rows } = await root.query(
+      `with c as (insert into app_public.conversations (tenant_id, customer_phone, business_phone) values ($1, $2, $3) returning id)
+       select m.id from c, app_private.queue_message($1, $2, $3, 'Thanks for your call', 'conversation', 'system', c.id) m`,
+      [owner.tenant_id, refused, business],
+    );
+    await waitFor("the refused send", async () =>
+      (await root.query("select 1 from app_public.messages where id = $1 and status = 'failed' and error_code = 21610", [rows[0].id])).rows[0],
+    );
+    expect(await source(refused)).toBe("provider");
+    for (const to of [flagged, refused]) {
+      await expect(root.query("select app_private.queue_message($1, $2, $3, 'One more thing', 'marketing', 'system')", [owner.tenant_id, to, business])).rejects.toMatchObject({
+        code: "SB001",
+      });
+    }
   });
 
   it("requestPhoneNumber buys a number at the provider with our webhooks and makes it active", async () => {

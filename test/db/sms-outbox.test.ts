@@ -187,6 +187,12 @@ describe("no bypass of sending hours (issue 17)", () => {
       await expectSqlError(client, "22023", () =>
         client.query("select app_private.queue_message($1, $2, $3, 'Hi', 'notification', 'system', null, $4)", [w.tenant, staff, w.business, leadId]),
       );
+      // A member who types a customer's number into their own profile does not make it theirs.
+      await client.query(
+        "insert into app_public.user_profiles (tenant_id, user_id, phone_number) values ($1, $2, $3) on conflict (tenant_id, user_id) do update set phone_number = excluded.phone_number",
+        [w.tenant, member.user_id, customer],
+      );
+      await expectSqlError(client, "22023", () => queue(client, w, customer, "notification", night));
       // The phone of a member of another business is not ours to notify.
       const other = await world(client);
       const outsider = await addMember(client, other.tenant, "agent");
@@ -623,6 +629,53 @@ describe("opt-out by any reasonable means (issue 17)", () => {
       await expectSqlError(client, "SB001", () => queue(client, w, to, "marketing"));
       await inbound(client, w, to, "STOP");
       expect((await client.query("select source from app_public.dnc_list where tenant_id = $1 and phone = $2", [w.tenant, to])).rows[0].source).toBe("sms_opt_out");
+    });
+  });
+});
+
+describe("whose block it is (issue 17, review of 000067)", () => {
+  async function inbound(client: pg.ClientBase, w: World, from: string, body: string, optOutType: string | null = null) {
+    await client.query("select * from app_private.record_inbound_message($1, $2, $3, $4, 0, $5)", [sid("SM"), from, w.business, body, optOutType]);
+  }
+  const source = async (client: pg.ClientBase, w: World, to: string) =>
+    (await client.query("select source from app_public.dnc_list where tenant_id = $1 and phone = $2", [w.tenant, to])).rows[0]?.source ?? null;
+
+  it("a lead set to dnc after the customer's STOP keeps them blocked when they text START or YES, or the provider reports START", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const to = phone("305");
+      const id = await lead(client, w, to, "FL");
+      await inbound(client, w, to, "STOP");
+      expect(await source(client, w, to)).toBe("sms_opt_out");
+      await client.query("update app_public.leads set status = 'dnc' where id = $1", [id]);
+      expect(await source(client, w, to)).toBe("lead_status");
+      for (const [body, type] of [["START", null], ["YES", null], ["Start", "START"]] as const) {
+        await inbound(client, w, to, body, type);
+        expect(await source(client, w, to), body).toBe("lead_status");
+      }
+      // Even with the entry still the customer's own (written before this rule), the dnc status holds it.
+      await client.query("update app_public.dnc_list set source = 'sms_opt_out' where tenant_id = $1 and phone = $2", [w.tenant, to]);
+      await inbound(client, w, to, "START");
+      expect(await source(client, w, to)).toBe("sms_opt_out");
+      await expectSqlError(client, "SB001", () => queue(client, w, to, "marketing"));
+    });
+  });
+
+  it("a member's do-not-contact entry is manual: the source is not theirs to choose", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const agent = await addMember(client, w.tenant, "agent");
+      await becomeUser(client, agent);
+      const forged = phone("305");
+      await expectSqlError(client, "42501", () =>
+        client.query("insert into app_public.dnc_list (tenant_id, phone, source) values ($1, $2, 'sms_opt_out')", [w.tenant, forged]),
+      );
+      const { rows } = await client.query("insert into app_public.dnc_list (tenant_id, phone, reason) values ($1, $2, 'Asked on the phone') returning source", [w.tenant, forged]);
+      expect(rows[0].source).toBe("manual");
+      await becomeRoot(client);
+      // So the customer's START does not lift it.
+      await inbound(client, w, forged, "START");
+      expect(await source(client, w, forged)).toBe("manual");
     });
   });
 });
