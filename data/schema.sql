@@ -8571,10 +8571,12 @@ begin
     record_opt_out.message_id);
   -- Nothing still waiting may go out: queued texts are canceled (a text a worker is handing to the provider
   -- at this instant cannot be called back; claim_outbound_message checks the list again just before sending).
+  -- The confirmation of an earlier opt-out and HELP answers still go (a second STOP right after the
+  -- first canceled the confirmation the first one queued).
   update app_public.messages m
   set status = 'canceled', failed_at = now(), error_message = 'Canceled: the recipient opted out'
   where m.tenant_id = record_opt_out.tenant_id and m.to_phone = record_opt_out.customer_phone
-    and m.direction = 'outbound' and m.status = 'queued';
+    and m.direction = 'outbound' and m.status = 'queued' and m.purpose not in ('opt_out_confirmation', 'help');
   update app_public.conversations c
   set status = 'opted_out', outcome = coalesce(c.outcome, 'opted_out'), ai_active = false
   where c.tenant_id = record_opt_out.tenant_id and c.customer_phone = record_opt_out.customer_phone and c.status = 'active';
@@ -8595,7 +8597,7 @@ $$;
 -- Name: FUNCTION record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number opted out of this tenant''s texts. source sms_keyword: we read an opt-out in the customer''s text (keyword is what they wrote, message_id their message); source provider: the SMS provider says so (Twilio''s OptOutType STOP on an incoming text, or error 21610 on a send; keyword names which, message_id is that message). The number joins dnc_list (source sms_opt_out or provider; an existing entry stays as it is), a consent event is recorded either way, every queued text to it is canceled, its active conversations end (opted_out), and nurture enrollments stop (the dnc_list trigger). Only a new opt-out read in a text gets our one confirmation; the provider confirms its own. Returns whether the number joined the list. Errors: 22023 an unknown source.';
+COMMENT ON FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number opted out of this tenant''s texts. source sms_keyword: we read an opt-out in the customer''s text (keyword is what they wrote, message_id their message); source provider: the SMS provider says so (Twilio’s OptOutType STOP on an incoming text, or error 21610 on a send; keyword names which, message_id is that message). The number joins dnc_list (source sms_opt_out or provider; an existing entry stays as it is), a consent event is recorded either way, every queued text to it is canceled (but the confirmation of an earlier opt-out and HELP answers), its active conversations end (opted_out), and nurture enrollments stop (the dnc_list trigger). Only a new opt-out read in a text gets our one confirmation; the provider confirms its own. Returns whether the number joined the list. Errors: 22023 an unknown source.';
 
 --
 -- Name: refresh_agent_performance_metrics(uuid); Type: FUNCTION; Schema: app_private; Owner: -
