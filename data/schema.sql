@@ -3219,6 +3219,31 @@ $$;
 COMMENT ON FUNCTION app_hidden.sms_opt_out_request() IS 'The requests to stop texting that app_public.sms_keyword reads as an opt-out, as one regular expression over the words of a sentence (app_hidden.sms_words): English requests built on stop, quit, cease, end, cancel, unsubscribe, remove, opt out, requests not to text or for no more texts, and their Spanish and French equivalents. Kept apart so that the list reads as data.';
 
 --
+-- Name: sms_window_open(timestamp with time zone, text[], text[]); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.sms_window_open(at timestamp with time zone, zones text[], jurisdictions text[]) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  -- In each zone: the local day's window is the latest start and the earliest end of the rules of every
+  -- jurisdiction for that weekday; the moment must be inside it, in every zone.
+  select coalesce(pg_catalog.bool_and(coalesce(w.opens < w.closes and l.local::time >= w.opens and l.local::time < w.closes, false)), false)
+    from pg_catalog.unnest(sms_window_open.zones) as z(zone)
+   cross join lateral (select sms_window_open.at at time zone z.zone as local) l
+   cross join lateral (select pg_catalog.max(s.allowed_from) as opens, pg_catalog.min(s.allowed_until) as closes
+                         from app_public.sms_send_windows s
+                        where s.jurisdiction = any (sms_window_open.jurisdictions)
+                          and s.isodow = extract(isodow from l.local)::int) w;
+$$;
+
+--
+-- Name: FUNCTION sms_window_open(at timestamp with time zone, zones text[], jurisdictions text[]); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.sms_window_open(at timestamp with time zone, zones text[], jurisdictions text[]) IS 'Whether a text may reach a recipient at this moment under the sending windows of these jurisdictions (app_public.sms_send_windows: every rule must hold) in every one of these time zones (the strictest wins: a recipient whose area code, state and known time zone disagree gets a text only when it is allowed in each). False when no zone is given. Used by app_public.sms_send_window.';
+
+--
 -- Name: sms_words(text); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -18328,10 +18353,10 @@ declare
   v_jurisdictions text[];
   v_tz text;
   v_local timestamp;
-  v_day date;
-  v_from time;
-  v_until time;
   v_result app_public.sms_window;
+  v_zones text[];
+  v_next timestamptz;
+  v_block text;
 begin
   if sms_send_window.at is null then
     raise exception 'The moment to check is required' using errcode = '22023';
@@ -18369,6 +18394,12 @@ begin
     end;
   end if;
   v_local := sms_send_window.at at time zone v_tz;
+  -- Every zone that may be the recipient's: the given one (a lead's known zone), the area code's and the
+  -- known state's. When they disagree (a Florida number living in California), a text goes only when
+  -- every one of them allows it (the strictest wins).
+  v_zones := array(select z.zone from pg_catalog.unnest(array[nullif(pg_catalog.btrim(sms_send_window.timezone), ''),
+                                                               v_area.timezone, v_given.timezone]) with ordinality as z(zone, n)
+                    where z.zone is not null group by z.zone order by pg_catalog.min(z.n));
   -- National rules of every country involved (US when nothing says otherwise), plus the state rules.
   v_country := coalesce(v_area.country, v_given.country, 'US');
   select pg_catalog.array_agg(distinct w.jurisdiction order by w.jurisdiction) into v_jurisdictions
@@ -18380,30 +18411,43 @@ begin
   select pg_catalog.min(c.max_per_24h) into v_result.max_per_24h
     from app_public.sms_message_caps c where c.jurisdiction = any (v_result.jurisdictions);
 
-  -- Today and the next 7 local days: the first window (intersection of all rules) not yet over.
-  for i in 0..7 loop
-    v_day := v_local::date + i;
-    select pg_catalog.max(w.allowed_from), pg_catalog.min(w.allowed_until) into v_from, v_until
-      from app_public.sms_send_windows w
-     where w.jurisdiction = any (v_result.jurisdictions) and w.isodow = extract(isodow from v_day)::int;
-    continue when v_from is null or v_from >= v_until;
-    if i = 0 and v_local::time >= v_from and v_local::time < v_until then
-      v_result.allowed := true;
-      v_result.next_allowed_at := sms_send_window.at;
-      v_result.reason := '';
-      return v_result;
-    end if;
-    if i > 0 or v_local::time < v_from then
-      v_result.allowed := false;
-      v_result.next_allowed_at := (v_day + v_from) at time zone v_tz;
-      v_result.reason := pg_catalog.format('Outside the allowed hours (%s): it is %s there (%s); next allowed %s local time',
-        pg_catalog.array_to_string(v_result.jurisdictions, ', '), pg_catalog.to_char(v_local, 'Dy HH24:MI'), v_tz,
-        pg_catalog.to_char(v_day + v_from, 'Dy HH24:MI'));
-      return v_result;
-    end if;
-  end loop;
+  if app_hidden.sms_window_open(sms_send_window.at, v_zones, v_result.jurisdictions) then
+    v_result.allowed := true;
+    v_result.next_allowed_at := sms_send_window.at;
+    v_result.reason := '';
+    return v_result;
+  end if;
+  -- The earliest moment allowed in every zone is the start of some zone's window (the latest start of the
+  -- windows that overlap): over the next 8 local days of each zone, the first such start every zone allows.
+  select c.moment into v_next
+    from (select ((z.local_day + d.i) + w.opens) at time zone z.zone as moment
+            from (select u.zone, (sms_send_window.at at time zone u.zone)::date as local_day from pg_catalog.unnest(v_zones) u(zone)) z
+           cross join pg_catalog.generate_series(0, 8) d(i)
+           cross join lateral (select pg_catalog.max(s.allowed_from) as opens, pg_catalog.min(s.allowed_until) as closes
+                                 from app_public.sms_send_windows s
+                                where s.jurisdiction = any (v_result.jurisdictions)
+                                  and s.isodow = extract(isodow from z.local_day + d.i)::int) w
+           where w.opens < w.closes) c
+   where c.moment > sms_send_window.at
+     and app_hidden.sms_window_open(c.moment, v_zones, v_result.jurisdictions)
+   order by c.moment
+   limit 1;
   v_result.allowed := false;
-  v_result.reason := 'No allowed hours in the coming week under ' || pg_catalog.array_to_string(v_result.jurisdictions, ', ');
+  -- Told in the first zone that forbids the moment.
+  select z.zone into v_block from pg_catalog.unnest(v_zones) with ordinality z(zone, n)
+   where not app_hidden.sms_window_open(sms_send_window.at, array[z.zone], v_result.jurisdictions)
+   order by z.n limit 1;
+  v_block := coalesce(v_block, v_tz);
+  v_result.timezone := v_block;
+  if v_next is null then
+    v_result.reason := 'No allowed hours in the coming week under ' || pg_catalog.array_to_string(v_result.jurisdictions, ', ')
+      || case when pg_catalog.cardinality(v_zones) > 1 then ' in every zone of the recipient (' || pg_catalog.array_to_string(v_zones, ', ') || ')' else '' end;
+    return v_result;
+  end if;
+  v_result.next_allowed_at := v_next;
+  v_result.reason := pg_catalog.format('Outside the allowed hours (%s): it is %s there (%s); next allowed %s local time',
+    pg_catalog.array_to_string(v_result.jurisdictions, ', '), pg_catalog.to_char(sms_send_window.at at time zone v_block, 'Dy HH24:MI'), v_block,
+    pg_catalog.to_char(v_next at time zone v_block, 'Dy HH24:MI'));
   return v_result;
 end;
 $$;
@@ -18412,7 +18456,7 @@ $$;
 -- Name: FUNCTION sms_send_window(phone text, region text, timezone text, at timestamp with time zone); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.sms_send_window(phone text, region text, timezone text, at timestamp with time zone) IS 'Whether a marketing or nurture text may reach this recipient at the given moment (default now), and if not, the next moment it may. The rules are the national window (US, or CA for Canadian area codes) plus the stricter rules of the state of the area code of the number and of the known state of the recipient (region), all of which must hold; the local time is that of the given timezone, else that of the area code, else that of the state. Replies inside a conversation the customer started are not marketing and are not held to these hours. Errors: 22023 for an unknown region (give a postal code, ISO code or name), or when the local time cannot be told (no known area code, timezone or state) or the moment is null.';
+COMMENT ON FUNCTION app_public.sms_send_window(phone text, region text, timezone text, at timestamp with time zone) IS 'Whether a marketing or nurture text may reach this recipient at the given moment (default now), and if not, the next moment it may. The rules are the national window (US, or CA for Canadian area codes) plus the stricter rules of the state of the area code of the number and of the known state of the recipient (region), all of which must hold; the local time is that of every zone that may be the recipient’s (the given timezone, the area code’s and the state’s): when they disagree, the moment must be allowed in each (the strictest wins), the next allowed moment is the first allowed in all of them, and timezone names the zone that forbids the moment (else the given one, the area code’s or the state’s). Replies inside a conversation the customer started are not marketing and are not held to these hours. Errors: 22023 for an unknown region (give a postal code, ISO code or name), or when the local time cannot be told (no known area code, timezone or state) or the moment is null.';
 
 --
 -- Name: start_import(text, text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -30522,12 +30566,21 @@ REVOKE ALL ON FUNCTION app_hidden.sending_window_problem(sending_window jsonb) F
 --
 
 REVOKE ALL ON FUNCTION app_hidden.sms_opt_out_request() FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.sms_opt_out_request() TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION sms_window_open(at timestamp with time zone, zones text[], jurisdictions text[]); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.sms_window_open(at timestamp with time zone, zones text[], jurisdictions text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.sms_window_open(at timestamp with time zone, zones text[], jurisdictions text[]) TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION sms_words(text text); Type: ACL; Schema: app_hidden; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_hidden.sms_words(text text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.sms_words(text text) TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION st_resource(table_name text); Type: ACL; Schema: app_hidden; Owner: -

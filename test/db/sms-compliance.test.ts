@@ -83,6 +83,119 @@ describe("quiet hours", () => {
     });
   });
 
+  it("a recipient who moved: every zone that may be theirs must allow the text, and the next moment respects all of them (issue 17)", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      // A Florida number living in California, its zone derived from the area code (New York time):
+      // 10:30 in Miami is 07:30 in Los Angeles. Before, only Miami's clock was read and the text went.
+      const moved = await windowFor(client, "+13055550100", "2026-11-24T15:30:00Z", "CA", "America/New_York");
+      expect(moved).toMatchObject({ allowed: false, timezone: "America/Los_Angeles", jurisdictions: ["US", "US-FL"] });
+      expect(moved.next_allowed_at!.toISOString()).toBe("2026-11-24T16:00:00.000Z"); // 08:00 in Los Angeles
+      expect(moved.reason).toBe("Outside the allowed hours (US, US-FL): it is Tue 07:30 there (America/Los_Angeles); next allowed Tue 08:00 local time");
+      // Its evening: 19:30 in Los Angeles is 22:30 in Miami; the next moment is 08:00 in Los Angeles.
+      const evening = await windowFor(client, "+13055550100", "2026-11-25T03:30:00Z", "CA", "America/Los_Angeles");
+      expect([evening.allowed, evening.timezone]).toEqual([false, "America/New_York"]);
+      expect(evening.next_allowed_at!.toISOString()).toBe("2026-11-25T16:00:00.000Z");
+      // Across the change to summer time (Sunday 8 March 2026; Arizona keeps its clock): a Florida number in
+      // Phoenix, Sunday 20:30 in Miami (17:30 in Phoenix), waits for Monday 08:00 in Phoenix (11:00 in Miami).
+      const dst = await windowFor(client, "+13055550100", "2026-03-09T00:30:00Z", "AZ");
+      expect([dst.allowed, dst.timezone]).toEqual([false, "America/New_York"]);
+      expect(dst.next_allowed_at!.toISOString()).toBe("2026-03-09T15:00:00.000Z");
+      // A member types Pacific/Kiritimati (UTC+14) on a New York lead, hoping to text at night in New York:
+      // 10:30 in New York is 05:30 there, and the text waits for 08:00 there, 13:00 in New York.
+      const far = await windowFor(client, "+12125550100", "2026-11-24T15:30:00Z", null, "Pacific/Kiritimati");
+      expect([far.allowed, far.timezone]).toEqual([false, "Pacific/Kiritimati"]);
+      expect(far.next_allowed_at!.toISOString()).toBe("2026-11-24T18:00:00.000Z");
+      // And at 22:00 in New York (17:00 there) it is New York's clock that forbids it.
+      const night = await windowFor(client, "+12125550100", "2026-11-25T03:00:00Z", null, "Pacific/Kiritimati");
+      expect([night.allowed, night.timezone]).toEqual([false, "America/New_York"]);
+    });
+  });
+
+  it("property: a marketing text to a random lead at a random moment is scheduled at the first moment every zone of the lead allows (an oracle written here)", async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client);
+      const rules = (await client.query<{ jurisdiction: string; isodow: number; opens: number; closes: number }>(
+        "select jurisdiction, isodow, extract(epoch from allowed_from)::int as opens, extract(epoch from allowed_until)::int as closes from app_public.sms_send_windows",
+      )).rows;
+      const areas = new Map((await client.query<{ area_code: string; country: string; region: string; timezone: string }>(
+        "select area_code, country, region, timezone from app_public.phone_area_codes",
+      )).rows.map((a) => [a.area_code, a]));
+      const regions = (await client.query<{ country: string; region: string; timezone: string }>("select country, region, timezone from app_public.region_timezones")).rows;
+      const business = "+1786" + String(Date.now() % 10_000_000).padStart(7, "0");
+      await client.query(
+        "insert into app_public.phone_numbers (tenant_id, phone_number, phone_number_sid, area_code, status, date_provisioned) values ($1, $2, 'PN' || md5(random()::text), '786', 'active', now())",
+        [owner.tenant_id, business],
+      );
+      const weekday: Record<string, number> = { Mon: 1, Tue: 2, Wed: 3, Thu: 4, Fri: 5, Sat: 6, Sun: 7 };
+      const formats = new Map<string, Intl.DateTimeFormat>();
+      const local = (ms: number, zone: string) => {
+        if (!formats.has(zone)) {
+          formats.set(zone, new Intl.DateTimeFormat("en-US", { timeZone: zone, hourCycle: "h23", weekday: "short", hour: "2-digit", minute: "2-digit", second: "2-digit" }));
+        }
+        const parts = Object.fromEntries(formats.get(zone)!.formatToParts(new Date(ms)).map((p) => [p.type, p.value]));
+        return { isodow: weekday[parts.weekday!]!, seconds: Number(parts.hour) * 3600 + Number(parts.minute) * 60 + Number(parts.second) };
+      };
+      // The law as this test reads it: the national rule of every country involved and the rules of the
+      // area code's state and of the known state all hold, in every zone that may be the recipient's.
+      const oracle = (ms: number, zones: string[], jurisdictions: string[]) =>
+        zones.every((zone) => {
+          const { isodow, seconds } = local(ms, zone);
+          const day = rules.filter((r) => jurisdictions.includes(r.jurisdiction) && r.isodow === isodow);
+          if (day.length === 0) return false;
+          const opens = Math.max(...day.map((r) => r.opens));
+          const closes = Math.min(...day.map((r) => r.closes));
+          return opens < closes && seconds >= opens && seconds < closes;
+        });
+      let seed = 20261204;
+      const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+      const pick = <T,>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
+      const codes = ["305", "212", "214", "401", "203", "808", "416", "602", "213", "907"];
+      const givenRegions = [null, "FL", "CA", "TX", "AZ", "RI", "NY", "HI", "AK"];
+      const givenZones = [null, null, "America/Los_Angeles", "America/New_York", "America/Phoenix", "Pacific/Honolulu", "America/Chicago", "America/Anchorage"];
+      const start = Date.parse("2026-01-01T00:00:00Z");
+      for (let i = 0; i < 150; i++) {
+        const phone = `+1${pick(codes)}${String(1_000_000 + i * 7919 + Math.floor(random() * 1000)).slice(-7)}`;
+        const at = start + Math.floor(random() * 365 * 1440) * 60_000; // any minute of 2026, the changes of clock included
+        const { rows: [lead] } = await client.query(
+          "insert into app_public.leads (tenant_id, phone, region, timezone, source) values ($1, $2, $3, $4, 'test') returning id, region, country, timezone",
+          [owner.tenant_id, phone, pick(givenRegions), pick(givenZones)],
+        );
+        const area = areas.get(phone.slice(2, 5));
+        const given = lead.region ? regions.find((r) => r.region === lead.region && (!area || r.country === area.country)) ?? regions.find((r) => r.region === lead.region) : undefined;
+        const zones = [...new Set([lead.timezone, area?.timezone, given?.timezone].filter((z): z is string => !!z))];
+        const countries = [area?.country ?? given?.country ?? "US", area?.country, given?.country].filter((c): c is string => !!c);
+        const states = [area && `${area.country}-${area.region}`, given && `${given.country}-${given.region}`].filter((j): j is string => !!j);
+        const jurisdictions = [...new Set([...countries, ...states])].filter((j) => rules.some((r) => r.jurisdiction === j));
+        let expected: number | null = null;
+        if (oracle(at, zones, jurisdictions)) {
+          expected = at;
+        } else {
+          // Every window starts on a quarter hour of a zone a whole or half hour from UTC.
+          for (let t = Math.ceil(at / 900_000) * 900_000; t < at + 9 * 86_400_000; t += 900_000) {
+            if (oracle(t, zones, jurisdictions)) {
+              expected = t;
+              break;
+            }
+          }
+        }
+        const label = `${phone} region ${lead.region} zone ${lead.timezone} at ${new Date(at).toISOString()} (zones ${zones.join(", ")}; ${jurisdictions.join(", ")})`;
+        await client.query("savepoint queued");
+        const queued = await client
+          .query("select scheduled_for from app_private.queue_message($1, $2, $3, 'Spring special', 'marketing', 'system', null, $4, null, $5::timestamptz)", [
+            owner.tenant_id, phone, business, lead.id, new Date(at).toISOString(),
+          ])
+          .then((r) => (r.rows[0].scheduled_for as Date).getTime(), (error: { code?: string }) => error);
+        await client.query(typeof queued === "number" ? "release savepoint queued" : "rollback to savepoint queued");
+        if (expected === null) {
+          expect(queued, label).toMatchObject({ code: "22023" });
+        } else {
+          expect(new Date(queued as number).toISOString(), label).toBe(new Date(expected).toISOString());
+        }
+      }
+    });
+  });
+
   it("refuses to guess the local time of an unknown number: 22023, with a message that says what to give", async () => {
     await withRootDb(async (client) => {
       await becomeUser(client, await registerUser(client));
@@ -163,6 +276,14 @@ describe("carrier keywords", () => {
     await withRootDb(async (client) => {
       const { rows } = await client.query("select app_public.sms_keyword($1) as k", [body]);
       expect(rows[0].k).toBe(meaning);
+    });
+  });
+
+  it("a member may ask what a text means (smsKeyword), as the API does", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      const { rows } = await client.query("select app_public.sms_keyword('Please stop texting me') as a, app_public.sms_keyword('how do I unsubscribe?') as b");
+      expect(rows[0]).toEqual({ a: "opt_out", b: "unclear" });
     });
   });
 
