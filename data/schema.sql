@@ -4037,6 +4037,12 @@ begin
     where e.id = v_email.id;
     return;
   end if;
+  if v_email.purpose in ('marketing', 'nurture') and app_private.tenant_postal_address(v_email.tenant_id) is null then
+    update app_public.email_messages e
+    set status = 'canceled', failed_at = now(), error_message = 'Canceled: the business has no postal address any more, which a marketing email must carry (CAN-SPAM)'
+    where e.id = v_email.id;
+    return;
+  end if;
   update app_public.email_messages e
   set status = 'sending', sending_at = now(), attempts = e.attempts + 1,
       message_id_header = coalesce(e.message_id_header,
@@ -4048,11 +4054,14 @@ begin
   v_html := v_email.body_html;
   if v_email.purpose in ('marketing', 'nurture') then
     select t.business_name into v_business from app_public.tenants t where t.id = v_email.tenant_id;
+    -- The postal address CAN-SPAM requires, on its own line under the business name (the guard refused
+    -- the email without one; one removed since is checked before this email is claimed, above).
+    v_business := coalesce(v_business, '') || E'\n' || coalesce(app_private.tenant_postal_address(v_email.tenant_id), '');
     v_url := pg_catalog.rtrim(claim_outbound_email.public_url, '/') || '/email/unsubscribe/' || app_private.email_unsubscribe_token(v_email.id);
     v_text := v_text || E'\n\n--\n' || coalesce(v_business, '') || E'\nYou receive this email because you contacted us. To receive no more, unsubscribe: ' || v_url || E'\n';
     if v_html is not null then
-      v_html := v_html || '<p style="font-size:12px;color:#666">' || pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
-          coalesce(v_business, ''), '&', '&amp;'), '<', '&lt;'), '>', '&gt;')
+      v_html := v_html || '<p style="font-size:12px;color:#666">' || pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
+          coalesce(v_business, ''), '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), E'\n', '<br>')
         || '<br>You receive this email because you contacted us. <a href="' || v_url || '">Unsubscribe</a></p>';
     end if;
   end if;
@@ -4065,7 +4074,7 @@ $$;
 -- Name: FUNCTION claim_outbound_email(email_id uuid, public_url text, message_id_domain text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.claim_outbound_email(email_id uuid, public_url text, message_id_domain text) IS 'Step 1 of sending (email__send), committed before the mail server is called: a queued email due by the clock becomes sending, gets its Message-ID (<id@message_id_domain>), and is returned ready to send: marketing and nurture emails with the footer and the signed one-click unsubscribe link under public_url. No row when it is not queued any more, not due yet (its job is moved), or its address unsubscribed since, or it is a nurture email whose enrollment stopped or whose lead opted out on either channel (canceled).';
+COMMENT ON FUNCTION app_private.claim_outbound_email(email_id uuid, public_url text, message_id_domain text) IS 'Step 1 of sending (email__send), committed before the mail server is called: a queued email due by the clock becomes sending, gets its Message-ID (<id@message_id_domain>), and is returned ready to send: marketing and nurture emails with the footer (the business name, its postal address, and the signed one-click unsubscribe link under public_url). No row when it is not queued any more, not due yet (its job is moved), or its address unsubscribed since, or (marketing and nurture) the business has no postal address any more, or it is a nurture email whose enrollment stopped or whose lead opted out on either channel (canceled).';
 
 --
 -- Name: messages; Type: TABLE; Schema: app_public; Owner: -
@@ -4852,7 +4861,7 @@ COMMENT ON COLUMN app_public.tenants.business_name IS 'The business''s name, sho
 -- Name: COLUMN tenants.business_address; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.tenants.business_address IS 'The business''s street address.';
+COMMENT ON COLUMN app_public.tenants.business_address IS 'The business’s postal address (street, city, state, ZIP). Every marketing or nurture email carries it (CAN-SPAM, 16 CFR 316.5): without it the business sends none.';
 
 --
 -- Name: COLUMN tenants.business_latitude; Type: COMMENT; Schema: app_public; Owner: -
@@ -10878,6 +10887,8 @@ begin
     v_skip := 'no_phone';
   elsif v_channel = 'email' and v_lead.email is null then
     v_skip := 'no_email';
+  elsif v_channel = 'email' and app_private.tenant_postal_address(v_enrollment.tenant_id) is null then
+    v_skip := 'no_postal_address';  -- CAN-SPAM: no commercial email without the sender's postal address
   end if;
   -- An opt-out on either channel ends nurture on both (the stop triggers normally got here first).
   v_opted_out := app_private.nurture_lead_opted_out(v_lead.tenant_id, v_lead.id);
@@ -10924,7 +10935,7 @@ $$;
 -- Name: FUNCTION run_nurture_step(enrollment_id uuid, step_number integer); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.run_nurture_step(enrollment_id uuid, step_number integer) IS 'Runs one step of one enrollment, once (run by the nurture__run_step job; the enrollment row is locked, and the step must be the one due): renders the template, queues the text or email in its outbox with the key nurture:<enrollment>:<step> (the outbox rules apply: do-not-contact, suppression, legal hours, daily caps), records the run, and plans the next step. Returns queued, skipped (skip_if matched, or no phone, email or texting number), moved (outside the sending window: waits for it), stopped (the lead was deleted, reached a final status, opted out or unsubscribed), not_due, paused, stale (another run got there first), not_active or missing.';
+COMMENT ON FUNCTION app_private.run_nurture_step(enrollment_id uuid, step_number integer) IS 'Runs one step of one enrollment, once (run by the nurture__run_step job; the enrollment row is locked, and the step must be the one due): renders the template, queues the text or email in its outbox with the key nurture:<enrollment>:<step> (the outbox rules apply: do-not-contact, suppression, legal hours, daily caps), records the run, and plans the next step. Returns queued, skipped (skip_if matched, or no phone, email or texting number, or an email step of a business without a postal address), moved (outside the sending window: waits for it), stopped (the lead was deleted, reached a final status, opted out or unsubscribed), not_due, paused, stale (another run got there first), not_active or missing.';
 
 --
 -- Name: schedule_nurture_step(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -12239,6 +12250,23 @@ $$;
 COMMENT ON FUNCTION app_private.takeover_user_id(tenant_id uuid, lead_id uuid) IS 'The person who answers a conversation: the owner of the lead when it has one, else the first owner of the tenant. Their ai_takeover_delay and notification preferences apply.';
 
 --
+-- Name: tenant_postal_address(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tenant_postal_address(tenant_id uuid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select nullif(pg_catalog.btrim(t.business_address), '') from app_public.tenants t where t.id = tenant_postal_address.tenant_id;
+$$;
+
+--
+-- Name: FUNCTION tenant_postal_address(tenant_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tenant_postal_address(tenant_id uuid) IS 'The postal address a commercial email of this tenant must carry (tenants.business_address, trimmed), or null when the tenant has none: then it sends no marketing or nurture email (CAN-SPAM, 16 CFR 316.5).';
+
+--
 -- Name: tg__add_job(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -12819,6 +12847,12 @@ begin
      and exists (select 1 from app_public.leads l where l.tenant_id = NEW.tenant_id and l.id = NEW.lead_id and l.status = 'dnc') then
     raise exception 'Not sent: this lead is marked do-not-contact' using errcode = 'SB001';
   end if;
+  -- CAN-SPAM (15 U.S.C. 7704(a)(5)(A)(iii), 16 CFR 316.5): a commercial email carries the sender's valid
+  -- physical postal address; claim_outbound_email puts it in the footer.
+  if NEW.purpose in ('marketing', 'nurture') and app_private.tenant_postal_address(NEW.tenant_id) is null then
+    raise exception 'Not sent: a marketing email must carry the postal address of the business (CAN-SPAM); set it first (updateTenant, businessAddress)'
+      using errcode = '55000';
+  end if;
   return NEW;
 end;
 $$;
@@ -12827,7 +12861,7 @@ $$;
 -- Name: FUNCTION tg_email_messages__guard_outbound(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_email_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert on email_messages). THE RULE of the suppression list, enforced where every email is written: an address on it gets nothing but transactional email (SQLSTATE SB001), and a lead marked do-not-contact gets no marketing or nurture email.';
+COMMENT ON FUNCTION app_private.tg_email_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert on email_messages): an address that unsubscribed or is suppressed gets nothing but transactional email, and a lead marked do-not-contact gets no marketing or nurture email (SB001); a business without a postal address sends no marketing or nurture email (55000: CAN-SPAM requires it in every commercial email, and claim_outbound_email prints it in the footer).';
 
 --
 -- Name: tg_email_suppressions__cancel_pending(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -22629,7 +22663,7 @@ CREATE TABLE app_public.nurture_step_runs (
     ran_at timestamp with time zone NOT NULL,
     CONSTRAINT nurture_step_runs_channel_must_be_known CHECK ((channel = ANY (ARRAY['sms'::text, 'email'::text]))),
     CONSTRAINT nurture_step_runs_outcome_must_be_known CHECK ((outcome = ANY (ARRAY['queued'::text, 'skipped'::text]))),
-    CONSTRAINT nurture_step_runs_skip_reason_must_be_known CHECK ((skip_reason = ANY (ARRAY['condition'::text, 'no_phone'::text, 'no_email'::text, 'no_sending_number'::text])))
+    CONSTRAINT nurture_step_runs_skip_reason_must_be_known CHECK ((skip_reason = ANY (ARRAY['condition'::text, 'no_phone'::text, 'no_email'::text, 'no_sending_number'::text, 'no_postal_address'::text])))
 );
 
 ALTER TABLE ONLY app_public.nurture_step_runs FORCE ROW LEVEL SECURITY;
@@ -22693,7 +22727,7 @@ COMMENT ON COLUMN app_public.nurture_step_runs.outcome IS 'queued or skipped.';
 -- Name: COLUMN nurture_step_runs.skip_reason; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.nurture_step_runs.skip_reason IS 'Why it was skipped.';
+COMMENT ON COLUMN app_public.nurture_step_runs.skip_reason IS 'Why it was skipped: condition (skip_if matched), no_phone, no_email, no_sending_number, or no_postal_address (an email step of a business without a postal address, which CAN-SPAM requires).';
 
 --
 -- Name: COLUMN nurture_step_runs.message_id; Type: COMMENT; Schema: app_public; Owner: -
@@ -31600,6 +31634,12 @@ REVOKE ALL ON FUNCTION app_private.sync_lead_funnel_marks(lead_ids uuid[]) FROM 
 --
 
 REVOKE ALL ON FUNCTION app_private.takeover_user_id(tenant_id uuid, lead_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION tenant_postal_address(tenant_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tenant_postal_address(tenant_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg__add_job(); Type: ACL; Schema: app_private; Owner: -

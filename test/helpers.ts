@@ -105,13 +105,18 @@ export const PASSWORD = "correct-horse-9";
 /** Registers a user with a new tenant (as root; app_public.register is SECURITY DEFINER). */
 export async function registerUser(
   client: pg.ClientBase,
-  options: { email?: string; businessName?: string | null; timezone?: string } = {},
+  options: { email?: string; businessName?: string | null; timezone?: string; postalAddress?: string | null } = {},
 ): Promise<RegisteredUser> {
   const email = options.email ?? uniqueEmail();
   const { rows } = await client.query<Session>(
     "select t.user_id, t.tenant_id, t.session_id from app_public.register($1, $2, $3, $4, $5, $6) t",
     [email, PASSWORD, options.businessName === undefined ? "Test Plumbing" : options.businessName, "Test", "User", options.timezone ?? "America/Chicago"],
   );
+  // A real business has a postal address, which its marketing email must carry (CAN-SPAM); null: none.
+  const postalAddress = options.postalAddress === undefined ? "100 Main Street, Springfield, IL 62701" : options.postalAddress;
+  if (rows[0]!.tenant_id && postalAddress !== null) {
+    await client.query("update app_public.tenants set business_address = $2 where id = $1", [rows[0]!.tenant_id, postalAddress]);
+  }
   return { ...rows[0]!, email, password: PASSWORD };
 }
 

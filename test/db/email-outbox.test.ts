@@ -166,7 +166,8 @@ describe("the claim (step 1 of email__send)", () => {
       const claimed = await claim(client, marketing.id);
       expect(claimed.message_id).toBe(`<${marketing.id}@example.com>`);
       expect(claimed.unsubscribe_url).toMatch(new RegExp(`^https://sb\\.example\\.com/email/unsubscribe/${marketing.id}\\.[A-Za-z0-9_-]{43}$`));
-      expect(claimed.body_text).toContain(`Hello there\n\n--\nAce <Plumbing> & Sons\n`);
+      expect(claimed.body_text).toContain(`Hello there\n\n--\nAce <Plumbing> & Sons\n100 Main Street, Springfield, IL 62701\n`);
+      expect(claimed.body_html).toContain("Ace &lt;Plumbing&gt; &amp; Sons<br>100 Main Street, Springfield, IL 62701<br>");
       expect(claimed.body_text).toContain(claimed.unsubscribe_url);
       expect(claimed.body_html).toContain(`<a href="${claimed.unsubscribe_url}">Unsubscribe</a>`);
       expect(claimed.body_html).toContain("Ace &lt;Plumbing&gt; &amp; Sons");
@@ -178,6 +179,27 @@ describe("the claim (step 1 of email__send)", () => {
       const plain = await claim(client, notification.id);
       expect(plain.unsubscribe_url).toBeNull();
       expect(plain.body_text).toBe("Hello there");
+    });
+  });
+
+  it("CAN-SPAM: a business without a postal address sends no marketing or nurture email (55000); one removed after queuing cancels the email at the claim", async () => {
+    await withRootDb(async (client) => {
+      const owner = await registerUser(client, { postalAddress: null });
+      for (const purpose of ["marketing", "nurture"]) {
+        const error = await expectSqlError(client, "55000", () => queue(client, owner.tenant_id!, address(), purpose));
+        expect(error.message).toContain("postal address");
+      }
+      // What is not commercial still goes.
+      expect((await queue(client, owner.tenant_id!, address(), "transactional")).status).toBe("queued");
+      expect((await queue(client, owner.tenant_id!, address("owner"), "notification")).status).toBe("queued");
+      // With an address it goes; removed before the claim, the email is canceled, not sent without it.
+      await client.query("update app_public.tenants set business_address = '1 Harbor Way, Miami, FL 33101' where id = $1", [owner.tenant_id]);
+      const queued = await queue(client, owner.tenant_id!, address(), "marketing");
+      await client.query("update app_public.tenants set business_address = null where id = $1", [owner.tenant_id]);
+      expect(await claim(client, queued.id)).toBeNull();
+      const { rows } = await client.query("select status, error_message from app_public.email_messages where id = $1", [queued.id]);
+      expect(rows[0].status).toBe("canceled");
+      expect(rows[0].error_message).toContain("postal address");
     });
   });
 

@@ -293,6 +293,24 @@ describe("running a step", () => {
     });
   });
 
+  it("skips an email step while the business has no postal address (CAN-SPAM), and sends it once it has one", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      await client.query("update app_public.tenants set business_address = '  ' where id = $1", [w.tenant]);
+      await clockTo(client, w, "2031-03-04 10:00 America/New_York");
+      const seq = await sequence(client, w, [EMAIL("First"), EMAIL("Second")]);
+      const e = await enroll(client, w, seq, await newLead(client, w));
+      expect(await runNext(client, w, e.id)).toBe("skipped");
+      await client.query("update app_public.tenants set business_address = '1 Harbor Way, Miami, FL 33101' where id = $1", [w.tenant]);
+      expect(await runNext(client, w, e.id)).toBe("queued");
+      const { rows } = await client.query("select step_number, outcome, skip_reason from app_public.nurture_step_runs where enrollment_id = $1 order by step_number", [e.id]);
+      expect(rows).toEqual([
+        { step_number: 1, outcome: "skipped", skip_reason: "no_postal_address" },
+        { step_number: 2, outcome: "queued", skip_reason: null },
+      ]);
+    });
+  });
+
   it("a paused sequence sends nothing; resuming sends what fell due meanwhile", async () => {
     await withRootDb(async (client) => {
       const w = await world(client);
