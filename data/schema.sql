@@ -11281,6 +11281,40 @@ $$;
 COMMENT ON FUNCTION app_private.sms_customer_contact_at(tenant_id uuid, conversation_id uuid, to_phone text) IS 'The last time the customer reached the business in this conversation (their last text in it, its start by their call or text, or their last call to its business number), when the conversation is one the customer started, with this phone, in this tenant; null otherwise. A reply (purpose conversation or auto_response) goes at once only within app_private.sms_reply_window() of that moment; later it is held to legal sending hours and caps like marketing; without such a conversation it is refused (tg_messages__guard_outbound).';
 
 --
+-- Name: sms_identified_body(uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.sms_identified_body(tenant_id uuid, body text) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_name text;
+  v_body text := sms_identified_body.body;
+begin
+  select nullif(pg_catalog.btrim(t.business_name), '') into v_name from app_public.tenants t where t.id = sms_identified_body.tenant_id;
+  -- Who sends it (unless the text already names the business) and how to stop (unless it says STOP).
+  if v_name is not null and pg_catalog.strpos(pg_catalog.lower(v_body), pg_catalog.lower(v_name)) = 0 then
+    v_body := v_name || ': ' || v_body;
+  end if;
+  if v_body !~* '\mstop\M' then
+    v_body := v_body || ' Reply STOP to opt out.';
+  end if;
+  if pg_catalog.length(v_body) > 1600 then
+    raise exception 'This text is too long to carry who sends it and how to stop (% characters with them, at most 1600): shorten it', pg_catalog.length(v_body)
+      using errcode = '22023';
+  end if;
+  return v_body;
+end;
+$$;
+
+--
+-- Name: FUNCTION sms_identified_body(tenant_id uuid, body text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.sms_identified_body(tenant_id uuid, body text) IS 'A marketing text as it must go when it identifies its sender: the business name in front (unless the text already names the business) and "Reply STOP to opt out." at the end (unless it already says STOP). Errors: 22023 when the result would be over 1600 characters. Used by tg_messages__guard_outbound for the first marketing or nurture text to a number and every business_settings.sms_identify_every-th one.';
+
+--
 -- Name: sms_marketing_held(uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -13638,6 +13672,7 @@ CREATE FUNCTION app_private.tg_messages__guard_outbound() RETURNS trigger
     AS $$
 declare
   v_contact_at timestamptz;
+  v_sent bigint;
 begin
   if NEW.purpose not in ('opt_out_confirmation', 'help')
      and app_public.is_on_dnc_list(NEW.to_phone, NEW.tenant_id) then
@@ -13680,6 +13715,16 @@ begin
   -- One recipient at a time, so that concurrent queuing cannot pass a daily cap together.
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('sms-cap:' || NEW.tenant_id || ':' || NEW.to_phone, 0));
   NEW.scheduled_for := app_private.sms_marketing_send_time(NEW.tenant_id, NEW.lead_id, NEW.to_phone, NEW.scheduled_for);
+  -- The first marketing text to a number, and every sms_identify_every-th one, says who sends it and how
+  -- to stop (counted under the same lock, so concurrent writers cannot both skip it).
+  if NEW.purpose in ('marketing', 'nurture') then
+    select pg_catalog.count(*) into v_sent from app_public.messages m
+     where m.tenant_id = NEW.tenant_id and m.to_phone = NEW.to_phone and m.direction = 'outbound'
+       and m.purpose in ('marketing', 'nurture') and m.status <> 'canceled';
+    if v_sent % coalesce((select s.sms_identify_every from app_public.business_settings s where s.tenant_id = NEW.tenant_id), 10) = 0 then
+      NEW.body := app_private.sms_identified_body(NEW.tenant_id, NEW.body);
+    end if;
+  end if;
   return NEW;
 end;
 $$;
@@ -13688,7 +13733,7 @@ $$;
 -- Name: FUNCTION tg_messages__guard_outbound(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert of outbound messages). THE RULE of is_on_dnc_list, enforced where every text is written: a number on the do-not-contact list gets nothing (SQLSTATE SB001), except the one opt-out confirmation and HELP replies, which the carriers require; marketing and nurture texts also get SB001 while the number is held after an unclear opt-out (app_private.sms_marketing_held). No bypass of sending hours (22023 otherwise): a notification goes only to the profile phone of a member of the business, never to a number that is a live lead''s or a customer''s in an open conversation; a conversation reply or missed-call auto-response only to the customer of a conversation they started (app_private.sms_customer_contact_at). Marketing and nurture texts, and replies sent more than app_private.sms_reply_window() (24 hours) after the customer''s last call or text, are moved (scheduled_for) to sms_marketing_send_time: legal sending hours of the recipient and the per-state daily cap. Replies within that window go at once. Concurrent queuing to one recipient is serialized by an advisory lock.';
+COMMENT ON FUNCTION app_private.tg_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert of outbound messages). THE RULE of is_on_dnc_list, enforced where every text is written: a number on the do-not-contact list gets nothing (SQLSTATE SB001), except the one opt-out confirmation and HELP replies, which the carriers require; marketing and nurture texts also get SB001 while the number is held after an unclear opt-out (app_private.sms_marketing_held). No bypass of sending hours (22023 otherwise): a notification goes only to the profile phone of a member of the business, never to a number that is a live lead’s or a customer’s in an open conversation; a conversation reply or missed-call auto-response only to the customer of a conversation they started (app_private.sms_customer_contact_at). Marketing and nurture texts, and replies sent more than app_private.sms_reply_window() (24 hours) after the customer’s last call or text, are moved (scheduled_for) to sms_marketing_send_time: legal sending hours of the recipient and the per-state daily cap. Replies within that window go at once. The first marketing or nurture text to a number, and every business_settings.sms_identify_every-th one (default 10), names the business and says how to stop (app_private.sms_identified_body). Concurrent queuing to one recipient is serialized by an advisory lock.';
 
 --
 -- Name: tg_messages__nurture_stop(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -18162,6 +18207,7 @@ CREATE TABLE app_public.business_settings (
     opt_in_confirmation_message text DEFAULT '[BUSINESS]: you are subscribed again. Reply HELP for help, STOP to opt out.'::text NOT NULL,
     nurture_stop_on_human_contact boolean DEFAULT true NOT NULL,
     service_appointment_minutes integer DEFAULT 120 NOT NULL,
+    sms_identify_every integer DEFAULT 10 NOT NULL,
     CONSTRAINT business_settings_ai_greeting_template_must_not_be_blank CHECK ((btrim(ai_greeting_template) <> ''::text)),
     CONSTRAINT business_settings_auto_response_message_must_not_be_blank CHECK ((btrim(auto_response_message) <> ''::text)),
     CONSTRAINT business_settings_business_hours_must_be_valid CHECK (app_public.is_valid_business_hours(business_hours)),
@@ -18170,7 +18216,8 @@ CREATE TABLE app_public.business_settings (
     CONSTRAINT business_settings_opt_out_confirmation_message_must_be_1_to_320 CHECK (((length(btrim(opt_out_confirmation_message)) >= 1) AND (length(btrim(opt_out_confirmation_message)) <= 320))),
     CONSTRAINT business_settings_ring_timeout_seconds_must_be_between_5_and_60 CHECK (((ring_timeout_seconds >= 5) AND (ring_timeout_seconds <= 60))),
     CONSTRAINT business_settings_service_appointment_minutes_must_be_between_1 CHECK (((service_appointment_minutes >= 15) AND (service_appointment_minutes <= 1440))),
-    CONSTRAINT business_settings_sms_help_message_must_be_1_to_320_characters CHECK (((length(btrim(sms_help_message)) >= 1) AND (length(btrim(sms_help_message)) <= 320)))
+    CONSTRAINT business_settings_sms_help_message_must_be_1_to_320_characters CHECK (((length(btrim(sms_help_message)) >= 1) AND (length(btrim(sms_help_message)) <= 320))),
+    CONSTRAINT business_settings_sms_identify_every_must_be_1_to_1000 CHECK (((sms_identify_every >= 1) AND (sms_identify_every <= 1000)))
 );
 
 ALTER TABLE ONLY app_public.business_settings FORCE ROW LEVEL SECURITY;
@@ -18288,6 +18335,12 @@ COMMENT ON COLUMN app_public.business_settings.nurture_stop_on_human_contact IS 
 --
 
 COMMENT ON COLUMN app_public.business_settings.service_appointment_minutes IS 'How long a requested service appointment (leads.appointment_at) lasts when routing checks that a technician is free (default 120).';
+
+--
+-- Name: COLUMN business_settings.sms_identify_every; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.sms_identify_every IS 'The first marketing or nurture text to a number, and every Nth one after it, names the business and says how to stop (“Ace Plumbing: … Reply STOP to opt out.”, added unless the text already does): N, 1 to 1000, default 10; 1 identifies every text.';
 
 --
 -- Name: set_forward_to_phone(text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -31516,6 +31569,12 @@ REVOKE ALL ON FUNCTION app_private.share_lead_rollups(tenant_ids uuid[]) FROM PU
 REVOKE ALL ON FUNCTION app_private.sms_customer_contact_at(tenant_id uuid, conversation_id uuid, to_phone text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION sms_identified_body(tenant_id uuid, body text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.sms_identified_body(tenant_id uuid, body text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION sms_marketing_held(tenant_id uuid, phone text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -32766,6 +32825,12 @@ GRANT UPDATE(nurture_stop_on_human_contact) ON TABLE app_public.business_setting
 --
 
 GRANT UPDATE(service_appointment_minutes) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN business_settings.sms_identify_every; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(sms_identify_every),UPDATE(sms_identify_every) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION set_forward_to_phone(phone text); Type: ACL; Schema: app_public; Owner: -

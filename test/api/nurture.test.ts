@@ -114,7 +114,8 @@ describe("a nurture sequence through GraphQL and the worker", () => {
     const text = await waitFor("the first text", async () =>
       (await rootPool().query("select body from app_private.local_provider_messages where to_phone = $1", [phone])).rows[0],
     );
-    expect(text.body).toBe("Hi Robin, thanks for calling Ace Plumbing!");
+    // The first marketing text to the number: it names the business already, and gets how to stop.
+    expect(text.body).toBe("Hi Robin, thanks for calling Ace Plumbing! Reply STOP to opt out.");
     expect(smtp.received.filter((m) => m.envelope.to.includes(email))).toHaveLength(0);
 
     // A day later (the clock, not a sleep): the email.

@@ -157,7 +157,8 @@ describe("versions", () => {
       expect(await runNext(client, w, early.id)).toBe("queued");
       expect((await enrollment(client, early.id)).status).toBe("completed");
       const bodies = (await client.query("select body from app_public.messages where nurture_enrollment_id = $1 order by nurture_step", [early.id])).rows.map((r) => r.body);
-      expect(bodies).toEqual(["v1 step 1", "v1 step 2"]);
+      // The first marketing text to the number says who sends it and how to stop (issue 17).
+      expect(bodies).toEqual(["Ace Plumbing: v1 step 1 Reply STOP to opt out.", "v1 step 2"]);
     });
   });
 });
@@ -261,7 +262,7 @@ describe("running a step", () => {
       expect((await client.query("select app_private.run_nurture_step($1, 1) as o", [e.id])).rows[0].o).toBe("stale");
       expect((await client.query("select app_private.run_nurture_step($1, 2) as o", [e.id])).rows[0].o).toBe("not_due");
       const { rows: texts } = await client.query("select body, purpose, idempotency_key, nurture_step from app_public.messages where nurture_enrollment_id = $1", [e.id]);
-      expect(texts).toEqual([{ body: `Hi Robin from Ace Plumbing, call ${w.business}`, purpose: "nurture", idempotency_key: `nurture:${e.id}:1`, nurture_step: 1 }]);
+      expect(texts).toEqual([{ body: `Hi Robin from Ace Plumbing, call ${w.business} Reply STOP to opt out.`, purpose: "nurture", idempotency_key: `nurture:${e.id}:1`, nurture_step: 1 }]);
       expect(await runNext(client, w, e.id)).toBe("queued");
       const { rows: mails } = await client.query("select subject, body_text, purpose from app_public.email_messages where nurture_enrollment_id = $1", [e.id]);
       expect(mails).toEqual([{ subject: "For Robin", body_text: "Hello Robin", purpose: "nurture" }]);
@@ -608,7 +609,7 @@ describe("statistics and the timeline", () => {
       const { rows: texts } = await client.query("select event_type, summary from app_public.lead_timeline($1) where event_type like 'sms%' order by event_type", [bLead]);
       expect(texts).toEqual([
         { event_type: "sms_received", summary: "Text received: who is this?" },
-        { event_type: "sms_sent", summary: "Text canceled (nurture): one" },
+        { event_type: "sms_sent", summary: "Text canceled (nurture): Ace Plumbing: one Reply STOP to opt out." },
       ]);
       await becomeRoot(client);
     });

@@ -680,6 +680,53 @@ describe("whose block it is (issue 17, review of 000067)", () => {
   });
 });
 
+describe("who sends it and how to stop (issue 17)", () => {
+  const send = async (client: pg.ClientBase, w: World, to: string, body: string) =>
+    (await client.query("select * from app_private.queue_message($1, $2, $3, $4, 'marketing', 'system')", [w.tenant, to, w.business, body])).rows[0];
+
+  it("the first marketing text to a number and every 10th after it name the business and say how to stop; the others go as written", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const to = phone("212");
+      await lead(client, w, to, "NY");
+      const bodies: string[] = [];
+      for (let i = 1; i <= 12; i++) bodies.push((await send(client, w, to, `Offer ${i}`)).body);
+      expect(bodies[0]).toBe("Ace Plumbing: Offer 1 Reply STOP to opt out.");
+      expect(bodies.slice(1, 10)).toEqual(["Offer 2", "Offer 3", "Offer 4", "Offer 5", "Offer 6", "Offer 7", "Offer 8", "Offer 9", "Offer 10"]);
+      expect(bodies[10]).toBe("Ace Plumbing: Offer 11 Reply STOP to opt out.");
+      expect(bodies[11]).toBe("Offer 12");
+      // Replies are not marketing and are not counted; another number starts its own count.
+      expect((await queue(client, w, to, "conversation")).body).toBe("Hello there");
+      const other = phone("212");
+      await lead(client, w, other, "NY");
+      expect((await send(client, w, other, "Offer 1")).body).toBe("Ace Plumbing: Offer 1 Reply STOP to opt out.");
+    });
+  });
+
+  it("a text that already names the business and says STOP goes as written; every text when the business asks for it; canceled ones do not count; too long is 22023", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const to = phone("212");
+      await lead(client, w, to, "NY");
+      expect((await send(client, w, to, "ACE PLUMBING spring deal. Text STOP to quit.")).body).toBe("ACE PLUMBING spring deal. Text STOP to quit.");
+      await client.query("update app_public.business_settings set sms_identify_every = 1 where tenant_id = $1", [w.tenant]);
+      expect((await send(client, w, to, "Ace Plumbing deal")).body).toBe("Ace Plumbing deal Reply STOP to opt out.");
+      // A canceled text never went: the next one is the first again.
+      const fresh = phone("212");
+      await lead(client, w, fresh, "NY");
+      await client.query("update app_public.business_settings set sms_identify_every = 10 where tenant_id = $1", [w.tenant]);
+      const first = await send(client, w, fresh, "Hi");
+      await client.query("update app_public.messages set status = 'canceled' where id = $1", [first.id]);
+      expect((await send(client, w, fresh, "Hi again")).body).toBe("Ace Plumbing: Hi again Reply STOP to opt out.");
+      const long = phone("212");
+      await lead(client, w, long, "NY");
+      const error = await expectSqlError(client, "22023", () => send(client, w, long, "x".repeat(1590)));
+      expect(error.message).toContain("too long to carry who sends it");
+      await expectSqlError(client, "23514", () => client.query("update app_public.business_settings set sms_identify_every = 0 where tenant_id = $1", [w.tenant]));
+    });
+  });
+});
+
 describe("the API", () => {
   it("queue_sms: members text a lead from the business number; SB001 for a listed number; 22023 without an active number", async () => {
     await withRootDb(async (client) => {
