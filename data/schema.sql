@@ -6001,6 +6001,36 @@ $$;
 COMMENT ON FUNCTION app_private.fold_segment_counts(tenant_id uuid) IS 'What the debounced segment__refresh_counts job runs after lead changes: adds the deltas recorded by the leads trigger (app_private.segment_count_changes) to each segment''s lead_count and deletes them, reading no lead; recounts the segments whose filter moves with time (created_within_days) from the leads of their window. Returns how many segments had deltas. Exact under concurrent writers: a delta is added once, by the fold that deletes it. A segment whose count would go below zero (a change missed) is recounted from its leads, with a warning, instead of stopping the fold of the others.';
 
 --
+-- Name: hold_unclear_opt_out(uuid, text, text, uuid, uuid, text, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.hold_unclear_opt_out(tenant_id uuid, customer_phone text, business_phone text, conversation_id uuid, lead_id uuid, said text, message_id uuid, source text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if app_private.sms_marketing_held(hold_unclear_opt_out.tenant_id, hold_unclear_opt_out.customer_phone) then
+    return false;  -- already held, and already asked once
+  end if;
+  insert into app_public.sms_consent_events (tenant_id, phone, event, source, keyword, message_id)
+  values (hold_unclear_opt_out.tenant_id, hold_unclear_opt_out.customer_phone, 'opt_out_unclear', hold_unclear_opt_out.source,
+    hold_unclear_opt_out.said, hold_unclear_opt_out.message_id);
+  perform app_private.queue_message(hold_unclear_opt_out.tenant_id, hold_unclear_opt_out.customer_phone, hold_unclear_opt_out.business_phone,
+    app_hidden.fill_sms_template('[BUSINESS]: do you want to stop getting texts from us? Reply STOP to stop them, or YES to keep getting them.',
+      hold_unclear_opt_out.tenant_id),
+    'conversation', 'system', hold_unclear_opt_out.conversation_id, hold_unclear_opt_out.lead_id,
+    'opt_out_clarification:' || hold_unclear_opt_out.message_id);
+  return true;
+end;
+$$;
+
+--
+-- Name: FUNCTION hold_unclear_opt_out(tenant_id uuid, customer_phone text, business_phone text, conversation_id uuid, lead_id uuid, said text, message_id uuid, source text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.hold_unclear_opt_out(tenant_id uuid, customer_phone text, business_phone text, conversation_id uuid, lead_id uuid, said text, message_id uuid, source text) IS 'Holds marketing and nurture to a number whose customer may have asked to stop without a request we can read: an unclear opt-out in their text (source sms_keyword) or a text the AI read as not interested (source ai). Records the consent event opt_out_unclear (app_private.sms_marketing_held is then true) and queues the one clarifying text the rule allows, in the customer’s conversation, with no marketing in it; nothing when the number is already held. Returns whether it held the number now.';
+
+--
 -- Name: import_lead_fields(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -7943,6 +7973,12 @@ begin
     update app_public.conversations c
     set outcome = record_ai_reply.intent, status = 'closed', ai_active = false
     where c.id = v_conv.id;
+    -- Not interested may be a revocation in the customer's own words: marketing is held until they
+    -- answer the one clarifying text (as for an unclear opt-out).
+    if record_ai_reply.intent = 'not_interested' then
+      perform app_private.hold_unclear_opt_out(v_conv.tenant_id, v_conv.customer_phone, v_conv.business_phone, v_conv.id, v_conv.lead_id,
+        'AI: not interested', record_ai_reply.reply_to_message_id, 'ai');
+    end if;
   else
     perform app_private.qualify_conversation_lead(v_conv.id);
   end if;
@@ -7954,7 +7990,7 @@ $_$;
 -- Name: FUNCTION record_ai_reply(conversation_id uuid, reply_to_message_id uuid, body text, intent text, confidence numeric, facts jsonb); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.record_ai_reply(conversation_id uuid, reply_to_message_id uuid, body text, intent text, confidence numeric, facts jsonb) IS 'Records one AI turn (conversation__ai_turn) in one transaction: the facts the responder extracted go into the lead (ai_analysis, and problem, job type, urgency, address and name where still empty), the customer messages up to reply_to_message_id are marked answered, the reply is queued with its intent and confidence (idempotent per answered message: a retried job sends nothing twice), and the lead is qualified and routed once it is complete (qualify_conversation_lead). A wrong number or a not interested closes the conversation. Returns null, writing nothing, when a person has answered or the conversation ended in the meantime. Errors: 22023 bad facts or intent; P0002 no such conversation.';
+COMMENT ON FUNCTION app_private.record_ai_reply(conversation_id uuid, reply_to_message_id uuid, body text, intent text, confidence numeric, facts jsonb) IS 'Records one AI turn (conversation__ai_turn) in one transaction: the facts the responder extracted go into the lead (ai_analysis, and problem, job type, urgency, address and name where still empty), the customer messages up to reply_to_message_id are marked answered, the reply is queued with its intent and confidence (idempotent per answered message: a retried job sends nothing twice), and the lead is qualified and routed once it is complete (qualify_conversation_lead). A wrong number or a not interested closes the conversation; not interested also holds marketing to the number until the customer answers one clarifying text (app_private.hold_unclear_opt_out). Returns null, writing nothing, when a person has answered or the conversation ended in the meantime. Errors: 22023 bad facts or intent; P0002 no such conversation.';
 
 --
 -- Name: budget_transactions; Type: TABLE; Schema: app_public; Owner: -
@@ -8445,14 +8481,8 @@ begin
   -- Words of opting out we cannot read as a request: marketing is held (app_private.sms_marketing_held)
   -- and one clarifying text asks, with no marketing in it. The AI does not answer it.
   if keyword = 'unclear' then
-    if not app_private.sms_marketing_held(v_owner.tenant_id, record_inbound_message.from_phone) then
-      insert into app_public.sms_consent_events (tenant_id, phone, event, source, keyword, message_id)
-      values (v_owner.tenant_id, record_inbound_message.from_phone, 'opt_out_unclear', 'sms_keyword', v_said, message_id);
-      perform app_private.queue_message(v_owner.tenant_id, record_inbound_message.from_phone, record_inbound_message.to_phone,
-        app_hidden.fill_sms_template('[BUSINESS]: do you want to stop getting texts from us? Reply STOP to stop them, or YES to keep getting them.',
-          v_owner.tenant_id),
-        'conversation', 'system', v_conversation.conversation_id, v_lead.lead_id, 'opt_out_clarification:' || message_id);
-    end if;
+    perform app_private.hold_unclear_opt_out(v_owner.tenant_id, record_inbound_message.from_phone, record_inbound_message.to_phone,
+      v_conversation.conversation_id, v_lead.lead_id, v_said, message_id, 'sms_keyword');
     return;
   end if;
 
@@ -23203,7 +23233,7 @@ CREATE TABLE app_public.sms_consent_events (
     message_id uuid,
     occurred_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
     CONSTRAINT sms_consent_events_event_must_be_known CHECK ((event = ANY (ARRAY['opt_out'::text, 'opt_in'::text, 'opt_out_unclear'::text]))),
-    CONSTRAINT sms_consent_events_source_must_be_known CHECK ((source = ANY (ARRAY['sms_keyword'::text, 'provider'::text, 'api'::text, 'import'::text, 'manual'::text])))
+    CONSTRAINT sms_consent_events_source_must_be_known CHECK ((source = ANY (ARRAY['sms_keyword'::text, 'provider'::text, 'ai'::text, 'api'::text, 'import'::text, 'manual'::text])))
 );
 
 ALTER TABLE ONLY app_public.sms_consent_events FORCE ROW LEVEL SECURITY;
@@ -23243,7 +23273,7 @@ COMMENT ON COLUMN app_public.sms_consent_events.event IS 'opt_out, opt_in, or op
 -- Name: COLUMN sms_consent_events.source; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.sms_consent_events.source IS 'sms_keyword (the customer texted it), provider, api, import or manual.';
+COMMENT ON COLUMN app_public.sms_consent_events.source IS 'Where it came from: sms_keyword (the customer’s text), provider (the SMS provider reported it), ai (the AI read the customer’s text as not interested), api, import or manual.';
 
 --
 -- Name: COLUMN sms_consent_events.keyword; Type: COMMENT; Schema: app_public; Owner: -
@@ -31033,6 +31063,12 @@ REVOKE ALL ON FUNCTION app_private.finish_import(tenant_id uuid, batch_id uuid) 
 --
 
 REVOKE ALL ON FUNCTION app_private.fold_segment_counts(tenant_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION hold_unclear_opt_out(tenant_id uuid, customer_phone text, business_phone text, conversation_id uuid, lead_id uuid, said text, message_id uuid, source text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.hold_unclear_opt_out(tenant_id uuid, customer_phone text, business_phone text, conversation_id uuid, lead_id uuid, said text, message_id uuid, source text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION import_lead_fields(); Type: ACL; Schema: app_private; Owner: -

@@ -596,6 +596,28 @@ describe("opt-out by any reasonable means (issue 17)", () => {
     });
   });
 
+  it("a text the AI reads as not interested holds marketing too, with the one clarifying text; YES lifts it", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const to = phone("305");
+      await lead(client, w, to, "FL");
+      const said = await inbound(client, w, to, "we went with someone else");
+      expect(said.keyword).toBeNull();
+      await client.query("update app_public.conversations set ai_active = true where tenant_id = $1 and customer_phone = $2", [w.tenant, to]);
+      const conversation = (await client.query("select id from app_public.conversations where tenant_id = $1 and customer_phone = $2", [w.tenant, to])).rows[0].id;
+      await client.query("select app_private.record_ai_reply($1, $2, 'No problem, thanks for letting us know.', 'not_interested', 0.9, '{}')", [conversation, said.message_id]);
+      const held = await expectSqlError(client, "SB001", () => queue(client, w, to, "marketing"));
+      expect(held.message).toContain("clarifying text");
+      const asked = (await sentTo(client, w, to)).filter((m) => m.sender === "system");
+      expect(asked).toHaveLength(1);
+      expect(asked[0].body).toContain("Reply STOP");
+      const events = (await client.query("select event, source from app_public.sms_consent_events where tenant_id = $1 and phone = $2", [w.tenant, to])).rows;
+      expect(events).toEqual([{ event: "opt_out_unclear", source: "ai" }]);
+      await inbound(client, w, to, "yes");
+      expect((await queue(client, w, to, "marketing")).status).toBe("queued");
+    });
+  });
+
   it("an unclear one holds marketing (SB001, and at the claim) and gets one clarifying text; YES lifts the hold, STOP opts out", async () => {
     await withRootDb(async (client) => {
       const w = await world(client);
