@@ -4113,6 +4113,7 @@ CREATE TABLE app_public.messages (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     nurture_enrollment_id uuid,
     nurture_step integer,
+    held_as_marketing boolean DEFAULT false NOT NULL,
     CONSTRAINT messages_attempts_must_not_be_negative CHECK ((attempts >= 0)),
     CONSTRAINT messages_confidence_must_be_between_0_and_1 CHECK (((confidence >= (0)::numeric) AND (confidence <= (1)::numeric))),
     CONSTRAINT messages_direction_must_be_known CHECK ((direction = ANY (ARRAY['inbound'::text, 'outbound'::text]))),
@@ -4328,6 +4329,12 @@ COMMENT ON COLUMN app_public.messages.nurture_enrollment_id IS 'The nurture enro
 --
 
 COMMENT ON COLUMN app_public.messages.nurture_step IS 'The step of that enrollment (one outbox row per enrollment and step).';
+
+--
+-- Name: COLUMN messages.held_as_marketing; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.messages.held_as_marketing IS 'A reply sent more than 24 hours after the customer’s last call or text: no longer an answer to them, so it was held to legal sending hours and the daily cap like marketing, and counts toward that cap.';
 
 --
 -- Name: claim_outbound_message(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11398,7 +11405,7 @@ begin
       select m.scheduled_for as start_at
       from app_public.messages m
       where m.tenant_id = sms_marketing_send_time.tenant_id and m.to_phone = sms_marketing_send_time.to_phone
-        and m.direction = 'outbound' and m.purpose in ('marketing', 'nurture') and m.status <> 'canceled'
+        and m.direction = 'outbound' and (m.purpose in ('marketing', 'nurture') or m.held_as_marketing) and m.status <> 'canceled'
         and m.scheduled_for > v_at - interval '24 hours' and m.scheduled_for <= v_at
       union all
       select v_at
@@ -11406,7 +11413,7 @@ begin
     where (
       select count(*) from app_public.messages m
       where m.tenant_id = sms_marketing_send_time.tenant_id and m.to_phone = sms_marketing_send_time.to_phone
-        and m.direction = 'outbound' and m.purpose in ('marketing', 'nurture') and m.status <> 'canceled'
+        and m.direction = 'outbound' and (m.purpose in ('marketing', 'nurture') or m.held_as_marketing) and m.status <> 'canceled'
         and m.scheduled_for >= s.start_at and m.scheduled_for < s.start_at + interval '24 hours'
     ) >= v_window.max_per_24h;
     if v_cap_hit is null then
@@ -11422,7 +11429,7 @@ $$;
 -- Name: FUNCTION sms_marketing_send_time(tenant_id uuid, lead_id uuid, to_phone text, at timestamp with time zone); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.sms_marketing_send_time(tenant_id uuid, lead_id uuid, to_phone text, at timestamp with time zone) IS 'The first moment at or after at when a marketing or nurture text may reach the number: inside the legal sending hours of the recipient (sms_send_window: federal and state rules, in the recipient’s time zone) and allowed by the strictest per-state cap of messages per 24 hours, counting what is already queued or sent. Errors: 22023 when no such moment comes soon enough.';
+COMMENT ON FUNCTION app_private.sms_marketing_send_time(tenant_id uuid, lead_id uuid, to_phone text, at timestamp with time zone) IS 'The first moment at or after at when a marketing or nurture text may reach the number: inside the legal sending hours of the recipient (sms_send_window: federal and state rules, in the recipient’s time zone) and allowed by the strictest per-state cap of messages per 24 hours, counting what is already queued or sent: marketing, nurture, and replies sent past the customer’s 24 hours (messages.held_as_marketing). Errors: 22023 when no such moment comes soon enough.';
 
 --
 -- Name: sms_reply_window(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -13738,7 +13745,9 @@ begin
     if NEW.scheduled_for <= v_contact_at + app_private.sms_reply_window() then
       return NEW;
     end if;
-    -- Past the reply window it is no longer an answer: held to hours and caps below.
+    -- Past the reply window it is no longer an answer: held to hours and caps below, and counted
+    -- toward the cap like marketing.
+    NEW.held_as_marketing := true;
   elsif NEW.purpose not in ('marketing', 'nurture') then
     return NEW;
   end if;

@@ -258,6 +258,31 @@ describe("no bypass of sending hours (issue 17)", () => {
     });
   });
 
+  it("late replies count toward the daily cap like marketing: in Florida, three late replies and the next marketing text waits 24 hours", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const to = phone("305");
+      await lead(client, w, to, "FL");
+      const conversation = await customerConversation(client, w, to, "2026-11-21 10:00:00 America/New_York");
+      const at = "2026-11-24 10:00:00 America/New_York";
+      const reply = () =>
+        client.query("select * from app_private.queue_message($1, $2, $3, 'Still want that quote?', 'conversation', 'human', $4, null, null, $5::timestamptz)", [
+          w.tenant, to, w.business, conversation, at,
+        ]).then((r) => r.rows[0]);
+      const replies = [await reply(), await reply(), await reply()];
+      expect(replies.map((r) => r.held_as_marketing)).toEqual([true, true, true]);
+      for (const r of replies) expect(await local(client, r.scheduled_for)).toBe("2026-11-24 10:00");
+      // A fourth (reply or marketing) would be the fourth in 24 hours: it waits until the first is 24 hours old.
+      expect(await local(client, (await reply()).scheduled_for)).toBe("2026-11-25 10:00");
+      expect(await local(client, (await queue(client, w, to, "marketing", at)).scheduled_for)).toBe("2026-11-25 10:00");
+      // A reply within the customer's 24 hours is an answer: not held, not counted.
+      const fresh = phone("305");
+      await lead(client, w, fresh, "FL");
+      const answered = await queue(client, w, fresh, "conversation", at);
+      expect(answered.held_as_marketing).toBe(false);
+    });
+  });
+
   it("a reply the worker reaches after the customer's 24 hours is checked again at the claim and moved to legal hours", async () => {
     await withRootDb(async (client) => {
       const w = await world(client);
