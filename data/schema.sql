@@ -1985,6 +1985,38 @@ $$;
 COMMENT ON FUNCTION app_hidden.distance_miles(lat1 numeric, lon1 numeric, lat2 numeric, lon2 numeric) IS 'Great-circle (haversine) distance in miles between two points given in degrees; null when any coordinate is null.';
 
 --
+-- Name: easter_sunday(integer); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.easter_sunday(year integer) RETURNS date
+    LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  -- The Gregorian computus (the anonymous algorithm published in Nature, 1876, as given by Meeus).
+  a int := easter_sunday.year % 19;
+  b int := easter_sunday.year / 100;
+  c int := easter_sunday.year % 100;
+  d int := b / 4;
+  e int := b % 4;
+  g int := (8 * b + 13) / 25;
+  h int := (19 * a + b - d - g + 15) % 30;
+  i int := c / 4;
+  k int := c % 4;
+  l int := (32 + 2 * e + 2 * i - h - k) % 7;
+  m int := (a + 11 * h + 22 * l) / 451;
+begin
+  return pg_catalog.make_date(easter_sunday.year, (h + l - 7 * m + 114) / 31, (h + l - 7 * m + 114) % 31 + 1);
+end;
+$$;
+
+--
+-- Name: FUNCTION easter_sunday(year integer); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.easter_sunday(year integer) IS 'The date of Easter Sunday in the Gregorian calendar for this year (the computus as given by Jean Meeus, Astronomical Algorithms). Holidays that follow Easter (Good Friday, Mardi Gras) are kept as offsets from it in app_public.sms_holidays.';
+
+--
 -- Name: erfc(double precision); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -3182,6 +3214,137 @@ $_$;
 COMMENT ON FUNCTION app_hidden.sending_window_problem(sending_window jsonb) IS 'Null when the sending window is fine (or absent); otherwise what is wrong in words. A window is {"days": [...], "start": "HH:MM", "end": "HH:MM"}, in the time zone of each lead.';
 
 --
+-- Name: sms_day_window(date, text[]); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.sms_day_window(day date, jurisdictions text[]) RETURNS TABLE(opens time without time zone, closes time without time zone)
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+  -- The latest start and the earliest end of the rules of every jurisdiction for that weekday; nothing on a
+  -- day one of them bans (a row without hours: a Sunday in Rhode Island) or on one of their holidays.
+  select case when w.banned then null else w.opens end, case when w.banned then null else w.closes end
+    from (select coalesce(pg_catalog.bool_or(s.allowed_from is null), false)
+                 or case when app_hidden.sms_holiday_calendar_covers(sms_day_window.day) then
+                      -- LIMIT keeps this a probe of the index for the day, never a read of the whole calendar.
+                      (select true from app_public.sms_holiday_calendar c
+                        where c.jurisdiction operator(pg_catalog.=) any (sms_day_window.jurisdictions)
+                          and c.day operator(pg_catalog.=) sms_day_window.day
+                        limit 1) is not null
+                    else app_hidden.sms_holiday(sms_day_window.day, sms_day_window.jurisdictions) is not null end as banned,
+                 pg_catalog.max(s.allowed_from) as opens, pg_catalog.min(s.allowed_until) as closes
+            from app_public.sms_send_windows s
+           where s.jurisdiction operator(pg_catalog.=) any (sms_day_window.jurisdictions)
+             and s.isodow operator(pg_catalog.=) extract(isodow from sms_day_window.day)::int) w;
+$$;
+
+--
+-- Name: FUNCTION sms_day_window(day date, jurisdictions text[]); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.sms_day_window(day date, jurisdictions text[]) IS 'The local hours in which marketing texts may go on this local day under every one of these jurisdictions (app_public.sms_send_windows: the latest start and the earliest end), or nulls when none may: a day one of them bans, one of their holidays (app_public.sms_holiday_calendar, app_hidden.sms_holiday), or a weekday no rule names. A window whose start is not before its end allows nothing either. One row.';
+
+--
+-- Name: sms_holiday(date, text[]); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.sms_holiday(day date, jurisdictions text[]) RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  -- The calendar of a jurisdiction that bans texts on its holidays is its country’s holidays plus its own:
+  -- read from the stored calendar in its years, computed from the rules outside them.
+  select case when app_hidden.sms_holiday_calendar_covers(sms_holiday.day) then
+    (select c.name from app_public.sms_holiday_calendar c
+      where c.jurisdiction = any (sms_holiday.jurisdictions) and c.day = sms_holiday.day
+      order by c.jurisdiction, c.name limit 1)
+  else
+    (select h.name
+       from app_public.sms_holiday_bans b
+       join app_public.sms_holidays h on h.jurisdiction in (b.jurisdiction, pg_catalog.split_part(b.jurisdiction, '-', 1))
+      cross join lateral (values (extract(year from sms_holiday.day)::int), (extract(year from sms_holiday.day)::int + 1)) y(year)
+      where b.jurisdiction = any (sms_holiday.jurisdictions)
+        and sms_holiday.day = any (app_hidden.sms_holiday_dates(h.month, h.day, h.isodow, h.nth, h.easter_offset, h.on_date, h.weekend_rule, y.year))
+      order by b.jurisdiction, h.name
+      limit 1)
+  end;
+$$;
+
+--
+-- Name: FUNCTION sms_holiday(day date, jurisdictions text[]); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.sms_holiday(day date, jurisdictions text[]) IS 'The name of a holiday on which one of these jurisdictions allows no marketing texts (app_public.sms_holiday_bans), if this local day is one; else null. A banning jurisdiction’s calendar is its country’s holidays (US: the federal ones) plus its own (app_public.sms_holidays), each on its day and on the weekday it is observed on: app_public.sms_holiday_calendar for the years it covers, the rules themselves outside them.';
+
+--
+-- Name: sms_holiday_calendar_covers(date); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.sms_holiday_calendar_covers(day date) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+  select sms_holiday_calendar_covers.day >= date '2000-01-01' and sms_holiday_calendar_covers.day < date '2200-01-01';
+$$;
+
+--
+-- Name: FUNCTION sms_holiday_calendar_covers(day date); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.sms_holiday_calendar_covers(day date) IS 'Whether app_public.sms_holiday_calendar holds the holidays of this day (years 2000 to 2199); outside them, holidays are computed from their rules on each call (app_hidden.sms_holiday).';
+
+--
+-- Name: sms_holiday_dates(integer, integer, integer, integer, integer, date, text, integer); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.sms_holiday_dates(month integer, day integer, isodow integer, nth integer, easter_offset integer, on_date date, weekend_rule text, year integer) RETURNS date[]
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  -- PL/pgSQL keeps these simple expressions compiled: the calendar is rebuilt from thousands of calls.
+  v_first date;
+  v_last date;
+  v_on date;
+begin
+  if sms_holiday_dates.on_date is not null then
+    v_on := case when extract(year from sms_holiday_dates.on_date) = sms_holiday_dates.year then sms_holiday_dates.on_date end;
+  elsif sms_holiday_dates.easter_offset is not null then
+    v_on := app_hidden.easter_sunday(sms_holiday_dates.year) + sms_holiday_dates.easter_offset;
+  else
+    v_first := pg_catalog.make_date(sms_holiday_dates.year, sms_holiday_dates.month, 1);
+    v_last := (v_first + interval '1 month' - interval '1 day')::date;
+    if sms_holiday_dates.isodow is null then
+      -- A fixed date; 29 February only in leap years.
+      if sms_holiday_dates.day <= extract(day from v_last) then
+        v_on := pg_catalog.make_date(sms_holiday_dates.year, sms_holiday_dates.month, sms_holiday_dates.day);
+      end if;
+    elsif sms_holiday_dates.nth = -1 then
+      -- The last such weekday of the month.
+      v_on := v_last - ((extract(isodow from v_last)::int - sms_holiday_dates.isodow + 7) % 7);
+    else
+      -- The nth such weekday on or after the given day of the month (the 1st unless said), if the month has it.
+      v_first := v_first + (coalesce(sms_holiday_dates.day, 1) - 1);
+      v_on := v_first + ((sms_holiday_dates.isodow - extract(isodow from v_first)::int + 7) % 7) + (sms_holiday_dates.nth - 1) * 7;
+      if v_on > v_last then
+        v_on := null;
+      end if;
+    end if;
+  end if;
+  -- The day itself, and the weekday it is observed on when it falls at a weekend.
+  return case when v_on is null then '{}'::date[]
+              when sms_holiday_dates.weekend_rule = 'nearest_weekday' and extract(isodow from v_on) = 6 then array[v_on, v_on - 1]
+              when sms_holiday_dates.weekend_rule = 'next_monday' and extract(isodow from v_on) = 6 then array[v_on, v_on + 2]
+              when sms_holiday_dates.weekend_rule in ('nearest_weekday', 'sunday_to_monday', 'next_monday') and extract(isodow from v_on) = 7 then array[v_on, v_on + 1]
+              else array[v_on] end;
+end;
+$$;
+
+--
+-- Name: FUNCTION sms_holiday_dates(month integer, day integer, isodow integer, nth integer, easter_offset integer, on_date date, weekend_rule text, year integer); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.sms_holiday_dates(month integer, day integer, isodow integer, nth integer, easter_offset integer, on_date date, weekend_rule text, year integer) IS 'The dates in this year of one holiday rule of app_public.sms_holidays (a fixed date; the nth weekday of a month, counted from its 1st or from a given day; the last weekday of a month; an offset from Easter; or a single dated holiday): the day itself, and, when it falls at a weekend and its rule moves it, the weekday it is observed on (nearest_weekday: Saturday to Friday and Sunday to Monday; sunday_to_monday; next_monday: Saturday or Sunday to the Monday after). Both are treated as holidays: the strictest reading. Empty when the year has no such day (a fifth Monday, 29 February, a dated holiday of another year).';
+
+--
 -- Name: sms_opt_out_request(); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -3217,31 +3380,6 @@ $$;
 --
 
 COMMENT ON FUNCTION app_hidden.sms_opt_out_request() IS 'The requests to stop texting that app_public.sms_keyword reads as an opt-out, as one regular expression over the words of a sentence (app_hidden.sms_words): English requests built on stop, quit, cease, end, cancel, unsubscribe, remove, opt out, requests not to text or for no more texts, and their Spanish and French equivalents. Kept apart so that the list reads as data.';
-
---
--- Name: sms_window_open(timestamp with time zone, text[], text[]); Type: FUNCTION; Schema: app_hidden; Owner: -
---
-
-CREATE FUNCTION app_hidden.sms_window_open(at timestamp with time zone, zones text[], jurisdictions text[]) RETURNS boolean
-    LANGUAGE sql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $$
-  -- In each zone: the local day's window is the latest start and the earliest end of the rules of every
-  -- jurisdiction for that weekday; the moment must be inside it, in every zone.
-  select coalesce(pg_catalog.bool_and(coalesce(w.opens < w.closes and l.local::time >= w.opens and l.local::time < w.closes, false)), false)
-    from pg_catalog.unnest(sms_window_open.zones) as z(zone)
-   cross join lateral (select sms_window_open.at at time zone z.zone as local) l
-   cross join lateral (select pg_catalog.max(s.allowed_from) as opens, pg_catalog.min(s.allowed_until) as closes
-                         from app_public.sms_send_windows s
-                        where s.jurisdiction = any (sms_window_open.jurisdictions)
-                          and s.isodow = extract(isodow from l.local)::int) w;
-$$;
-
---
--- Name: FUNCTION sms_window_open(at timestamp with time zone, zones text[], jurisdictions text[]); Type: COMMENT; Schema: app_hidden; Owner: -
---
-
-COMMENT ON FUNCTION app_hidden.sms_window_open(at timestamp with time zone, zones text[], jurisdictions text[]) IS 'Whether a text may reach a recipient at this moment under the sending windows of these jurisdictions (app_public.sms_send_windows: every rule must hold) in every one of these time zones (the strictest wins: a recipient whose area code, state and known time zone disagree gets a text only when it is allowed in each). False when no zone is given. Used by app_public.sms_send_window.';
 
 --
 -- Name: sms_words(text); Type: FUNCTION; Schema: app_hidden; Owner: -
@@ -14411,6 +14549,41 @@ $$;
 COMMENT ON FUNCTION app_private.tg_service_titan_skill_lines__resync() IS 'Trigger (after each statement that inserts, updates or deletes skill mappings): re-derives the specializations of every technician of each tenant the statement touched, once per tenant, from the transition tables changed_new and changed_old.';
 
 --
+-- Name: tg_sms_holidays__rebuild_calendar(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_sms_holidays__rebuild_calendar() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  -- Small (a few hundred days a year of the banning jurisdictions): rebuilt whole on any change.
+  delete from app_public.sms_holiday_calendar;
+  -- Each rule's days computed once (a federal holiday is in the calendar of every banning state).
+  insert into app_public.sms_holiday_calendar (jurisdiction, day, name, source)
+  with days as (
+    select h.jurisdiction, h.name, h.source, d.day
+      from app_public.sms_holidays h
+     cross join pg_catalog.generate_series(1999, 2200) y(year)
+     cross join lateral pg_catalog.unnest(app_hidden.sms_holiday_dates(h.month, h.day, h.isodow, h.nth, h.easter_offset, h.on_date,
+                                                                       h.weekend_rule, y.year)) d(day)
+     where h.jurisdiction in (select b.jurisdiction from app_public.sms_holiday_bans b
+                              union select pg_catalog.split_part(b.jurisdiction, '-', 1) from app_public.sms_holiday_bans b)
+       and app_hidden.sms_holiday_calendar_covers(d.day))
+  select distinct b.jurisdiction, days.day, days.name, days.source
+    from app_public.sms_holiday_bans b
+    join days on days.jurisdiction in (b.jurisdiction, pg_catalog.split_part(b.jurisdiction, '-', 1));
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_sms_holidays__rebuild_calendar(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_sms_holidays__rebuild_calendar() IS 'Trigger (after each statement on sms_holidays and sms_holiday_bans): rebuilds app_public.sms_holiday_calendar, the days without texts of every jurisdiction that bans its holidays, for the years it covers.';
+
+--
 -- Name: tg_system_config__enqueue_lead_rescore(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -18470,6 +18643,8 @@ COMMENT ON FUNCTION app_public.sms_keyword(body text) IS 'What an inbound text m
 CREATE FUNCTION app_public.sms_send_window(phone text, region text DEFAULT NULL::text, timezone text DEFAULT NULL::text, at timestamp with time zone DEFAULT now()) RETURNS app_public.sms_window
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET jit TO 'off'
     AS $$
 declare
   v_area app_public.phone_area_codes := app_public.phone_region(sms_send_window.phone);
@@ -18483,6 +18658,9 @@ declare
   v_zones text[];
   v_next timestamptz;
   v_block text;
+  v_holiday text;
+  v_day_note text := '';
+  v_days int;
 begin
   if sms_send_window.at is null then
     raise exception 'The moment to check is required' using errcode = '22023';
@@ -18528,52 +18706,70 @@ begin
                     where z.zone is not null group by z.zone order by pg_catalog.min(z.n));
   -- National rules of every country involved (US when nothing says otherwise), plus the state rules.
   v_country := coalesce(v_area.country, v_given.country, 'US');
-  select pg_catalog.array_agg(distinct w.jurisdiction order by w.jurisdiction) into v_jurisdictions
-    from app_public.sms_send_windows w
-   where w.jurisdiction = any (v_regions)
-      or w.jurisdiction = any (array_remove(array[v_country, v_area.country, v_given.country], null));
+  select pg_catalog.array_agg(j.jurisdiction order by j.jurisdiction) into v_jurisdictions
+    from (select distinct u.jurisdiction
+            from pg_catalog.unnest(v_regions || array_remove(array[v_country, v_area.country, v_given.country], null)) u(jurisdiction)) j
+   where exists (select 1 from app_public.sms_send_windows w where w.jurisdiction = j.jurisdiction)
+      or exists (select 1 from app_public.sms_holiday_bans b where b.jurisdiction = j.jurisdiction)
+      or exists (select 1 from app_public.sms_message_caps c where c.jurisdiction = j.jurisdiction);
   v_result.timezone := v_tz;
   v_result.jurisdictions := coalesce(v_jurisdictions, '{}');
   select pg_catalog.min(c.max_per_24h) into v_result.max_per_24h
     from app_public.sms_message_caps c where c.jurisdiction = any (v_result.jurisdictions);
 
-  if app_hidden.sms_window_open(sms_send_window.at, v_zones, v_result.jurisdictions) then
+  -- The allowed spans of each zone's local days, as moments; a moment is allowed when a span of every zone
+  -- holds it. The earliest allowed moment is the moment itself or the start of some span (the latest start
+  -- of the spans that overlap). Today's spans first, which answer most calls; else the next 8 days.
+  foreach v_days in array array[0, 8] loop
+    with z as (select u.zone, (sms_send_window.at at time zone u.zone)::date as local_day from pg_catalog.unnest(v_zones) u(zone)),
+         spans as (select z.zone, ((z.local_day + d.i) + w.opens) at time zone z.zone as starts,
+                          ((z.local_day + d.i) + w.closes) at time zone z.zone as ends
+                     from z
+                    cross join pg_catalog.generate_series(0, 8) d(i)
+                    cross join lateral app_hidden.sms_day_window(z.local_day + d.i, v_result.jurisdictions) w
+                    where d.i <= v_days and w.opens < w.closes)
+    select c.moment into v_next
+      from (select sms_send_window.at as moment union select sp.starts from spans sp where sp.starts > sms_send_window.at) c
+     where not exists (select 1 from z
+                        where not exists (select 1 from spans sp where sp.zone = z.zone and sp.starts <= c.moment and c.moment < sp.ends))
+     order by c.moment
+     limit 1;
+    exit when v_next is not null;
+  end loop;
+  if v_next = sms_send_window.at then
     v_result.allowed := true;
     v_result.next_allowed_at := sms_send_window.at;
     v_result.reason := '';
     return v_result;
   end if;
-  -- The earliest moment allowed in every zone is the start of some zone's window (the latest start of the
-  -- windows that overlap): over the next 8 local days of each zone, the first such start every zone allows.
-  select c.moment into v_next
-    from (select ((z.local_day + d.i) + w.opens) at time zone z.zone as moment
-            from (select u.zone, (sms_send_window.at at time zone u.zone)::date as local_day from pg_catalog.unnest(v_zones) u(zone)) z
-           cross join pg_catalog.generate_series(0, 8) d(i)
-           cross join lateral (select pg_catalog.max(s.allowed_from) as opens, pg_catalog.min(s.allowed_until) as closes
-                                 from app_public.sms_send_windows s
-                                where s.jurisdiction = any (v_result.jurisdictions)
-                                  and s.isodow = extract(isodow from z.local_day + d.i)::int) w
-           where w.opens < w.closes) c
-   where c.moment > sms_send_window.at
-     and app_hidden.sms_window_open(c.moment, v_zones, v_result.jurisdictions)
-   order by c.moment
-   limit 1;
   v_result.allowed := false;
   -- Told in the first zone that forbids the moment.
-  select z.zone into v_block from pg_catalog.unnest(v_zones) with ordinality z(zone, n)
-   where not app_hidden.sms_window_open(sms_send_window.at, array[z.zone], v_result.jurisdictions)
+  select z.zone into v_block
+    from pg_catalog.unnest(v_zones) with ordinality z(zone, n)
+   cross join lateral (select sms_send_window.at at time zone z.zone as local) l
+   cross join lateral app_hidden.sms_day_window(l.local::date, v_result.jurisdictions) w
+   where not coalesce(w.opens < w.closes and l.local::time >= w.opens and l.local::time < w.closes, false)
    order by z.n limit 1;
   v_block := coalesce(v_block, v_tz);
   v_result.timezone := v_block;
+  -- Say so when the whole local day is without texts: a holiday, or a weekday a rule bans.
+  v_holiday := app_hidden.sms_holiday((sms_send_window.at at time zone v_block)::date, v_result.jurisdictions);
+  if v_holiday is not null then
+    v_day_note := ', ' || v_holiday || ', a holiday without texts';
+  elsif exists (select 1 from app_public.sms_send_windows s
+                 where s.jurisdiction = any (v_result.jurisdictions) and s.allowed_from is null
+                   and s.isodow = extract(isodow from sms_send_window.at at time zone v_block)::int) then
+    v_day_note := ', a day without texts';
+  end if;
   if v_next is null then
     v_result.reason := 'No allowed hours in the coming week under ' || pg_catalog.array_to_string(v_result.jurisdictions, ', ')
       || case when pg_catalog.cardinality(v_zones) > 1 then ' in every zone of the recipient (' || pg_catalog.array_to_string(v_zones, ', ') || ')' else '' end;
     return v_result;
   end if;
   v_result.next_allowed_at := v_next;
-  v_result.reason := pg_catalog.format('Outside the allowed hours (%s): it is %s there (%s); next allowed %s local time',
+  v_result.reason := pg_catalog.format('Outside the allowed hours (%s): it is %s there (%s)%s; next allowed %s local time',
     pg_catalog.array_to_string(v_result.jurisdictions, ', '), pg_catalog.to_char(sms_send_window.at at time zone v_block, 'Dy HH24:MI'), v_block,
-    pg_catalog.to_char(v_next at time zone v_block, 'Dy HH24:MI'));
+    v_day_note, pg_catalog.to_char(v_next at time zone v_block, 'Dy HH24:MI'));
   return v_result;
 end;
 $$;
@@ -18582,7 +18778,7 @@ $$;
 -- Name: FUNCTION sms_send_window(phone text, region text, timezone text, at timestamp with time zone); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.sms_send_window(phone text, region text, timezone text, at timestamp with time zone) IS 'Whether a marketing or nurture text may reach this recipient at the given moment (default now), and if not, the next moment it may. The rules are the national window (US, or CA for Canadian area codes) plus the stricter rules of the state of the area code of the number and of the known state of the recipient (region), all of which must hold; the local time is that of every zone that may be the recipient’s (the given timezone, the area code’s and the state’s): when they disagree, the moment must be allowed in each (the strictest wins), the next allowed moment is the first allowed in all of them, and timezone names the zone that forbids the moment (else the given one, the area code’s or the state’s). Replies inside a conversation the customer started are not marketing and are not held to these hours. Errors: 22023 for an unknown region (give a postal code, ISO code or name), or when the local time cannot be told (no known area code, timezone or state) or the moment is null.';
+COMMENT ON FUNCTION app_public.sms_send_window(phone text, region text, timezone text, at timestamp with time zone) IS 'Whether a marketing or nurture text may reach this recipient at the given moment (default now), and if not, the next moment it may. The rules are the national window (US, or CA for Canadian area codes) plus the stricter rules (hours, days without texts such as Sundays, and holidays: app_public.sms_send_windows, sms_holiday_bans, sms_holidays) of the state of the area code of the number and of the known state of the recipient (region), all of which must hold; the local time is that of every zone that may be the recipient’s (the given timezone, the area code’s and the state’s): when they disagree, the moment must be allowed in each (the strictest wins), the next allowed moment is the first allowed in all of them, and timezone names the zone that forbids the moment (else the given one, the area code’s or the state’s). Replies inside a conversation the customer started are not marketing and are not held to these hours. Errors: 22023 for an unknown region (give a postal code, ISO code or name), or when the local time cannot be told (no known area code, timezone or state) or the moment is null.';
 
 --
 -- Name: start_import(text, text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -23303,6 +23499,208 @@ COMMENT ON COLUMN app_public.sms_consent_events.message_id IS 'The inbound messa
 COMMENT ON COLUMN app_public.sms_consent_events.occurred_at IS 'When it happened: the clock time of the write (clock_timestamp()), so that events recorded in one transaction keep their order.';
 
 --
+-- Name: sms_holiday_bans; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.sms_holiday_bans (
+    jurisdiction text NOT NULL,
+    source text NOT NULL,
+    CONSTRAINT sms_holiday_bans_source_must_not_be_blank CHECK ((btrim(source) <> ''::text))
+);
+
+ALTER TABLE ONLY app_public.sms_holiday_bans FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE sms_holiday_bans; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.sms_holiday_bans IS 'Reference data shared by every tenant (read-only): the jurisdictions that allow no marketing texts on their legal holidays (Alabama, Louisiana, Pennsylvania, Rhode Island, Utah). Their calendar is their country’s holidays plus their own (app_public.sms_holidays), each on its day and on the day it is observed. Not legal advice.';
+
+--
+-- Name: COLUMN sms_holiday_bans.jurisdiction; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holiday_bans.jurisdiction IS 'The jurisdiction whose holidays are without texts, e.g. US-RI.';
+
+--
+-- Name: COLUMN sms_holiday_bans.source; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holiday_bans.source IS 'The statute or regulation that bans them, with its section.';
+
+--
+-- Name: sms_holiday_calendar; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.sms_holiday_calendar (
+    jurisdiction text NOT NULL,
+    day date NOT NULL,
+    name text NOT NULL,
+    source text NOT NULL
+);
+
+ALTER TABLE ONLY app_public.sms_holiday_calendar FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE sms_holiday_calendar; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.sms_holiday_calendar IS 'Reference data shared by every tenant (read-only, derived): every day without marketing texts because it is a holiday of a jurisdiction that bans them (sms_holiday_bans), years 2000 to 2199, computed from sms_holidays (the country’s holidays plus the jurisdiction’s own, on their day and on the weekday they are observed on). Rebuilt whenever those rules change; read on every check of sending hours.';
+
+--
+-- Name: COLUMN sms_holiday_calendar.jurisdiction; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holiday_calendar.jurisdiction IS 'The jurisdiction that allows no texts that day, e.g. US-RI.';
+
+--
+-- Name: COLUMN sms_holiday_calendar.day; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holiday_calendar.day IS 'The local day, in the recipient’s time zone.';
+
+--
+-- Name: COLUMN sms_holiday_calendar.name; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holiday_calendar.name IS 'The holiday, e.g. Victory Day.';
+
+--
+-- Name: COLUMN sms_holiday_calendar.source; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holiday_calendar.source IS 'The statute that makes it a holiday.';
+
+--
+-- Name: sms_holidays; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.sms_holidays (
+    jurisdiction text NOT NULL,
+    name text NOT NULL,
+    month integer,
+    day integer,
+    isodow integer,
+    nth integer,
+    easter_offset integer,
+    on_date date,
+    weekend_rule text DEFAULT 'none'::text NOT NULL,
+    source text NOT NULL,
+    CONSTRAINT sms_holidays_day_must_exist_in_its_month CHECK (((day >= 1) AND (day <=
+CASE
+    WHEN (month = 2) THEN 29
+    WHEN (month = ANY (ARRAY[4, 6, 9, 11])) THEN 30
+    ELSE 31
+END))),
+    CONSTRAINT sms_holidays_easter_offset_must_be_within_9_weeks CHECK (((easter_offset >= '-63'::integer) AND (easter_offset <= 63))),
+    CONSTRAINT sms_holidays_isodow_must_be_1_to_7 CHECK (((isodow >= 1) AND (isodow <= 7))),
+    CONSTRAINT sms_holidays_month_must_be_1_to_12 CHECK (((month >= 1) AND (month <= 12))),
+    CONSTRAINT sms_holidays_must_name_exactly_one_rule CHECK ((((month IS NOT NULL) AND (day IS NOT NULL) AND (isodow IS NULL) AND (nth IS NULL) AND (easter_offset IS NULL) AND (on_date IS NULL)) OR ((month IS NOT NULL) AND (isodow IS NOT NULL) AND (nth IS NOT NULL) AND (easter_offset IS NULL) AND (on_date IS NULL) AND ((day IS NULL) OR (nth > 0))) OR ((month IS NULL) AND (day IS NULL) AND (isodow IS NULL) AND (nth IS NULL) AND (easter_offset IS NOT NULL) AND (on_date IS NULL)) OR ((month IS NULL) AND (day IS NULL) AND (isodow IS NULL) AND (nth IS NULL) AND (easter_offset IS NULL) AND (on_date IS NOT NULL)))),
+    CONSTRAINT sms_holidays_name_and_source_must_not_be_blank CHECK (((btrim(name) <> ''::text) AND (btrim(source) <> ''::text))),
+    CONSTRAINT sms_holidays_nth_must_be_1_to_5_or_minus_1_for_the_last CHECK ((((nth >= 1) AND (nth <= 5)) OR (nth = '-1'::integer))),
+    CONSTRAINT sms_holidays_weekend_rule_must_be_known CHECK ((weekend_rule = ANY (ARRAY['none'::text, 'sunday_to_monday'::text, 'nearest_weekday'::text, 'next_monday'::text])))
+);
+
+ALTER TABLE ONLY app_public.sms_holidays FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE sms_holidays; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.sms_holidays IS 'Reference data shared by every tenant (read-only): the holiday calendar of the jurisdictions that ban marketing texts on holidays, as rules computed for any year: the federal holidays (US, 5 U.S.C. 6103) and each state’s own. A rule is one of: a fixed date (month, day), the nth weekday of a month counted from its 1st or from a given day (month, isodow, nth, day: Election Day is the first Tuesday on or after 2 November), the last weekday of a month (nth -1), an offset from Easter Sunday (easter_offset: Mardi Gras -47, Good Friday -2), or one dated day (on_date: a holiday proclaimed for one year). Not legal advice.';
+
+--
+-- Name: COLUMN sms_holidays.jurisdiction; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holidays.jurisdiction IS 'US for a federal holiday (in the calendar of every US state that bans holidays), US-XX for a state holiday.';
+
+--
+-- Name: COLUMN sms_holidays.name; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holidays.name IS 'The holiday’s name, e.g. Thanksgiving Day.';
+
+--
+-- Name: COLUMN sms_holidays.month; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holidays.month IS 'Its month (1 to 12), for a fixed date or an nth weekday.';
+
+--
+-- Name: COLUMN sms_holidays.day; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holidays.day IS 'Its day of the month, for a fixed date (29 February only in leap years); for an nth weekday, the day the count starts from (the 1st when null).';
+
+--
+-- Name: COLUMN sms_holidays.isodow; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holidays.isodow IS 'Its weekday (ISO: 1 Monday to 7 Sunday), for an nth weekday of the month.';
+
+--
+-- Name: COLUMN sms_holidays.nth; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holidays.nth IS 'Which such weekday of the month: 1 to 5, or -1 for the last (a year whose month has no fifth has no holiday).';
+
+--
+-- Name: COLUMN sms_holidays.easter_offset; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holidays.easter_offset IS 'Days from Easter Sunday (Gregorian), e.g. -47 for Mardi Gras, -2 for Good Friday.';
+
+--
+-- Name: COLUMN sms_holidays.on_date; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holidays.on_date IS 'The one day of a holiday that does not recur (proclaimed for one year).';
+
+--
+-- Name: COLUMN sms_holidays.weekend_rule; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holidays.weekend_rule IS 'When the day falls at a weekend, the weekday it is also observed on: none; sunday_to_monday; nearest_weekday (Saturday to Friday, Sunday to Monday); next_monday (Saturday or Sunday to the Monday after). Both days are without texts.';
+
+--
+-- Name: COLUMN sms_holidays.source; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_holidays.source IS 'The statute that makes it a holiday, with its section.';
+
+--
+-- Name: sms_jurisdictions; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.sms_jurisdictions (
+    jurisdiction text NOT NULL,
+    name text NOT NULL,
+    CONSTRAINT sms_jurisdictions_code_must_be_a_country_or_region_code CHECK ((jurisdiction ~ '^[A-Z]{2}(-[A-Z]{2})?$'::text)),
+    CONSTRAINT sms_jurisdictions_name_must_not_be_blank CHECK ((btrim(name) <> ''::text))
+);
+
+ALTER TABLE ONLY app_public.sms_jurisdictions FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE sms_jurisdictions; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.sms_jurisdictions IS 'Reference data shared by every tenant (read-only): every jurisdiction a sending rule may name: the United States (US) and Canada (CA), and each state, district, territory and province (US-FL, CA-ON: ISO 3166-2, as in region_timezones). A rule for any other code is refused.';
+
+--
+-- Name: COLUMN sms_jurisdictions.jurisdiction; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_jurisdictions.jurisdiction IS 'US or CA for the national rule, US-XX or CA-XX for a state, province or territory (ISO 3166-2).';
+
+--
+-- Name: COLUMN sms_jurisdictions.name; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sms_jurisdictions.name IS 'Its English name, e.g. Rhode Island.';
+
+--
 -- Name: sms_message_caps; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -23320,7 +23718,7 @@ ALTER TABLE ONLY app_public.sms_message_caps FORCE ROW LEVEL SECURITY;
 -- Name: TABLE sms_message_caps; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON TABLE app_public.sms_message_caps IS 'Reference data shared by every tenant (read-only): where a state caps how many marketing texts one recipient may get from one business in 24 hours (Florida, Maryland, New Jersey, Oklahoma: 3). Not legal advice.';
+COMMENT ON TABLE app_public.sms_message_caps IS 'Reference data shared by every tenant (read-only): where a state caps how many marketing texts one recipient may get from one business in 24 hours (Florida, Maryland, Oklahoma: 3), with its statute. Not legal advice.';
 
 --
 -- Name: COLUMN sms_message_caps.jurisdiction; Type: COMMENT; Schema: app_public; Owner: -
@@ -23338,7 +23736,7 @@ COMMENT ON COLUMN app_public.sms_message_caps.max_per_24h IS 'Marketing and nurt
 -- Name: COLUMN sms_message_caps.source; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.sms_message_caps.source IS 'The rule this row comes from.';
+COMMENT ON COLUMN app_public.sms_message_caps.source IS 'The statute this row comes from, with its section.';
 
 --
 -- Name: sms_send_windows; Type: TABLE; Schema: app_public; Owner: -
@@ -23347,9 +23745,10 @@ COMMENT ON COLUMN app_public.sms_message_caps.source IS 'The rule this row comes
 CREATE TABLE app_public.sms_send_windows (
     jurisdiction text NOT NULL,
     isodow integer NOT NULL,
-    allowed_from time without time zone NOT NULL,
-    allowed_until time without time zone NOT NULL,
+    allowed_from time without time zone,
+    allowed_until time without time zone,
     source text NOT NULL,
+    CONSTRAINT sms_send_windows_day_without_texts_has_neither_hour CHECK (((allowed_from IS NULL) = (allowed_until IS NULL))),
     CONSTRAINT sms_send_windows_isodow_must_be_1_to_7 CHECK (((isodow >= 1) AND (isodow <= 7))),
     CONSTRAINT sms_send_windows_jurisdiction_must_be_a_country_or_region_code CHECK ((jurisdiction ~ '^[A-Z]{2}(-[A-Z]{2})?$'::text)),
     CONSTRAINT sms_send_windows_must_start_before_they_end CHECK ((allowed_from < allowed_until))
@@ -23361,8 +23760,7 @@ ALTER TABLE ONLY app_public.sms_send_windows FORCE ROW LEVEL SECURITY;
 -- Name: TABLE sms_send_windows; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON TABLE app_public.sms_send_windows IS '@behavior -type:node
-Reference data shared by every tenant (read-only): the local hours in which marketing and nurture texts may reach a recipient, per weekday. Jurisdiction US is the US federal rule (TCPA: 8:00 to 21:00 every day) and CA the Canadian one (CRTC: 9:00 to 21:30 on weekdays, 10:00 to 18:00 at weekends); US-XX rows are stricter state rules (Florida, Maryland, Mississippi, New Jersey and Oklahoma 8:00 to 20:00; Connecticut 9:00 to 20:00; Texas 9:00 to 21:00 Monday to Saturday and 12:00 to 21:00 on Sunday; Rhode Island 9:00 to 18:00 on weekdays and 10:00 to 17:00 at weekends). A text must fall inside every window that applies. State holiday bans are not modelled. Not legal advice: review against current law before relying on it.';
+COMMENT ON TABLE app_public.sms_send_windows IS 'Reference data shared by every tenant (read-only): the local hours in which marketing and nurture texts may reach a recipient, per weekday, with the statute of each row. Jurisdiction US is the federal rule (47 CFR 64.1200(c)(1): 8:00 to 21:00 every day) and CA the Canadian one (CRTC: 9:00 to 21:30 on weekdays, 10:00 to 18:00 at weekends); US-XX rows are state rules. A row without hours is a day without texts (Sundays in Alabama, Louisiana, Mississippi, Rhode Island and Utah). A text must fall inside every window that applies; holidays are in sms_holiday_bans and sms_holidays. docs/messaging-and-compliance.md lists every jurisdiction (State rules). Not legal advice: review against current law before relying on it.';
 
 --
 -- Name: COLUMN sms_send_windows.jurisdiction; Type: COMMENT; Schema: app_public; Owner: -
@@ -23380,19 +23778,19 @@ COMMENT ON COLUMN app_public.sms_send_windows.isodow IS 'Day of the week in the 
 -- Name: COLUMN sms_send_windows.allowed_from; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.sms_send_windows.allowed_from IS 'Local time from which texts are allowed (inclusive).';
+COMMENT ON COLUMN app_public.sms_send_windows.allowed_from IS 'Local time from which texts are allowed (inclusive); null, with allowed_until, on a day without texts.';
 
 --
 -- Name: COLUMN sms_send_windows.allowed_until; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.sms_send_windows.allowed_until IS 'Local time until which texts are allowed (exclusive).';
+COMMENT ON COLUMN app_public.sms_send_windows.allowed_until IS 'Local time until which texts are allowed (exclusive); null, with allowed_from, on a day without texts.';
 
 --
 -- Name: COLUMN sms_send_windows.source; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.sms_send_windows.source IS 'The rule this row comes from.';
+COMMENT ON COLUMN app_public.sms_send_windows.source IS 'The statute or regulation this row comes from, with its section.';
 
 --
 -- Name: system_config; Type: TABLE; Schema: app_public; Owner: -
@@ -25321,6 +25719,34 @@ ALTER TABLE ONLY app_public.sms_consent_events
     ADD CONSTRAINT sms_consent_events_pkey PRIMARY KEY (id);
 
 --
+-- Name: sms_holiday_bans sms_holiday_bans_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sms_holiday_bans
+    ADD CONSTRAINT sms_holiday_bans_pkey PRIMARY KEY (jurisdiction);
+
+--
+-- Name: sms_holiday_calendar sms_holiday_calendar_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sms_holiday_calendar
+    ADD CONSTRAINT sms_holiday_calendar_pkey PRIMARY KEY (jurisdiction, day, name);
+
+--
+-- Name: sms_holidays sms_holidays_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sms_holidays
+    ADD CONSTRAINT sms_holidays_pkey PRIMARY KEY (jurisdiction, name);
+
+--
+-- Name: sms_jurisdictions sms_jurisdictions_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sms_jurisdictions
+    ADD CONSTRAINT sms_jurisdictions_pkey PRIMARY KEY (jurisdiction);
+
+--
 -- Name: sms_message_caps sms_message_caps_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -26885,6 +27311,18 @@ CREATE TRIGGER _500_cancel_pending AFTER INSERT ON app_public.email_suppressions
 CREATE TRIGGER _500_count_filter AFTER INSERT OR DELETE OR UPDATE OF filter ON app_public.segments FOR EACH ROW EXECUTE FUNCTION app_private.tg_segments__count_filter();
 
 --
+-- Name: sms_holiday_bans _500_rebuild_calendar; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_rebuild_calendar AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON app_public.sms_holiday_bans FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_sms_holidays__rebuild_calendar();
+
+--
+-- Name: sms_holidays _500_rebuild_calendar; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_rebuild_calendar AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON app_public.sms_holidays FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_sms_holidays__rebuild_calendar();
+
+--
 -- Name: agent_availability _500_routing_pool; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -28038,6 +28476,41 @@ ALTER TABLE ONLY app_public.sms_consent_events
 
 ALTER TABLE ONLY app_public.sms_consent_events
     ADD CONSTRAINT sms_consent_events_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
+
+--
+-- Name: sms_holiday_bans sms_holiday_bans_jurisdiction_must_be_known; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sms_holiday_bans
+    ADD CONSTRAINT sms_holiday_bans_jurisdiction_must_be_known FOREIGN KEY (jurisdiction) REFERENCES app_public.sms_jurisdictions(jurisdiction);
+
+--
+-- Name: sms_holiday_calendar sms_holiday_calendar_jurisdiction_must_be_known; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sms_holiday_calendar
+    ADD CONSTRAINT sms_holiday_calendar_jurisdiction_must_be_known FOREIGN KEY (jurisdiction) REFERENCES app_public.sms_jurisdictions(jurisdiction);
+
+--
+-- Name: sms_holidays sms_holidays_jurisdiction_must_be_known; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sms_holidays
+    ADD CONSTRAINT sms_holidays_jurisdiction_must_be_known FOREIGN KEY (jurisdiction) REFERENCES app_public.sms_jurisdictions(jurisdiction);
+
+--
+-- Name: sms_message_caps sms_message_caps_jurisdiction_must_be_known; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sms_message_caps
+    ADD CONSTRAINT sms_message_caps_jurisdiction_must_be_known FOREIGN KEY (jurisdiction) REFERENCES app_public.sms_jurisdictions(jurisdiction);
+
+--
+-- Name: sms_send_windows sms_send_windows_jurisdiction_must_be_known; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sms_send_windows
+    ADD CONSTRAINT sms_send_windows_jurisdiction_must_be_known FOREIGN KEY (jurisdiction) REFERENCES app_public.sms_jurisdictions(jurisdiction);
 
 --
 -- Name: system_config system_config_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
@@ -29212,6 +29685,30 @@ CREATE POLICY owner_all ON app_public.service_titan_skill_lines TO :DATABASE_OWN
 CREATE POLICY owner_all ON app_public.sms_consent_events TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
+-- Name: sms_holiday_bans owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.sms_holiday_bans TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: sms_holiday_calendar owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.sms_holiday_calendar TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: sms_holidays owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.sms_holidays TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: sms_jurisdictions owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.sms_jurisdictions TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
 -- Name: sms_message_caps owner_all; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -29348,6 +29845,30 @@ CREATE POLICY select_all ON app_public.phone_area_codes FOR SELECT TO :DATABASE_
 --
 
 CREATE POLICY select_all ON app_public.region_timezones FOR SELECT TO :DATABASE_VISITOR USING (true);
+
+--
+-- Name: sms_holiday_bans select_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_all ON app_public.sms_holiday_bans FOR SELECT TO :DATABASE_VISITOR USING (true);
+
+--
+-- Name: sms_holiday_calendar select_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_all ON app_public.sms_holiday_calendar FOR SELECT TO :DATABASE_VISITOR USING (true);
+
+--
+-- Name: sms_holidays select_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_all ON app_public.sms_holidays FOR SELECT TO :DATABASE_VISITOR USING (true);
+
+--
+-- Name: sms_jurisdictions select_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_all ON app_public.sms_jurisdictions FOR SELECT TO :DATABASE_VISITOR USING (true);
 
 --
 -- Name: sms_message_caps select_all; Type: POLICY; Schema: app_public; Owner: -
@@ -29744,6 +30265,30 @@ ALTER TABLE app_public.service_titan_skill_lines ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_public.sms_consent_events ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sms_holiday_bans; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.sms_holiday_bans ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sms_holiday_calendar; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.sms_holiday_calendar ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sms_holidays; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.sms_holidays ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sms_jurisdictions; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.sms_jurisdictions ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: sms_message_caps; Type: ROW SECURITY; Schema: app_public; Owner: -
@@ -30478,6 +31023,13 @@ REVOKE ALL ON FUNCTION app_hidden.distance_miles(lat1 numeric, lon1 numeric, lat
 GRANT ALL ON FUNCTION app_hidden.distance_miles(lat1 numeric, lon1 numeric, lat2 numeric, lon2 numeric) TO :DATABASE_VISITOR;
 
 --
+-- Name: FUNCTION easter_sunday(year integer); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.easter_sunday(year integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.easter_sunday(year integer) TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION erfc(x double precision); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -30688,18 +31240,39 @@ GRANT ALL ON FUNCTION app_hidden.scoring_weights_problem(weights jsonb) TO :DATA
 REVOKE ALL ON FUNCTION app_hidden.sending_window_problem(sending_window jsonb) FROM PUBLIC;
 
 --
+-- Name: FUNCTION sms_day_window(day date, jurisdictions text[]); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.sms_day_window(day date, jurisdictions text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.sms_day_window(day date, jurisdictions text[]) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION sms_holiday(day date, jurisdictions text[]); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.sms_holiday(day date, jurisdictions text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.sms_holiday(day date, jurisdictions text[]) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION sms_holiday_calendar_covers(day date); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.sms_holiday_calendar_covers(day date) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.sms_holiday_calendar_covers(day date) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION sms_holiday_dates(month integer, day integer, isodow integer, nth integer, easter_offset integer, on_date date, weekend_rule text, year integer); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.sms_holiday_dates(month integer, day integer, isodow integer, nth integer, easter_offset integer, on_date date, weekend_rule text, year integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.sms_holiday_dates(month integer, day integer, isodow integer, nth integer, easter_offset integer, on_date date, weekend_rule text, year integer) TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION sms_opt_out_request(); Type: ACL; Schema: app_hidden; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_hidden.sms_opt_out_request() FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.sms_opt_out_request() TO :DATABASE_VISITOR;
-
---
--- Name: FUNCTION sms_window_open(at timestamp with time zone, zones text[], jurisdictions text[]); Type: ACL; Schema: app_hidden; Owner: -
---
-
-REVOKE ALL ON FUNCTION app_hidden.sms_window_open(at timestamp with time zone, zones text[], jurisdictions text[]) FROM PUBLIC;
-GRANT ALL ON FUNCTION app_hidden.sms_window_open(at timestamp with time zone, zones text[], jurisdictions text[]) TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION sms_words(text text); Type: ACL; Schema: app_hidden; Owner: -
@@ -32092,6 +32665,12 @@ REVOKE ALL ON FUNCTION app_private.tg_segments__validate_filter() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_service_titan_skill_lines__resync() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_sms_holidays__rebuild_calendar(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_sms_holidays__rebuild_calendar() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_system_config__enqueue_lead_rescore(); Type: ACL; Schema: app_private; Owner: -
@@ -33645,6 +34224,30 @@ GRANT INSERT(service_line),UPDATE(service_line) ON TABLE app_public.service_tita
 --
 
 GRANT SELECT ON TABLE app_public.sms_consent_events TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE sms_holiday_bans; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.sms_holiday_bans TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE sms_holiday_calendar; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.sms_holiday_calendar TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE sms_holidays; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.sms_holidays TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE sms_jurisdictions; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.sms_jurisdictions TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE sms_message_caps; Type: ACL; Schema: app_public; Owner: -

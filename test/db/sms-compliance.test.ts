@@ -3,9 +3,12 @@
  * and stricter state rules, kept as data), per-state caps, and the carrier keywords of inbound texts
  * (opt-out, opt-in, help). Asked as a tenant member (the visitor role), as the API would.
  */
+import { readFileSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
 import type pg from "pg";
 import { describe, expect, it } from "vitest";
-import { becomeUser, expectSqlError, registerUser, withRootDb } from "../helpers.ts";
+import { projectRoot } from "../../src/config.ts";
+import { becomeUser, db, expectSqlError, registerUser, withRootDb } from "../helpers.ts";
 
 interface Window {
   allowed: boolean;
@@ -14,6 +17,122 @@ interface Window {
   jurisdictions: string[];
   max_per_24h: number | null;
   reason: string;
+}
+
+interface HolidayRule {
+  jurisdiction: string;
+  name: string;
+  month: number | null;
+  day: number | null;
+  isodow: number | null;
+  nth: number | null;
+  easter_offset: number | null;
+  on_date: string | null;
+  weekend_rule: string;
+}
+
+/** Easter Sunday by Oudin's algorithm (1940), not the one the database uses. */
+function easterSunday(year: number): string {
+  const g = year % 19;
+  const c = Math.floor(year / 100);
+  const h = (c - Math.floor(c / 4) - Math.floor((8 * c + 13) / 25) + 19 * g + 15) % 30;
+  const i = h - Math.floor(h / 28) * (1 - Math.floor(29 / (h + 1)) * Math.floor((21 - g) / 11));
+  const j = (year + Math.floor(year / 4) + i + 2 - c + Math.floor(c / 4)) % 7;
+  const l = i - j;
+  const month = 3 + Math.floor((l + 40) / 44);
+  return isoDay(Date.UTC(year, month - 1, l + 28 - 31 * Math.floor(month / 4)));
+}
+
+const isoDay = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+const plusDays = (day: string, n: number) => isoDay(Date.parse(`${day}T00:00:00Z`) + n * 86_400_000);
+const isoWeekday = (day: string) => new Date(`${day}T00:00:00Z`).getUTCDay() || 7;
+
+/** The days of one holiday rule in a year, read the way a person reads the statute. */
+function holidayDays(rule: HolidayRule, year: number): string[] {
+  let day: string | null = null;
+  if (rule.on_date) {
+    day = rule.on_date.startsWith(`${year}-`) ? rule.on_date : null;
+  } else if (rule.easter_offset !== null) {
+    day = plusDays(easterSunday(year), rule.easter_offset);
+  } else if (rule.isodow === null) {
+    const date = new Date(Date.UTC(year, rule.month! - 1, rule.day!));
+    day = date.getUTCMonth() === rule.month! - 1 ? isoDay(date.getTime()) : null;
+  } else if (rule.nth === -1) {
+    let last = isoDay(Date.UTC(year, rule.month!, 0));
+    while (isoWeekday(last) !== rule.isodow) last = plusDays(last, -1);
+    day = last;
+  } else {
+    let first = isoDay(Date.UTC(year, rule.month! - 1, rule.day ?? 1));
+    while (isoWeekday(first) !== rule.isodow) first = plusDays(first, 1);
+    const nth = plusDays(first, (rule.nth! - 1) * 7);
+    day = Number(nth.slice(5, 7)) === rule.month ? nth : null;
+  }
+  if (day === null) return [];
+  const weekday = isoWeekday(day);
+  const moved: Record<string, Record<number, number>> = {
+    nearest_weekday: { 6: -1, 7: 1 },
+    sunday_to_monday: { 7: 1 },
+    next_monday: { 6: 2, 7: 1 },
+    none: {},
+  };
+  const shift = moved[rule.weekend_rule]![weekday];
+  return shift === undefined ? [day] : [day, plusDays(day, shift)];
+}
+
+/** Every holiday day of a jurisdiction that bans them in a year: its country's holidays and its own. */
+function holidayCalendar(rules: HolidayRule[], jurisdiction: string, year: number): Set<string> {
+  const own = rules.filter((r) => r.jurisdiction === jurisdiction || r.jurisdiction === jurisdiction.split("-")[0]);
+  return new Set([year - 1, year, year + 1].flatMap((y) => own.flatMap((r) => holidayDays(r, y))).filter((d) => d.startsWith(`${year}-`)));
+}
+
+/** The review table of docs/messaging-and-compliance.md (State rules), written from the rules tables. */
+async function renderStateRules(client: pg.ClientBase): Promise<string> {
+  const days = ["", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+  const weekdays = ["", "Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturdays", "Sundays"];
+  const { rows: jurisdictions } = await client.query<{ jurisdiction: string; name: string }>(
+    "select jurisdiction, name from app_public.sms_jurisdictions order by jurisdiction <> 'US', jurisdiction <> 'CA', jurisdiction",
+  );
+  const { rows: windows } = await client.query<{ jurisdiction: string; isodow: number; hours: string | null; source: string }>(
+    "select jurisdiction, isodow, to_char(allowed_from, 'HH24:MI') || '–' || to_char(allowed_until, 'HH24:MI') as hours, source from app_public.sms_send_windows order by jurisdiction, isodow",
+  );
+  const { rows: caps } = await client.query<{ jurisdiction: string; max_per_24h: number; source: string }>("select * from app_public.sms_message_caps");
+  const { rows: bans } = await client.query<{ jurisdiction: string; source: string }>("select * from app_public.sms_holiday_bans");
+  const { rows: holidays } = await client.query<{ jurisdiction: string; name: string; source: string }>(
+    "select jurisdiction, name, source from app_public.sms_holidays order by jurisdiction, name",
+  );
+  const lines = [
+    "| Jurisdiction | Hours (recipient's local time) | No texts on | Per 24 h | Sources |",
+    "|---|---|---|---|---|",
+  ];
+  const without: string[] = [];
+  for (const { jurisdiction, name } of jurisdictions) {
+    const own = windows.filter((w) => w.jurisdiction === jurisdiction);
+    const cap = caps.find((c) => c.jurisdiction === jurisdiction);
+    const ban = bans.find((b) => b.jurisdiction === jurisdiction);
+    if (own.length === 0 && !cap && !ban) {
+      without.push(`${name} (${jurisdiction})`);
+      continue;
+    }
+    // Consecutive weekdays with the same hours are written as one range.
+    const spans: string[] = [];
+    for (let i = 0; i < own.length; ) {
+      let j = i;
+      while (j + 1 < own.length && own[j + 1]!.hours === own[i]!.hours) j++;
+      const range = i === 0 && j === own.length - 1 && own.length === 7 ? "every day" : i === j ? days[own[i]!.isodow]! : `${days[own[i]!.isodow]}–${days[own[j]!.isodow]}`;
+      if (own[i]!.hours !== null) spans.push(`${range} ${own[i]!.hours}`);
+      i = j + 1;
+    }
+    const closed = own.filter((w) => w.hours === null).map((w) => weekdays[w.isodow]!);
+    const holidayNames = holidays.filter((h) => h.jurisdiction === jurisdiction).map((h) => h.name);
+    const noTexts = [
+      ...closed,
+      ...(ban ? [`legal holidays (federal${holidayNames.length > 0 ? `, and ${holidayNames.join(", ")}` : ""})`] : []),
+    ];
+    const sources = [...new Set([...own.map((w) => w.source), ...(cap ? [cap.source] : []), ...(ban ? [ban.source] : []),
+      ...holidays.filter((h) => h.jurisdiction === jurisdiction).map((h) => h.source)])];
+    lines.push(`| ${name} (${jurisdiction}) | ${spans.join("; ") || "national hours"} | ${noTexts.join("; ") || "—"} | ${cap ? cap.max_per_24h : "—"} | ${sources.join("; ")} |`);
+  }
+  return `${lines.join("\n")}\n\nNo rule of their own (the national rule applies): ${without.join(", ")}.\n`;
 }
 
 async function windowFor(client: pg.ClientBase, phone: string, at: string, region: string | null = null, timezone: string | null = null): Promise<Window> {
@@ -55,10 +174,11 @@ describe("quiet hours", () => {
       expect(sunday.allowed).toBe(false);
       expect(sunday.next_allowed_at!.toISOString()).toBe("2026-11-22T18:00:00.000Z");
       expect((await windowFor(client, "+12145550100", "2026-11-23T16:00:00Z")).allowed).toBe(true);
-      // Rhode Island (401): Saturday 17:30 local is closed (17:00 at weekends); next is Sunday 10:00.
+      // Rhode Island (401): Saturday 17:30 local is closed (17:00 on Saturdays); Sunday has no texts at
+      // all (R.I. Gen. Laws 5-61-2(2)), so the next is Monday 09:00 (before issue 17: Sunday 10:00).
       const saturday = await windowFor(client, "+14015550100", "2026-11-21T22:30:00Z");
       expect(saturday.allowed).toBe(false);
-      expect(saturday.next_allowed_at!.toISOString()).toBe("2026-11-22T15:00:00.000Z");
+      expect(saturday.next_allowed_at!.toISOString()).toBe("2026-11-23T14:00:00.000Z");
     });
   });
 
@@ -112,12 +232,17 @@ describe("quiet hours", () => {
     });
   });
 
-  it("property: a marketing text to a random lead at a random moment is scheduled at the first moment every zone of the lead allows (an oracle written here)", async () => {
+  it("property: a marketing text to a random lead at a random moment is scheduled at the first moment every zone of the lead allows, days without texts and holidays included (an oracle written here)", async () => {
     await withRootDb(async (client) => {
       const owner = await registerUser(client);
-      const rules = (await client.query<{ jurisdiction: string; isodow: number; opens: number; closes: number }>(
+      const rules = (await client.query<{ jurisdiction: string; isodow: number; opens: number | null; closes: number | null }>(
         "select jurisdiction, isodow, extract(epoch from allowed_from)::int as opens, extract(epoch from allowed_until)::int as closes from app_public.sms_send_windows",
       )).rows;
+      const bans = (await client.query<{ jurisdiction: string }>("select jurisdiction from app_public.sms_holiday_bans")).rows.map((b) => b.jurisdiction);
+      const holidayRules = (await client.query<HolidayRule>(
+        "select jurisdiction, name, month, day, isodow, nth, easter_offset, to_char(on_date, 'YYYY-MM-DD') as on_date, weekend_rule from app_public.sms_holidays",
+      )).rows;
+      const caps = (await client.query<{ jurisdiction: string }>("select jurisdiction from app_public.sms_message_caps")).rows.map((c) => c.jurisdiction);
       const areas = new Map((await client.query<{ area_code: string; country: string; region: string; timezone: string }>(
         "select area_code, country, region, timezone from app_public.phone_area_codes",
       )).rows.map((a) => [a.area_code, a]));
@@ -131,32 +256,52 @@ describe("quiet hours", () => {
       const formats = new Map<string, Intl.DateTimeFormat>();
       const local = (ms: number, zone: string) => {
         if (!formats.has(zone)) {
-          formats.set(zone, new Intl.DateTimeFormat("en-US", { timeZone: zone, hourCycle: "h23", weekday: "short", hour: "2-digit", minute: "2-digit", second: "2-digit" }));
+          formats.set(zone, new Intl.DateTimeFormat("en-US", {
+            timeZone: zone, hourCycle: "h23", weekday: "short", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+          }));
         }
         const parts = Object.fromEntries(formats.get(zone)!.formatToParts(new Date(ms)).map((p) => [p.type, p.value]));
-        return { isodow: weekday[parts.weekday!]!, seconds: Number(parts.hour) * 3600 + Number(parts.minute) * 60 + Number(parts.second) };
+        return {
+          isodow: weekday[parts.weekday!]!,
+          date: `${parts.year}-${parts.month}-${parts.day}`,
+          seconds: Number(parts.hour) * 3600 + Number(parts.minute) * 60 + Number(parts.second),
+        };
       };
+      const holidaysOf = new Map<string, Set<string>>();
+      const isHoliday = (date: string, jurisdictions: string[]) =>
+        jurisdictions.some((j) => {
+          if (!bans.includes(j)) return false;
+          const key = `${j} ${date.slice(0, 4)}`;
+          if (!holidaysOf.has(key)) holidaysOf.set(key, holidayCalendar(holidayRules, j, Number(date.slice(0, 4))));
+          return holidaysOf.get(key)!.has(date);
+        });
       // The law as this test reads it: the national rule of every country involved and the rules of the
-      // area code's state and of the known state all hold, in every zone that may be the recipient's.
+      // area code's state and of the known state all hold, in every zone that may be the recipient's; a
+      // day a rule gives no hours, or a holiday of a jurisdiction that bans them, has no texts.
       const oracle = (ms: number, zones: string[], jurisdictions: string[]) =>
         zones.every((zone) => {
-          const { isodow, seconds } = local(ms, zone);
+          const { isodow, date, seconds } = local(ms, zone);
           const day = rules.filter((r) => jurisdictions.includes(r.jurisdiction) && r.isodow === isodow);
-          if (day.length === 0) return false;
-          const opens = Math.max(...day.map((r) => r.opens));
-          const closes = Math.min(...day.map((r) => r.closes));
+          if (day.length === 0 || day.some((r) => r.opens === null) || isHoliday(date, jurisdictions)) return false;
+          const opens = Math.max(...day.map((r) => r.opens!));
+          const closes = Math.min(...day.map((r) => r.closes!));
           return opens < closes && seconds >= opens && seconds < closes;
         });
       let seed = 20261204;
       const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
       const pick = <T,>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
-      const codes = ["305", "212", "214", "401", "203", "808", "416", "602", "213", "907"];
-      const givenRegions = [null, "FL", "CA", "TX", "AZ", "RI", "NY", "HI", "AK"];
-      const givenZones = [null, null, "America/Los_Angeles", "America/New_York", "America/Phoenix", "Pacific/Honolulu", "America/Chicago", "America/Anchorage"];
+      const codes = ["305", "212", "214", "401", "203", "808", "416", "602", "213", "907", "801", "205", "504", "215", "601", "206", "973"];
+      const givenRegions = [null, "FL", "CA", "TX", "AZ", "RI", "NY", "HI", "AK", "UT", "AL", "LA", "PA", "MS", "WA"];
+      const givenZones = [null, null, "America/Los_Angeles", "America/New_York", "America/Phoenix", "Pacific/Honolulu", "America/Chicago", "America/Anchorage", "America/Denver"];
+      // Half the moments anywhere in 2026 and 2027 (both changes of clock), half around a holiday of a
+      // jurisdiction that bans them.
       const start = Date.parse("2026-01-01T00:00:00Z");
-      for (let i = 0; i < 150; i++) {
+      const holidayDays = bans.flatMap((j) => [2026, 2027].flatMap((year) => [...holidayCalendar(holidayRules, j, year)]));
+      for (let i = 0; i < 240; i++) {
         const phone = `+1${pick(codes)}${String(1_000_000 + i * 7919 + Math.floor(random() * 1000)).slice(-7)}`;
-        const at = start + Math.floor(random() * 365 * 1440) * 60_000; // any minute of 2026, the changes of clock included
+        const at = i % 2 === 0
+          ? start + Math.floor(random() * 730 * 1440) * 60_000
+          : Date.parse(`${pick(holidayDays)}T00:00:00Z`) + Math.floor((random() * 3 - 1) * 1440) * 60_000;
         const { rows: [lead] } = await client.query(
           "insert into app_public.leads (tenant_id, phone, region, timezone, source) values ($1, $2, $3, $4, 'test') returning id, region, country, timezone",
           [owner.tenant_id, phone, pick(givenRegions), pick(givenZones)],
@@ -166,7 +311,8 @@ describe("quiet hours", () => {
         const zones = [...new Set([lead.timezone, area?.timezone, given?.timezone].filter((z): z is string => !!z))];
         const countries = [area?.country ?? given?.country ?? "US", area?.country, given?.country].filter((c): c is string => !!c);
         const states = [area && `${area.country}-${area.region}`, given && `${given.country}-${given.region}`].filter((j): j is string => !!j);
-        const jurisdictions = [...new Set([...countries, ...states])].filter((j) => rules.some((r) => r.jurisdiction === j));
+        const jurisdictions = [...new Set([...countries, ...states])]
+          .filter((j) => rules.some((r) => r.jurisdiction === j) || bans.includes(j) || caps.includes(j));
         let expected: number | null = null;
         if (oracle(at, zones, jurisdictions)) {
           expected = at;
@@ -214,6 +360,191 @@ describe("quiet hours", () => {
       await expectSqlError(client, "42501", () => client.query("delete from app_public.sms_message_caps"));
       const { rows } = await client.query("select count(*)::int as n from app_public.sms_send_windows where jurisdiction = 'US-RI'");
       expect(rows[0].n).toBe(7);
+    });
+  });
+});
+
+describe("days without texts, holidays and the state rules (issue 17)", () => {
+  it("bans Sundays where the law does: Rhode Island, Mississippi, Utah, Alabama and Louisiana wait for Monday; Texas opens at noon", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      // Sunday 2026-11-22 at 12:00 local, federally fine. Monday 2026-11-23 is no holiday.
+      const cases: Array<[string, string, string, string]> = [
+        ["+14015550100", "2026-11-22T17:00:00Z", "2026-11-23T14:00:00.000Z", "US-RI"], // Providence, Monday 09:00
+        ["+16015550100", "2026-11-22T18:00:00Z", "2026-11-23T14:00:00.000Z", "US-MS"], // Jackson, Monday 08:00
+        ["+18015550100", "2026-11-22T19:00:00Z", "2026-11-23T15:00:00.000Z", "US-UT"], // Salt Lake City, Monday 08:00
+        ["+12055550100", "2026-11-22T18:00:00Z", "2026-11-23T14:00:00.000Z", "US-AL"], // Birmingham, Monday 08:00
+        ["+15045550100", "2026-11-22T18:00:00Z", "2026-11-23T14:00:00.000Z", "US-LA"], // New Orleans, Monday 08:00
+      ];
+      for (const [phone, at, next, state] of cases) {
+        const sunday = await windowFor(client, phone, at);
+        expect(sunday, phone).toMatchObject({ allowed: false, jurisdictions: ["US", state] });
+        expect(sunday.next_allowed_at!.toISOString(), phone).toBe(next);
+        expect(sunday.reason, phone).toMatch(/it is Sun 1[12]:00 there \(America\/[A-Za-z_]+\), a day without texts; next allowed Mon 0[89]:00 local time/);
+      }
+      // Texas texts on Sunday from noon (Tex. Bus. & Com. Code 301.051).
+      expect((await windowFor(client, "+12145550100", "2026-11-22T18:00:00Z")).allowed).toBe(true);
+      // A New York number whose owner lives in Utah: Utah's Sunday applies to them too.
+      const moved = await windowFor(client, "+12125550100", "2026-11-22T19:00:00Z", "UT");
+      expect(moved).toMatchObject({ allowed: false, jurisdictions: ["US", "US-UT"] });
+    });
+  });
+
+  it("bans the holidays of Rhode Island, Utah, Alabama, Louisiana and Pennsylvania, computed for the year, and says which holiday", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      // Thanksgiving (the fourth Thursday of November, 26 November 2026) in Rhode Island: Friday 09:00.
+      const thanksgiving = await windowFor(client, "+14015550100", "2026-11-26T15:00:00Z");
+      expect(thanksgiving).toMatchObject({ allowed: false, jurisdictions: ["US", "US-RI"] });
+      expect(thanksgiving.next_allowed_at!.toISOString()).toBe("2026-11-27T14:00:00.000Z");
+      expect(thanksgiving.reason).toBe("Outside the allowed hours (US, US-RI): it is Thu 10:00 there (America/New_York), Thanksgiving Day, a holiday without texts; next allowed Fri 09:00 local time");
+      // The same moment in New York (no holiday ban): allowed.
+      expect((await windowFor(client, "+12125550100", "2026-11-26T15:00:00Z")).allowed).toBe(true);
+      // Victory Day, Rhode Island's own (second Monday of August: 10 August 2026).
+      expect((await windowFor(client, "+14015550100", "2026-08-10T15:00:00Z")).next_allowed_at!.toISOString()).toBe("2026-08-11T13:00:00.000Z");
+      // Pioneer Day in Utah (24 July, a Friday in 2026): next is Saturday 08:00 in Salt Lake City.
+      const pioneer = await windowFor(client, "+18015550100", "2026-07-24T16:00:00Z");
+      expect(pioneer.reason).toMatch(/Pioneer Day, a holiday without texts; next allowed Sat 08:00/);
+      expect(pioneer.next_allowed_at!.toISOString()).toBe("2026-07-25T14:00:00.000Z");
+      // Mardi Gras (47 days before Easter: 17 February 2026) in Louisiana.
+      expect((await windowFor(client, "+15045550100", "2026-02-17T16:00:00Z")).reason).toMatch(/Mardi Gras, a holiday without texts/);
+      // Election Day in Pennsylvania (the Tuesday after the first Monday of November: 3 November 2026).
+      expect((await windowFor(client, "+12155550100", "2026-11-03T15:00:00Z")).reason).toMatch(/Election Day, a holiday without texts/);
+      expect((await windowFor(client, "+12155550100", "2026-11-04T15:00:00Z")).allowed).toBe(true);
+      // Christmas 2027 is a Saturday. Alabama: Friday 24 (observed), Saturday 25, Sunday 26 are without
+      // texts; Monday 27 at 08:00. Rhode Island also keeps Monday 27 (its Monday observance): Tuesday 09:00.
+      const alabama = await windowFor(client, "+12055550100", "2027-12-24T16:00:00Z");
+      expect(alabama.reason).toMatch(/it is Fri 10:00 there \(America\/Chicago\), Christmas Day, a holiday without texts; next allowed Mon 08:00/);
+      expect(alabama.next_allowed_at!.toISOString()).toBe("2027-12-27T14:00:00.000Z");
+      const rhodeIsland = await windowFor(client, "+14015550100", "2027-12-24T16:00:00Z");
+      expect(rhodeIsland.next_allowed_at!.toISOString()).toBe("2027-12-28T14:00:00.000Z");
+      // A New York number whose owner lives in Rhode Island keeps Rhode Island's holidays.
+      expect((await windowFor(client, "+12125550100", "2026-11-26T15:00:00Z", "RI")).allowed).toBe(false);
+      // Outside the stored calendar's years (2000 to 2199) the rules are computed on the spot:
+      // Thanksgiving 2230 is Thursday 25 November.
+      const far = await windowFor(client, "+14015550100", "2230-11-25T15:00:00Z");
+      expect(far.reason).toMatch(/Thanksgiving Day, a holiday without texts; next allowed Fri 09:00/);
+      expect((await windowFor(client, "+14015550100", "2230-11-26T15:00:00Z")).allowed).toBe(true);
+    });
+  });
+
+  it("the stored holiday calendar holds exactly the days of the rules, read here the way a person reads the statutes, for every banning state and many years", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      const holidayRules = (await client.query<HolidayRule>(
+        "select jurisdiction, name, month, day, isodow, nth, easter_offset, to_char(on_date, 'YYYY-MM-DD') as on_date, weekend_rule from app_public.sms_holidays",
+      )).rows;
+      const bans = (await client.query<{ jurisdiction: string }>("select jurisdiction from app_public.sms_holiday_bans order by 1")).rows.map((b) => b.jurisdiction);
+      expect(bans).toEqual(["US-AL", "US-LA", "US-PA", "US-RI", "US-UT"]);
+      const { rows: stored } = await client.query<{ jurisdiction: string; year: number; days: string[] }>(
+        `select jurisdiction, extract(year from day)::int as year, array_agg(distinct to_char(day, 'YYYY-MM-DD') order by to_char(day, 'YYYY-MM-DD')) as days
+           from app_public.sms_holiday_calendar where extract(year from day) in (2000, 2024, 2025, 2026, 2027, 2028, 2038, 2100, 2199)
+          group by 1, 2`,
+      );
+      for (const jurisdiction of bans) {
+        for (const year of [2000, 2024, 2025, 2026, 2027, 2028, 2038, 2100, 2199]) {
+          const expected = [...holidayCalendar(holidayRules, jurisdiction, year)].sort();
+          const row = stored.find((r) => r.jurisdiction === jurisdiction && r.year === year);
+          expect(row?.days ?? [], `${jurisdiction} ${year}`).toEqual(expected);
+        }
+      }
+      // And the rules computed on the spot, outside those years, agree with the same reading.
+      const { rows: [computed] } = await client.query<{ days: string[] }>(
+        `select array_agg(to_char(d, 'YYYY-MM-DD') order by d) as days
+           from generate_series(date '2231-01-01', date '2231-12-31', interval '1 day') d
+          where app_hidden.sms_holiday(d::date, '{US-RI}') is not null`,
+      );
+      expect(computed!.days).toEqual([...holidayCalendar(holidayRules, "US-RI", 2231)].sort());
+    });
+  });
+
+  it("corrects the rows the review found wrong: Washington 8:00-20:00, Massachusetts 8:00-20:00, New Jersey 8:00-21:00 without a daily cap; every row cites its statute", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      // 20:30 local on a Monday (2026-11-23): closed in Seattle and Boston, open in Newark (N.J.S.A. 56:8-128(d)).
+      expect(await windowFor(client, "+12065550100", "2026-11-24T04:30:00Z")).toMatchObject({ allowed: false, jurisdictions: ["US", "US-WA"] });
+      expect(await windowFor(client, "+16175550100", "2026-11-24T01:30:00Z")).toMatchObject({ allowed: false, jurisdictions: ["US", "US-MA"] });
+      expect(await windowFor(client, "+19735550100", "2026-11-24T01:30:00Z")).toMatchObject({ allowed: true, jurisdictions: ["US", "US-NJ"], max_per_24h: null });
+      const { rows } = await client.query(
+        // The Canadian rule is cited by its Part (CRTC Unsolicited Telecommunications Rules, Part III).
+        `select source from app_public.sms_send_windows where jurisdiction like 'US%' union all select source from app_public.sms_message_caps
+         union all select source from app_public.sms_holiday_bans union all select source from app_public.sms_holidays`,
+      );
+      for (const { source } of rows) expect(source).toMatch(/\d/); // a section, not only the name of an act
+      const { rows: florida } = await client.query("select distinct source from app_public.sms_send_windows where jurisdiction = 'US-FL'");
+      expect(florida).toEqual([{ source: "Fla. Stat. 501.616(6)(a)" }]);
+    });
+  });
+
+  it("refuses malformed rules with a constraint that says what is wrong, and writes nothing", async () => {
+    await withRootDb(async (client) => {
+      await client.query(`set local role ${db.roles.owner}`);
+      const before = (await client.query("select (select count(*) from app_public.sms_holidays) + (select count(*) from app_public.sms_holiday_calendar) as n")).rows[0].n;
+      const bad: Array<[string, string, string]> = [
+        ["23503", "sms_holidays_jurisdiction_must_be_known", "insert into app_public.sms_holidays (jurisdiction, name, month, day, source) values ('US-ZZ', 'Narnia Day', 1, 2, 'none 1')"],
+        ["23514", "sms_holidays_must_name_exactly_one_rule", "insert into app_public.sms_holidays (jurisdiction, name, month, day, easter_offset, source) values ('US-RI', 'Two rules', 1, 2, -2, 'x 1')"],
+        ["23514", "sms_holidays_must_name_exactly_one_rule", "insert into app_public.sms_holidays (jurisdiction, name, source) values ('US-RI', 'No rule', 'x 1')"],
+        ["23514", "sms_holidays_day_must_exist_in_its_month", "insert into app_public.sms_holidays (jurisdiction, name, month, day, source) values ('US-RI', 'April 31', 4, 31, 'x 1')"],
+        ["23514", "sms_holidays_nth_must_be_1_to_5_or_minus_1_for_the_last", "insert into app_public.sms_holidays (jurisdiction, name, month, isodow, nth, source) values ('US-RI', 'Sixth Monday', 5, 1, 6, 'x 1')"],
+        ["23514", "sms_holidays_weekend_rule_must_be_known", "insert into app_public.sms_holidays (jurisdiction, name, month, day, weekend_rule, source) values ('US-RI', 'Odd', 3, 3, 'whenever', 'x 1')"],
+        ["23514", "sms_holidays_name_and_source_must_not_be_blank", "insert into app_public.sms_holidays (jurisdiction, name, month, day, source) values ('US-RI', 'Unsourced', 3, 3, ' ')"],
+        ["23503", "sms_holiday_bans_jurisdiction_must_be_known", "insert into app_public.sms_holiday_bans (jurisdiction, source) values ('XX', 'x 1')"],
+        ["23503", "sms_send_windows_jurisdiction_must_be_known", "insert into app_public.sms_send_windows (jurisdiction, isodow, allowed_from, allowed_until, source) values ('US-ZZ', 1, '09:00', '17:00', 'x 1')"],
+        ["23514", "sms_send_windows_day_without_texts_has_neither_hour", "update app_public.sms_send_windows set allowed_until = null where jurisdiction = 'US-FL' and isodow = 1"],
+        ["23514", "sms_send_windows_must_start_before_they_end", "update app_public.sms_send_windows set allowed_from = '21:00' where jurisdiction = 'US-FL' and isodow = 1"],
+      ];
+      for (const [code, constraint, sql] of bad) {
+        const error = await expectSqlError(client, code, () => client.query(sql));
+        expect(error.constraint, sql).toBe(constraint);
+      }
+      expect((await client.query("select (select count(*) from app_public.sms_holidays) + (select count(*) from app_public.sms_holiday_calendar) as n")).rows[0].n).toBe(before);
+    });
+  });
+
+  it("a holiday the governor proclaims for one year, added by the owner, is in the calendar at once and lifted when removed", async () => {
+    await withRootDb(async (client) => {
+      const session = await registerUser(client);
+      await client.query(`set local role ${db.roles.owner}`);
+      await client.query("insert into app_public.sms_holidays (jurisdiction, name, on_date, source) values ('US-LA', 'Christmas Eve (proclaimed)', '2026-12-24', 'Governor''s proclamation, example 1')");
+      await becomeUser(client, session);
+      const eve = await windowFor(client, "+15045550100", "2026-12-24T16:00:00Z");
+      expect(eve.reason).toMatch(/Christmas Eve \(proclaimed\), a holiday without texts; next allowed Sat 08:00/); // Christmas Friday
+      expect((await windowFor(client, "+15045550100", "2027-12-24T16:00:00Z")).reason).not.toMatch(/proclaimed/); // one year only
+      await client.query(`reset role`);
+      await client.query(`set local role ${db.roles.owner}`);
+      await client.query("delete from app_public.sms_holidays where name = 'Christmas Eve (proclaimed)'");
+      await becomeUser(client, session);
+      expect((await windowFor(client, "+15045550100", "2026-12-24T16:00:00Z")).allowed).toBe(true);
+    });
+  });
+
+  it("the state rules review table in docs/messaging-and-compliance.md is the data, jurisdiction by jurisdiction", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      const expected = await renderStateRules(client);
+      const file = resolve(projectRoot, "docs/messaging-and-compliance.md");
+      const text = readFileSync(file, "utf8");
+      const begin = "<!-- state-rules:begin -->\n";
+      const end = "<!-- state-rules:end -->";
+      expect(text.includes(begin) && text.includes(end), "the markers of the state rules table").toBe(true);
+      const current = text.slice(text.indexOf(begin) + begin.length, text.indexOf(end));
+      if (process.env.WRITE_STATE_RULES === "1" && current !== expected) {
+        writeFileSync(file, text.slice(0, text.indexOf(begin) + begin.length) + expected + text.slice(text.indexOf(end)));
+        return;
+      }
+      expect(current, "docs/messaging-and-compliance.md, State rules: run this test with WRITE_STATE_RULES=1 to rewrite it").toBe(expected);
+    });
+  });
+
+  it("keeps the rules and the calendar read-only for members", async () => {
+    await withRootDb(async (client) => {
+      await becomeUser(client, await registerUser(client));
+      await expectSqlError(client, "42501", () => client.query("delete from app_public.sms_holidays"));
+      await expectSqlError(client, "42501", () => client.query("insert into app_public.sms_holiday_bans (jurisdiction, source) values ('US-NY', 'x 1')"));
+      await expectSqlError(client, "42501", () => client.query("delete from app_public.sms_holiday_calendar"));
+      await expectSqlError(client, "42501", () => client.query("update app_public.sms_jurisdictions set name = 'x'"));
+      const { rows } = await client.query("select count(*)::int as n from app_public.sms_holiday_calendar where jurisdiction = 'US-RI' and day between '2026-01-01' and '2026-12-31'");
+      expect(rows[0].n).toBeGreaterThan(15);
     });
   });
 });
