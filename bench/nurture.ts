@@ -201,6 +201,13 @@ async function main(): Promise<void> {
            from generate_series(1, $3) g`,
         [tenantId, round, ENROLLMENTS],
       );
+      // Each consented to marketing texts (a nurture text needs it: issue 17).
+      await root.query(
+        `insert into app_public.consent_records (tenant_id, lead_id, channel, phone, purpose, method, disclosure, given_at, evidence_hash)
+         select l.tenant_id, l.id, 'sms', l.phone, 'marketing', 'api', 'I agree to receive marketing texts from this business. Reply STOP to stop.', now(), repeat('0', 64)
+           from app_public.leads l where l.tenant_id = $1 and l.source = 'nbench-' || $2`,
+        [tenantId, round],
+      );
       // Enrolled on CONCURRENCY connections at once (app_private.enroll_lead, one lead at a time, as the API does).
       const { rows: leadRows } = await root.query<{ id: string }>("select id from app_public.leads where tenant_id = $1 and source = 'nbench-' || $2", [tenantId, round]);
       const chunks = Array.from({ length: CONCURRENCY }, (_, i) => leadRows.filter((_, j) => j % CONCURRENCY === i).map((r) => r.id));

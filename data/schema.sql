@@ -1163,7 +1163,7 @@ COMMENT ON COLUMN app_public.lead_timeline_event.occurred_at IS 'When it happene
 -- Name: COLUMN lead_timeline_event.event_type; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.lead_timeline_event.event_type IS 'What kind of event: created, field_changed, deleted, restored, status_changed, score_changed, assigned, sms_sent, sms_received, email_sent, nurture_enrolled, nurture_step, nurture_completed or nurture_stopped.';
+COMMENT ON COLUMN app_public.lead_timeline_event.event_type IS 'What kind of event: created, field_changed, deleted, restored, status_changed, score_changed, assigned, sms_sent, sms_received, email_sent, consent_given, consent_revoked, nurture_enrolled, nurture_step, nurture_completed or nurture_stopped.';
 
 --
 -- Name: COLUMN lead_timeline_event.summary; Type: COMMENT; Schema: app_public; Owner: -
@@ -4520,6 +4520,14 @@ begin
     where m.id = v_message.id;
     return null;
   end if;
+  -- Marketing goes only under a current consent: it may have been revoked since queuing (a member's
+  -- revokeConsent racing the text being queued).
+  if v_message.purpose in ('marketing', 'nurture') and not app_private.has_sms_marketing_consent(v_message.tenant_id, v_message.to_phone) then
+    update app_public.messages m
+    set status = 'canceled', failed_at = now(), error_message = 'Canceled: no current consent to marketing texts (checked again before sending)'
+    where m.id = v_message.id;
+    return null;
+  end if;
   -- Held to the recipient's hours: marketing, nurture, and a reply the customer's last call or text no
   -- longer covers (more than app_private.sms_reply_window() ago, or no longer their conversation).
   if v_message.purpose in ('marketing', 'nurture')
@@ -4546,7 +4554,7 @@ $$;
 -- Name: FUNCTION claim_outbound_message(message_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.claim_outbound_message(message_id uuid) IS 'Step 1 of sending (sms__send), committed before the provider is called: a queued message due by the clock of its tenant becomes sending and is returned. Nothing (null) when it is not queued any more, not due yet (its job is moved), its number has joined the do-not-contact list since, or (marketing and nurture) is held after an unclear opt-out, or it is a nurture text whose enrollment stopped or whose lead opted out on either channel (canceled), or a marketing or nurture text, or a reply past the reply window of its customer (app_private.sms_reply_window), is outside the sending hours by now (moved). A message left in sending by a crash is not sent again blindly: sweep_outbox hands it to reconciliation, which asks the provider first.';
+COMMENT ON FUNCTION app_private.claim_outbound_message(message_id uuid) IS 'Step 1 of sending (sms__send), committed before the provider is called: a queued message due by the clock of its tenant becomes sending and is returned. Nothing (null) when it is not queued any more, not due yet (its job is moved), its number has joined the do-not-contact list since, or (marketing and nurture) is held after an unclear opt-out or has no current marketing consent any more, or it is a nurture text whose enrollment stopped or whose lead opted out on either channel (canceled), or a marketing or nurture text, or a reply past the reply window of its customer (app_private.sms_reply_window), is outside the sending hours by now (moved). A message left in sending by a crash is not sent again blindly: sweep_outbox hands it to reconciliation, which asks the provider first.';
 
 --
 -- Name: compact_lead_rollups(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -6146,6 +6154,25 @@ $$;
 COMMENT ON FUNCTION app_private.fold_segment_counts(tenant_id uuid) IS 'What the debounced segment__refresh_counts job runs after lead changes: adds the deltas recorded by the leads trigger (app_private.segment_count_changes) to each segment''s lead_count and deletes them, reading no lead; recounts the segments whose filter moves with time (created_within_days) from the leads of their window. Returns how many segments had deltas. Exact under concurrent writers: a delta is added once, by the fold that deletes it. A segment whose count would go below zero (a change missed) is recounted from its leads, with a warning, instead of stopping the fold of the others.';
 
 --
+-- Name: has_sms_marketing_consent(uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.has_sms_marketing_consent(tenant_id uuid, phone text) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select exists (select 1 from app_public.consent_records c
+                  where c.tenant_id = has_sms_marketing_consent.tenant_id and c.phone = has_sms_marketing_consent.phone
+                    and c.channel = 'sms' and c.purpose = 'marketing' and c.revoked_at is null);
+$$;
+
+--
+-- Name: FUNCTION has_sms_marketing_consent(tenant_id uuid, phone text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.has_sms_marketing_consent(tenant_id uuid, phone text) IS 'Whether this business holds a current (not revoked) marketing consent for texts to this number (app_public.consent_records). Marketing and nurture texts need one (the guard of messages, run_nurture_step).';
+
+--
 -- Name: hold_unclear_opt_out(uuid, text, text, uuid, uuid, text, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -6174,6 +6201,71 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.hold_unclear_opt_out(tenant_id uuid, customer_phone text, business_phone text, conversation_id uuid, lead_id uuid, said text, message_id uuid, source text) IS 'Holds marketing and nurture to a number whose customer may have asked to stop without a request we can read: an unclear opt-out in their text (source sms_keyword) or a text the AI read as not interested (source ai). Records the consent event opt_out_unclear (app_private.sms_marketing_held is then true) and queues the one clarifying text the rule allows, in the customer’s conversation, with no marketing in it; nothing when the number is already held. Returns whether it held the number now.';
+
+--
+-- Name: import_consent_problem(jsonb); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.import_consent_problem(consent jsonb) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_key text;
+  v_given timestamptz;
+begin
+  -- The same rules as consent_records and record_consent, said per row before anything is written, so
+  -- that one bad consent never leaves a chunk half imported.
+  if import_consent_problem.consent is null or import_consent_problem.consent = 'null'::jsonb then
+    return null;
+  end if;
+  if pg_catalog.jsonb_typeof(import_consent_problem.consent) <> 'object' then
+    return 'consent must be an object {disclosure, given_at, page_url, ip, user_agent}';
+  end if;
+  select k into v_key from pg_catalog.jsonb_object_keys(import_consent_problem.consent) k
+   where k not in ('disclosure', 'given_at', 'page_url', 'ip', 'user_agent') limit 1;
+  if v_key is not null then
+    return pg_catalog.format('consent has an unknown key %s (known: disclosure, given_at, page_url, ip, user_agent)', v_key);
+  end if;
+  if pg_catalog.jsonb_typeof(import_consent_problem.consent -> 'disclosure') is distinct from 'string'
+     or pg_catalog.length(pg_catalog.btrim(import_consent_problem.consent ->> 'disclosure')) not between 20 and 4000 then
+    return 'consent needs its disclosure: the words the person agreed to, 20 to 4000 characters';
+  end if;
+  begin
+    v_given := (import_consent_problem.consent ->> 'given_at')::timestamptz;
+  exception when others then
+    v_given := null;
+  end;
+  if v_given is null then
+    return 'consent needs given_at: when the person agreed, as a date and time (e.g. 2026-11-30T15:04:05Z)';
+  end if;
+  if v_given > pg_catalog.clock_timestamp() + interval '5 minutes' then
+    return 'consent cannot be given in the future';
+  end if;
+  if import_consent_problem.consent ? 'page_url'
+     and not coalesce(import_consent_problem.consent ->> 'page_url' ~* '^https?://[^[:space:]]+\Z'
+                      and pg_catalog.length(import_consent_problem.consent ->> 'page_url') <= 2048, false) then
+    return 'consent page_url must be an http or https address of at most 2048 characters';
+  end if;
+  if import_consent_problem.consent ? 'ip' then
+    begin
+      perform (import_consent_problem.consent ->> 'ip')::inet;
+    exception when others then
+      return 'consent ip must be an IP address';
+    end;
+  end if;
+  if pg_catalog.length(import_consent_problem.consent ->> 'user_agent') > 1000 then
+    return 'consent user_agent must be at most 1000 characters';
+  end if;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION import_consent_problem(consent jsonb); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.import_consent_problem(consent jsonb) IS 'What is wrong with the consent of an import row ({disclosure, given_at, page_url, ip, user_agent}: the disclosure of 20 to 4000 characters and the time given are required), in words, or null when it is fine or absent. import_lead_rows refuses a call with such a row (22023), before writing anything.';
 
 --
 -- Name: import_lead_fields(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -6475,6 +6567,7 @@ declare
   v_taken int[] := '{}';
   v_taken_leads uuid[] := '{}';
   v_left app_private.import_chunk_row[];
+  v_consent_problem text;
 begin
   if rows is null or pg_catalog.jsonb_typeof(rows) <> 'array' then
     raise exception 'Invalid rows: send a JSON array of {row_number, raw, lead, error}' using errcode = '22023';
@@ -6502,6 +6595,14 @@ begin
   limit 1;
   if v_duplicate is not null then
     raise exception 'Invalid rows: row_number % appears more than once', v_duplicate using errcode = '22023';
+  end if;
+  -- A consent given with a row must carry its evidence (see app_private.import_consent_problem).
+  select (e.value ->> 'row_number')::numeric::int, app_private.import_consent_problem(e.value -> 'consent') into v_duplicate, v_consent_problem
+    from pg_catalog.jsonb_array_elements(rows) e
+   where e.value ? 'consent' and app_private.import_consent_problem(e.value -> 'consent') is not null
+   limit 1;
+  if v_consent_problem is not null then
+    raise exception 'Invalid rows: row %: %', v_duplicate, v_consent_problem using errcode = '22023';
   end if;
 
   -- Imports into one tenant take turns (a transaction-level lock per tenant, always taken first).
@@ -6733,6 +6834,22 @@ begin
     perform app_private.enqueue_lead_scores(v_merged_into);
   end if;
   perform pg_catalog.set_config('app.change_source', coalesce(v_previous_source, ''), true);
+  -- The consent a row carries, for the number of the lead it created or merged into (method import).
+  -- Only chunks that carry one read their rows again.
+  if exists (select 1 from pg_catalog.jsonb_array_elements(rows) e where pg_catalog.jsonb_typeof(e.value -> 'consent') = 'object') then
+    insert into app_public.consent_records (tenant_id, lead_id, channel, phone, purpose, method, disclosure, page_url, ip, user_agent,
+      given_at, recorded_by_user_id, evidence_hash)
+    select v_batch.tenant_id, l.id, 'sms', l.phone, 'marketing', 'import', pg_catalog.btrim(c.consent ->> 'disclosure'),
+           c.consent ->> 'page_url', (c.consent ->> 'ip')::inet, c.consent ->> 'user_agent',
+           (c.consent ->> 'given_at')::timestamptz, v_batch.created_by_user_id, pg_catalog.repeat('0', 64)
+      from (select (e.value ->> 'row_number')::numeric::int as row_number, e.value -> 'consent' as consent
+              from pg_catalog.jsonb_array_elements(rows) e
+             where pg_catalog.jsonb_typeof(e.value -> 'consent') = 'object') c
+      join app_public.import_batch_rows r
+        on r.tenant_id = v_batch.tenant_id and r.batch_id = v_batch.id and r.row_number = c.row_number
+           and r.result in ('created', 'merged')
+      join app_public.leads l on l.tenant_id = r.tenant_id and l.id = r.lead_id and l.phone is not null;
+  end if;
 
   update app_public.import_batches b set
     row_count = b.row_count + v_created + v_merged + v_skipped + v_rejected,
@@ -6750,7 +6867,7 @@ $$;
 -- Name: FUNCTION import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb) IS 'Imports up to 5000 normalised rows into a running batch of the given tenant (imports into the same tenant take turns, transaction by transaction): the rows that can only create a lead (the first of the chunk with a phone no live lead has, or without a phone an email no live lead has, and an email no other row of the chunk has) in one insert; then the rows that can only merge into (or be skipped for) the live lead with their phone (no other row left in the chunk has that phone, and no row left without a phone has its email or the lead''s email) in one update per lead; every other row in its own sub-transaction, in order (a bad row is recorded as rejected, never stops the others), and returns the batch with its counters. Rows already recorded in the batch (a retried chunk) are ignored. Changes are recorded with change_source import; the leads merged into are rescored by lead__score {lead_ids} jobs, one per 500. No permission check: for the command line and app_public.import_rows. Errors: 22023 malformed rows or a finished batch; P0002 unknown batch.';
+COMMENT ON FUNCTION app_private.import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb) IS 'Imports up to 5000 normalised rows into a running batch of the given tenant (imports into the same tenant take turns, transaction by transaction): the rows that can only create a lead (the first of the chunk with a phone no live lead has, or without a phone an email no live lead has, and an email no other row of the chunk has) in one insert; then the rows that can only merge into (or be skipped for) the live lead with their phone (no other row left in the chunk has that phone, and no row left without a phone has its email or the lead''s email) in one update per lead; every other row in its own sub-transaction, in order (a bad row is recorded as rejected, never stops the others), and returns the batch with its counters. Rows already recorded in the batch (a retried chunk) are ignored. Changes are recorded with change_source import; the leads merged into are rescored by lead__score {lead_ids} jobs, one per 500. No permission check: for the command line and app_public.import_rows. Errors: 22023 malformed rows or a finished batch; P0002 unknown batch. A row may carry consent {disclosure, given_at, page_url, ip, user_agent}: recorded as a marketing consent to texts (method import) for the phone of the lead it created or merged into; a consent without its evidence refuses the call (22023).';
 
 --
 -- Name: import_merged_lead(app_public.leads, app_public.leads); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8732,6 +8849,21 @@ begin
   insert into app_public.sms_consent_events (tenant_id, phone, event, source, keyword, message_id)
   values (record_opt_in.tenant_id, record_opt_in.customer_phone, 'opt_in', record_opt_in.source, record_opt_in.keyword,
     record_opt_in.message_id);
+  -- Subscribing again brings back what the opt-out ended, no more: for each purpose whose consent the
+  -- opt-out revoked, a new record given by this text, pointing at the one it restores.
+  insert into app_public.consent_records (tenant_id, lead_id, channel, phone, purpose, method, disclosure, message_id, given_at,
+    recorded_by_user_id, evidence_hash)
+  select distinct on (c.purpose) c.tenant_id, c.lead_id, 'sms', c.phone, c.purpose, 'keyword',
+    pg_catalog.left(pg_catalog.format('Texted %s to %s to subscribe again to the texts consented to in consent record %s: %s',
+      coalesce(record_opt_in.keyword, 'START'), record_opt_in.business_phone, c.id, coalesce(c.disclosure, c.purpose || ' texts')), 4000),
+    record_opt_in.message_id, pg_catalog.clock_timestamp(), null, pg_catalog.repeat('0', 64)
+    from app_public.consent_records c
+   where c.tenant_id = record_opt_in.tenant_id and c.phone = record_opt_in.customer_phone and c.channel = 'sms'
+     and c.revoked_by in ('sms_keyword', 'provider') and record_opt_in.message_id is not null
+     and not exists (select 1 from app_public.consent_records k
+                      where k.tenant_id = c.tenant_id and k.phone = c.phone and k.channel = 'sms' and k.purpose = c.purpose
+                        and k.revoked_at is null)
+   order by c.purpose, c.revoked_at desc;
   if record_opt_in.source = 'sms_keyword' then
     select s.* into v_settings from app_public.business_settings s where s.tenant_id = record_opt_in.tenant_id;
     perform app_private.queue_message(record_opt_in.tenant_id, record_opt_in.customer_phone, record_opt_in.business_phone,
@@ -8747,7 +8879,7 @@ $$;
 -- Name: FUNCTION record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number that opted out by text (or whose opt-out the provider reported) opted in again: START, UNSTOP or YES read in its text (source sms_keyword), or Twilio''s OptOutType START (source provider). Removes only dnc_list entries of source sms_opt_out or provider (a block a person set stays, and so does the entry while a live lead with the number has the status dnc), records the consent event, and queues our confirmation when we read the keyword (the provider confirms its own). Returns false, and changes nothing, when the number had no such entry. Errors: 22023 an unknown source.';
+COMMENT ON FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number that opted out by text (or whose opt-out the provider reported) opted in again: START, UNSTOP or YES read in its text (source sms_keyword), or Twilio''s OptOutType START (source provider). Removes only dnc_list entries of source sms_opt_out or provider (a block a person set stays, and so does the entry while a live lead with the number has the status dnc), records the consent event, restores the consents to texts that the opt-out ended (a new consent record per purpose, method keyword, given by this text), and queues our confirmation when we read the keyword (the provider confirms its own). Returns false, and changes nothing, when the number had no such entry. Errors: 22023 an unknown source.';
 
 --
 -- Name: record_opt_out(uuid, text, text, text, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8778,6 +8910,8 @@ begin
   insert into app_public.sms_consent_events (tenant_id, phone, event, source, keyword, message_id)
   values (record_opt_out.tenant_id, record_opt_out.customer_phone, 'opt_out', record_opt_out.source, record_opt_out.keyword,
     record_opt_out.message_id);
+  -- The opt-out ends every consent to texts from this business (a new one needs START, or a new consent).
+  perform app_private.revoke_sms_consents(record_opt_out.tenant_id, record_opt_out.customer_phone, record_opt_out.source);
   -- Nothing still waiting may go out: queued texts are canceled (a text a worker is handing to the provider
   -- at this instant cannot be called back; claim_outbound_message checks the list again just before sending).
   -- The confirmation of an earlier opt-out and HELP answers still go (a second STOP right after the
@@ -8806,7 +8940,7 @@ $$;
 -- Name: FUNCTION record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number opted out of this tenant''s texts. source sms_keyword: we read an opt-out in the customer''s text (keyword is what they wrote, message_id their message); source provider: the SMS provider says so (Twilio’s OptOutType STOP on an incoming text, or error 21610 on a send; keyword names which, message_id is that message). The number joins dnc_list (source sms_opt_out or provider; an existing entry stays as it is), a consent event is recorded either way, every queued text to it is canceled (but the confirmation of an earlier opt-out and HELP answers), its active conversations end (opted_out), and nurture enrollments stop (the dnc_list trigger). Only a new opt-out read in a text gets our one confirmation; the provider confirms its own. Returns whether the number joined the list. Errors: 22023 an unknown source.';
+COMMENT ON FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number opted out of this tenant''s texts. source sms_keyword: we read an opt-out in the customer''s text (keyword is what they wrote, message_id their message); source provider: the SMS provider says so (Twilio’s OptOutType STOP on an incoming text, or error 21610 on a send; keyword names which, message_id is that message). The number joins dnc_list (source sms_opt_out or provider; an existing entry stays as it is), a consent event is recorded either way, every current consent to texts from the business ends (consent_records, revoked_by the source), every queued text to it is canceled (but the confirmation of an earlier opt-out and HELP answers), its active conversations end (opted_out), and nurture enrollments stop (the dnc_list trigger). Only a new opt-out read in a text gets our one confirmation; the provider confirms its own. Returns whether the number joined the list. Errors: 22023 an unknown source.';
 
 --
 -- Name: refresh_agent_performance_metrics(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -9495,6 +9629,31 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.revoke_member_grants(user_id uuid, tenant_id uuid, keep_up_to text) IS 'Takes back what a member handed out: revokes the API keys they created with a role above keep_up_to, and the pending invitations they sent (all of them when keep_up_to is below admin, since they may no longer invite; otherwise those to a role above it). In one tenant, or in all when tenant_id is null; keep_up_to null revokes everything. Used when a member is removed or demoted, and when an account that never proved its address is reset. No permission checks: callers check.';
+
+--
+-- Name: revoke_sms_consents(uuid, text, text, text[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.revoke_sms_consents(tenant_id uuid, phone text, revoked_by text, purposes text[] DEFAULT ARRAY['marketing'::text, 'transactional'::text]) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_count integer;
+begin
+  update app_public.consent_records c set revoked_at = pg_catalog.clock_timestamp(), revoked_by = revoke_sms_consents.revoked_by
+   where c.tenant_id = revoke_sms_consents.tenant_id and c.phone = revoke_sms_consents.phone and c.channel = 'sms'
+     and c.purpose = any (revoke_sms_consents.purposes) and c.revoked_at is null;
+  get diagnostics v_count = row_count;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION revoke_sms_consents(tenant_id uuid, phone text, revoked_by text, purposes text[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.revoke_sms_consents(tenant_id uuid, phone text, revoked_by text, purposes text[]) IS 'Ends every current consent for texts to this number in this business (of these purposes; both by default: an opt-out stops every text but the carriers’ required answers), recording when and how (revoked_by: sms_keyword, provider, manual, api). Returns how many records it ended. Used by record_opt_out and revokeConsent.';
 
 --
 -- Name: route_lead(uuid, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11060,6 +11219,8 @@ begin
     v_skip := 'condition';
   elsif v_channel = 'sms' and v_lead.phone is null then
     v_skip := 'no_phone';
+  elsif v_channel = 'sms' and not app_private.has_sms_marketing_consent(v_enrollment.tenant_id, v_lead.phone) then
+    v_skip := 'no_consent';  -- TCPA: no marketing text without prior express written consent
   elsif v_channel = 'email' and v_lead.email is null then
     v_skip := 'no_email';
   elsif v_channel = 'email' and app_private.tenant_postal_address(v_enrollment.tenant_id) is null then
@@ -11110,7 +11271,7 @@ $$;
 -- Name: FUNCTION run_nurture_step(enrollment_id uuid, step_number integer); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.run_nurture_step(enrollment_id uuid, step_number integer) IS 'Runs one step of one enrollment, once (run by the nurture__run_step job; the enrollment row is locked, and the step must be the one due): renders the template, queues the text or email in its outbox with the key nurture:<enrollment>:<step> (the outbox rules apply: do-not-contact, suppression, legal hours, daily caps), records the run, and plans the next step. Returns queued, skipped (skip_if matched, or no phone, email or texting number, or an email step of a business without a postal address), moved (outside the sending window: waits for it), stopped (the lead was deleted, reached a final status, opted out or unsubscribed), not_due, paused, stale (another run got there first), not_active or missing.';
+COMMENT ON FUNCTION app_private.run_nurture_step(enrollment_id uuid, step_number integer) IS 'Runs one step of one enrollment, once (run by the nurture__run_step job; the enrollment row is locked, and the step must be the one due): renders the template, queues the text or email in its outbox with the key nurture:<enrollment>:<step> (the outbox rules apply: do-not-contact, suppression, legal hours, daily caps), records the run, and plans the next step. Returns queued, skipped (skip_if matched, or no phone, email or texting number, a text step to a number without a current marketing consent, or an email step of a business without a postal address), moved (outside the sending window: waits for it), stopped (the lead was deleted, reached a final status, opted out or unsubscribed), not_due, paused, stale (another run got there first), not_active or missing.';
 
 --
 -- Name: schedule_nurture_step(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -12995,6 +13156,45 @@ $$;
 COMMENT ON FUNCTION app_private.tg_business_settings__validate() IS 'Trigger: raises 22023 with a clear message for invalid business hours or an unknown time zone (the CHECK on business_hours is the declarative backstop).';
 
 --
+-- Name: tg_consent_records__evidence(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_consent_records__evidence() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if TG_OP = 'UPDATE' then
+    -- Evidence is never rewritten: a record takes its revocation, once, and loses its lead when the lead
+    -- is deleted (the evidence stays).
+    if pg_catalog.to_jsonb(NEW) - 'revoked_at' - 'revoked_by' - 'lead_id' is distinct from pg_catalog.to_jsonb(OLD) - 'revoked_at' - 'revoked_by' - 'lead_id'
+       or (NEW.lead_id is distinct from OLD.lead_id and NEW.lead_id is not null)
+       or (OLD.revoked_at is not null and (NEW.revoked_at, NEW.revoked_by) is distinct from (OLD.revoked_at, OLD.revoked_by)) then
+      raise exception 'A consent record is evidence: nothing in it changes, it can only be revoked, once'
+        using errcode = '55000';
+    end if;
+    return NEW;
+  end if;
+  if NEW.given_at > pg_catalog.clock_timestamp() + interval '5 minutes' then
+    raise exception 'Consent cannot be given in the future (given at %)', NEW.given_at using errcode = '22023';
+  end if;
+  NEW.email := pg_catalog.lower(pg_catalog.btrim(NEW.email));
+  NEW.evidence_hash := pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.jsonb_build_object(
+    'tenant_id', NEW.tenant_id, 'channel', NEW.channel, 'phone', NEW.phone, 'email', NEW.email,
+    'purpose', NEW.purpose, 'method', NEW.method, 'disclosure', NEW.disclosure, 'page_url', NEW.page_url,
+    'ip', pg_catalog.host(NEW.ip), 'user_agent', NEW.user_agent, 'message_id', NEW.message_id,
+    'given_at', pg_catalog.to_char(NEW.given_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text, 'UTF8')), 'hex');
+  return NEW;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_consent_records__evidence(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_consent_records__evidence() IS 'Trigger (_100_evidence, before insert or update on consent_records): on insert, refuses a time given in the future (22023, five minutes of clock skew allowed), lower-cases the email address and writes evidence_hash, the SHA-256 of the record’s evidence as a JSON object (keys tenant_id, channel, phone, email, purpose, method, disclosure, page_url, ip (the address, without a mask), user_agent, message_id, given_at in UTC with microseconds, as jsonb writes it); on update, allows only the one revocation of a current record, and the loss of its lead when the lead is deleted (55000 otherwise).';
+
+--
 -- Name: tg_dnc_list__nurture_stop(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -13859,6 +14059,11 @@ begin
     raise exception 'Not sent: the last text from % may have asked us to stop (it was unclear); no marketing goes to it until they answer the clarifying text with STOP or YES', NEW.to_phone
       using errcode = 'SB001';
   end if;
+  -- Marketing needs the recipient's prior express written consent (TCPA), recorded and not revoked.
+  if NEW.purpose in ('marketing', 'nurture') and not app_private.has_sms_marketing_consent(NEW.tenant_id, NEW.to_phone) then
+    raise exception 'Not sent: no current consent to marketing texts from % is recorded; record the consent the person gave (recordConsent: the disclosure they agreed to, when and how) before texting them marketing', NEW.to_phone
+      using errcode = 'SB002';
+  end if;
   -- A notification is for the business's own people: the phone of a member's profile, never a lead.
   -- A member types their profile phone themselves: a number that is a live lead's, or a customer's in a
   -- conversation, is a customer's whatever a profile says.
@@ -13910,7 +14115,7 @@ $$;
 -- Name: FUNCTION tg_messages__guard_outbound(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert of outbound messages). THE RULE of is_on_dnc_list, enforced where every text is written: a number on the do-not-contact list gets nothing (SQLSTATE SB001), except the one opt-out confirmation and HELP replies, which the carriers require; marketing and nurture texts also get SB001 while the number is held after an unclear opt-out (app_private.sms_marketing_held). No bypass of sending hours (22023 otherwise): a notification goes only to the profile phone of a member of the business, never to a number that is a live lead’s or a customer’s in an open conversation; a conversation reply or missed-call auto-response only to the customer of a conversation they started (app_private.sms_customer_contact_at). Marketing and nurture texts, and replies sent more than app_private.sms_reply_window() (24 hours) after the customer’s last call or text, are moved (scheduled_for) to sms_marketing_send_time: legal sending hours of the recipient and the per-state daily cap. Replies within that window go at once. The first marketing or nurture text to a number, and every business_settings.sms_identify_every-th one (default 10), names the business and says how to stop (app_private.sms_identified_body). Concurrent queuing to one recipient is serialized by an advisory lock.';
+COMMENT ON FUNCTION app_private.tg_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert of outbound messages). THE RULE of is_on_dnc_list, enforced where every text is written: a number on the do-not-contact list gets nothing (SQLSTATE SB001), except the one opt-out confirmation and HELP replies, which the carriers require; marketing and nurture texts also get SB001 while the number is held after an unclear opt-out (app_private.sms_marketing_held), and SB002 without a current marketing consent for the number (app_public.consent_records). No bypass of sending hours (22023 otherwise): a notification goes only to the profile phone of a member of the business, never to a number that is a live lead’s or a customer’s in an open conversation; a conversation reply or missed-call auto-response only to the customer of a conversation they started (app_private.sms_customer_contact_at). Marketing and nurture texts, and replies sent more than app_private.sms_reply_window() (24 hours) after the customer’s last call or text, are moved (scheduled_for) to sms_marketing_send_time: legal sending hours of the recipient and the per-state daily cap. Replies within that window go at once. The first marketing or nurture text to a number, and every business_settings.sms_identify_every-th one (default 10), names the business and says how to stop (app_private.sms_identified_body). Concurrent queuing to one recipient is serialized by an advisory lock.';
 
 --
 -- Name: tg_messages__nurture_stop(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -16576,6 +16781,29 @@ CREATE FUNCTION app_public.lead_timeline(lead_id uuid) RETURNS SETOF app_public.
 
     union all
 
+    -- Consent given, and consent ended (by an opt-out or a member), from the evidence of consent_records.
+    select c.tenant_id, c.lead_id, true, c.given_at, 8, 0::bigint, c.id,
+      'consent_given',
+      'Consent to ' || c.purpose || ' ' || case c.channel when 'sms' then 'texts' else 'emails' end || ' given ('
+      || case c.method when 'form' then 'web form' when 'keyword' then 'texted keyword' else c.method end || ')',
+      pg_catalog.jsonb_build_object('consent_record_id', c.id, 'channel', c.channel, 'purpose', c.purpose, 'method', c.method,
+        'disclosure', c.disclosure, 'page_url', c.page_url, 'evidence_hash', c.evidence_hash),
+      c.recorded_by_user_id
+    from app_public.consent_records c
+
+    union all
+
+    select r.tenant_id, r.lead_id, r.revoked_at is not null, r.revoked_at, 9, 0::bigint, r.id,
+      'consent_revoked',
+      'Consent to ' || r.purpose || ' ' || case r.channel when 'sms' then 'texts' else 'emails' end || ' revoked ('
+      || case r.revoked_by when 'sms_keyword' then 'opted out by text' when 'provider' then 'opt-out reported by the provider'
+                           else 'recorded by a member' end || ')',
+      pg_catalog.jsonb_build_object('consent_record_id', r.id, 'channel', r.channel, 'purpose', r.purpose, 'revoked_by', r.revoked_by),
+      null::uuid
+    from app_public.consent_records r
+
+    union all
+
     -- Nurture: enrolled, each step, completed or stopped (times on the clock of the tenant).
     select e.tenant_id, e.lead_id, true, x.occurred_at, 7, x.seq, e.id, x.event_type, x.summary, x.details, x.actor_user_id
     from app_public.lead_sequence_enrollments e
@@ -16614,7 +16842,7 @@ $$;
 -- Name: FUNCTION lead_timeline(lead_id uuid); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.lead_timeline(lead_id uuid) IS 'Everything that happened to a lead, oldest first: creation, field changes, status, score, owner changes, deletion and restoration, texts sent and received, emails sent, and nurture enrollments with each step, completion or stop. Row-level security applies: you see the timeline of leads of your current tenant.';
+COMMENT ON FUNCTION app_public.lead_timeline(lead_id uuid) IS 'Everything that happened to a lead, oldest first: creation, field changes, status, score, owner changes, deletion and restoration, texts sent and received, emails sent, consent given and revoked (consent_given, consent_revoked), and nurture enrollments with each step, completion or stop. Row-level security applies: you see the timeline of leads of your current tenant.';
 
 --
 -- Name: login(text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -17178,6 +17406,222 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.record_budget_transaction(transaction_type text, amount numeric, lead_id uuid, description text) IS 'Records a transaction in your tenant''s budget ledger and returns it, with its seq and the balance after it (computed by the database; concurrent calls are applied one at a time). transaction_type: deposit (amount > 0), lead_purchase (amount < 0), refund (amount > 0) or adjustment (either sign, not zero); amounts have at most 2 decimals; lead_id optionally names the lead it is about. Owners, admins and managers only. Errors: 42501 not allowed; 22023 invalid type, amount or description; P0002 lead not found; 23514 "Insufficient budget: balance 12.00, this lead purchase needs 30.00" when it would take the balance below zero and negative balances are not allowed. A refused transaction writes nothing.';
+
+--
+-- Name: consent_records; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.consent_records (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
+    lead_id uuid,
+    channel text NOT NULL,
+    phone app_public.e164_phone,
+    email text,
+    purpose text NOT NULL,
+    method text NOT NULL,
+    disclosure text,
+    page_url text,
+    ip inet,
+    user_agent text,
+    message_id uuid,
+    given_at timestamp with time zone NOT NULL,
+    recorded_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    recorded_by_user_id uuid DEFAULT app_public.current_user_id(),
+    evidence_hash text NOT NULL,
+    revoked_at timestamp with time zone,
+    revoked_by text,
+    CONSTRAINT consent_records_channel_must_be_sms_or_email CHECK ((channel = ANY (ARRAY['sms'::text, 'email'::text]))),
+    CONSTRAINT consent_records_disclosure_must_be_at_most_4000_characters CHECK ((length(disclosure) <= 4000)),
+    CONSTRAINT consent_records_email_must_be_at_most_320_characters CHECK ((length(email) <= 320)),
+    CONSTRAINT consent_records_evidence_hash_must_be_sha256_hex CHECK ((evidence_hash ~ '^[0-9a-f]{64}\Z'::text)),
+    CONSTRAINT consent_records_form_needs_its_page_ip_and_user_agent CHECK (((method <> 'form'::text) OR ((page_url IS NOT NULL) AND (ip IS NOT NULL) AND (user_agent IS NOT NULL)))),
+    CONSTRAINT consent_records_keyword_needs_the_text_that_gave_it CHECK (((method <> 'keyword'::text) OR (message_id IS NOT NULL))),
+    CONSTRAINT consent_records_marketing_needs_the_disclosure_shown CHECK (((purpose <> 'marketing'::text) OR (COALESCE(length(btrim(disclosure)), 0) >= 20))),
+    CONSTRAINT consent_records_method_must_be_form_import_api_or_keyword CHECK ((method = ANY (ARRAY['form'::text, 'import'::text, 'api'::text, 'keyword'::text]))),
+    CONSTRAINT consent_records_page_url_must_be_http_and_at_most_2048 CHECK (((page_url ~* '^https?://[^[:space:]]+\Z'::text) AND (length(page_url) <= 2048))),
+    CONSTRAINT consent_records_purpose_must_be_marketing_or_transactional CHECK ((purpose = ANY (ARRAY['marketing'::text, 'transactional'::text]))),
+    CONSTRAINT consent_records_revocation_needs_when_and_how CHECK (((revoked_at IS NULL) = (revoked_by IS NULL))),
+    CONSTRAINT consent_records_revoked_by_must_be_known CHECK ((revoked_by = ANY (ARRAY['sms_keyword'::text, 'provider'::text, 'manual'::text, 'api'::text]))),
+    CONSTRAINT consent_records_sms_needs_a_phone_and_email_an_address CHECK ((((channel = 'sms'::text) AND (phone IS NOT NULL) AND (email IS NULL)) OR ((channel = 'email'::text) AND (email IS NOT NULL) AND (phone IS NULL)))),
+    CONSTRAINT consent_records_user_agent_must_be_at_most_1000_characters CHECK ((length(user_agent) <= 1000))
+);
+
+ALTER TABLE ONLY app_public.consent_records FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE consent_records; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.consent_records IS '@behavior -insert -update -delete
+Evidence of consent, per number or address and channel (append-only: only a revocation is ever added to a record): who consented to what (marketing or transactional texts or emails), how (method), the disclosure they were shown, where (page URL, IP address, user agent), when, and a SHA-256 hash of all of it taken when recorded. A marketing or nurture text goes only to a number with a current marketing consent (not revoked): the TCPA requires prior express written consent for marketing texts. Record one with recordConsent; an opt-out (a texted STOP, the provider’s report) or revokeConsent ends it. Kept when the lead is deleted.';
+
+--
+-- Name: COLUMN consent_records.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.id IS 'The record’s id.';
+
+--
+-- Name: COLUMN consent_records.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.tenant_id IS 'The business the consent was given to.';
+
+--
+-- Name: COLUMN consent_records.lead_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.lead_id IS 'The lead it was recorded for (null once the lead is deleted: the evidence stays).';
+
+--
+-- Name: COLUMN consent_records.channel; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.channel IS 'sms or email.';
+
+--
+-- Name: COLUMN consent_records.phone; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.phone IS 'The number consented for (E.164), for sms.';
+
+--
+-- Name: COLUMN consent_records.email; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.email IS 'The address consented for, for email.';
+
+--
+-- Name: COLUMN consent_records.purpose; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.purpose IS 'marketing (promotional texts and nurture) or transactional (answers, reminders about an order or appointment).';
+
+--
+-- Name: COLUMN consent_records.method; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.method IS 'How it was given: form (a web form: page_url, ip and user_agent required), import (a file of leads), api (an API client), keyword (the customer texted START after opting out: message_id).';
+
+--
+-- Name: COLUMN consent_records.disclosure; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.disclosure IS 'The exact words the person agreed to (at least 20 characters for marketing): who will text, about what, that consent is not a condition of purchase, how to stop.';
+
+--
+-- Name: COLUMN consent_records.page_url; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.page_url IS 'The page the form was on (http or https).';
+
+--
+-- Name: COLUMN consent_records.ip; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.ip IS 'The IP address the form was sent from.';
+
+--
+-- Name: COLUMN consent_records.user_agent; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.user_agent IS 'The browser that sent the form.';
+
+--
+-- Name: COLUMN consent_records.message_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.message_id IS 'The inbound text that gave it (method keyword).';
+
+--
+-- Name: COLUMN consent_records.given_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.given_at IS 'When the person gave it (not in the future).';
+
+--
+-- Name: COLUMN consent_records.recorded_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.recorded_at IS 'When it was recorded here.';
+
+--
+-- Name: COLUMN consent_records.recorded_by_user_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.recorded_by_user_id IS 'The member who recorded it (null for the system and imports run by the worker).';
+
+--
+-- Name: COLUMN consent_records.evidence_hash; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.evidence_hash IS 'SHA-256 (hex) of the evidence as written (tenant, channel, number or address, purpose, method, disclosure, page, IP, user agent, message, time given): recompute it to show the record was not changed since.';
+
+--
+-- Name: COLUMN consent_records.revoked_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.revoked_at IS 'When it ended (null while current).';
+
+--
+-- Name: COLUMN consent_records.revoked_by; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consent_records.revoked_by IS 'How it ended: sms_keyword (the customer texted an opt-out), provider (the SMS provider reported one), manual or api (a member recorded the customer’s revocation).';
+
+--
+-- Name: record_consent(uuid, text, text, text, timestamp with time zone, text, text, inet, text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.record_consent(lead_id uuid, channel text, purpose text, disclosure text, given_at timestamp with time zone DEFAULT now(), method text DEFAULT 'api'::text, page_url text DEFAULT NULL::text, ip inet DEFAULT NULL::inet, user_agent text DEFAULT NULL::text) RETURNS app_public.consent_records
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('agent', 'record consent');
+  v_lead app_public.leads;
+  v_record app_public.consent_records;
+begin
+  if record_consent.method is null or record_consent.method not in ('api', 'form') then
+    raise exception 'method must be api or form, got %: imports and texted keywords record their own consent',
+      coalesce(pg_catalog.quote_literal(record_consent.method), 'nothing') using errcode = '22023';
+  end if;
+  if record_consent.channel is null or record_consent.channel not in ('sms', 'email') then
+    raise exception 'channel must be sms or email, got %', coalesce(pg_catalog.quote_literal(record_consent.channel), 'nothing')
+      using errcode = '22023';
+  end if;
+  if record_consent.given_at is null then
+    raise exception 'given_at is required: when the person gave their consent' using errcode = '22023';
+  end if;
+  select l.* into v_lead from app_public.leads l
+   where l.tenant_id = v_tenant_id and l.id = record_consent.lead_id and l.deleted_at is null;
+  if not found then
+    raise exception 'No lead % in this tenant', record_consent.lead_id using errcode = 'P0002';
+  end if;
+  if record_consent.channel = 'sms' and v_lead.phone is null then
+    raise exception 'This lead has no phone number to consent for' using errcode = '22023';
+  elsif record_consent.channel = 'email' and v_lead.email is null then
+    raise exception 'This lead has no email address to consent for' using errcode = '22023';
+  end if;
+  insert into app_public.consent_records (tenant_id, lead_id, channel, phone, email, purpose, method, disclosure, page_url, ip,
+    user_agent, given_at, evidence_hash)
+  values (v_tenant_id, v_lead.id, record_consent.channel,
+    case when record_consent.channel = 'sms' then v_lead.phone end,
+    case when record_consent.channel = 'email' then v_lead.email::text end,
+    record_consent.purpose, record_consent.method, nullif(pg_catalog.btrim(record_consent.disclosure), ''),
+    nullif(pg_catalog.btrim(record_consent.page_url), ''), record_consent.ip,
+    nullif(pg_catalog.btrim(record_consent.user_agent), ''), record_consent.given_at, pg_catalog.repeat('0', 64))
+  returning * into v_record;
+  return v_record;
+end;
+$$;
+
+--
+-- Name: FUNCTION record_consent(lead_id uuid, channel text, purpose text, disclosure text, given_at timestamp with time zone, method text, page_url text, ip inet, user_agent text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.record_consent(lead_id uuid, channel text, purpose text, disclosure text, given_at timestamp with time zone, method text, page_url text, ip inet, user_agent text) IS 'Records a lead’s consent to texts (channel sms, for the lead’s phone) or emails (email, for the lead’s address), for marketing or transactional messages (agents and up). disclosure is the exact text the person agreed to (required for marketing, at least 20 characters); given_at when they agreed (default now, never in the future); method api (the default) or form, which also needs page_url, ip and user_agent. The record is evidence: it is never changed, only revoked (revokeConsent, or an opt-out), and its evidenceHash is the SHA-256 of what was recorded. A marketing or nurture text goes only to a number with a current marketing consent. Errors: 22023 (an unknown channel or method, no phone or email on the lead, a time in the future), 23514 (evidence missing or too long: the constraint names it), P0002 no such lead, 42501 not an agent of the tenant.';
 
 --
 -- Name: register(text, text, text, text, text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -17822,6 +18266,56 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.revoke_api_key(id uuid) IS 'Revokes an API key of the current tenant: it stops working at once (revoking twice is harmless). Owners and admins only. Errors: 42501 not allowed; P0002 no such key in this tenant.';
+
+--
+-- Name: revoke_consent(uuid, text, text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.revoke_consent(lead_id uuid, channel text, purpose text DEFAULT 'marketing'::text) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('agent', 'record a revocation of consent');
+  v_lead app_public.leads;
+  v_count integer;
+begin
+  if revoke_consent.channel is null or revoke_consent.channel not in ('sms', 'email') then
+    raise exception 'channel must be sms or email, got %', coalesce(pg_catalog.quote_literal(revoke_consent.channel), 'nothing')
+      using errcode = '22023';
+  end if;
+  if revoke_consent.purpose is null or revoke_consent.purpose not in ('marketing', 'transactional') then
+    raise exception 'purpose must be marketing or transactional, got %', coalesce(pg_catalog.quote_literal(revoke_consent.purpose), 'nothing')
+      using errcode = '22023';
+  end if;
+  select l.* into v_lead from app_public.leads l where l.tenant_id = v_tenant_id and l.id = revoke_consent.lead_id;
+  if not found then
+    raise exception 'No lead % in this tenant', revoke_consent.lead_id using errcode = 'P0002';
+  end if;
+  if revoke_consent.channel = 'sms' then
+    v_count := app_private.revoke_sms_consents(v_tenant_id, v_lead.phone, 'manual', array[revoke_consent.purpose]);
+    -- Nothing queued under the consent that ended may still go.
+    if revoke_consent.purpose = 'marketing' and not app_private.has_sms_marketing_consent(v_tenant_id, v_lead.phone) then
+      update app_public.messages m
+         set status = 'canceled', failed_at = now(), error_message = 'Canceled: the recipient revoked their consent to marketing texts'
+       where m.tenant_id = v_tenant_id and m.to_phone = v_lead.phone and m.direction = 'outbound' and m.status = 'queued'
+         and m.purpose in ('marketing', 'nurture');
+    end if;
+  else
+    update app_public.consent_records c set revoked_at = pg_catalog.clock_timestamp(), revoked_by = 'manual'
+     where c.tenant_id = v_tenant_id and c.channel = 'email' and c.email = pg_catalog.lower(v_lead.email::text)
+       and c.purpose = revoke_consent.purpose and c.revoked_at is null;
+    get diagnostics v_count = row_count;
+  end if;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION revoke_consent(lead_id uuid, channel text, purpose text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.revoke_consent(lead_id uuid, channel text, purpose text) IS 'Records that a lead revoked their consent (told a member by phone, in person, by letter: any reasonable means counts), for texts to the lead’s number (channel sms) or emails to its address (email), of one purpose (marketing by default) (agents and up). Every current record of that number or address and purpose ends (revokedBy manual) and, for marketing texts, queued marketing and nurture texts to the number are canceled. Returns how many records ended (0 when there was none). A texted STOP or the provider’s report ends consent without this. Errors: 22023 an unknown channel or purpose, P0002 no such lead, 42501 not an agent of the tenant.';
 
 --
 -- Name: revoke_invitation(uuid); Type: FUNCTION; Schema: app_public; Owner: -
@@ -22951,7 +23445,7 @@ CREATE TABLE app_public.nurture_step_runs (
     ran_at timestamp with time zone NOT NULL,
     CONSTRAINT nurture_step_runs_channel_must_be_known CHECK ((channel = ANY (ARRAY['sms'::text, 'email'::text]))),
     CONSTRAINT nurture_step_runs_outcome_must_be_known CHECK ((outcome = ANY (ARRAY['queued'::text, 'skipped'::text]))),
-    CONSTRAINT nurture_step_runs_skip_reason_must_be_known CHECK ((skip_reason = ANY (ARRAY['condition'::text, 'no_phone'::text, 'no_email'::text, 'no_sending_number'::text, 'no_postal_address'::text])))
+    CONSTRAINT nurture_step_runs_skip_reason_must_be_known CHECK ((skip_reason = ANY (ARRAY['condition'::text, 'no_phone'::text, 'no_email'::text, 'no_sending_number'::text, 'no_postal_address'::text, 'no_consent'::text])))
 );
 
 ALTER TABLE ONLY app_public.nurture_step_runs FORCE ROW LEVEL SECURITY;
@@ -23015,7 +23509,7 @@ COMMENT ON COLUMN app_public.nurture_step_runs.outcome IS 'queued or skipped.';
 -- Name: COLUMN nurture_step_runs.skip_reason; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.nurture_step_runs.skip_reason IS 'Why it was skipped: condition (skip_if matched), no_phone, no_email, no_sending_number, or no_postal_address (an email step of a business without a postal address, which CAN-SPAM requires).';
+COMMENT ON COLUMN app_public.nurture_step_runs.skip_reason IS 'Why it was skipped: condition (skip_if matched), no_phone, no_email, no_sending_number, no_postal_address (an email step of a business without a postal address, which CAN-SPAM requires), or no_consent (a text step to a number without a current marketing consent).';
 
 --
 -- Name: COLUMN nurture_step_runs.message_id; Type: COMMENT; Schema: app_public; Owner: -
@@ -25166,6 +25660,13 @@ ALTER TABLE ONLY app_public.city_event_stats
     ADD CONSTRAINT city_event_stats_pkey PRIMARY KEY (id);
 
 --
+-- Name: consent_records consent_records_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.consent_records
+    ADD CONSTRAINT consent_records_pkey PRIMARY KEY (id);
+
+--
 -- Name: conversations conversations_id_must_be_unique_per_tenant; Type: CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -26225,6 +26726,24 @@ CREATE INDEX calls_by_lead ON app_public.calls USING btree (tenant_id, lead_id) 
 CREATE INDEX calls_by_tenant_and_time ON app_public.calls USING btree (tenant_id, start_time DESC);
 
 --
+-- Name: consent_records_by_lead_given; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX consent_records_by_lead_given ON app_public.consent_records USING btree (tenant_id, lead_id, given_at);
+
+--
+-- Name: consent_records_by_lead_revoked; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX consent_records_by_lead_revoked ON app_public.consent_records USING btree (tenant_id, lead_id, revoked_at);
+
+--
+-- Name: consent_records_current_by_phone; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX consent_records_current_by_phone ON app_public.consent_records USING btree (tenant_id, phone, purpose) WHERE ((channel = 'sms'::text) AND (revoked_at IS NULL));
+
+--
 -- Name: conversations_by_lead; Type: INDEX; Schema: app_public; Owner: -
 --
 
@@ -26979,6 +27498,12 @@ CREATE TRIGGER _050_require_tenant_role BEFORE INSERT OR UPDATE ON app_public.tr
 --
 
 CREATE TRIGGER _060_lock_while_running BEFORE INSERT OR DELETE OR UPDATE ON app_public.routing_experiment_variants FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_experiment_variants__lock_while_running();
+
+--
+-- Name: consent_records _100_evidence; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _100_evidence BEFORE INSERT OR UPDATE ON app_public.consent_records FOR EACH ROW EXECUTE FUNCTION app_private.tg_consent_records__evidence();
 
 --
 -- Name: agent_availability _100_timestamps; Type: TRIGGER; Schema: app_public; Owner: -
@@ -27995,6 +28520,20 @@ ALTER TABLE ONLY app_public.city_event_stats
     ADD CONSTRAINT city_event_stats_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
 
 --
+-- Name: consent_records consent_records_lead_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.consent_records
+    ADD CONSTRAINT consent_records_lead_must_exist FOREIGN KEY (tenant_id, lead_id) REFERENCES app_public.leads(tenant_id, id) ON DELETE SET NULL (lead_id);
+
+--
+-- Name: consent_records consent_records_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.consent_records
+    ADD CONSTRAINT consent_records_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
+
+--
 -- Name: conversations conversations_agent_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -28977,6 +29516,12 @@ ALTER TABLE app_public.calls ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_public.city_event_stats ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: consent_records; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.consent_records ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: conversations; Type: ROW SECURITY; Schema: app_public; Owner: -
 --
 
@@ -29449,6 +29994,12 @@ CREATE POLICY owner_all ON app_public.calls TO :DATABASE_OWNER USING (true) WITH
 --
 
 CREATE POLICY owner_all ON app_public.city_event_stats TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: consent_records owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.consent_records TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
 -- Name: conversations owner_all; Type: POLICY; Schema: app_public; Owner: -
@@ -29971,6 +30522,12 @@ CREATE POLICY select_current_tenant ON app_public.calls FOR SELECT TO :DATABASE_
 --
 
 CREATE POLICY select_current_tenant ON app_public.city_event_stats FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
+-- Name: consent_records select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_current_tenant ON app_public.consent_records FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
 -- Name: conversations select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
@@ -31647,10 +32204,22 @@ REVOKE ALL ON FUNCTION app_private.finish_import(tenant_id uuid, batch_id uuid) 
 REVOKE ALL ON FUNCTION app_private.fold_segment_counts(tenant_id uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION has_sms_marketing_consent(tenant_id uuid, phone text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.has_sms_marketing_consent(tenant_id uuid, phone text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION hold_unclear_opt_out(tenant_id uuid, customer_phone text, business_phone text, conversation_id uuid, lead_id uuid, said text, message_id uuid, source text); Type: ACL; Schema: app_private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_private.hold_unclear_opt_out(tenant_id uuid, customer_phone text, business_phone text, conversation_id uuid, lead_id uuid, said text, message_id uuid, source text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION import_consent_problem(consent jsonb); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.import_consent_problem(consent jsonb) FROM PUBLIC;
 
 --
 -- Name: FUNCTION import_lead_fields(); Type: ACL; Schema: app_private; Owner: -
@@ -31999,6 +32568,12 @@ REVOKE ALL ON FUNCTION app_private.reset_segment_filters(tenant_id uuid) FROM PU
 --
 
 REVOKE ALL ON FUNCTION app_private.revoke_member_grants(user_id uuid, tenant_id uuid, keep_up_to text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION revoke_sms_consents(tenant_id uuid, phone text, revoked_by text, purposes text[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.revoke_sms_consents(tenant_id uuid, phone text, revoked_by text, purposes text[]) FROM PUBLIC;
 
 --
 -- Name: FUNCTION route_lead(tenant_id uuid, lead_id uuid, trigger text); Type: ACL; Schema: app_private; Owner: -
@@ -32407,6 +32982,12 @@ REVOKE ALL ON FUNCTION app_private.tg_business_settings__rebuild_lead_rollups() 
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_business_settings__validate() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_consent_records__evidence(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_consent_records__evidence() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_dnc_list__nurture_stop(); Type: ACL; Schema: app_private; Owner: -
@@ -33159,6 +33740,19 @@ REVOKE ALL ON FUNCTION app_public.record_budget_transaction(transaction_type tex
 GRANT ALL ON FUNCTION app_public.record_budget_transaction(transaction_type text, amount numeric, lead_id uuid, description text) TO :DATABASE_VISITOR;
 
 --
+-- Name: TABLE consent_records; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.consent_records TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION record_consent(lead_id uuid, channel text, purpose text, disclosure text, given_at timestamp with time zone, method text, page_url text, ip inet, user_agent text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.record_consent(lead_id uuid, channel text, purpose text, disclosure text, given_at timestamp with time zone, method text, page_url text, ip inet, user_agent text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.record_consent(lead_id uuid, channel text, purpose text, disclosure text, given_at timestamp with time zone, method text, page_url text, ip inet, user_agent text) TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION register(email text, password text, business_name text, first_name text, last_name text, timezone text); Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -33254,6 +33848,13 @@ GRANT SELECT ON TABLE app_public.api_keys TO :DATABASE_VISITOR;
 
 REVOKE ALL ON FUNCTION app_public.revoke_api_key(id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.revoke_api_key(id uuid) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION revoke_consent(lead_id uuid, channel text, purpose text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.revoke_consent(lead_id uuid, channel text, purpose text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.revoke_consent(lead_id uuid, channel text, purpose text) TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION revoke_invitation(invitation_id uuid); Type: ACL; Schema: app_public; Owner: -

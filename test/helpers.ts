@@ -210,3 +210,18 @@ export async function waitFor<T>(what: string, check: () => Promise<T | null | u
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
+
+/**
+ * Records, as the database's own roles may, that the person at this number consented to marketing texts
+ * from the business (a marketing or nurture text needs it: issue 17). Tests of other rules call it for
+ * the numbers they text; the tests of consent itself go through recordConsent.
+ */
+export async function consentToMarketingTexts(client: pg.ClientBase | pg.Pool, tenantId: string, phone: string, leadId: string | null = null): Promise<void> {
+  await client.query(
+    `insert into app_public.consent_records (tenant_id, lead_id, channel, phone, purpose, method, disclosure, given_at, evidence_hash)
+     select $1::uuid, $2::uuid, 'sms', $3::text, 'marketing', 'api', 'I agree to receive marketing texts from this business. Reply STOP to stop.', now(), repeat('0', 64)
+      where not exists (select 1 from app_public.consent_records c
+                         where c.tenant_id = $1::uuid and c.phone = $3::text and c.channel = 'sms' and c.purpose = 'marketing' and c.revoked_at is null)`,
+    [tenantId, leadId, phone],
+  );
+}

@@ -27,6 +27,7 @@ const EXPOSED_CODES = new Set([
   "57014", // statement timeout
   "55000", // not in a state that allows it (e.g. a ServiceTitan connection that is disabled or failed its test)
   "SB001", // not sent: the number is on the do-not-contact list
+  "SB002", // not sent: no current consent to marketing texts from the number
 ]);
 
 interface PgError extends Error {

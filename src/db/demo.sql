@@ -496,6 +496,17 @@ begin
       v_lead.service_line, v_lead.segment, v_lead.language, v_lead.estimated_value,
       pg_catalog.jsonb_build_object('latitude', v_lead.latitude, 'longitude', v_lead.longitude));
     perform pg_temp.demo_score(v_id);
+    -- Homeowners who asked for a quote on the web form ticked the box for texts (the evidence of it,
+    -- which a marketing or nurture text needs); the two commercial leads did not.
+    if v_lead.segment is distinct from 'commercial' and v_lead.phone is not null then
+      insert into app_public.consent_records (tenant_id, lead_id, channel, phone, purpose, method, disclosure, page_url, ip,
+        user_agent, given_at, evidence_hash)
+      values (v_tenant, v_id, 'sms', v_lead.phone, 'marketing', 'form',
+        'By checking this box I agree to receive marketing texts from Acme Plumbing at the number above, sent with automated technology. Consent is not a condition of purchase. Msg & data rates may apply. Reply STOP to stop, HELP for help.',
+        'https://acme-plumbing.example/quote', ('203.0.113.' || (v_lead.n::int + 10))::inet,
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1',
+        now() - interval '1 minute', pg_catalog.repeat('0', 64));
+    end if;
 
     -- Routing, as the lead__route job does it for a new lead (trigger new_lead), then the offer answered.
     if v_lead.route is not null then

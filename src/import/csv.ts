@@ -6,6 +6,7 @@
  * carries its reason instead of throwing, so one bad row never stops a file. Everything else a lead
  * must satisfy is checked by the database (app_private.import_lead_row), which records the reason.
  */
+import { isIP } from "node:net";
 import { Readable } from "node:stream";
 import { parse, CsvError, type Options } from "csv-parse";
 import type { CountryCode } from "libphonenumber-js/max";
@@ -38,6 +39,19 @@ export interface LeadFields {
   attributes?: Record<string, string>;
 }
 
+/**
+ * The consent to marketing texts a row records (app_private.import_consent_problem says the rules:
+ * the disclosure and the time given are required), from columns such as "Consent Disclosure" and
+ * "Consent At".
+ */
+export interface RowConsent {
+  disclosure?: string;
+  given_at?: string;
+  page_url?: string;
+  ip?: string;
+  user_agent?: string;
+}
+
 /** One row of the file, ready for app_public.import_rows / app_private.import_lead_rows. */
 export interface ImportRow {
   /** The row's number as a spreadsheet shows it: the header is row 1, the first lead row 2. */
@@ -47,6 +61,38 @@ export interface ImportRow {
   lead: LeadFields | null;
   /** Why the row can't be imported, or null. */
   error: string | null;
+  /** The consent to marketing texts the row carries, if any. */
+  consent?: RowConsent;
+}
+
+/** Normalised header -> consent field. */
+const CONSENT_ALIASES: Record<string, keyof RowConsent> = {};
+const consentAlias = (field: keyof RowConsent, ...names: string[]) => names.forEach((n) => (CONSENT_ALIASES[n] = field));
+consentAlias("disclosure", "consent_disclosure", "consent_text", "consent_language", "sms_consent_disclosure");
+consentAlias("given_at", "consent_at", "consent_given_at", "consent_date", "consent_timestamp", "consented_at");
+consentAlias("page_url", "consent_url", "consent_page", "consent_page_url");
+consentAlias("ip", "consent_ip", "consent_ip_address");
+consentAlias("user_agent", "consent_user_agent");
+
+/**
+ * The row's consent made ready for the database, or why it can't be recorded. The database checks the
+ * same rules for every client (app_private.import_consent_problem); they are read here too so that one
+ * bad consent rejects its row, not the whole chunk of the file.
+ */
+function readConsent(consent: RowConsent): { consent: RowConsent } | { error: string } {
+  const disclosure = consent.disclosure?.trim() ?? "";
+  if (disclosure.length < 20 || disclosure.length > 4000) {
+    return { error: "The consent needs its disclosure: the words the person agreed to, 20 to 4000 characters" };
+  }
+  const given = consent.given_at === undefined ? Number.NaN : Date.parse(normalizeDate(consent.given_at));
+  if (Number.isNaN(given)) return { error: "The consent needs the date and time it was given (e.g. 2026-11-30T15:04:05Z)" };
+  if (given > Date.now() + 5 * 60_000) return { error: "The consent cannot be given in the future" };
+  if (consent.page_url !== undefined && !(/^https?:\/\/\S+$/i.test(consent.page_url) && consent.page_url.length <= 2048)) {
+    return { error: "The consent page URL must be an http or https address of at most 2048 characters" };
+  }
+  if (consent.ip !== undefined && isIP(consent.ip) === 0) return { error: "The consent IP must be an IP address" };
+  if (consent.user_agent !== undefined && consent.user_agent.length > 1000) return { error: "The consent user agent must be at most 1000 characters" };
+  return { consent: { ...consent, disclosure, given_at: new Date(given).toISOString() } };
 }
 
 /** The file as a whole can't be read (no header, an unclosed quote…); the message says where. */
@@ -95,8 +141,10 @@ export function normalizeHeader(header: string): string {
 }
 
 /** What a header column means: a lead field, a name to split, tags, or an attribute key. */
-export function columnTarget(header: string): { field: Target } | { attribute: string } {
+export function columnTarget(header: string): { field: Target } | { attribute: string } | { consent: keyof RowConsent } {
   const key = normalizeHeader(header);
+  const consent = CONSENT_ALIASES[key];
+  if (consent) return { consent };
   const field = ALIASES[key];
   return field ? { field } : { attribute: key || "column" };
 }
@@ -138,7 +186,7 @@ const keyword = (value: string) => value.trim().toLowerCase().replace(/\s+/g, "_
 
 export interface Columns {
   headers: string[];
-  targets: Array<{ field: Target } | { attribute: string }>;
+  targets: Array<{ field: Target } | { attribute: string } | { consent: keyof RowConsent }>;
 }
 
 /** Reads the header row. Raises CsvFileError when it can't name a phone or email column. */
@@ -175,12 +223,15 @@ export function mapRecord(record: string[], columns: Columns, rowNumber: number,
   }
 
   const lead: LeadFields = {};
+  const consent: RowConsent = {};
   const attributes: Record<string, string> = {};
   let fullName: string | null = null;
   columns.targets.forEach((target, i) => {
     const value = (record[i] ?? "").trim();
     if (value === "") return;
-    if ("attribute" in target) {
+    if ("consent" in target) {
+      consent[target.consent] ??= value;
+    } else if ("attribute" in target) {
       attributes[target.attribute in attributes ? `${target.attribute}_${i + 1}` : target.attribute] = value;
     } else if (target.field === "tags") {
       lead.tags = [...new Set([...(lead.tags ?? []), ...splitTags(value)])];
@@ -219,6 +270,11 @@ export function mapRecord(record: string[], columns: Columns, rowNumber: number,
 
   if (Object.keys(attributes).length > 0) lead.attributes = attributes;
   if (Object.keys(lead).length === 0) return { row_number: rowNumber, raw, lead: null, error: "The row is empty" };
+  if (Object.keys(consent).length > 0) {
+    const read = readConsent(consent);
+    if ("error" in read) return { row_number: rowNumber, raw, lead: null, error: read.error };
+    return { row_number: rowNumber, raw, lead, error: null, consent: read.consent };
+  }
   return { row_number: rowNumber, raw, lead, error: null };
 }
 

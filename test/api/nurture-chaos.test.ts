@@ -137,6 +137,13 @@ async function newLeads(t: Tenant, n: number): Promise<Lead[]> {
      returning id, phone, email::text`,
     [t.tenant, base, `lead-${randomBytes(3).toString("hex")}`, n],
   );
+  // Each consented to marketing texts (a nurture text needs it).
+  await root.query(
+    `insert into app_public.consent_records (tenant_id, lead_id, channel, phone, purpose, method, disclosure, given_at, evidence_hash)
+     select $1, l.id, 'sms', l.phone, 'marketing', 'api', 'I agree to receive marketing texts from this business. Reply STOP to stop.', now(), repeat('0', 64)
+       from unnest($2::uuid[], $3::text[]) l(id, phone)`,
+    [t.tenant, rows.map((r) => r.id), rows.map((r) => r.phone)],
+  );
   await root.query(
     `delete from graphile_worker._private_jobs j using graphile_worker._private_tasks k
       where k.id = j.task_id and k.identifier <> all ($1::text[])`,

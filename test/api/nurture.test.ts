@@ -13,7 +13,7 @@ import { LocalSmsProvider } from "../../src/providers/smsLocal.ts";
 import { setServices, type Services } from "../../src/worker/services.ts";
 import { startWorker } from "../../src/worker/start.ts";
 import { findHeader, startFakeSmtp, type FakeSmtp } from "../fakeSmtp.ts";
-import { ownerPool, registerUser, rootPool, uniqueEmail, useOwnDatabase, type RegisteredUser, waitFor } from "../helpers.ts";
+import { consentToMarketingTexts, ownerPool, registerUser, rootPool, uniqueEmail, useOwnDatabase, type RegisteredUser, waitFor } from "../helpers.ts";
 import { startTestServer, type TestServer } from "../server.ts";
 
 // Its worker runs tasks other files run too: a database of its own keeps their jobs apart.
@@ -102,6 +102,7 @@ describe("a nurture sequence through GraphQL and the worker", () => {
       [owner.tenant_id, phone, email],
     );
     const leadId = rows[0].id;
+    await consentToMarketingTexts(rootPool(), owner.tenant_id!, phone, leadId);
 
     const enrolled = await gql(`mutation ($s: UUID!, $l: UUID!) { enrollLeadInSequence(input: { sequenceId: $s, leadId: $l }) { result { rowId status nextStepNumber } } }`, {
       s: sequenceId,

@@ -8,7 +8,7 @@
 import pg from "pg";
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { addMember, becomeRoot, becomeUser, db, expectSqlError, registerUser, withRootDb, type RegisteredUser } from "../helpers.ts";
+import { addMember, becomeRoot, becomeUser, consentToMarketingTexts, db, expectSqlError, registerUser, withRootDb, type RegisteredUser } from "../helpers.ts";
 
 let serial = 0;
 function phone(area = "212"): string {
@@ -38,13 +38,15 @@ async function clockTo(client: pg.ClientBase, w: World, target: string): Promise
   await client.query("select app_private.advance_clock_to($1, $2)", [w.tenant, target]);
 }
 
-async function newLead(client: pg.ClientBase, w: World, fields: Record<string, unknown> = {}): Promise<string> {
+/** A lead; with a phone, it consented to marketing texts unless `consent` is false. */
+async function newLead(client: pg.ClientBase, w: World, fields: Record<string, unknown> = {}, consent = true): Promise<string> {
   const values = { first_name: "Dana", phone: phone("212"), email: `dana-${randomUUID().slice(0, 8)}@example.test`, timezone: "America/New_York", region: "NY", source: "web", ...fields };
   const keys = Object.keys(values);
   const { rows } = await client.query(
-    `insert into app_public.leads (tenant_id, ${keys.join(", ")}) values ($1, ${keys.map((_, i) => `$${i + 2}`).join(", ")}) returning id`,
+    `insert into app_public.leads (tenant_id, ${keys.join(", ")}) values ($1, ${keys.map((_, i) => `$${i + 2}`).join(", ")}) returning id, phone`,
     [w.tenant, ...Object.values(values)],
   );
+  if (consent && rows[0].phone) await consentToMarketingTexts(client, w.tenant, rows[0].phone, rows[0].id);
   return rows[0].id;
 }
 
@@ -267,9 +269,11 @@ describe("running a step", () => {
       const { rows: mails } = await client.query("select subject, body_text, purpose from app_public.email_messages where nurture_enrollment_id = $1", [e.id]);
       expect(mails).toEqual([{ subject: "For Robin", body_text: "Hello Robin", purpose: "nurture" }]);
       expect((await enrollment(client, e.id)).status).toBe("completed");
+      const other = phone();
+      await consentToMarketingTexts(client, w.tenant, other);
       await expectSqlError(client, "23505", () =>
         client.query("update app_public.messages set nurture_enrollment_id = $1, nurture_step = 1 where id = (select id from app_public.messages where to_phone = $2 limit 1)", [e.id, w.business]).then(async () =>
-          client.query("insert into app_public.messages (tenant_id, direction, sender, purpose, from_phone, to_phone, body, status, nurture_enrollment_id, nurture_step) values ($1, 'outbound', 'system', 'nurture', $2, $3, 'dup', 'queued', $4, 1)", [w.tenant, w.business, phone(), e.id]),
+          client.query("insert into app_public.messages (tenant_id, direction, sender, purpose, from_phone, to_phone, body, status, nurture_enrollment_id, nurture_step) values ($1, 'outbound', 'system', 'nurture', $2, $3, 'dup', 'queued', $4, 1)", [w.tenant, w.business, other, e.id]),
         ),
       );
     });
@@ -309,6 +313,28 @@ describe("running a step", () => {
         { step_number: 1, outcome: "skipped", skip_reason: "no_postal_address" },
         { step_number: 2, outcome: "queued", skip_reason: null },
       ]);
+    });
+  });
+
+  it("skips a text step to a number without a current marketing consent (TCPA), and texts once consent is recorded; the email step still goes", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      await clockTo(client, w, "2031-03-04 10:00 America/New_York");
+      const seq = await sequence(client, w, [SMS("First"), EMAIL("Hi"), SMS("Third")]);
+      const lead = await newLead(client, w, {}, false);
+      const e = await enroll(client, w, seq, lead);
+      expect(await runNext(client, w, e.id)).toBe("skipped");
+      expect(await runNext(client, w, e.id)).toBe("queued");
+      const { rows: [l] } = await client.query("select phone from app_public.leads where id = $1", [lead]);
+      await consentToMarketingTexts(client, w.tenant, l.phone, lead);
+      expect(await runNext(client, w, e.id)).toBe("queued");
+      const { rows } = await client.query("select step_number, outcome, skip_reason from app_public.nurture_step_runs where enrollment_id = $1 order by step_number", [e.id]);
+      expect(rows).toEqual([
+        { step_number: 1, outcome: "skipped", skip_reason: "no_consent" },
+        { step_number: 2, outcome: "queued", skip_reason: null },
+        { step_number: 3, outcome: "queued", skip_reason: null },
+      ]);
+      expect((await client.query("select count(*)::int as n from app_public.messages where lead_id = $1", [lead])).rows[0].n).toBe(1);
     });
   });
 

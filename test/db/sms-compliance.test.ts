@@ -8,7 +8,7 @@ import { resolve } from "node:path";
 import type pg from "pg";
 import { describe, expect, it } from "vitest";
 import { projectRoot } from "../../src/config.ts";
-import { becomeUser, db, expectSqlError, registerUser, withRootDb } from "../helpers.ts";
+import { becomeUser, consentToMarketingTexts, db, expectSqlError, registerUser, withRootDb } from "../helpers.ts";
 
 interface Window {
   allowed: boolean;
@@ -326,6 +326,7 @@ describe("quiet hours", () => {
           }
         }
         const label = `${phone} region ${lead.region} zone ${lead.timezone} at ${new Date(at).toISOString()} (zones ${zones.join(", ")}; ${jurisdictions.join(", ")})`;
+        await consentToMarketingTexts(client, owner.tenant_id!, phone, lead.id);
         await client.query("savepoint queued");
         const queued = await client
           .query("select scheduled_for from app_private.queue_message($1, $2, $3, 'Spring special', 'marketing', 'system', null, $4, null, $5::timestamptz)", [

@@ -6,7 +6,7 @@
  */
 import pg from "pg";
 import { describe, expect, it } from "vitest";
-import { addMember, becomeRoot, db, becomeUser, expectSqlError, markEmailVerified, rootPool, withRootDb, registerUser, type RegisteredUser } from "../helpers.ts";
+import { addMember, becomeRoot, consentToMarketingTexts, db, becomeUser, expectSqlError, markEmailVerified, rootPool, withRootDb, registerUser, type RegisteredUser } from "../helpers.ts";
 
 let serial = 0;
 /** A unique E.164 number in an area code (global uniqueness matters for phone_numbers). */
@@ -62,6 +62,7 @@ async function customerConversation(client: pg.ClientBase, w: World, to: string,
 /** Queues a text through app_private.queue_message; a reply (conversation, auto_response) goes in the customer's conversation. */
 async function queue(client: pg.ClientBase, w: World, to: string, purpose: string, at: string | null = null, key: string | null = null) {
   const conversation = purpose === "conversation" || purpose === "auto_response" ? await customerConversation(client, w, to) : null;
+  if (purpose === "marketing" || purpose === "nurture") await consentToMarketingTexts(client, w.tenant, to);
   const { rows } = await client.query(
     "select * from app_private.queue_message($1, $2, $3, 'Hello there', $4, 'system', $7, null, $5, $6::timestamptz)",
     [w.tenant, to, w.business, purpose, key, at, conversation],
@@ -728,8 +729,10 @@ describe("whose block it is (issue 17, review of 000067)", () => {
 });
 
 describe("who sends it and how to stop (issue 17)", () => {
-  const send = async (client: pg.ClientBase, w: World, to: string, body: string) =>
-    (await client.query("select * from app_private.queue_message($1, $2, $3, $4, 'marketing', 'system')", [w.tenant, to, w.business, body])).rows[0];
+  const send = async (client: pg.ClientBase, w: World, to: string, body: string) => {
+    await consentToMarketingTexts(client, w.tenant, to);
+    return (await client.query("select * from app_private.queue_message($1, $2, $3, $4, 'marketing', 'system')", [w.tenant, to, w.business, body])).rows[0];
+  };
 
   it("the first marketing text to a number and every 10th after it name the business and say how to stop; the others go as written", async () => {
     await withRootDb(async (client) => {
@@ -782,6 +785,7 @@ describe("the API", () => {
       const to = phone();
       const id = await lead(client, w, to, "TX");
       await becomeUser(client, agent);
+      await client.query("select app_public.record_consent($1, 'sms', 'marketing', 'I agree to receive marketing texts from Ace Plumbing. Reply STOP to stop.')", [id]);
       const { rows } = await client.query("select * from app_public.queue_sms($1, 'Spring tune-up special', 'marketing')", [id]);
       expect(rows[0]).toMatchObject({ from_phone: w.business, to_phone: to, sender: "human", purpose: "marketing", status: "queued" });
       await becomeRoot(client);

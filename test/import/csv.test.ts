@@ -167,3 +167,25 @@ describe("parseLeadsCsv", () => {
     await expect(scanLeadsCsv("city\nX\n")).rejects.toBeInstanceOf(CsvFileError);
   });
 });
+
+describe("consent columns (issue 17)", () => {
+  it("a row's consent columns become its consent, the time in UTC; a consent without its disclosure or time rejects the row, not the file", async () => {
+    const disclosure = "I agree to receive marketing texts from Ace Plumbing. Reply STOP to stop.";
+    const read = await rows(
+      "Phone,Consent Disclosure,Consent At,Consent URL,Consent IP\n" +
+        `(212) 555-0101,${disclosure},2026-10-01T08:00:00-04:00,https://ace.example/quote,192.0.2.1\n` +
+        "(212) 555-0102,I agree,2026-10-01T08:00:00Z,,\n" +
+        `(212) 555-0103,${disclosure},not a date,,\n` +
+        `(212) 555-0104,${disclosure},2026-10-01T08:00:00Z,,300.1.1.1\n` +
+        "(212) 555-0105,,,,\n",
+    );
+    expect(read[0]).toMatchObject({ error: null, consent: { disclosure, given_at: "2026-10-01T12:00:00.000Z", page_url: "https://ace.example/quote", ip: "192.0.2.1" } });
+    expect(read[0]!.lead).toEqual({ phone: "+12125550101" });
+    expect(read[1]!.error).toMatch(/needs its disclosure/);
+    expect(read[2]!.error).toMatch(/date and time it was given/);
+    expect(read[3]!.error).toMatch(/must be an IP address/);
+    expect(read[4]).toMatchObject({ error: null, lead: { phone: "+12125550105" } });
+    expect(read[4]!.consent).toBeUndefined();
+  });
+});
+
