@@ -4485,6 +4485,7 @@ CREATE FUNCTION app_private.claim_outbound_message(message_id uuid) RETURNS app_
 declare
   v_message app_public.messages;
   v_window app_public.sms_window;
+  v_late boolean;
 begin
   select m.* into v_message from app_public.messages m
   where m.id = claim_outbound_message.message_id and m.direction = 'outbound' for update;
@@ -4520,20 +4521,23 @@ begin
     where m.id = v_message.id;
     return null;
   end if;
-  -- Marketing goes only under a current consent: it may have been revoked since queuing (a member's
-  -- revokeConsent racing the text being queued).
-  if v_message.purpose in ('marketing', 'nurture') and not app_private.has_sms_marketing_consent(v_message.tenant_id, v_message.to_phone) then
+  -- A reply the customer's last call or text no longer covers (more than app_private.sms_reply_window()
+  -- ago, or no longer their conversation) is held like marketing from here on.
+  v_late := v_message.held_as_marketing
+    or (v_message.purpose in ('conversation', 'auto_response')
+        and coalesce(app_private.sms_customer_contact_at(v_message.tenant_id, v_message.conversation_id, v_message.to_phone)
+                       + app_private.sms_reply_window() < app_hidden.clock_now(v_message.tenant_id), true));
+  -- Marketing, and a reply held like it, go only under a current consent: it may have been revoked since
+  -- queuing (a member's revokeConsent racing the text being queued).
+  if (v_message.purpose in ('marketing', 'nurture') or v_late)
+     and not app_private.has_sms_marketing_consent(v_message.tenant_id, v_message.to_phone) then
     update app_public.messages m
     set status = 'canceled', failed_at = now(), error_message = 'Canceled: no current consent to marketing texts (checked again before sending)'
     where m.id = v_message.id;
     return null;
   end if;
-  -- Held to the recipient's hours: marketing, nurture, and a reply the customer's last call or text no
-  -- longer covers (more than app_private.sms_reply_window() ago, or no longer their conversation).
-  if v_message.purpose in ('marketing', 'nurture')
-     or (v_message.purpose in ('conversation', 'auto_response')
-         and coalesce(app_private.sms_customer_contact_at(v_message.tenant_id, v_message.conversation_id, v_message.to_phone)
-                        + app_private.sms_reply_window() < app_hidden.clock_now(v_message.tenant_id), true)) then
+  -- Held to the recipient's hours: marketing, nurture, and a late reply.
+  if v_message.purpose in ('marketing', 'nurture') or v_late then
     v_window := app_hidden.recipient_send_window(v_message.tenant_id, v_message.lead_id, v_message.to_phone, app_hidden.clock_now(v_message.tenant_id));
     if not v_window.allowed then
       update app_public.messages m set scheduled_for = coalesce(v_window.next_allowed_at, app_hidden.clock_now(v_message.tenant_id) + interval '1 hour') where m.id = v_message.id
@@ -4554,7 +4558,7 @@ $$;
 -- Name: FUNCTION claim_outbound_message(message_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.claim_outbound_message(message_id uuid) IS 'Step 1 of sending (sms__send), committed before the provider is called: a queued message due by the clock of its tenant becomes sending and is returned. Nothing (null) when it is not queued any more, not due yet (its job is moved), its number has joined the do-not-contact list since, or (marketing and nurture) is held after an unclear opt-out or has no current marketing consent any more, or it is a nurture text whose enrollment stopped or whose lead opted out on either channel (canceled), or a marketing or nurture text, or a reply past the reply window of its customer (app_private.sms_reply_window), is outside the sending hours by now (moved). A message left in sending by a crash is not sent again blindly: sweep_outbox hands it to reconciliation, which asks the provider first.';
+COMMENT ON FUNCTION app_private.claim_outbound_message(message_id uuid) IS 'Step 1 of sending (sms__send), committed before the provider is called: a queued message due by the clock of its tenant becomes sending and is returned. Nothing (null) when it is not queued any more, not due yet (its job is moved), its number has joined the do-not-contact list since, or (marketing and nurture) is held after an unclear opt-out or has no current marketing consent any more (so is a reply past its customer’s reply window), or it is a nurture text whose enrollment stopped or whose lead opted out on either channel (canceled), or a marketing or nurture text, or a reply past the reply window of its customer (app_private.sms_reply_window), is outside the sending hours by now (moved). A message left in sending by a crash is not sent again blindly: sweep_outbox hands it to reconciliation, which asks the provider first.';
 
 --
 -- Name: compact_lead_rollups(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -6203,10 +6207,10 @@ $$;
 COMMENT ON FUNCTION app_private.hold_unclear_opt_out(tenant_id uuid, customer_phone text, business_phone text, conversation_id uuid, lead_id uuid, said text, message_id uuid, source text) IS 'Holds marketing and nurture to a number whose customer may have asked to stop without a request we can read: an unclear opt-out in their text (source sms_keyword) or a text the AI read as not interested (source ai). Records the consent event opt_out_unclear (app_private.sms_marketing_held is then true) and queues the one clarifying text the rule allows, in the customer’s conversation, with no marketing in it; nothing when the number is already held. Returns whether it held the number now.';
 
 --
--- Name: import_consent_problem(jsonb); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: import_consent_problem(jsonb, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.import_consent_problem(consent jsonb) RETURNS text
+CREATE FUNCTION app_private.import_consent_problem(consent jsonb, phone text) RETURNS text
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -6221,6 +6225,9 @@ begin
   end if;
   if pg_catalog.jsonb_typeof(import_consent_problem.consent) <> 'object' then
     return 'consent must be an object {disclosure, given_at, page_url, ip, user_agent}';
+  end if;
+  if nullif(pg_catalog.btrim(import_consent_problem.phone), '') is null then
+    return 'consent to texts needs the phone number of the row it came with';
   end if;
   select k into v_key from pg_catalog.jsonb_object_keys(import_consent_problem.consent) k
    where k not in ('disclosure', 'given_at', 'page_url', 'ip', 'user_agent') limit 1;
@@ -6262,10 +6269,10 @@ end;
 $$;
 
 --
--- Name: FUNCTION import_consent_problem(consent jsonb); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION import_consent_problem(consent jsonb, phone text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.import_consent_problem(consent jsonb) IS 'What is wrong with the consent of an import row ({disclosure, given_at, page_url, ip, user_agent}: the disclosure of 20 to 4000 characters and the time given are required), in words, or null when it is fine or absent. import_lead_rows refuses a call with such a row (22023), before writing anything.';
+COMMENT ON FUNCTION app_private.import_consent_problem(consent jsonb, phone text) IS 'What is wrong with the consent of an import row ({disclosure, given_at, page_url, ip, user_agent}: the row’s own phone, the disclosure of 20 to 4000 characters and the time given are required), in words, or null when it is fine or absent. import_lead_rows refuses a call with such a row (22023), before writing anything.';
 
 --
 -- Name: import_lead_fields(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -6597,9 +6604,10 @@ begin
     raise exception 'Invalid rows: row_number % appears more than once', v_duplicate using errcode = '22023';
   end if;
   -- A consent given with a row must carry its evidence (see app_private.import_consent_problem).
-  select (e.value ->> 'row_number')::numeric::int, app_private.import_consent_problem(e.value -> 'consent') into v_duplicate, v_consent_problem
+  select (e.value ->> 'row_number')::numeric::int, app_private.import_consent_problem(e.value -> 'consent', e.value -> 'lead' ->> 'phone')
+    into v_duplicate, v_consent_problem
     from pg_catalog.jsonb_array_elements(rows) e
-   where e.value ? 'consent' and app_private.import_consent_problem(e.value -> 'consent') is not null
+   where e.value ? 'consent' and app_private.import_consent_problem(e.value -> 'consent', e.value -> 'lead' ->> 'phone') is not null
    limit 1;
   if v_consent_problem is not null then
     raise exception 'Invalid rows: row %: %', v_duplicate, v_consent_problem using errcode = '22023';
@@ -6842,13 +6850,17 @@ begin
     select v_batch.tenant_id, l.id, 'sms', l.phone, 'marketing', 'import', pg_catalog.btrim(c.consent ->> 'disclosure'),
            c.consent ->> 'page_url', (c.consent ->> 'ip')::inet, c.consent ->> 'user_agent',
            (c.consent ->> 'given_at')::timestamptz, v_batch.created_by_user_id, pg_catalog.repeat('0', 64)
-      from (select (e.value ->> 'row_number')::numeric::int as row_number, e.value -> 'consent' as consent
+      from (select (e.value ->> 'row_number')::numeric::int as row_number, e.value -> 'consent' as consent,
+                   e.value -> 'lead' ->> 'phone' as phone
               from pg_catalog.jsonb_array_elements(rows) e
-             where pg_catalog.jsonb_typeof(e.value -> 'consent') = 'object') c
+             where pg_catalog.jsonb_typeof(e.value -> 'consent') = 'object'
+               -- A retried chunk records nothing twice.
+               and (e.value ->> 'row_number')::numeric::int <> all (v_done)) c
       join app_public.import_batch_rows r
         on r.tenant_id = v_batch.tenant_id and r.batch_id = v_batch.id and r.row_number = c.row_number
            and r.result in ('created', 'merged')
-      join app_public.leads l on l.tenant_id = r.tenant_id and l.id = r.lead_id and l.phone is not null;
+      -- Only for the number the row itself gives.
+      join app_public.leads l on l.tenant_id = r.tenant_id and l.id = r.lead_id and l.phone = c.phone;
   end if;
 
   update app_public.import_batches b set
@@ -6867,7 +6879,7 @@ $$;
 -- Name: FUNCTION import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb) IS 'Imports up to 5000 normalised rows into a running batch of the given tenant (imports into the same tenant take turns, transaction by transaction): the rows that can only create a lead (the first of the chunk with a phone no live lead has, or without a phone an email no live lead has, and an email no other row of the chunk has) in one insert; then the rows that can only merge into (or be skipped for) the live lead with their phone (no other row left in the chunk has that phone, and no row left without a phone has its email or the lead''s email) in one update per lead; every other row in its own sub-transaction, in order (a bad row is recorded as rejected, never stops the others), and returns the batch with its counters. Rows already recorded in the batch (a retried chunk) are ignored. Changes are recorded with change_source import; the leads merged into are rescored by lead__score {lead_ids} jobs, one per 500. No permission check: for the command line and app_public.import_rows. Errors: 22023 malformed rows or a finished batch; P0002 unknown batch. A row may carry consent {disclosure, given_at, page_url, ip, user_agent}: recorded as a marketing consent to texts (method import) for the phone of the lead it created or merged into; a consent without its evidence refuses the call (22023).';
+COMMENT ON FUNCTION app_private.import_lead_rows(tenant_id uuid, batch_id uuid, rows jsonb) IS 'Imports up to 5000 normalised rows into a running batch of the given tenant (imports into the same tenant take turns, transaction by transaction): the rows that can only create a lead (the first of the chunk with a phone no live lead has, or without a phone an email no live lead has, and an email no other row of the chunk has) in one insert; then the rows that can only merge into (or be skipped for) the live lead with their phone (no other row left in the chunk has that phone, and no row left without a phone has its email or the lead''s email) in one update per lead; every other row in its own sub-transaction, in order (a bad row is recorded as rejected, never stops the others), and returns the batch with its counters. Rows already recorded in the batch (a retried chunk) are ignored. Changes are recorded with change_source import; the leads merged into are rescored by lead__score {lead_ids} jobs, one per 500. No permission check: for the command line and app_public.import_rows. Errors: 22023 malformed rows or a finished batch; P0002 unknown batch. A row may carry consent {disclosure, given_at, page_url, ip, user_agent}: recorded once (a retried chunk adds nothing) as a marketing consent to texts (method import) for the row’s own phone, on the lead it created or merged into; a consent without its evidence refuses the call (22023).';
 
 --
 -- Name: import_merged_lead(app_public.leads, app_public.leads); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8830,6 +8842,7 @@ CREATE FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, b
     AS $$
 declare
   v_settings app_public.business_settings;
+  v_listed_at timestamptz;
 begin
   if record_opt_in.source is null or record_opt_in.source not in ('sms_keyword', 'provider') then
     raise exception 'An opt-in comes from the customer''s text (sms_keyword) or from the provider (provider), got %',
@@ -8842,28 +8855,32 @@ begin
   where d.tenant_id = record_opt_in.tenant_id and d.phone = record_opt_in.customer_phone and d.source in ('sms_opt_out', 'provider')
     and not exists (select 1 from app_public.leads l
                      where l.tenant_id = record_opt_in.tenant_id and l.phone = record_opt_in.customer_phone
-                       and l.status = 'dnc' and l.deleted_at is null);
+                       and l.status = 'dnc' and l.deleted_at is null)
+  returning d.added_at into v_listed_at;
   if not found then
     return false;
   end if;
   insert into app_public.sms_consent_events (tenant_id, phone, event, source, keyword, message_id)
   values (record_opt_in.tenant_id, record_opt_in.customer_phone, 'opt_in', record_opt_in.source, record_opt_in.keyword,
     record_opt_in.message_id);
-  -- Subscribing again brings back what the opt-out ended, no more: for each purpose whose consent the
-  -- opt-out revoked, a new record given by this text, pointing at the one it restores.
+  -- Subscribing again brings back what the opt-out ended, no more: for each purpose whose latest consent
+  -- record this opt-out revoked (not one a member revoked, not an older one), while the lead it was
+  -- given for is live and still has the number (a new owner of the number inherits nothing), a new record
+  -- given by this text, pointing at the one it restores.
   insert into app_public.consent_records (tenant_id, lead_id, channel, phone, purpose, method, disclosure, message_id, given_at,
     recorded_by_user_id, evidence_hash)
-  select distinct on (c.purpose) c.tenant_id, c.lead_id, 'sms', c.phone, c.purpose, 'keyword',
+  select c.tenant_id, c.lead_id, 'sms', c.phone, c.purpose, 'keyword',
     pg_catalog.left(pg_catalog.format('Texted %s to %s to subscribe again to the texts consented to in consent record %s: %s',
       coalesce(record_opt_in.keyword, 'START'), record_opt_in.business_phone, c.id, coalesce(c.disclosure, c.purpose || ' texts')), 4000),
     record_opt_in.message_id, pg_catalog.clock_timestamp(), null, pg_catalog.repeat('0', 64)
-    from app_public.consent_records c
-   where c.tenant_id = record_opt_in.tenant_id and c.phone = record_opt_in.customer_phone and c.channel = 'sms'
-     and c.revoked_by in ('sms_keyword', 'provider') and record_opt_in.message_id is not null
-     and not exists (select 1 from app_public.consent_records k
-                      where k.tenant_id = c.tenant_id and k.phone = c.phone and k.channel = 'sms' and k.purpose = c.purpose
-                        and k.revoked_at is null)
-   order by c.purpose, c.revoked_at desc;
+    from (select distinct on (k.purpose) k.*
+            from app_public.consent_records k
+           where k.tenant_id = record_opt_in.tenant_id and k.phone = record_opt_in.customer_phone and k.channel = 'sms'
+           order by k.purpose, k.recorded_at desc, k.id desc) c
+   where c.revoked_by in ('sms_keyword', 'provider') and c.revoked_at >= v_listed_at
+     and record_opt_in.message_id is not null
+     and exists (select 1 from app_public.leads l
+                  where l.tenant_id = c.tenant_id and l.id = c.lead_id and l.phone = c.phone and l.deleted_at is null);
   if record_opt_in.source = 'sms_keyword' then
     select s.* into v_settings from app_public.business_settings s where s.tenant_id = record_opt_in.tenant_id;
     perform app_private.queue_message(record_opt_in.tenant_id, record_opt_in.customer_phone, record_opt_in.business_phone,
@@ -8879,7 +8896,7 @@ $$;
 -- Name: FUNCTION record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number that opted out by text (or whose opt-out the provider reported) opted in again: START, UNSTOP or YES read in its text (source sms_keyword), or Twilio''s OptOutType START (source provider). Removes only dnc_list entries of source sms_opt_out or provider (a block a person set stays, and so does the entry while a live lead with the number has the status dnc), records the consent event, restores the consents to texts that the opt-out ended (a new consent record per purpose, method keyword, given by this text), and queues our confirmation when we read the keyword (the provider confirms its own). Returns false, and changes nothing, when the number had no such entry. Errors: 22023 an unknown source.';
+COMMENT ON FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number that opted out by text (or whose opt-out the provider reported) opted in again: START, UNSTOP or YES read in its text (source sms_keyword), or Twilio''s OptOutType START (source provider). Removes only dnc_list entries of source sms_opt_out or provider (a block a person set stays, and so does the entry while a live lead with the number has the status dnc), records the consent event, restores the consents to texts that this opt-out ended (for each purpose whose latest record it revoked, while that record’s lead is live and still has the number: a new consent record, method keyword, given by this text; never one a member revoked), and queues our confirmation when we read the keyword (the provider confirms its own). Returns false, and changes nothing, when the number had no such entry. Errors: 22023 an unknown source.';
 
 --
 -- Name: record_opt_out(uuid, text, text, text, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -13164,11 +13181,20 @@ CREATE FUNCTION app_private.tg_consent_records__evidence() RETURNS trigger
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 begin
+  -- Evidence goes only with its tenant (the cascade of a deleted tenant runs inside its foreign key's
+  -- trigger) and loses its lead only with the lead (likewise).
+  if TG_OP = 'DELETE' then
+    if pg_catalog.pg_trigger_depth() < 2 then
+      raise exception 'A consent record is evidence: it cannot be deleted (revoke it instead); it goes only with its business'
+        using errcode = '55000';
+    end if;
+    return OLD;
+  end if;
   if TG_OP = 'UPDATE' then
     -- Evidence is never rewritten: a record takes its revocation, once, and loses its lead when the lead
     -- is deleted (the evidence stays).
     if pg_catalog.to_jsonb(NEW) - 'revoked_at' - 'revoked_by' - 'lead_id' is distinct from pg_catalog.to_jsonb(OLD) - 'revoked_at' - 'revoked_by' - 'lead_id'
-       or (NEW.lead_id is distinct from OLD.lead_id and NEW.lead_id is not null)
+       or (NEW.lead_id is distinct from OLD.lead_id and (NEW.lead_id is not null or pg_catalog.pg_trigger_depth() < 2))
        or (OLD.revoked_at is not null and (NEW.revoked_at, NEW.revoked_by) is distinct from (OLD.revoked_at, OLD.revoked_by)) then
       raise exception 'A consent record is evidence: nothing in it changes, it can only be revoked, once'
         using errcode = '55000';
@@ -13192,7 +13218,7 @@ $$;
 -- Name: FUNCTION tg_consent_records__evidence(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_consent_records__evidence() IS 'Trigger (_100_evidence, before insert or update on consent_records): on insert, refuses a time given in the future (22023, five minutes of clock skew allowed), lower-cases the email address and writes evidence_hash, the SHA-256 of the record’s evidence as a JSON object (keys tenant_id, channel, phone, email, purpose, method, disclosure, page_url, ip (the address, without a mask), user_agent, message_id, given_at in UTC with microseconds, as jsonb writes it); on update, allows only the one revocation of a current record, and the loss of its lead when the lead is deleted (55000 otherwise).';
+COMMENT ON FUNCTION app_private.tg_consent_records__evidence() IS 'Trigger (_100_evidence, before insert, update or delete on consent_records): refuses a delete (55000) except by the cascade of its tenant’s deletion; on insert, refuses a time given in the future (22023, five minutes of clock skew allowed), lower-cases the email address and writes evidence_hash, the SHA-256 of the record’s evidence as a JSON object (keys tenant_id, channel, phone, email, purpose, method, disclosure, page_url, ip (the address, without a mask), user_agent, message_id, given_at in UTC with microseconds, as jsonb writes it); on update, allows only the one revocation of a current record, and the loss of its lead by the cascade of the lead’s deletion (55000 otherwise).';
 
 --
 -- Name: tg_dnc_list__nurture_stop(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -14088,9 +14114,13 @@ begin
     if NEW.scheduled_for <= v_contact_at + app_private.sms_reply_window() then
       return NEW;
     end if;
-    -- Past the reply window it is no longer an answer: held to hours and caps below, and counted
-    -- toward the cap like marketing.
+    -- Past the reply window it is no longer an answer: held to hours and caps below, counted toward the
+    -- cap like marketing, and, like marketing, sent only under a current marketing consent.
     NEW.held_as_marketing := true;
+    if not app_private.has_sms_marketing_consent(NEW.tenant_id, NEW.to_phone) then
+      raise exception 'Not sent: % last called or texted more than a day ago, so this reply is held like marketing, and no current consent to marketing texts from them is recorded; answer within a day of their last call or text, or record their consent (recordConsent)', NEW.to_phone
+        using errcode = 'SB002';
+    end if;
   elsif NEW.purpose not in ('marketing', 'nurture') then
     return NEW;
   end if;
@@ -14115,7 +14145,7 @@ $$;
 -- Name: FUNCTION tg_messages__guard_outbound(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert of outbound messages). THE RULE of is_on_dnc_list, enforced where every text is written: a number on the do-not-contact list gets nothing (SQLSTATE SB001), except the one opt-out confirmation and HELP replies, which the carriers require; marketing and nurture texts also get SB001 while the number is held after an unclear opt-out (app_private.sms_marketing_held), and SB002 without a current marketing consent for the number (app_public.consent_records). No bypass of sending hours (22023 otherwise): a notification goes only to the profile phone of a member of the business, never to a number that is a live lead’s or a customer’s in an open conversation; a conversation reply or missed-call auto-response only to the customer of a conversation they started (app_private.sms_customer_contact_at). Marketing and nurture texts, and replies sent more than app_private.sms_reply_window() (24 hours) after the customer’s last call or text, are moved (scheduled_for) to sms_marketing_send_time: legal sending hours of the recipient and the per-state daily cap. Replies within that window go at once. The first marketing or nurture text to a number, and every business_settings.sms_identify_every-th one (default 10), names the business and says how to stop (app_private.sms_identified_body). Concurrent queuing to one recipient is serialized by an advisory lock.';
+COMMENT ON FUNCTION app_private.tg_messages__guard_outbound() IS 'Trigger (_200_guard_outbound, before insert of outbound messages). THE RULE of is_on_dnc_list, enforced where every text is written: a number on the do-not-contact list gets nothing (SQLSTATE SB001), except the one opt-out confirmation and HELP replies, which the carriers require; marketing and nurture texts also get SB001 while the number is held after an unclear opt-out (app_private.sms_marketing_held), and SB002 without a current marketing consent for the number (app_public.consent_records), as do late replies. No bypass of sending hours (22023 otherwise): a notification goes only to the profile phone of a member of the business, never to a number that is a live lead’s or a customer’s in an open conversation; a conversation reply or missed-call auto-response only to the customer of a conversation they started (app_private.sms_customer_contact_at). Marketing and nurture texts, and replies sent more than app_private.sms_reply_window() (24 hours) after the customer’s last call or text, are moved (scheduled_for) to sms_marketing_send_time: legal sending hours of the recipient and the per-state daily cap. Replies within that window go at once. The first marketing or nurture text to a number, and every business_settings.sms_identify_every-th one (default 10), names the business and says how to stop (app_private.sms_identified_body). Concurrent queuing to one recipient is serialized by an advisory lock.';
 
 --
 -- Name: tg_messages__nurture_stop(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -17454,7 +17484,7 @@ ALTER TABLE ONLY app_public.consent_records FORCE ROW LEVEL SECURITY;
 --
 
 COMMENT ON TABLE app_public.consent_records IS '@behavior -insert -update -delete
-Evidence of consent, per number or address and channel (append-only: only a revocation is ever added to a record): who consented to what (marketing or transactional texts or emails), how (method), the disclosure they were shown, where (page URL, IP address, user agent), when, and a SHA-256 hash of all of it taken when recorded. A marketing or nurture text goes only to a number with a current marketing consent (not revoked): the TCPA requires prior express written consent for marketing texts. Record one with recordConsent; an opt-out (a texted STOP, the provider’s report) or revokeConsent ends it. Kept when the lead is deleted.';
+Evidence of consent, per number or address and channel (append-only: only a revocation is ever added to a record, and no record is deleted but with its business): who consented to what (marketing or transactional texts or emails), how (method), the disclosure they were shown, where (page URL, IP address, user agent), when, and a SHA-256 hash of all of it taken when recorded. A marketing or nurture text, and a reply held like marketing, goes only to a number with a current marketing consent (not revoked): the TCPA requires prior express written consent for marketing texts. Record one with recordConsent; an opt-out (a texted STOP, the provider’s report) or revokeConsent ends it. Kept when the lead is deleted.';
 
 --
 -- Name: COLUMN consent_records.id; Type: COMMENT; Schema: app_public; Owner: -
@@ -26738,10 +26768,22 @@ CREATE INDEX consent_records_by_lead_given ON app_public.consent_records USING b
 CREATE INDEX consent_records_by_lead_revoked ON app_public.consent_records USING btree (tenant_id, lead_id, revoked_at);
 
 --
+-- Name: consent_records_current_by_email; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX consent_records_current_by_email ON app_public.consent_records USING btree (tenant_id, email, purpose) WHERE ((channel = 'email'::text) AND (revoked_at IS NULL));
+
+--
 -- Name: consent_records_current_by_phone; Type: INDEX; Schema: app_public; Owner: -
 --
 
 CREATE INDEX consent_records_current_by_phone ON app_public.consent_records USING btree (tenant_id, phone, purpose) WHERE ((channel = 'sms'::text) AND (revoked_at IS NULL));
+
+--
+-- Name: consent_records_latest_by_phone; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX consent_records_latest_by_phone ON app_public.consent_records USING btree (tenant_id, phone, purpose, recorded_at DESC) WHERE (channel = 'sms'::text);
 
 --
 -- Name: conversations_by_lead; Type: INDEX; Schema: app_public; Owner: -
@@ -27503,7 +27545,7 @@ CREATE TRIGGER _060_lock_while_running BEFORE INSERT OR DELETE OR UPDATE ON app_
 -- Name: consent_records _100_evidence; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
-CREATE TRIGGER _100_evidence BEFORE INSERT OR UPDATE ON app_public.consent_records FOR EACH ROW EXECUTE FUNCTION app_private.tg_consent_records__evidence();
+CREATE TRIGGER _100_evidence BEFORE INSERT OR DELETE OR UPDATE ON app_public.consent_records FOR EACH ROW EXECUTE FUNCTION app_private.tg_consent_records__evidence();
 
 --
 -- Name: agent_availability _100_timestamps; Type: TRIGGER; Schema: app_public; Owner: -
@@ -32216,10 +32258,10 @@ REVOKE ALL ON FUNCTION app_private.has_sms_marketing_consent(tenant_id uuid, pho
 REVOKE ALL ON FUNCTION app_private.hold_unclear_opt_out(tenant_id uuid, customer_phone text, business_phone text, conversation_id uuid, lead_id uuid, said text, message_id uuid, source text) FROM PUBLIC;
 
 --
--- Name: FUNCTION import_consent_problem(consent jsonb); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION import_consent_problem(consent jsonb, phone text); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.import_consent_problem(consent jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.import_consent_problem(consent jsonb, phone text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION import_lead_fields(); Type: ACL; Schema: app_private; Owner: -

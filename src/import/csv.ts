@@ -271,6 +271,7 @@ export function mapRecord(record: string[], columns: Columns, rowNumber: number,
   if (Object.keys(attributes).length > 0) lead.attributes = attributes;
   if (Object.keys(lead).length === 0) return { row_number: rowNumber, raw, lead: null, error: "The row is empty" };
   if (Object.keys(consent).length > 0) {
+    if (lead.phone === undefined) return { row_number: rowNumber, raw, lead: null, error: "The consent to texts needs the row's phone number" };
     const read = readConsent(consent);
     if ("error" in read) return { row_number: rowNumber, raw, lead: null, error: read.error };
     return { row_number: rowNumber, raw, lead, error: null, consent: read.consent };

@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import type pg from "pg";
 import { describe, expect, it } from "vitest";
-import { addMember, becomeRoot, becomeUser, expectSqlError, registerUser, rootPool, withRootDb, type RegisteredUser } from "../helpers.ts";
+import { addMember, becomeRoot, becomeUser, db, expectSqlError, registerUser, rootPool, withRootDb, type RegisteredUser } from "../helpers.ts";
 
 let serial = 0;
 /** A unique E.164 number in an area code. */
@@ -264,4 +264,89 @@ describe("consent records", () => {
       }
     });
   });
+
+  it("review of 000077: START restores nothing a member revoked, nothing for a deleted lead (a new owner of the number), and only what its own opt-out ended", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      const text = (body: string) => client.query("select * from app_private.record_inbound_message($1, $2, $3, $4)", [sid("SM"), w.to, w.business, body]);
+      const current = async () => (await client.query("select count(*)::int as n from app_public.consent_records where tenant_id = $1 and revoked_at is null", [w.tenant])).rows[0].n;
+      await becomeUser(client, w.agent);
+      await client.query("select app_public.record_consent($1, 'sms', 'marketing', $2)", [w.lead, DISCLOSURE]);
+      await becomeRoot(client);
+      await text("STOP");
+      await text("START");
+      expect(await current()).toBe(1);
+      // The customer then tells a member to stop marketing; a later STOP and START bring nothing back.
+      await becomeUser(client, w.agent);
+      expect((await client.query("select app_public.revoke_consent($1, 'sms') as n", [w.lead])).rows[0].n).toBe(1);
+      await becomeRoot(client);
+      await text("STOP");
+      await text("START");
+      expect(await current()).toBe(0);
+      await becomeUser(client, w.agent);
+      await expectSqlError(client, "SB002", () => queueSms(client, w));
+
+      // A number whose lead was deleted after its STOP: whoever texts YES from it later inherits nothing.
+      await becomeRoot(client);
+      const v = await world(client);
+      await becomeUser(client, v.agent);
+      await client.query("select app_public.record_consent($1, 'sms', 'marketing', $2)", [v.lead, DISCLOSURE]);
+      await becomeRoot(client);
+      await client.query("select * from app_private.record_inbound_message($1, $2, $3, 'STOP')", [sid("SM"), v.to, v.business]);
+      await client.query("update app_public.leads set deleted_at = now() where id = $1", [v.lead]);
+      await client.query("select * from app_private.record_inbound_message($1, $2, $3, 'Yes')", [sid("SM"), v.to, v.business]);
+      expect((await client.query("select count(*)::int as n from app_public.consent_records where tenant_id = $1 and revoked_at is null", [v.tenant])).rows[0].n).toBe(0);
+    });
+  });
+
+  it("review of 000077: a reply held like marketing (the customer's last text over a day ago) needs the marketing consent too, when written and at the claim", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      await client.query("select * from app_private.record_inbound_message($1, $2, $3, 'Hi, how much for a water heater?')", [sid("SM"), w.to, w.business]);
+      const { rows: [conversation] } = await client.query("select id from app_public.conversations where tenant_id = $1 and customer_phone = $2", [w.tenant, w.to]);
+      await client.query(
+        "update app_public.conversations set last_customer_message_time = now() - interval '30 days', created_at = now() - interval '30 days' where id = $1", [conversation.id]);
+      await client.query("update app_public.messages set created_at = now() - interval '30 days' where tenant_id = $1 and direction = 'inbound'", [w.tenant]);
+      const reply = () => client.query("select * from app_private.queue_message($1, $2, $3, 'BLACK FRIDAY: 50% off', 'conversation', 'human', $4)", [w.tenant, w.to, w.business, conversation.id]);
+      const refused = await expectSqlError(client, "SB002", reply);
+      expect(refused.message).toMatch(/held like marketing, and no current consent to marketing texts/);
+      await client.query(
+        `insert into app_public.consent_records (tenant_id, lead_id, channel, phone, purpose, method, disclosure, given_at, evidence_hash)
+         values ($1, $2, 'sms', $3, 'marketing', 'api', $4, now(), repeat('0', 64))`, [w.tenant, w.lead, w.to, DISCLOSURE]);
+      const { rows: [late] } = await reply();
+      expect(late).toMatchObject({ purpose: "conversation", held_as_marketing: true, status: "queued" });
+      await client.query("update app_public.consent_records set revoked_at = now(), revoked_by = 'manual' where tenant_id = $1", [w.tenant]);
+      await client.query("update app_public.messages set scheduled_for = now() - interval '1 minute' where id = $1", [late.id]);
+      expect((await client.query("select app_private.claim_outbound_message($1) as m", [late.id])).rows[0].m).toBeNull();
+      expect((await client.query("select status from app_public.messages where id = $1", [late.id])).rows[0].status).toBe("canceled");
+    });
+  });
+
+  it("review of 000077: an import records consent only for the row's own phone, once; consent evidence cannot be deleted, even by the owner role", async () => {
+    await withRootDb(async (client) => {
+      const w = await world(client);
+      await client.query("update app_public.leads set email = 'dana-import@example.test' where id = $1", [w.lead]);
+      const manager = await addMember(client, w.tenant, "manager");
+      await becomeUser(client, manager);
+      const { rows: [batch] } = await client.query("select b.* from app_public.start_import('consent.csv', 'merge', 'US') b");
+      const consent = { disclosure: DISCLOSURE, given_at: "2026-10-01T12:00:00Z" };
+      // A row with only an email merges into the lead that has a phone: its consent names no number.
+      const error = await expectSqlError(client, "22023", () => client.query("select app_public.import_rows($1, $2::jsonb)", [batch.id,
+        JSON.stringify([{ row_number: 2, raw: {}, lead: { email: "dana-import@example.test" }, error: null, consent }])]));
+      expect(error.message).toBe("Invalid rows: row 2: consent to texts needs the phone number of the row it came with");
+      const rows = JSON.stringify([{ row_number: 2, raw: {}, lead: { phone: w.to }, error: null, consent }]);
+      await client.query("select app_public.import_rows($1, $2::jsonb)", [batch.id, rows]);
+      await client.query("select app_public.import_rows($1, $2::jsonb)", [batch.id, rows]); // a retried chunk
+      expect((await client.query("select count(*)::int as n from app_public.consent_records where method = 'import'")).rows[0].n).toBe(1);
+      await becomeRoot(client);
+      await client.query(`set local role ${db.roles.owner}`);
+      await expectSqlError(client, "55000", () => client.query("delete from app_public.consent_records where tenant_id = $1", [w.tenant]));
+      await expectSqlError(client, "55000", () => client.query("update app_public.consent_records set lead_id = null where tenant_id = $1", [w.tenant]));
+      await becomeRoot(client);
+      // It goes with its business.
+      await client.query("delete from app_public.tenants where id = $1", [w.tenant]);
+      expect((await client.query("select count(*)::int as n from app_public.consent_records where tenant_id = $1", [w.tenant])).rows[0].n).toBe(0);
+    });
+  });
 });
+

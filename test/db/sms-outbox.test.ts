@@ -223,6 +223,8 @@ describe("no bypass of sending hours (issue 17)", () => {
       // They last texted two days before: the text is no answer any more and waits for 8:00 in Florida.
       const old = phone("305");
       await lead(client, w, old, "FL");
+      // A late reply is held like marketing, and needs the marketing consent too (issue 17).
+      await consentToMarketingTexts(client, w.tenant, old);
       for (const purpose of ["conversation", "auto_response"]) {
         const held = (await send(old, await customerConversation(client, w, old, "2026-11-22 10:00:00 America/New_York"), purpose)).rows[0];
         expect(await local(client, held.scheduled_for), purpose).toBe("2026-11-25 08:00");
@@ -238,6 +240,7 @@ describe("no bypass of sending hours (issue 17)", () => {
       // Exactly 24 hours after their text it still answers them; a minute later it waits.
       const edge = phone("305");
       await lead(client, w, edge, "FL");
+      await consentToMarketingTexts(client, w.tenant, edge);
       const edgeConversation = await customerConversation(client, w, edge, "2026-11-23 21:30:00 America/New_York");
       expect(await local(client, (await send(edge, edgeConversation)).rows[0].scheduled_for)).toBe("2026-11-24 21:30");
       await client.query("update app_public.conversations set created_at = created_at - interval '1 minute', last_customer_message_time = last_customer_message_time - interval '1 minute' where id = $1", [edgeConversation]);
@@ -264,6 +267,7 @@ describe("no bypass of sending hours (issue 17)", () => {
       const w = await world(client);
       const to = phone("305");
       await lead(client, w, to, "FL");
+      await consentToMarketingTexts(client, w.tenant, to);
       const conversation = await customerConversation(client, w, to, "2026-11-21 10:00:00 America/New_York");
       const at = "2026-11-24 10:00:00 America/New_York";
       const reply = () =>
@@ -284,18 +288,20 @@ describe("no bypass of sending hours (issue 17)", () => {
     });
   });
 
-  it("a reply the worker reaches after the customer's 24 hours is checked again at the claim and moved to legal hours", async () => {
+  it("a reply the worker reaches after the customer's 24 hours is checked again at the claim: moved to legal hours, or canceled without a marketing consent", async () => {
     await withRootDb(async (client) => {
       const w = await world(client);
       const texted = "2026-12-08 20:00:00 America/New_York";
-      const send = async (to: string) => {
+      const send = async (to: string, consent = true) => {
         await lead(client, w, to, "FL");
+        if (consent) await consentToMarketingTexts(client, w.tenant, to);
         const conversation = await customerConversation(client, w, to, texted);
         return (await client.query("select * from app_private.queue_message($1, $2, $3, 'On our way', 'conversation', 'human', $4, null, null, $5::timestamptz)", [
           w.tenant, to, w.business, conversation, "2026-12-08 20:30:00 America/New_York",
         ])).rows[0];
       };
       const stale = await send(phone("305"));
+      const unconsented = await send(phone("305"), false);
       const answered = await send(phone("305"));
       expect(await local(client, stale.scheduled_for)).toBe("2026-12-08 20:30");
       // The second customer texts again the next evening; the worker comes back at 21:00 that day.
@@ -305,6 +311,11 @@ describe("no bypass of sending hours (issue 17)", () => {
       const moved = (await client.query("select status, scheduled_for from app_public.messages where id = $1", [stale.id])).rows[0];
       expect(moved.status).toBe("queued");
       expect(await local(client, moved.scheduled_for)).toBe("2026-12-10 08:00");
+      // Held like marketing from now on, it needs the marketing consent too (issue 17).
+      expect((await client.query("select (app_private.claim_outbound_message($1)).id", [unconsented.id])).rows[0].id).toBeNull();
+      expect((await client.query("select status, error_message from app_public.messages where id = $1", [unconsented.id])).rows[0]).toEqual({
+        status: "canceled", error_message: "Canceled: no current consent to marketing texts (checked again before sending)",
+      });
       expect((await client.query("select (app_private.claim_outbound_message($1)).status", [answered.id])).rows[0].status).toBe("sending");
     });
   });

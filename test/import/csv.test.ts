@@ -186,6 +186,8 @@ describe("consent columns (issue 17)", () => {
     expect(read[3]!.error).toMatch(/must be an IP address/);
     expect(read[4]).toMatchObject({ error: null, lead: { phone: "+12125550105" } });
     expect(read[4]!.consent).toBeUndefined();
+    const [mailOnly] = await rows(`Email,Consent Disclosure,Consent At\nann@example.com,${disclosure},2026-10-01T08:00:00Z\n`);
+    expect(mailOnly!.error).toMatch(/needs the row's phone number/);
   });
 });
 
