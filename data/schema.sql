@@ -2341,6 +2341,47 @@ $_$;
 COMMENT ON FUNCTION app_hidden.lead_filter_where(f app_hidden.lead_filter) IS 'The WHERE clause for a parsed filter over app_public.leads l, built only from fixed fragments. Parameters: $1 tenant id, $2 status, $3 status_not, $4 tags_any, $5 tags_all, $6 score_min, $7 score_max, $8 source, $9 created after (now - created_within_days), $10 created from (timestamptz), $11 created before (timestamptz, exclusive), $12 city (lowercased), $13 region, $14 owner_user_id, $15 ILIKE pattern of text, $16 LIKE pattern of text''s phone digits.';
 
 --
+-- Name: lead_form_field_map_problem(jsonb); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.lead_form_field_map_problem(field_map jsonb) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_field text;
+  v_target text;
+begin
+  if pg_catalog.jsonb_typeof(lead_form_field_map_problem.field_map) is distinct from 'object' then
+    return 'the field map must be a JSON object {"form field": "lead field"}';
+  end if;
+  if (select pg_catalog.count(*) from pg_catalog.jsonb_object_keys(lead_form_field_map_problem.field_map)) > 50 then
+    return 'the field map may name at most 50 form fields';
+  end if;
+  for v_field, v_target in select e.key, e.value #>> '{}' from pg_catalog.jsonb_each(lead_form_field_map_problem.field_map) e loop
+    if v_field !~ '^[A-Za-z0-9_.-]{1,100}\Z' then
+      return pg_catalog.format('form field name %s must be 1 to 100 letters, digits, _ . or -', pg_catalog.quote_literal(v_field));
+    end if;
+    if pg_catalog.jsonb_typeof(lead_form_field_map_problem.field_map -> v_field) <> 'string'
+       or not (v_target = any (array['first_name', 'last_name', 'name', 'phone', 'email', 'address', 'city', 'region', 'postal_code',
+                                    'country', 'problem_description', 'job_type', 'urgency', 'estimated_value', 'event_date',
+                                    'event_type', 'service_line', 'customer_segment', 'language'])
+               or v_target ~ '^attributes\.[a-z0-9_]{1,60}\Z') then
+      return pg_catalog.format('form field %s maps to %s, which is no lead field (first_name, last_name, name, phone, email, address, city, region, postal_code, country, problem_description, job_type, urgency, estimated_value, event_date, event_type, service_line, customer_segment, language, or attributes.<key>)',
+        pg_catalog.quote_literal(v_field), coalesce(pg_catalog.quote_literal(v_target), 'nothing'));
+    end if;
+  end loop;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION lead_form_field_map_problem(field_map jsonb); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.lead_form_field_map_problem(field_map jsonb) IS 'What is wrong with the field map of a lead form, in words, or null: an object of at most 50 form field names (letters, digits, _ . -) each mapped to a lead field (first_name, last_name, name, which is split into first and last, phone, email, address, city, region, postal_code, country, problem_description, job_type, urgency, estimated_value, event_date, event_type, service_line, customer_segment, language) or to attributes.<key>. Used by the check constraint of lead_forms.';
+
+--
 -- Name: lead_matches_filter(uuid, uuid, jsonb); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -7205,6 +7246,27 @@ $$;
 COMMENT ON FUNCTION app_private.lead_default_timezone(tenant_id uuid, phone text, country text, region text) IS 'The time zone a lead gets when none is given: its phone''s area code zone if known, else its region''s zone (region_timezones), else the tenant''s business_settings.timezone. Called by the leads trigger, which runs as the owner (it reads the tenant''s settings explicitly by tenant_id).';
 
 --
+-- Name: lead_form_settings(text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.lead_form_settings(public_key text) RETURNS TABLE(form_id uuid, tenant_id uuid, allowed_origins text[], phone_fields text[], min_fill_seconds integer, captcha_required boolean, consent_field text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select f.id, f.tenant_id, f.allowed_origins,
+         array(select e.key from pg_catalog.jsonb_each_text(f.field_map) e where e.value = 'phone' order by e.key),
+         f.min_fill_seconds, f.captcha_required, f.consent_field
+    from app_public.lead_forms f
+   where f.public_key = lead_form_settings.public_key and f.enabled;
+$$;
+
+--
+-- Name: FUNCTION lead_form_settings(public_key text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.lead_form_settings(public_key text) IS 'What the form endpoint checks before a submission reaches the database: the enabled form with this public key (no row for an unknown or disabled one), its allowed origins, the form fields that carry the phone (normalised by the endpoint with libphonenumber), its minimum fill time, whether it needs a captcha, and its consent checkbox.';
+
+--
 -- Name: lead_funnel_reaches(uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -9266,6 +9328,29 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.refresh_tenant_lead_scores(tenant_id uuid, after_lead_id uuid, batch_size integer) IS 'Rescores one batch of the tenant''s live leads (ids after after_lead_id, in id order, at most batch_size, default 200) with refresh_lead_scores; a lead locked by another transaction is not waited for but gets its own lead__score job. Returns the last lead id handled (pass it as after_lead_id for the next batch), or null when there were none left. Run in a loop, one batch per transaction, by the lead__score_tenant job; owner only.';
+
+--
+-- Name: refuse_lead_form_submission(uuid, text, text, inet, text, text, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.refuse_lead_form_submission(form_id uuid, reason text, idempotency_key text, client_address inet, origin text, page_url text, user_agent text) RETURNS uuid
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  insert into app_public.lead_form_submissions (tenant_id, form_id, outcome, reason, idempotency_key, client_address, origin, page_url, user_agent)
+  select f.tenant_id, f.id, 'refused', pg_catalog.left(refuse_lead_form_submission.reason, 300),
+         pg_catalog.left(refuse_lead_form_submission.idempotency_key, 200), refuse_lead_form_submission.client_address,
+         pg_catalog.left(refuse_lead_form_submission.origin, 300), pg_catalog.left(refuse_lead_form_submission.page_url, 2048),
+         pg_catalog.left(refuse_lead_form_submission.user_agent, 1000)
+    from app_public.lead_forms f where f.id = refuse_lead_form_submission.form_id
+  returning id;
+$$;
+
+--
+-- Name: FUNCTION refuse_lead_form_submission(form_id uuid, reason text, idempotency_key text, client_address inet, origin text, page_url text, user_agent text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.refuse_lead_form_submission(form_id uuid, reason text, idempotency_key text, client_address inet, origin text, page_url text, user_agent text) IS 'Logs a submission the form endpoint refused (honeypot, too_fast, bad_token, captcha, origin, invalid…), creating nothing else. Returns its id.';
 
 --
 -- Name: release_email_for_retry(uuid, text, integer); Type: FUNCTION; Schema: app_private; Owner: -
@@ -12430,6 +12515,154 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.stop_lead_enrollments(tenant_id uuid, lead_id uuid, reason text) IS 'Stops every active enrollment of a lead with the reason (replied only stops sequences with stop_on_reply), and cancels the nurture texts and emails its completed enrollments left waiting in the outboxes. Returns how many enrollments stopped.';
+
+--
+-- Name: submit_lead_form(text, jsonb, text, inet, text, text, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.submit_lead_form(public_key text, fields jsonb, idempotency_key text, client_address inet, origin text, page_url text, user_agent text) RETURNS TABLE(outcome text, submission_id uuid, lead_id uuid)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_form app_public.lead_forms;
+  v_key text := nullif(pg_catalog.btrim(submit_lead_form.idempotency_key), '');
+  v_given jsonb := '{}';
+  v_attributes jsonb := '{}';
+  v_field text;
+  v_target text;
+  v_value text;
+  v_new app_public.leads;
+  v_old app_public.leads;
+  v_lead_id uuid;
+  v_outcome text;
+  v_submission uuid;
+  v_previous_source text := pg_catalog.current_setting('app.change_source', true);
+begin
+  select f.* into v_form from app_public.lead_forms f where f.public_key = submit_lead_form.public_key and f.enabled;
+  if not found then
+    raise exception 'No such form' using errcode = 'P0002';
+  end if;
+  if pg_catalog.jsonb_typeof(submit_lead_form.fields) is distinct from 'object' then
+    raise exception 'The form’s fields must be an object of names and values' using errcode = '22023';
+  end if;
+  if pg_catalog.length(v_key) > 200 then
+    raise exception 'The idempotency key must be at most 200 characters' using errcode = '22023';
+  end if;
+  -- The same key gives the same answer and one lead: concurrent sends wait for the first.
+  if v_key is not null then
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('lead-form:' || v_form.id || ':' || v_key, 0));
+    select s.outcome, s.id, s.lead_id into v_outcome, v_submission, v_lead_id
+      from app_public.lead_form_submissions s
+     where s.form_id = v_form.id and s.idempotency_key = v_key and s.outcome <> 'refused';
+    if found then
+      return query select v_outcome, v_submission, v_lead_id;
+      return;
+    end if;
+  end if;
+
+  -- The mapped fields; a blank value is not given; a value is at most 2,000 characters.
+  for v_field, v_target in select e.key, e.value from pg_catalog.jsonb_each_text(v_form.field_map) e loop
+    v_value := nullif(pg_catalog.btrim(submit_lead_form.fields ->> v_field), '');
+    continue when v_value is null;
+    if pg_catalog.length(v_value) > 2000 then
+      raise exception 'The field % is too long (at most 2,000 characters)', v_field using errcode = '22023';
+    end if;
+    if v_target = 'name' then
+      -- A full name: the last word is the last name. A first_name or last_name field of its own wins.
+      v_given := case when v_value ~ '\s'
+                      then pg_catalog.jsonb_build_object('first_name', pg_catalog.regexp_replace(v_value, '\s+\S+\Z', ''),
+                                                         'last_name', pg_catalog.substring(v_value, '(\S+)\Z'))
+                      else pg_catalog.jsonb_build_object('first_name', v_value) end || v_given;
+    elsif v_target like 'attributes.%' then
+      v_attributes := v_attributes || pg_catalog.jsonb_build_object(pg_catalog.substr(v_target, 12), v_value);
+    else
+      v_given := v_given || pg_catalog.jsonb_build_object(v_target, v_value);
+    end if;
+  end loop;
+  v_given := pg_catalog.jsonb_strip_nulls(v_given) || pg_catalog.jsonb_build_object('source', v_form.source, 'attributes', v_attributes);
+  if not (v_given ? 'phone' or v_given ? 'email') then
+    raise exception 'A form needs a phone number or an email address to create a lead' using errcode = '22023';
+  end if;
+  -- Types, the E.164 domain and the email format are checked by the casts and the table.
+  v_new := pg_catalog.jsonb_populate_record(null::app_public.leads, v_given);
+
+  perform pg_catalog.set_config('app.change_source', 'webhook', true);
+  -- The live lead it duplicates: same phone, else (without a phone) same email; merged into, as an import
+  -- in merge mode does (the lead keeps what it has and gets what it was missing), with its history.
+  -- Submissions with one phone (or email) take turns, so that sent together they make one lead.
+  if v_new.phone is not null then
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('lead-form-phone:' || v_form.tenant_id::text || ':' || v_new.phone, 0));
+  end if;
+  if v_new.email is not null then
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('import:' || v_form.tenant_id::text || ':' || pg_catalog.lower(v_new.email::text), 0));
+  end if;
+  if v_new.phone is not null then
+    select l.* into v_old from app_public.leads l
+     where l.tenant_id = v_form.tenant_id and l.phone = v_new.phone and l.deleted_at is null for update;
+  else
+    select l.* into v_old from app_public.leads l
+     where l.tenant_id = v_form.tenant_id and l.email = v_new.email and l.deleted_at is null
+     order by l.created_at, l.id limit 1 for update;
+  end if;
+  if v_old.id is not null then
+    v_new := app_private.import_merged_lead(v_old, v_new);
+    update app_public.leads l set first_name = v_new.first_name, last_name = v_new.last_name, email = v_new.email,
+        address = v_new.address, city = v_new.city, region = v_new.region, postal_code = v_new.postal_code,
+        problem_description = v_new.problem_description, job_type = v_new.job_type, estimated_value = v_new.estimated_value,
+        event_date = v_new.event_date, event_type = v_new.event_type, service_line = v_new.service_line,
+        customer_segment = v_new.customer_segment, tags = v_new.tags, attributes = v_new.attributes
+     where l.id = v_old.id;
+    v_lead_id := v_old.id;
+    v_outcome := 'merged';
+  else
+    begin
+      insert into app_public.leads (tenant_id, first_name, last_name, phone, email, address, city, region, postal_code, country,
+          source, problem_description, job_type, urgency, estimated_value, event_date, event_type, service_line, customer_segment,
+          language, attributes)
+      values (v_form.tenant_id, v_new.first_name, v_new.last_name, v_new.phone, v_new.email, v_new.address, v_new.city, v_new.region,
+          v_new.postal_code, coalesce(v_new.country, 'US'), v_new.source, v_new.problem_description, v_new.job_type,
+          coalesce(v_new.urgency, 'normal'), v_new.estimated_value, v_new.event_date, v_new.event_type, v_new.service_line,
+          v_new.customer_segment, coalesce(v_new.language, 'en'), coalesce(v_new.attributes, '{}'))
+      returning id into v_lead_id;
+    exception when unique_violation then
+      -- An import created the lead with this phone at the same moment.
+      raise exception 'Another lead with this phone number was created at the same moment; send it again' using errcode = '40001';
+    end;
+    v_outcome := 'created';
+  end if;
+  perform pg_catalog.set_config('app.change_source', coalesce(v_previous_source, ''), true);
+
+  insert into app_public.lead_form_submissions (tenant_id, form_id, outcome, lead_id, idempotency_key, client_address, origin, page_url, user_agent)
+  values (v_form.tenant_id, v_form.id, v_outcome, v_lead_id, v_key, submit_lead_form.client_address,
+          pg_catalog.left(submit_lead_form.origin, 300), pg_catalog.left(submit_lead_form.page_url, 2048),
+          pg_catalog.left(submit_lead_form.user_agent, 1000))
+  returning id into v_submission;
+
+  -- The consent the person gave by ticking the box next to the disclosure, with its evidence.
+  -- Without the page (or at least the site), the address and the browser there is no evidence to keep,
+  -- and no consent is recorded: marketing then waits for one.
+  v_value := case when pg_catalog.length(submit_lead_form.page_url) <= 2048 and submit_lead_form.page_url ~* '^https?://[^[:space:]]+\Z'
+                    then submit_lead_form.page_url
+                  when submit_lead_form.origin ~* '^https?://[^[:space:]]+\Z' then pg_catalog.left(submit_lead_form.origin, 300) end;
+  if v_form.consent_disclosure is not null and v_new.phone is not null
+     and pg_catalog.lower(pg_catalog.btrim(submit_lead_form.fields ->> v_form.consent_field)) in ('on', 'true', 'yes', '1')
+     and v_value is not null and submit_lead_form.client_address is not null and nullif(pg_catalog.btrim(submit_lead_form.user_agent), '') is not null then
+    insert into app_public.consent_records (tenant_id, lead_id, channel, phone, purpose, method, disclosure, page_url, ip, user_agent,
+      given_at, recorded_by_user_id, evidence_hash)
+    values (v_form.tenant_id, v_lead_id, 'sms', v_new.phone, 'marketing', 'form', v_form.consent_disclosure, v_value,
+      submit_lead_form.client_address, pg_catalog.left(submit_lead_form.user_agent, 1000), pg_catalog.clock_timestamp(), null,
+      pg_catalog.repeat('0', 64));
+  end if;
+  return query select v_outcome, v_submission, v_lead_id;
+end;
+$$;
+
+--
+-- Name: FUNCTION submit_lead_form(public_key text, fields jsonb, idempotency_key text, client_address inet, origin text, page_url text, user_agent text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.submit_lead_form(public_key text, fields jsonb, idempotency_key text, client_address inet, origin text, page_url text, user_agent text) IS 'A submission of a lead form that passed the endpoint’s checks (origin, honeypot, fill time, rate limits, captcha): maps its fields (field_map; a value over 2,000 characters is 22023), creates the lead with the form’s source, or merges into the live lead with the same phone (else the same email) as an import in merge mode does, with history (change source webhook; the tenant’s auto-routing runs as for any new lead); records the consent to marketing texts when the form has a disclosure and its checkbox is ticked (consent_records, method form, with the page, address and browser); logs the submission. The same idempotency key gives the same answer and one lead, even sent concurrently. Errors: P0002 an unknown or disabled form; 22023 no phone and no email, a bad value (the message says which); 40001 a concurrent submission with the same phone (send again).';
 
 --
 -- Name: sweep_email_outbox(interval); Type: FUNCTION; Schema: app_private; Owner: -
@@ -22908,6 +23141,230 @@ COMMENT ON COLUMN app_public.lead_experiment_assignments.variant_id IS 'The vari
 COMMENT ON COLUMN app_public.lead_experiment_assignments.assigned_at IS 'When.';
 
 --
+-- Name: lead_form_submissions; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.lead_form_submissions (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid NOT NULL,
+    form_id uuid NOT NULL,
+    received_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    outcome text NOT NULL,
+    reason text,
+    lead_id uuid,
+    idempotency_key text,
+    client_address inet,
+    origin text,
+    page_url text,
+    user_agent text,
+    CONSTRAINT lead_form_submissions_idempotency_key_must_be_at_most_200 CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
+    CONSTRAINT lead_form_submissions_outcome_must_be_known CHECK ((outcome = ANY (ARRAY['created'::text, 'merged'::text, 'refused'::text]))),
+    CONSTRAINT lead_form_submissions_refusals_have_a_reason CHECK (((outcome = 'refused'::text) = (reason IS NOT NULL))),
+    CONSTRAINT lead_form_submissions_texts_must_be_bounded CHECK (((length(origin) <= 300) AND (length(page_url) <= 2048) AND (length(user_agent) <= 1000) AND (length(reason) <= 300)))
+);
+
+ALTER TABLE ONLY app_public.lead_form_submissions FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE lead_form_submissions; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.lead_form_submissions IS '@behavior -insert -update -delete
+Every submission of a lead form, accepted (created or merged into a lead) or refused (with its reason: honeypot, too_fast, bad_token, captcha, origin, invalid…; submissions refused by a rate limit are counted, not logged). Written by the form endpoint only; members read their business’s.';
+
+--
+-- Name: COLUMN lead_form_submissions.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.id IS 'The submission’s id.';
+
+--
+-- Name: COLUMN lead_form_submissions.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.tenant_id IS 'The business of the form.';
+
+--
+-- Name: COLUMN lead_form_submissions.form_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.form_id IS 'The form.';
+
+--
+-- Name: COLUMN lead_form_submissions.received_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.received_at IS 'When it arrived.';
+
+--
+-- Name: COLUMN lead_form_submissions.outcome; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.outcome IS 'created (a new lead), merged (into the live lead with the same phone, or without one the same email) or refused.';
+
+--
+-- Name: COLUMN lead_form_submissions.reason; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.reason IS 'Why it was refused (null when accepted).';
+
+--
+-- Name: COLUMN lead_form_submissions.lead_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.lead_id IS 'The lead it created or merged into.';
+
+--
+-- Name: COLUMN lead_form_submissions.idempotency_key; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.idempotency_key IS 'The Idempotency-Key header or _submission_id field: the same key gives the same answer and one lead, however often it is sent.';
+
+--
+-- Name: COLUMN lead_form_submissions.client_address; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.client_address IS 'The address it came from.';
+
+--
+-- Name: COLUMN lead_form_submissions.origin; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.origin IS 'The Origin header (the site of the page), when a browser sent it.';
+
+--
+-- Name: COLUMN lead_form_submissions.page_url; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.page_url IS 'The page it was sent from (the _page field, else the Referer header).';
+
+--
+-- Name: COLUMN lead_form_submissions.user_agent; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.user_agent IS 'The browser that sent it.';
+
+--
+-- Name: lead_forms; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.lead_forms (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
+    public_key text DEFAULT ('sbf_'::text || encode(public.gen_random_bytes(16), 'hex'::text)) NOT NULL,
+    name text NOT NULL,
+    allowed_origins text[] DEFAULT '{}'::text[] NOT NULL,
+    field_map jsonb DEFAULT '{"zip": "postal_code", "city": "city", "name": "name", "email": "email", "phone": "phone", "state": "region", "message": "problem_description", "last_name": "last_name", "first_name": "first_name", "postal_code": "postal_code"}'::jsonb NOT NULL,
+    source text DEFAULT 'web_form'::text NOT NULL,
+    consent_disclosure text,
+    consent_field text DEFAULT 'sms_consent'::text NOT NULL,
+    min_fill_seconds integer DEFAULT 3 NOT NULL,
+    captcha_required boolean DEFAULT false NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT lead_forms_allowed_origins_must_be_at_most_20_http_origins CHECK (((cardinality(allowed_origins) <= 20) AND (array_to_string(allowed_origins, ' '::text) ~ '^(https?://[a-z0-9.-]+(:[0-9]{1,5})?( |\Z))*\Z'::text))),
+    CONSTRAINT lead_forms_consent_disclosure_must_be_20_to_4000_characters CHECK (((consent_disclosure IS NULL) OR ((length(btrim(consent_disclosure)) >= 20) AND (length(btrim(consent_disclosure)) <= 4000)))),
+    CONSTRAINT lead_forms_consent_field_must_be_a_field_name CHECK ((consent_field ~ '^[A-Za-z0-9_.-]{1,100}\Z'::text)),
+    CONSTRAINT lead_forms_field_map_must_map_form_fields_to_lead_fields CHECK ((app_hidden.lead_form_field_map_problem(field_map) IS NULL)),
+    CONSTRAINT lead_forms_min_fill_seconds_must_be_0_to_3600 CHECK (((min_fill_seconds >= 0) AND (min_fill_seconds <= 3600))),
+    CONSTRAINT lead_forms_name_must_be_1_to_200_characters CHECK (((length(btrim(name)) >= 1) AND (length(btrim(name)) <= 200))),
+    CONSTRAINT lead_forms_source_must_be_1_to_100_characters CHECK (((length(btrim(source)) >= 1) AND (length(btrim(source)) <= 100)))
+);
+
+ALTER TABLE ONLY app_public.lead_forms FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE lead_forms; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.lead_forms IS 'A form on the business’s website that creates leads: POST /f/<publicKey> (JSON or a plain HTML form post). Managed by owners and admins; every member can read them. See docs/lead-forms.md.';
+
+--
+-- Name: COLUMN lead_forms.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.id IS 'The form’s id.';
+
+--
+-- Name: COLUMN lead_forms.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.tenant_id IS 'The business it belongs to.';
+
+--
+-- Name: COLUMN lead_forms.public_key; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.public_key IS 'The key in the form’s address (/f/<publicKey>); public by design: it only lets the world submit this form.';
+
+--
+-- Name: COLUMN lead_forms.name; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.name IS 'A name for people (1 to 200 characters).';
+
+--
+-- Name: COLUMN lead_forms.allowed_origins; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.allowed_origins IS 'The web origins (https://example.com, scheme, host and port, lower case; at most 20) whose pages may post the form from a browser (CORS). A post from another origin is refused (403). Posts without an Origin header (servers, curl) are not browsers and are accepted.';
+
+--
+-- Name: COLUMN lead_forms.field_map; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.field_map IS 'Form field name to lead field: first_name, last_name, name (split into first and last), phone, email, address, city, region, postal_code, country, problem_description, job_type, urgency, estimated_value, event_date, event_type, service_line, customer_segment, language, or attributes.<key>. Other fields are ignored.';
+
+--
+-- Name: COLUMN lead_forms.source; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.source IS 'The source of the leads it creates (1 to 100 characters), e.g. web_form or spring_landing_page.';
+
+--
+-- Name: COLUMN lead_forms.consent_disclosure; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.consent_disclosure IS 'The words next to the consent checkbox (20 to 4000 characters). When set and the checkbox (consent_field) is ticked, the submission records a consent to marketing texts for the lead’s phone, with the page, address, browser and time (consent_records, method form).';
+
+--
+-- Name: COLUMN lead_forms.consent_field; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.consent_field IS 'The name of the consent checkbox field (default sms_consent): on, true, yes or 1 means ticked.';
+
+--
+-- Name: COLUMN lead_forms.min_fill_seconds; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.min_fill_seconds IS 'The least time (0 to 3600 seconds, default 3) between loading the form (the signed token of GET /f/<key>/token, sent back as _token) and sending it; faster is a bot. 0 for a form without script (no token needed).';
+
+--
+-- Name: COLUMN lead_forms.captcha_required; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.captcha_required IS 'Whether a submission must carry a captcha answer (cf-turnstile-response, h-captcha-response or captcha) that the configured verifier accepts (CAPTCHA_VERIFY_URL, the Turnstile and hCaptcha siteverify API).';
+
+--
+-- Name: COLUMN lead_forms.enabled; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.enabled IS 'A disabled form refuses every submission (404, as an unknown one).';
+
+--
+-- Name: COLUMN lead_forms.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.created_at IS 'When it was created.';
+
+--
+-- Name: COLUMN lead_forms.updated_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.updated_at IS 'When it was last changed.';
+
+--
 -- Name: lead_routing_history_id_seq; Type: SEQUENCE; Schema: app_public; Owner: -
 --
 
@@ -25865,6 +26322,34 @@ ALTER TABLE ONLY app_public.lead_experiment_assignments
     ADD CONSTRAINT lead_experiment_assignments_pkey PRIMARY KEY (lead_id);
 
 --
+-- Name: lead_form_submissions lead_form_submissions_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.lead_form_submissions
+    ADD CONSTRAINT lead_form_submissions_pkey PRIMARY KEY (id);
+
+--
+-- Name: lead_forms lead_forms_id_must_be_unique_per_tenant; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.lead_forms
+    ADD CONSTRAINT lead_forms_id_must_be_unique_per_tenant UNIQUE (tenant_id, id);
+
+--
+-- Name: lead_forms lead_forms_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.lead_forms
+    ADD CONSTRAINT lead_forms_pkey PRIMARY KEY (id);
+
+--
+-- Name: lead_forms lead_forms_public_key_must_be_unique; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.lead_forms
+    ADD CONSTRAINT lead_forms_public_key_must_be_unique UNIQUE (public_key);
+
+--
 -- Name: lead_routing_history lead_routing_history_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -26900,6 +27385,24 @@ CREATE INDEX lead_audit_log_by_lead ON app_public.lead_audit_log USING btree (te
 CREATE INDEX lead_experiment_assignments_by_variant ON app_public.lead_experiment_assignments USING btree (tenant_id, experiment_id, variant_id);
 
 --
+-- Name: lead_form_submissions_by_form; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX lead_form_submissions_by_form ON app_public.lead_form_submissions USING btree (tenant_id, form_id, received_at DESC);
+
+--
+-- Name: lead_form_submissions_by_lead; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX lead_form_submissions_by_lead ON app_public.lead_form_submissions USING btree (tenant_id, lead_id) WHERE (lead_id IS NOT NULL);
+
+--
+-- Name: lead_form_submissions_one_per_idempotency_key; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE UNIQUE INDEX lead_form_submissions_one_per_idempotency_key ON app_public.lead_form_submissions USING btree (form_id, idempotency_key) WHERE ((idempotency_key IS NOT NULL) AND (outcome <> 'refused'::text));
+
+--
 -- Name: lead_routing_history_by_lead; Type: INDEX; Schema: app_public; Owner: -
 --
 
@@ -27612,6 +28115,12 @@ CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_public.email_messa
 --
 
 CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_public.invitations FOR EACH ROW EXECUTE FUNCTION app_private.tg__timestamps();
+
+--
+-- Name: lead_forms _100_timestamps; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_public.lead_forms FOR EACH ROW EXECUTE FUNCTION app_private.tg__timestamps();
 
 --
 -- Name: lead_sequence_enrollments _100_timestamps; Type: TRIGGER; Schema: app_public; Owner: -
@@ -28744,6 +29253,27 @@ ALTER TABLE ONLY app_public.lead_experiment_assignments
     ADD CONSTRAINT lead_experiment_assignments_variant_must_exist FOREIGN KEY (tenant_id, variant_id) REFERENCES app_public.routing_experiment_variants(tenant_id, id) ON DELETE CASCADE;
 
 --
+-- Name: lead_form_submissions lead_form_submissions_form_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.lead_form_submissions
+    ADD CONSTRAINT lead_form_submissions_form_must_exist FOREIGN KEY (tenant_id, form_id) REFERENCES app_public.lead_forms(tenant_id, id) ON DELETE CASCADE;
+
+--
+-- Name: lead_form_submissions lead_form_submissions_lead_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.lead_form_submissions
+    ADD CONSTRAINT lead_form_submissions_lead_must_exist FOREIGN KEY (tenant_id, lead_id) REFERENCES app_public.leads(tenant_id, id) ON DELETE SET NULL (lead_id);
+
+--
+-- Name: lead_forms lead_forms_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.lead_forms
+    ADD CONSTRAINT lead_forms_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
+
+--
 -- Name: lead_routing_history lead_routing_history_lead_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -29570,6 +30100,12 @@ ALTER TABLE app_public.consent_records ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_public.conversations ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: lead_forms delete_as_admin; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY delete_as_admin ON app_public.lead_forms FOR DELETE TO :DATABASE_VISITOR USING (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND ( SELECT app_hidden.current_user_has_role('admin'::text) AS current_user_has_role)));
+
+--
 -- Name: agent_service_areas delete_current_tenant; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -29694,6 +30230,12 @@ ALTER TABLE app_public.import_batch_rows ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_public.import_batches ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: lead_forms insert_as_admin; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY insert_as_admin ON app_public.lead_forms FOR INSERT TO :DATABASE_VISITOR WITH CHECK (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND ( SELECT app_hidden.current_user_has_role('admin'::text) AS current_user_has_role)));
 
 --
 -- Name: agent_availability insert_current_tenant; Type: POLICY; Schema: app_public; Owner: -
@@ -29850,6 +30392,18 @@ ALTER TABLE app_public.lead_audit_log ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_public.lead_experiment_assignments ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: lead_form_submissions; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.lead_form_submissions ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: lead_forms; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.lead_forms ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: lead_routing_history; Type: ROW SECURITY; Schema: app_public; Owner: -
@@ -30114,6 +30668,18 @@ CREATE POLICY owner_all ON app_public.lead_audit_log TO :DATABASE_OWNER USING (t
 --
 
 CREATE POLICY owner_all ON app_public.lead_experiment_assignments TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: lead_form_submissions owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.lead_form_submissions TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: lead_forms owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.lead_forms TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
 -- Name: lead_routing_history owner_all; Type: POLICY; Schema: app_public; Owner: -
@@ -30644,6 +31210,18 @@ CREATE POLICY select_current_tenant ON app_public.lead_audit_log FOR SELECT TO :
 CREATE POLICY select_current_tenant ON app_public.lead_experiment_assignments FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
+-- Name: lead_form_submissions select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_current_tenant ON app_public.lead_form_submissions FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
+-- Name: lead_forms select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_current_tenant ON app_public.lead_forms FOR SELECT TO :DATABASE_VISITOR USING ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
 -- Name: lead_routing_history select_current_tenant; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -30918,6 +31496,12 @@ ALTER TABLE app_public.tenants ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_public.tracking_numbers ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: lead_forms update_as_admin; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY update_as_admin ON app_public.lead_forms FOR UPDATE TO :DATABASE_VISITOR USING (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND ( SELECT app_hidden.current_user_has_role('admin'::text) AS current_user_has_role))) WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
 -- Name: tenants update_current; Type: POLICY; Schema: app_public; Owner: -
@@ -31691,6 +32275,13 @@ REVOKE ALL ON FUNCTION app_hidden.lead_filter_where(f app_hidden.lead_filter) FR
 GRANT ALL ON FUNCTION app_hidden.lead_filter_where(f app_hidden.lead_filter) TO :DATABASE_VISITOR;
 
 --
+-- Name: FUNCTION lead_form_field_map_problem(field_map jsonb); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.lead_form_field_map_problem(field_map jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.lead_form_field_map_problem(field_map jsonb) TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION lead_matches_filter(tenant_id uuid, lead_id uuid, filter jsonb); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -32336,6 +32927,12 @@ REVOKE ALL ON FUNCTION app_private.issue_password_reset_token(user_id uuid) FROM
 REVOKE ALL ON FUNCTION app_private.lead_default_timezone(tenant_id uuid, phone text, country text, region text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION lead_form_settings(public_key text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.lead_form_settings(public_key text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION lead_funnel_reaches(lead_ids uuid[], OUT lead_id uuid, OUT tenant_id uuid, OUT reaches app_private.lead_stage_reach[]); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -32550,6 +33147,12 @@ REVOKE ALL ON FUNCTION app_private.refresh_segment_counts(tenant_id uuid) FROM P
 --
 
 REVOKE ALL ON FUNCTION app_private.refresh_tenant_lead_scores(tenant_id uuid, after_lead_id uuid, batch_size integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION refuse_lead_form_submission(form_id uuid, reason text, idempotency_key text, client_address inet, origin text, page_url text, user_agent text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.refuse_lead_form_submission(form_id uuid, reason text, idempotency_key text, client_address inet, origin text, page_url text, user_agent text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION release_email_for_retry(email_id uuid, error_message text, delay_seconds integer); Type: ACL; Schema: app_private; Owner: -
@@ -32898,6 +33501,12 @@ REVOKE ALL ON FUNCTION app_private.stop_enrollment(enrollment_id uuid, reason te
 --
 
 REVOKE ALL ON FUNCTION app_private.stop_lead_enrollments(tenant_id uuid, lead_id uuid, reason text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION submit_lead_form(public_key text, fields jsonb, idempotency_key text, client_address inet, origin text, page_url text, user_agent text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.submit_lead_form(public_key text, fields jsonb, idempotency_key text, client_address inet, origin text, page_url text, user_agent text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION sweep_email_outbox(grace interval, OUT requeued integer, OUT to_settle integer); Type: ACL; Schema: app_private; Owner: -
@@ -34687,6 +35296,72 @@ GRANT SELECT ON TABLE app_public.lead_audit_log TO :DATABASE_VISITOR;
 --
 
 GRANT SELECT ON TABLE app_public.lead_experiment_assignments TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE lead_form_submissions; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.lead_form_submissions TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE lead_forms; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT,DELETE ON TABLE app_public.lead_forms TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN lead_forms.name; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(name),UPDATE(name) ON TABLE app_public.lead_forms TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN lead_forms.allowed_origins; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(allowed_origins),UPDATE(allowed_origins) ON TABLE app_public.lead_forms TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN lead_forms.field_map; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(field_map),UPDATE(field_map) ON TABLE app_public.lead_forms TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN lead_forms.source; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(source),UPDATE(source) ON TABLE app_public.lead_forms TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN lead_forms.consent_disclosure; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(consent_disclosure),UPDATE(consent_disclosure) ON TABLE app_public.lead_forms TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN lead_forms.consent_field; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(consent_field),UPDATE(consent_field) ON TABLE app_public.lead_forms TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN lead_forms.min_fill_seconds; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(min_fill_seconds),UPDATE(min_fill_seconds) ON TABLE app_public.lead_forms TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN lead_forms.captcha_required; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(captcha_required),UPDATE(captcha_required) ON TABLE app_public.lead_forms TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN lead_forms.enabled; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(enabled),UPDATE(enabled) ON TABLE app_public.lead_forms TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE lead_score_history; Type: ACL; Schema: app_public; Owner: -

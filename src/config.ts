@@ -60,6 +60,23 @@ export interface Config {
   /** TRUST_PROXY: how many reverse proxies in front of the server may set X-Forwarded-For (0: the socket address is the client). */
   trustProxy: number;
   rateLimits: RateLimitSettings;
+  forms: FormSettings;
+}
+
+/** The public lead forms at /f/<key> (src/webhooks/leadForms.ts). */
+export interface FormSettings {
+  /** FORM_LIMIT_PER_ADDRESS: submissions one client address may send per window, to any form. */
+  perAddress: number;
+  /** FORM_LIMIT_PER_FORM: submissions one form takes per window, from everyone. */
+  perForm: number;
+  /** FORM_LIMIT_WINDOW_SECONDS: the window of both counters. */
+  windowSeconds: number;
+  /** FORM_MAX_BODY_BYTES: the largest submission body. */
+  maxBodyBytes: number;
+  /** CAPTCHA_VERIFY_URL: the siteverify endpoint (Cloudflare Turnstile or hCaptcha API shape); null: forms that require a captcha refuse every submission. */
+  captchaVerifyUrl: string | null;
+  /** CAPTCHA_SECRET: the secret sent to it. */
+  captchaSecret: string | null;
 }
 
 /** Limits on login, register, the token flows and the password checks (src/api/rateLimit.ts), shared by every API process through PostgreSQL. */
@@ -312,6 +329,14 @@ export function loadConfig(env: Env = process.env, argv: string[] = []): Config 
     serviceTitan: serviceTitanConfig(env, secrets),
     trustProxy: int(env, "TRUST_PROXY", 0, 0, 10),
     rateLimits: rateLimitConfig(env),
+    forms: {
+      perAddress: int(env, "FORM_LIMIT_PER_ADDRESS", 10, 1, 1_000_000),
+      perForm: int(env, "FORM_LIMIT_PER_FORM", 600, 1, 10_000_000),
+      windowSeconds: int(env, "FORM_LIMIT_WINDOW_SECONDS", 600, 1, 86_400),
+      maxBodyBytes: int(env, "FORM_MAX_BODY_BYTES", 16_384, 1_024, 1_048_576),
+      captchaVerifyUrl: env.CAPTCHA_VERIFY_URL?.trim() || null,
+      captchaSecret: env.CAPTCHA_SECRET?.trim() || null,
+    },
   };
 }
 

@@ -48,6 +48,8 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     RESET_PASSWORD_LIMIT_PER_ACCOUNT: "1000000",
     CHANGE_PASSWORD_LIMIT_PER_ADDRESS: "1000000",
     CHANGE_PASSWORD_LIMIT_PER_ACCOUNT: "1000000",
+    FORM_LIMIT_PER_ADDRESS: "1000000",
+    FORM_LIMIT_PER_FORM: "1000000",
     ...env,
   });
   const ownerPool = makePool(db.ownerUrl, 4, "test server owner", 0);

@@ -1,6 +1,6 @@
 /**
  * The HTTP server: Express 4 with /healthz, Twilio webhooks at /webhooks/twilio, the unsubscribe link of
- * emails at /email/unsubscribe, the auth middleware and PostGraphile (grafserv) at /graphql.
+ * emails at /email/unsubscribe, public lead forms at /f, the auth middleware and PostGraphile (grafserv) at /graphql.
  */
 import express from "express";
 import { createHash, timingSafeEqual } from "node:crypto";
@@ -16,6 +16,7 @@ import { graphqlBodyParser } from "./limits.ts";
 import { makePreset } from "./preset.ts";
 import { twilioWebhooks } from "../webhooks/twilio.ts";
 import { unsubscribeRoutes } from "../webhooks/unsubscribe.ts";
+import { leadFormRoutes } from "../webhooks/leadForms.ts";
 
 export interface ApiServer {
   server: Server;
@@ -93,6 +94,7 @@ export async function startApiServer(options: {
     twilioWebhooks({ ownerPool: options.ownerPool, authToken: config.telephony.webhookAuthToken, publicUrl: () => config.telephony.publicUrl ?? ownUrl }),
   );
   app.use("/email/unsubscribe", unsubscribeRoutes({ ownerPool: options.ownerPool }));
+  app.use("/f", leadFormRoutes({ ownerPool: options.ownerPool, settings: config.forms, jwtSecret: config.jwtSecret, trustProxy: config.trustProxy }));
   app.use("/graphql", authMiddleware(config.jwtSecret));
   // Request limits start here: the body is read with its cap before grafserv sees it (src/api/limits.ts).
   app.use("/graphql", graphqlBodyParser(config.graphql.maxBodyBytes, MAX_REQUEST_BYTES, config.graphql));

@@ -15,6 +15,7 @@
 --   messaging  the main line +1 212 555 0123; Jordan Blake's missed call became a lead and a conversation
 --              (automatic text, two texts from Jordan, Avery's reply)
 --   nurture    "Quote follow-up" with three enrollments (one stopped when the lead was won)
+--   forms      "Quote request", a web form (POST /f/sbf_de000000000000000000000000000001)
 --   CRM        a do-not-contact list, two segments, and what each lead source cost in the month the demo
 --              was loaded (leadSourceRoi)
 --
@@ -230,6 +231,13 @@ begin
     (v_tenant_id, 'messaging.quiet_hours', '{"start": "21:00", "end": "08:00"}', 'json', 'No automated messages between these local times.'),
     (v_tenant_id, 'leads.default_source', '"web_form"', 'string', 'Source recorded for leads that do not name one.')
   on conflict (tenant_id, key) do nothing;
+
+  -- A web form for the site's quote page (docs/lead-forms.md): POST /f/sbf_de000000000000000000000000000001.
+  insert into app_public.lead_forms (tenant_id, public_key, name, allowed_origins, source, consent_disclosure, min_fill_seconds)
+  values (v_tenant_id, 'sbf_de000000000000000000000000000001', 'Quote request', '{https://acme-plumbing.example}', 'website',
+    'By checking this box I agree to receive marketing texts from Acme Plumbing at the number above, sent with automated technology. Consent is not a condition of purchase. Msg & data rates may apply. Reply STOP to stop, HELP for help.',
+    0)
+  on conflict on constraint lead_forms_public_key_must_be_unique do nothing;
 
   -- A nurture sequence to try enrollLeadInSequence with (weekdays 9-17 in each lead's time zone).
   insert into app_public.nurture_sequences (tenant_id, name, description, steps, sending_window)

@@ -14,6 +14,7 @@ import { becomeRoot, becomeUser, becomeAnonymous, db, expectSqlError, registerUs
 import { seedAnalysis } from "../fixtures/analysis.ts";
 import { seedHistory } from "../fixtures/history.ts";
 import { seedImport } from "../fixtures/import.ts";
+import { seedForms } from "../fixtures/forms.ts";
 import { seedLedger } from "../fixtures/ledger.ts";
 import { seedRouting } from "../fixtures/routing.ts";
 import { seedEmail } from "../fixtures/email.ts";
@@ -67,7 +68,7 @@ async function seedTenant(client: pg.ClientBase, owner: RegisteredUser): Promise
   await client.query("update app_public.leads set status = 'contacted' where id = $1", [rows[0]!.id]);
   await client.query("insert into app_public.dnc_list (phone, reason) values ('+12025550000', 'isolation fixture')");
   // Each area's own fixture (test/fixtures/*.ts) fills its tables.
-  for (const seed of [seedHistory, seedAnalysis, seedLedger, seedImport, seedRouting, seedTelephony, seedEmail, seedNurture, seedServiceTitan]) {
+  for (const seed of [seedHistory, seedAnalysis, seedLedger, seedImport, seedRouting, seedTelephony, seedEmail, seedNurture, seedServiceTitan, seedForms]) {
     await seed(client, owner, rows[0]!.id);
     await becomeUser(client, owner);
   }
