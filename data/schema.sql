@@ -2359,8 +2359,8 @@ begin
     return 'the field map may name at most 50 form fields';
   end if;
   for v_field, v_target in select e.key, e.value #>> '{}' from pg_catalog.jsonb_each(lead_form_field_map_problem.field_map) e loop
-    if v_field !~ '^[A-Za-z0-9_.-]{1,100}\Z' then
-      return pg_catalog.format('form field name %s must be 1 to 100 letters, digits, _ . or -', pg_catalog.quote_literal(v_field));
+    if v_field !~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z' or v_field in ('constructor', 'prototype', 'toString', 'valueOf', 'hasOwnProperty') then
+      return pg_catalog.format('form field name %s must be 1 to 100 letters, digits, _ . or -, start with a letter or digit (names starting with _ are the form''s own: _token, _hp, _page, _submission_id), and not be a name JavaScript objects already have', pg_catalog.quote_literal(v_field));
     end if;
     if pg_catalog.jsonb_typeof(lead_form_field_map_problem.field_map -> v_field) <> 'string'
        or not (v_target = any (array['first_name', 'last_name', 'name', 'phone', 'email', 'address', 'city', 'region', 'postal_code',
@@ -2379,7 +2379,7 @@ $$;
 -- Name: FUNCTION lead_form_field_map_problem(field_map jsonb); Type: COMMENT; Schema: app_hidden; Owner: -
 --
 
-COMMENT ON FUNCTION app_hidden.lead_form_field_map_problem(field_map jsonb) IS 'What is wrong with the field map of a lead form, in words, or null: an object of at most 50 form field names (letters, digits, _ . -) each mapped to a lead field (first_name, last_name, name, which is split into first and last, phone, email, address, city, region, postal_code, country, problem_description, job_type, urgency, estimated_value, event_date, event_type, service_line, customer_segment, language) or to attributes.<key>. Used by the check constraint of lead_forms.';
+COMMENT ON FUNCTION app_hidden.lead_form_field_map_problem(field_map jsonb) IS 'What is wrong with the field map of a lead form, in words, or null: an object of at most 50 form field names (letters, digits, _ . -, starting with a letter or digit, not constructor, prototype, toString, valueOf or hasOwnProperty) each mapped to a lead field (first_name, last_name, name, which is split into first and last, phone, email, address, city, region, postal_code, country, problem_description, job_type, urgency, estimated_value, event_date, event_type, service_line, customer_segment, language) or to attributes.<key>. Used by the check constraint of lead_forms.';
 
 --
 -- Name: lead_matches_filter(uuid, uuid, jsonb); Type: FUNCTION; Schema: app_hidden; Owner: -
@@ -9339,7 +9339,7 @@ CREATE FUNCTION app_private.refuse_lead_form_submission(form_id uuid, reason tex
     AS $$
   insert into app_public.lead_form_submissions (tenant_id, form_id, outcome, reason, idempotency_key, client_address, origin, page_url, user_agent)
   select f.tenant_id, f.id, 'refused', pg_catalog.left(refuse_lead_form_submission.reason, 300),
-         pg_catalog.left(refuse_lead_form_submission.idempotency_key, 200), refuse_lead_form_submission.client_address,
+         pg_catalog.left(nullif(pg_catalog.btrim(refuse_lead_form_submission.idempotency_key), ''), 200), refuse_lead_form_submission.client_address,
          pg_catalog.left(refuse_lead_form_submission.origin, 300), pg_catalog.left(refuse_lead_form_submission.page_url, 2048),
          pg_catalog.left(refuse_lead_form_submission.user_agent, 1000)
     from app_public.lead_forms f where f.id = refuse_lead_form_submission.form_id
@@ -12538,6 +12538,7 @@ declare
   v_outcome text;
   v_submission uuid;
   v_previous_source text := pg_catalog.current_setting('app.change_source', true);
+  v_submitted_phone text;
 begin
   select f.* into v_form from app_public.lead_forms f where f.public_key = submit_lead_form.public_key and f.enabled;
   if not found then
@@ -12584,8 +12585,19 @@ begin
   if not (v_given ? 'phone' or v_given ? 'email') then
     raise exception 'A form needs a phone number or an email address to create a lead' using errcode = '22023';
   end if;
-  -- Types, the E.164 domain and the email format are checked by the casts and the table.
+  -- Types and the E.164 domain are checked by the casts; the table's own checks on a candidate row of the
+  -- same shape, before anything is matched, so that the answer is the same whether a lead exists or not.
   v_new := pg_catalog.jsonb_populate_record(null::app_public.leads, v_given);
+  v_submitted_phone := v_new.phone;
+  create temporary table if not exists lead_form_candidate (like app_public.leads including defaults including constraints) on commit delete rows;
+  insert into pg_temp.lead_form_candidate (tenant_id, first_name, last_name, phone, email, address, city, region, postal_code, country,
+      source, problem_description, job_type, urgency, estimated_value, event_date, event_type, service_line, customer_segment,
+      language, attributes)
+  values (v_form.tenant_id, v_new.first_name, v_new.last_name, v_new.phone, v_new.email, v_new.address, v_new.city, v_new.region,
+      v_new.postal_code, coalesce(v_new.country, 'US'), v_new.source, v_new.problem_description, v_new.job_type,
+      coalesce(v_new.urgency, 'normal'), v_new.estimated_value, v_new.event_date, v_new.event_type, v_new.service_line,
+      v_new.customer_segment, coalesce(v_new.language, 'en'), coalesce(v_new.attributes, '{}'));
+  delete from pg_temp.lead_form_candidate;
 
   perform pg_catalog.set_config('app.change_source', 'webhook', true);
   -- The live lead it duplicates: same phone, else (without a phone) same email; merged into, as an import
@@ -12606,9 +12618,10 @@ begin
      order by l.created_at, l.id limit 1 for update;
   end if;
   if v_old.id is not null then
+    -- Anyone may post a form with a customer's number: a merge changes none of the lead's contact details
+    -- (name, email, address), only fills what the request is about; the submission keeps what was sent.
     v_new := app_private.import_merged_lead(v_old, v_new);
-    update app_public.leads l set first_name = v_new.first_name, last_name = v_new.last_name, email = v_new.email,
-        address = v_new.address, city = v_new.city, region = v_new.region, postal_code = v_new.postal_code,
+    update app_public.leads l set
         problem_description = v_new.problem_description, job_type = v_new.job_type, estimated_value = v_new.estimated_value,
         event_date = v_new.event_date, event_type = v_new.event_type, service_line = v_new.service_line,
         customer_segment = v_new.customer_segment, tags = v_new.tags, attributes = v_new.attributes
@@ -12633,8 +12646,8 @@ begin
   end if;
   perform pg_catalog.set_config('app.change_source', coalesce(v_previous_source, ''), true);
 
-  insert into app_public.lead_form_submissions (tenant_id, form_id, outcome, lead_id, idempotency_key, client_address, origin, page_url, user_agent)
-  values (v_form.tenant_id, v_form.id, v_outcome, v_lead_id, v_key, submit_lead_form.client_address,
+  insert into app_public.lead_form_submissions (tenant_id, form_id, outcome, lead_id, fields, idempotency_key, client_address, origin, page_url, user_agent)
+  values (v_form.tenant_id, v_form.id, v_outcome, v_lead_id, v_given - 'source', v_key, submit_lead_form.client_address,
           pg_catalog.left(submit_lead_form.origin, 300), pg_catalog.left(submit_lead_form.page_url, 2048),
           pg_catalog.left(submit_lead_form.user_agent, 1000))
   returning id into v_submission;
@@ -12645,12 +12658,12 @@ begin
   v_value := case when pg_catalog.length(submit_lead_form.page_url) <= 2048 and submit_lead_form.page_url ~* '^https?://[^[:space:]]+\Z'
                     then submit_lead_form.page_url
                   when submit_lead_form.origin ~* '^https?://[^[:space:]]+\Z' then pg_catalog.left(submit_lead_form.origin, 300) end;
-  if v_form.consent_disclosure is not null and v_new.phone is not null
+  if v_form.consent_disclosure is not null and v_submitted_phone is not null
      and pg_catalog.lower(pg_catalog.btrim(submit_lead_form.fields ->> v_form.consent_field)) in ('on', 'true', 'yes', '1')
      and v_value is not null and submit_lead_form.client_address is not null and nullif(pg_catalog.btrim(submit_lead_form.user_agent), '') is not null then
     insert into app_public.consent_records (tenant_id, lead_id, channel, phone, purpose, method, disclosure, page_url, ip, user_agent,
       given_at, recorded_by_user_id, evidence_hash)
-    values (v_form.tenant_id, v_lead_id, 'sms', v_new.phone, 'marketing', 'form', v_form.consent_disclosure, v_value,
+    values (v_form.tenant_id, v_lead_id, 'sms', v_submitted_phone, 'marketing', 'form', v_form.consent_disclosure, v_value,
       submit_lead_form.client_address, pg_catalog.left(submit_lead_form.user_agent, 1000), pg_catalog.clock_timestamp(), null,
       pg_catalog.repeat('0', 64));
   end if;
@@ -12662,7 +12675,7 @@ $$;
 -- Name: FUNCTION submit_lead_form(public_key text, fields jsonb, idempotency_key text, client_address inet, origin text, page_url text, user_agent text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.submit_lead_form(public_key text, fields jsonb, idempotency_key text, client_address inet, origin text, page_url text, user_agent text) IS 'A submission of a lead form that passed the endpoint’s checks (origin, honeypot, fill time, rate limits, captcha): maps its fields (field_map; a value over 2,000 characters is 22023), creates the lead with the form’s source, or merges into the live lead with the same phone (else the same email) as an import in merge mode does, with history (change source webhook; the tenant’s auto-routing runs as for any new lead); records the consent to marketing texts when the form has a disclosure and its checkbox is ticked (consent_records, method form, with the page, address and browser); logs the submission. The same idempotency key gives the same answer and one lead, even sent concurrently. Errors: P0002 an unknown or disabled form; 22023 no phone and no email, a bad value (the message says which); 40001 a concurrent submission with the same phone (send again).';
+COMMENT ON FUNCTION app_private.submit_lead_form(public_key text, fields jsonb, idempotency_key text, client_address inet, origin text, page_url text, user_agent text) IS 'A submission of a lead form that passed the endpoint’s checks (origin, honeypot, fill time, rate limits, captcha): maps its fields (field_map; a value over 2,000 characters is 22023), checks the values against the table’s rules before matching (the same answer whether a lead exists or not), creates the lead with the form’s source, or merges into the live lead with the same phone (else the same email), filling only what the request is about (problem, job, value, event, service line, segment, tags, attributes), never its contact details, with history (change source webhook; the tenant’s auto-routing runs as for any new lead); records the consent to marketing texts for the phone submitted, when the form has a disclosure and its checkbox is ticked (consent_records, method form, with the page, address and browser); logs the submission with the fields sent. The same idempotency key gives the same answer and one lead, even sent concurrently. Errors: P0002 an unknown or disabled form; 22023 no phone and no email, a bad value (the message says which); 40001 a concurrent submission with the same phone (send again).';
 
 --
 -- Name: sweep_email_outbox(interval); Type: FUNCTION; Schema: app_private; Owner: -
@@ -23157,6 +23170,8 @@ CREATE TABLE app_public.lead_form_submissions (
     origin text,
     page_url text,
     user_agent text,
+    fields jsonb,
+    CONSTRAINT lead_form_submissions_fields_must_be_a_small_object CHECK (((fields IS NULL) OR ((jsonb_typeof(fields) = 'object'::text) AND (pg_column_size(fields) <= 65536)))),
     CONSTRAINT lead_form_submissions_idempotency_key_must_be_at_most_200 CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
     CONSTRAINT lead_form_submissions_outcome_must_be_known CHECK ((outcome = ANY (ARRAY['created'::text, 'merged'::text, 'refused'::text]))),
     CONSTRAINT lead_form_submissions_refusals_have_a_reason CHECK (((outcome = 'refused'::text) = (reason IS NOT NULL))),
@@ -23243,6 +23258,12 @@ COMMENT ON COLUMN app_public.lead_form_submissions.page_url IS 'The page it was 
 --
 
 COMMENT ON COLUMN app_public.lead_form_submissions.user_agent IS 'The browser that sent it.';
+
+--
+-- Name: COLUMN lead_form_submissions.fields; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_form_submissions.fields IS 'The lead fields it sent, as mapped (for a merge, what the lead did not take: a form never changes a lead’s name, email or address).';
 
 --
 -- Name: lead_forms; Type: TABLE; Schema: app_public; Owner: -

@@ -38,7 +38,8 @@ interface PgError extends Error {
 
 /** The fields a page may send that are not the person's: the token, the honeypot, the page and the submission id. */
 const HONEYPOT = "_hp";
-const TOKEN_MAX_AGE_SECONDS = 86_400;
+/** A token is good for two hours: time to fill a form, not to feed a bot all day. */
+const TOKEN_MAX_AGE_SECONDS = 7_200;
 const CAPTCHA_FIELDS = ["cf-turnstile-response", "h-captcha-response", "captcha"];
 
 export interface LeadFormOptions {
@@ -70,7 +71,8 @@ function tokenAge(jwtSecret: string, publicKey: string, token: string, now: numb
 /** A flat map of the submitted fields: strings only (a repeated HTML field keeps its first value). */
 function flatFields(body: unknown): Record<string, string> | null {
   if (body === null || typeof body !== "object" || Array.isArray(body)) return null;
-  const out: Record<string, string> = {};
+  // No prototype: a field named constructor or __proto__ is a field like any other.
+  const out: Record<string, string> = Object.create(null);
   for (const [key, value] of Object.entries(body as Record<string, unknown>)) {
     const first = Array.isArray(value) ? value[0] : value;
     if (typeof first === "string") out[key] = first;
@@ -162,7 +164,7 @@ export function leadFormRoutes(options: LeadFormOptions): express.Router {
     express.json({ limit: settings.maxBodyBytes, strict: true }),
     express.urlencoded({ extended: false, limit: settings.maxBodyBytes, parameterLimit: 60 }),
   ];
-  router.post("/:key", ...bodies, async (req, res) => {
+  const submit = async (req: Request, res: Response): Promise<void> => {
     const key = req.params.key!;
     const address = clientAddress(req, trustProxy);
     let form: FormRow | null;
@@ -177,19 +179,20 @@ export function leadFormRoutes(options: LeadFormOptions): express.Router {
       answer(req, res, 404, "not_found", "No such form");
       return;
     }
-    try {
-      await perAddress.consume(address ?? "unknown");
-      await perForm.consume(form.form_id);
-    } catch (error) {
-      if (error instanceof RateLimiterRes) {
+    const limited = async (counter: RateLimiterPostgres, key: string): Promise<boolean> => {
+      try {
+        await counter.consume(key);
+        return false;
+      } catch (error) {
+        if (!(error instanceof RateLimiterRes)) throw error;
         res.set("retry-after", String(Math.ceil(error.msBeforeNext / 1000)));
         answer(req, res, 429, "rate_limited", "Too many submissions; please try again later.");
-        return;
+        return true;
       }
-      throw error;
-    }
+    };
+    if (await limited(perAddress, address ?? "unknown")) return;
     const fields = flatFields(req.body);
-    const idempotencyKey = req.get("idempotency-key") ?? fields?._submission_id ?? null;
+    const idempotencyKey = req.get("idempotency-key")?.trim() || fields?._submission_id?.trim() || null;
     const pageUrl = fields?._page ?? req.get("referer") ?? null;
     const origin = req.get("origin") ?? null;
     const userAgent = req.get("user-agent") ?? null;
@@ -207,6 +210,8 @@ export function leadFormRoutes(options: LeadFormOptions): express.Router {
       if (age === null) return refuse(422, "bad_token", "The form has expired: reload the page and send it again");
       if (age < form.min_fill_seconds) return refuse(422, "too_fast", "The form was sent too fast: please check it and send it again");
     }
+    // The form's own limit counts only what got past the cheap checks, so that junk can't use it up.
+    if (await limited(perForm, form.form_id)) return;
     if (form.captcha_required) {
       const captcha = CAPTCHA_FIELDS.map((f) => fields[f]).find((v) => v !== undefined && v !== "");
       if (!(await verifyCaptcha(settings, captcha, address))) return refuse(422, "captcha", "The captcha was not solved: please try again");
@@ -214,7 +219,7 @@ export function leadFormRoutes(options: LeadFormOptions): express.Router {
     // Phone numbers to E.164 (libphonenumber, the US unless the number says otherwise); one that is not a
     // number is refused by the database with the others' checks.
     for (const field of form.phone_fields) {
-      const value = fields[field]?.trim();
+      const value = Object.hasOwn(fields, field) ? fields[field]!.trim() : undefined;
       if (!value) continue;
       const parsed = parsePhoneNumberFromString(value, "US");
       if (parsed?.isValid()) fields[field] = parsed.number;
@@ -236,6 +241,16 @@ export function leadFormRoutes(options: LeadFormOptions): express.Router {
       return answer(req, res, 500, "error", "Something went wrong; nothing was saved. Please try again.");
     }
     answer(req, res, 201, "received", "received");
+  };
+
+  router.post("/:key", ...bodies, async (req, res) => {
+    try {
+      await submit(req, res);
+    } catch (error) {
+      // Express 4 does not catch a rejected handler: answer here, whatever failed (a full pool, a bug).
+      console.error(`[forms] ${(error as Error).message}`);
+      if (!res.headersSent) answer(req, res, 503, "retry", "Something went wrong; nothing was saved. Please try again.");
+    }
   });
 
   // Unreadable or oversized bodies: a clear answer, nothing written.

@@ -217,4 +217,48 @@ describe("lead forms", () => {
     await server.gql(`mutation ($id: UUID!) { updateLeadFormByRowId(input: { rowId: $id, leadFormPatch: { enabled: false } }) { leadForm { enabled } } }`, { id: form.id }, form.token);
     expect((await post(server, form.key, { phone: phone() })).status).toBe(404);
   });
+
+  it("review of 000079: a merge changes no contact detail and records consent only for the phone sent; the answer is the same whether a lead exists", async () => {
+    const form = await newForm();
+    const number = phone();
+    const browser = { origin: "https://plumbing.example", "user-agent": "Mozilla/5.0 (owner)" };
+    expect((await post(server, form.key, { name: "Dana Whitfield", phone: number, email: "dana.real@example.com" }, browser)).status).toBe(201);
+    // Someone who knows only her email ticks the consent box: no consent for her phone.
+    expect((await post(server, form.key, { email: "dana.real@example.com", sms_consent: "on", _page: "https://plumbing.example/q" }, { ...browser, "user-agent": "attacker" })).status).toBe(201);
+    expect(await count("select count(*) as n from app_public.consent_records where tenant_id = $1", [form.tenant])).toBe(0);
+    // Someone who knows her number sends another email and name: the lead keeps hers; the submission keeps what was sent.
+    expect((await post(server, form.key, { name: "Mallory Evil", phone: number, email: "attacker@evil.example", message: "Call me" }, browser)).status).toBe(201);
+    const { rows: [lead] } = await rootPool().query("select first_name, last_name, email, problem_description from app_public.leads where tenant_id = $1 and phone = $2", [form.tenant, e164(number)]);
+    expect(lead).toEqual({ first_name: "Dana", last_name: "Whitfield", email: "dana.real@example.com", problem_description: "Call me" });
+    const { rows: [last] } = await rootPool().query("select outcome, fields from app_public.lead_form_submissions where form_id = $1 order by received_at desc limit 1", [form.id]);
+    expect(last.outcome).toBe("merged");
+    expect(last.fields).toMatchObject({ email: "attacker@evil.example", first_name: "Mallory", last_name: "Evil" });
+    // A bad value gets the same answer for a number that has a lead and one that has none.
+    const known = await post(server, form.key, { phone: number, email: "not-an-email" });
+    const unknown = await post(server, form.key, { phone: phone(), email: "not-an-email" });
+    expect([known.status, known.json]).toEqual([unknown.status, unknown.json]);
+    expect(known.status).toBe(422);
+  });
+
+  it("review of 000079: field names JavaScript objects have are refused in a field map, and posted ones are ordinary fields; an empty idempotency key counts as none", async () => {
+    const form = await newForm();
+    const map = await server.gql(`mutation { createLeadForm(input: { leadForm: { name: "Proto", fieldMap: { constructor: "phone", email: "email" } } }) { leadForm { rowId } } }`, {}, form.token);
+    expect(map.errors?.[0]?.extensions?.code).toBe("23514");
+    const hidden = await server.gql(`mutation { createLeadForm(input: { leadForm: { name: "Hidden", fieldMap: { _token: "phone" } } }) { leadForm { rowId } } }`, {}, form.token);
+    expect(hidden.errors?.[0]?.extensions?.code).toBe("23514");
+    expect((await post(server, form.key, { constructor: "x", toString: "y", phone: phone() })).status).toBe(201);
+    expect((await post(server, form.key, `constructor=x&__proto__=y&phone=${encodeURIComponent(phone())}`)).status).toBe(201);
+    expect((await post(server, form.key, { phone: phone(), _hp: "spam" }, { "idempotency-key": "  " })).json).toMatchObject({ error: "honeypot" });
+    expect(await refusals(form)).toEqual(["honeypot"]);
+  });
+
+  it("review of 000079: junk refused before the form's own limit does not use it up", async () => {
+    const form = await newForm();
+    for (let i = 0; i < 6; i++) {
+      const junk = await post(limited, form.key, { phone: phone(), _hp: "spam" }, { "x-forwarded-for": `192.0.2.${1 + ((Date.now() + i * 17) % 250)}` });
+      expect(junk.status).toBe(422);
+    }
+    expect((await post(limited, form.key, { phone: phone() }, { "x-forwarded-for": `198.18.0.${1 + (Date.now() % 250)}` })).status).toBe(201);
+  });
 });
+
