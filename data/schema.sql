@@ -7249,14 +7249,15 @@ COMMENT ON FUNCTION app_private.lead_default_timezone(tenant_id uuid, phone text
 -- Name: lead_form_settings(text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.lead_form_settings(public_key text) RETURNS TABLE(form_id uuid, tenant_id uuid, allowed_origins text[], phone_fields text[], min_fill_seconds integer, captcha_required boolean, consent_field text)
+CREATE FUNCTION app_private.lead_form_settings(public_key text) RETURNS TABLE(form_id uuid, tenant_id uuid, allowed_origins text[], phone_fields text[], min_fill_seconds integer, captcha_required boolean, consent_field text, country text)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select f.id, f.tenant_id, f.allowed_origins,
          array(select e.key from pg_catalog.jsonb_each_text(f.field_map) e where e.value = 'phone' order by e.key),
-         f.min_fill_seconds, f.captcha_required, f.consent_field
+         f.min_fill_seconds, f.captcha_required, f.consent_field, coalesce(s.country, 'US')
     from app_public.lead_forms f
+    left join app_public.business_settings s on s.tenant_id = f.tenant_id
    where f.public_key = lead_form_settings.public_key and f.enabled;
 $$;
 
@@ -7264,7 +7265,7 @@ $$;
 -- Name: FUNCTION lead_form_settings(public_key text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.lead_form_settings(public_key text) IS 'What the form endpoint checks before a submission reaches the database: the enabled form with this public key (no row for an unknown or disabled one), its allowed origins, the form fields that carry the phone (normalised by the endpoint with libphonenumber), its minimum fill time, whether it needs a captcha, and its consent checkbox.';
+COMMENT ON FUNCTION app_private.lead_form_settings(public_key text) IS 'What the form endpoint checks before a submission reaches the database: the enabled form with this public key (no row for an unknown or disabled one), its allowed origins, the form fields that carry the phone (normalised by the endpoint with libphonenumber), its minimum fill time, whether it needs a captcha, its consent checkbox, and the business’s country (business_settings.country: numbers without a country code are read as its).';
 
 --
 -- Name: lead_funnel_reaches(uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
@@ -12539,6 +12540,7 @@ declare
   v_submission uuid;
   v_previous_source text := pg_catalog.current_setting('app.change_source', true);
   v_submitted_phone text;
+  v_country text;
 begin
   select f.* into v_form from app_public.lead_forms f where f.public_key = submit_lead_form.public_key and f.enabled;
   if not found then
@@ -12589,12 +12591,14 @@ begin
   -- same shape, before anything is matched, so that the answer is the same whether a lead exists or not.
   v_new := pg_catalog.jsonb_populate_record(null::app_public.leads, v_given);
   v_submitted_phone := v_new.phone;
+  select coalesce(s.country, 'US') into v_country from app_public.business_settings s where s.tenant_id = v_form.tenant_id;
+  v_new.country := coalesce(v_new.country, v_country, 'US');
   create temporary table if not exists lead_form_candidate (like app_public.leads including defaults including constraints) on commit delete rows;
   insert into pg_temp.lead_form_candidate (tenant_id, first_name, last_name, phone, email, address, city, region, postal_code, country,
       source, problem_description, job_type, urgency, estimated_value, event_date, event_type, service_line, customer_segment,
       language, attributes)
   values (v_form.tenant_id, v_new.first_name, v_new.last_name, v_new.phone, v_new.email, v_new.address, v_new.city, v_new.region,
-      v_new.postal_code, coalesce(v_new.country, 'US'), v_new.source, v_new.problem_description, v_new.job_type,
+      v_new.postal_code, v_new.country, v_new.source, v_new.problem_description, v_new.job_type,
       coalesce(v_new.urgency, 'normal'), v_new.estimated_value, v_new.event_date, v_new.event_type, v_new.service_line,
       v_new.customer_segment, coalesce(v_new.language, 'en'), coalesce(v_new.attributes, '{}'));
   delete from pg_temp.lead_form_candidate;
@@ -12630,14 +12634,20 @@ begin
     v_outcome := 'merged';
   else
     begin
-      insert into app_public.leads (tenant_id, first_name, last_name, phone, email, address, city, region, postal_code, country,
+      -- A form set not to route its leads names the one it creates, for the auto-routing trigger.
+      v_lead_id := pg_catalog.gen_random_uuid();
+      if not v_form.route_leads then
+        perform pg_catalog.set_config('app.skip_auto_route_for', v_lead_id::text, true);
+      end if;
+      insert into app_public.leads (id, tenant_id, first_name, last_name, phone, email, address, city, region, postal_code, country,
           source, problem_description, job_type, urgency, estimated_value, event_date, event_type, service_line, customer_segment,
           language, attributes)
-      values (v_form.tenant_id, v_new.first_name, v_new.last_name, v_new.phone, v_new.email, v_new.address, v_new.city, v_new.region,
-          v_new.postal_code, coalesce(v_new.country, 'US'), v_new.source, v_new.problem_description, v_new.job_type,
+      values (v_lead_id, v_form.tenant_id, v_new.first_name, v_new.last_name, v_new.phone, v_new.email, v_new.address, v_new.city, v_new.region,
+          v_new.postal_code, v_new.country, v_new.source, v_new.problem_description, v_new.job_type,
           coalesce(v_new.urgency, 'normal'), v_new.estimated_value, v_new.event_date, v_new.event_type, v_new.service_line,
           v_new.customer_segment, coalesce(v_new.language, 'en'), coalesce(v_new.attributes, '{}'))
       returning id into v_lead_id;
+      perform pg_catalog.set_config('app.skip_auto_route_for', '', true);
     exception when unique_violation then
       -- An import created the lead with this phone at the same moment.
       raise exception 'Another lead with this phone number was created at the same moment; send it again' using errcode = '40001';
@@ -12675,7 +12685,7 @@ $$;
 -- Name: FUNCTION submit_lead_form(public_key text, fields jsonb, idempotency_key text, client_address inet, origin text, page_url text, user_agent text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.submit_lead_form(public_key text, fields jsonb, idempotency_key text, client_address inet, origin text, page_url text, user_agent text) IS 'A submission of a lead form that passed the endpoint’s checks (origin, honeypot, fill time, rate limits, captcha): maps its fields (field_map; a value over 2,000 characters is 22023), checks the values against the table’s rules before matching (the same answer whether a lead exists or not), creates the lead with the form’s source, or merges into the live lead with the same phone (else the same email), filling only what the request is about (problem, job, value, event, service line, segment, tags, attributes), never its contact details, with history (change source webhook; the tenant’s auto-routing runs as for any new lead); records the consent to marketing texts for the phone submitted, when the form has a disclosure and its checkbox is ticked (consent_records, method form, with the page, address and browser); logs the submission with the fields sent. The same idempotency key gives the same answer and one lead, even sent concurrently. Errors: P0002 an unknown or disabled form; 22023 no phone and no email, a bad value (the message says which); 40001 a concurrent submission with the same phone (send again).';
+COMMENT ON FUNCTION app_private.submit_lead_form(public_key text, fields jsonb, idempotency_key text, client_address inet, origin text, page_url text, user_agent text) IS 'A submission of a lead form that passed the endpoint’s checks (origin, honeypot, fill time, rate limits, captcha): maps its fields (field_map; a value over 2,000 characters is 22023), checks the values against the table’s rules before matching (the same answer whether a lead exists or not), creates the lead with the form’s source, or merges into the live lead with the same phone (else the same email), filling only what the request is about (problem, job, value, event, service line, segment, tags, attributes), never its contact details, with history (change source webhook; the tenant’s auto-routing runs as for any new lead, unless the form’s route_leads is off; the lead’s country is the business’s unless the form gave one); records the consent to marketing texts for the phone submitted, when the form has a disclosure and its checkbox is ticked (consent_records, method form, with the page, address and browser); logs the submission with the fields sent. The same idempotency key gives the same answer and one lead, even sent concurrently. Errors: P0002 an unknown or disabled form; 22023 no phone and no email, a bad value (the message says which); 40001 a concurrent submission with the same phone (send again).';
 
 --
 -- Name: sweep_email_outbox(interval); Type: FUNCTION; Schema: app_private; Owner: -
@@ -13799,6 +13809,10 @@ begin
   if NEW.deleted_at is not null then
     return null;
   end if;
+  -- A lead form set not to route its leads names the lead it is creating (app_private.submit_lead_form).
+  if nullif(pg_catalog.current_setting('app.skip_auto_route_for', true), '') = NEW.id::text then
+    return null;
+  end if;
   case app_private.auto_route_mode(NEW.tenant_id)
     when 'inline' then
       perform app_private.route_lead(NEW.tenant_id, NEW.id, 'new_lead');
@@ -13816,7 +13830,7 @@ $$;
 -- Name: FUNCTION tg_leads__auto_route(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_leads__auto_route() IS 'AFTER INSERT trigger on leads (_910_auto_route): by the tenant''s system_config routing.auto_route, routes the new lead in the inserting transaction (inline: a routing error fails the insert), enqueues lead__route {lead_id} with job key lead_route:<lead_id> (job), or does nothing (off, the default).';
+COMMENT ON FUNCTION app_private.tg_leads__auto_route() IS 'AFTER INSERT trigger on leads (_910_auto_route): by the tenant’s system_config routing.auto_route, routes the new lead in the inserting transaction (inline: a routing error fails the insert), enqueues lead__route {lead_id} with job key lead_route:<lead_id> (job), or does nothing (off, the default). A lead created by a lead form whose route_leads is off is not routed (the form names it in the transaction setting app.skip_auto_route_for).';
 
 --
 -- Name: tg_leads__day_counts(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -19190,9 +19204,11 @@ CREATE TABLE app_public.business_settings (
     nurture_stop_on_human_contact boolean DEFAULT true NOT NULL,
     service_appointment_minutes integer DEFAULT 120 NOT NULL,
     sms_identify_every integer DEFAULT 10 NOT NULL,
+    country text DEFAULT 'US'::text NOT NULL,
     CONSTRAINT business_settings_ai_greeting_template_must_not_be_blank CHECK ((btrim(ai_greeting_template) <> ''::text)),
     CONSTRAINT business_settings_auto_response_message_must_not_be_blank CHECK ((btrim(auto_response_message) <> ''::text)),
     CONSTRAINT business_settings_business_hours_must_be_valid CHECK (app_public.is_valid_business_hours(business_hours)),
+    CONSTRAINT business_settings_country_must_be_an_iso_code CHECK ((country ~ '^[A-Z]{2}\Z'::text)),
     CONSTRAINT business_settings_missed_call_threshold_seconds_must_be_between CHECK (((missed_call_threshold_seconds >= 0) AND (missed_call_threshold_seconds <= 600))),
     CONSTRAINT business_settings_opt_in_confirmation_message_must_be_1_to_320_ CHECK (((length(btrim(opt_in_confirmation_message)) >= 1) AND (length(btrim(opt_in_confirmation_message)) <= 320))),
     CONSTRAINT business_settings_opt_out_confirmation_message_must_be_1_to_320 CHECK (((length(btrim(opt_out_confirmation_message)) >= 1) AND (length(btrim(opt_out_confirmation_message)) <= 320))),
@@ -19323,6 +19339,12 @@ COMMENT ON COLUMN app_public.business_settings.service_appointment_minutes IS 'H
 --
 
 COMMENT ON COLUMN app_public.business_settings.sms_identify_every IS 'The first marketing or nurture text to a number, and every Nth one after it, names the business and says how to stop (“Ace Plumbing: … Reply STOP to opt out.”, added unless the text already does): N, 1 to 1000, default 10; 1 identifies every text.';
+
+--
+-- Name: COLUMN business_settings.country; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.business_settings.country IS 'The business’s country (ISO 3166-1 alpha-2, default US): phone numbers written without a country code on its lead forms are read as numbers of this country, and its form leads get it as their country.';
 
 --
 -- Name: set_forward_to_phone(text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -23284,6 +23306,7 @@ CREATE TABLE app_public.lead_forms (
     enabled boolean DEFAULT true NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    route_leads boolean DEFAULT true NOT NULL,
     CONSTRAINT lead_forms_allowed_origins_must_be_at_most_20_http_origins CHECK (((cardinality(allowed_origins) <= 20) AND (array_to_string(allowed_origins, ' '::text) ~ '^(https?://[a-z0-9.-]+(:[0-9]{1,5})?( |\Z))*\Z'::text))),
     CONSTRAINT lead_forms_consent_disclosure_must_be_20_to_4000_characters CHECK (((consent_disclosure IS NULL) OR ((length(btrim(consent_disclosure)) >= 20) AND (length(btrim(consent_disclosure)) <= 4000)))),
     CONSTRAINT lead_forms_consent_field_must_be_a_field_name CHECK ((consent_field ~ '^[A-Za-z0-9_.-]{1,100}\Z'::text)),
@@ -23384,6 +23407,12 @@ COMMENT ON COLUMN app_public.lead_forms.created_at IS 'When it was created.';
 --
 
 COMMENT ON COLUMN app_public.lead_forms.updated_at IS 'When it was last changed.';
+
+--
+-- Name: COLUMN lead_forms.route_leads; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.lead_forms.route_leads IS 'Whether its new leads are routed as the business’s auto-routing says (routing.auto_route), or never (a form for, say, job applicants or a newsletter).';
 
 --
 -- Name: lead_routing_history_id_seq; Type: SEQUENCE; Schema: app_public; Owner: -
@@ -34730,6 +34759,12 @@ GRANT UPDATE(service_appointment_minutes) ON TABLE app_public.business_settings 
 GRANT INSERT(sms_identify_every),UPDATE(sms_identify_every) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
 
 --
+-- Name: COLUMN business_settings.country; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(country),UPDATE(country) ON TABLE app_public.business_settings TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION set_forward_to_phone(phone text); Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -35383,6 +35418,12 @@ GRANT INSERT(captcha_required),UPDATE(captcha_required) ON TABLE app_public.lead
 --
 
 GRANT INSERT(enabled),UPDATE(enabled) ON TABLE app_public.lead_forms TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN lead_forms.route_leads; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT INSERT(route_leads),UPDATE(route_leads) ON TABLE app_public.lead_forms TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE lead_score_history; Type: ACL; Schema: app_public; Owner: -

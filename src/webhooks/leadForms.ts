@@ -16,11 +16,12 @@
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import express, { type Request, type Response } from "express";
-import { parsePhoneNumberFromString } from "libphonenumber-js/max";
+import { parsePhoneNumberFromString, type CountryCode } from "libphonenumber-js/max";
 import type pg from "pg";
 import { RateLimiterPostgres, RateLimiterRes } from "rate-limiter-flexible";
 import type { FormSettings } from "../config.ts";
 import { clientAddress } from "../api/rateLimit.ts";
+import { isKnownCountry } from "../import/phone.ts";
 
 interface FormRow {
   form_id: string;
@@ -30,6 +31,7 @@ interface FormRow {
   min_fill_seconds: number;
   captcha_required: boolean;
   consent_field: string;
+  country: string;
 }
 
 interface PgError extends Error {
@@ -216,12 +218,13 @@ export function leadFormRoutes(options: LeadFormOptions): express.Router {
       const captcha = CAPTCHA_FIELDS.map((f) => fields[f]).find((v) => v !== undefined && v !== "");
       if (!(await verifyCaptcha(settings, captcha, address))) return refuse(422, "captcha", "The captcha was not solved: please try again");
     }
-    // Phone numbers to E.164 (libphonenumber, the US unless the number says otherwise); one that is not a
-    // number is refused by the database with the others' checks.
+    // Phone numbers to E.164 (libphonenumber, in the business's country unless the number says otherwise);
+    // one that is not a number is refused by the database with the others' checks.
+    const country = (isKnownCountry(form.country) ? form.country : "US") as CountryCode;
     for (const field of form.phone_fields) {
       const value = Object.hasOwn(fields, field) ? fields[field]!.trim() : undefined;
       if (!value) continue;
-      const parsed = parsePhoneNumberFromString(value, "US");
+      const parsed = parsePhoneNumberFromString(value, country);
       if (parsed?.isValid()) fields[field] = parsed.number;
     }
     const submitted = Object.fromEntries(Object.entries(fields).filter(([name]) => !name.startsWith("_") && !CAPTCHA_FIELDS.includes(name)));

@@ -260,5 +260,29 @@ describe("lead forms", () => {
     }
     expect((await post(limited, form.key, { phone: phone() }, { "x-forwarded-for": `198.18.0.${1 + (Date.now() % 250)}` })).status).toBe(201);
   });
+
+  it("routing per form: the business's auto-routing runs for a form's leads unless the form turns it off; phones are read in the business's country", async () => {
+    const routed = await newForm();
+    const unrouted = await server.gql(
+      `mutation { createLeadForm(input: { leadForm: { name: "Careers", routeLeads: false, minFillSeconds: 0 } }) { leadForm { rowId publicKey } } }`, {}, routed.token);
+    const careers = unrouted.data.createLeadForm.leadForm;
+    await rootPool().query(
+      `insert into app_public.system_config (tenant_id, key, value, value_type) values ($1, 'routing.auto_route', '"job"', 'string')
+       on conflict (tenant_id, key) do update set value = excluded.value`, [routed.tenant]);
+    const routeJobs = async (number: string) => count(
+      `select count(*) as n from graphile_worker._private_jobs j join app_public.leads l on j.key = 'lead_route:' || l.id
+        where l.tenant_id = $1 and l.phone = $2`, [routed.tenant, e164(number)]);
+    const a = phone();
+    const b = phone();
+    expect((await post(server, routed.key, { phone: a })).status).toBe(201);
+    expect((await post(server, careers.publicKey, { phone: b })).status).toBe(201);
+    expect([await routeJobs(a), await routeJobs(b)]).toEqual([1, 0]);
+    // A business in the United Kingdom: a number without its country code is British.
+    await rootPool().query("update app_public.business_settings set country = 'GB' where tenant_id = $1", [routed.tenant]);
+    const ukPost = await post(server, routed.key, { phone: "020 7946 0018" });
+    expect(ukPost.status).toBe(201);
+    const { rows: [uk] } = await rootPool().query("select phone, country from app_public.leads where tenant_id = $1 and phone = '+442079460018'", [routed.tenant]);
+    expect(uk).toEqual({ phone: "+442079460018", country: "GB" });
+  });
 });
 
