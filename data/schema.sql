@@ -4566,8 +4566,9 @@ begin
   -- ago, or no longer their conversation) is held like marketing from here on.
   v_late := v_message.held_as_marketing
     or (v_message.purpose in ('conversation', 'auto_response')
-        and coalesce(app_private.sms_customer_contact_at(v_message.tenant_id, v_message.conversation_id, v_message.to_phone)
-                       + app_private.sms_reply_window() < app_hidden.clock_now(v_message.tenant_id), true));
+        and not coalesce(app_private.sms_reply_covers(
+              app_private.sms_customer_contact_at(v_message.tenant_id, v_message.conversation_id, v_message.to_phone),
+              app_hidden.clock_now(v_message.tenant_id)), false));
   -- Marketing, and a reply held like it, go only under a current consent: it may have been revoked since
   -- queuing (a member's revokeConsent racing the text being queued).
   if (v_message.purpose in ('marketing', 'nurture') or v_late)
@@ -11834,6 +11835,23 @@ $$;
 COMMENT ON FUNCTION app_private.sms_marketing_send_time(tenant_id uuid, lead_id uuid, to_phone text, at timestamp with time zone) IS 'The first moment at or after at when a marketing or nurture text may reach the number: inside the legal sending hours of the recipient (sms_send_window: federal and state rules, in the recipient’s time zone) and allowed by the strictest per-state cap of messages per 24 hours, counting what is already queued or sent: marketing, nurture, and replies sent past the customer’s 24 hours (messages.held_as_marketing). Errors: 22023 when no such moment comes soon enough.';
 
 --
+-- Name: sms_reply_covers(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.sms_reply_covers(contact_at timestamp with time zone, at timestamp with time zone) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select sms_reply_covers.at <= sms_reply_covers.contact_at + app_private.sms_reply_window();
+$$;
+
+--
+-- Name: FUNCTION sms_reply_covers(contact_at timestamp with time zone, at timestamp with time zone); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.sms_reply_covers(contact_at timestamp with time zone, at timestamp with time zone) IS 'Whether a reply sent at this moment still answers the customer whose last call or text was at contact_at: within app_private.sms_reply_window() (24 hours), bounds included. Null when contact_at is null (no conversation the customer started). The one rule of the guard (when the reply is written) and of the claim (when it is sent).';
+
+--
 -- Name: sms_reply_window(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -14371,7 +14389,7 @@ begin
       raise exception 'Not sent: a % text answers a conversation the customer started, to that customer; this one has none (a text that starts a conversation is marketing)',
         pg_catalog.replace(NEW.purpose, '_', ' ') using errcode = '22023';
     end if;
-    if NEW.scheduled_for <= v_contact_at + app_private.sms_reply_window() then
+    if app_private.sms_reply_covers(v_contact_at, NEW.scheduled_for) then
       return NEW;
     end if;
     -- Past the reply window it is no longer an answer: held to hours and caps below, counted toward the
@@ -33473,6 +33491,12 @@ REVOKE ALL ON FUNCTION app_private.sms_marketing_held(tenant_id uuid, phone text
 --
 
 REVOKE ALL ON FUNCTION app_private.sms_marketing_send_time(tenant_id uuid, lead_id uuid, to_phone text, at timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION sms_reply_covers(contact_at timestamp with time zone, at timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.sms_reply_covers(contact_at timestamp with time zone, at timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION sms_reply_window(); Type: ACL; Schema: app_private; Owner: -
