@@ -12575,7 +12575,7 @@ begin
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('lead-form:' || v_form.id || ':' || v_key, 0));
     select s.outcome, s.id, s.lead_id into v_outcome, v_submission, v_lead_id
       from app_public.lead_form_submissions s
-     where s.form_id = v_form.id and s.idempotency_key = v_key and s.outcome <> 'refused';
+     where s.tenant_id = v_form.tenant_id and s.form_id = v_form.id and s.idempotency_key = v_key and s.outcome <> 'refused';
     if found then
       return query select v_outcome, v_submission, v_lead_id;
       return;
@@ -12611,15 +12611,17 @@ begin
   v_submitted_phone := v_new.phone;
   select coalesce(s.country, 'US') into v_country from app_public.business_settings s where s.tenant_id = v_form.tenant_id;
   v_new.country := coalesce(v_new.country, v_country, 'US');
+  -- The candidate is also the row a new lead is inserted from, so its values are written once.
   create temporary table if not exists lead_form_candidate (like app_public.leads including defaults including constraints) on commit delete rows;
-  insert into pg_temp.lead_form_candidate (tenant_id, first_name, last_name, phone, email, address, city, region, postal_code, country,
+  delete from pg_temp.lead_form_candidate;
+  insert into pg_temp.lead_form_candidate (id, tenant_id, first_name, last_name, phone, email, address, city, region, postal_code, country,
       source, problem_description, job_type, urgency, estimated_value, event_date, event_type, service_line, customer_segment,
       language, attributes)
-  values (v_form.tenant_id, v_new.first_name, v_new.last_name, v_new.phone, v_new.email, v_new.address, v_new.city, v_new.region,
-      v_new.postal_code, v_new.country, v_new.source, v_new.problem_description, v_new.job_type,
+  values (pg_catalog.gen_random_uuid(), v_form.tenant_id, v_new.first_name, v_new.last_name, v_new.phone, v_new.email, v_new.address,
+      v_new.city, v_new.region, v_new.postal_code, v_new.country, v_new.source, v_new.problem_description, v_new.job_type,
       coalesce(v_new.urgency, 'normal'), v_new.estimated_value, v_new.event_date, v_new.event_type, v_new.service_line,
-      v_new.customer_segment, coalesce(v_new.language, 'en'), coalesce(v_new.attributes, '{}'));
-  delete from pg_temp.lead_form_candidate;
+      v_new.customer_segment, coalesce(v_new.language, 'en'), coalesce(v_new.attributes, '{}'))
+  returning id into v_lead_id;
 
   perform pg_catalog.set_config('app.change_source', 'webhook', true);
   -- The live lead it duplicates: same phone, else (without a phone) same email; merged into, as an import
@@ -12650,21 +12652,20 @@ begin
      where l.id = v_old.id;
     v_lead_id := v_old.id;
     v_outcome := 'merged';
+    delete from pg_temp.lead_form_candidate;
   else
     begin
       -- A form set not to route its leads names the one it creates, for the auto-routing trigger.
-      v_lead_id := pg_catalog.gen_random_uuid();
       if not v_form.route_leads then
         perform pg_catalog.set_config('app.skip_auto_route_for', v_lead_id::text, true);
       end if;
       insert into app_public.leads (id, tenant_id, first_name, last_name, phone, email, address, city, region, postal_code, country,
           source, problem_description, job_type, urgency, estimated_value, event_date, event_type, service_line, customer_segment,
           language, attributes)
-      values (v_lead_id, v_form.tenant_id, v_new.first_name, v_new.last_name, v_new.phone, v_new.email, v_new.address, v_new.city, v_new.region,
-          v_new.postal_code, v_new.country, v_new.source, v_new.problem_description, v_new.job_type,
-          coalesce(v_new.urgency, 'normal'), v_new.estimated_value, v_new.event_date, v_new.event_type, v_new.service_line,
-          v_new.customer_segment, coalesce(v_new.language, 'en'), coalesce(v_new.attributes, '{}'))
-      returning id into v_lead_id;
+      select c.id, c.tenant_id, c.first_name, c.last_name, c.phone, c.email, c.address, c.city, c.region, c.postal_code, c.country,
+          c.source, c.problem_description, c.job_type, c.urgency, c.estimated_value, c.event_date, c.event_type, c.service_line,
+          c.customer_segment, c.language, c.attributes
+        from pg_temp.lead_form_candidate c;
       perform pg_catalog.set_config('app.skip_auto_route_for', '', true);
     exception when unique_violation then
       -- An import created the lead with this phone at the same moment.
@@ -27468,7 +27469,7 @@ CREATE INDEX lead_form_submissions_by_lead ON app_public.lead_form_submissions U
 -- Name: lead_form_submissions_one_per_idempotency_key; Type: INDEX; Schema: app_public; Owner: -
 --
 
-CREATE UNIQUE INDEX lead_form_submissions_one_per_idempotency_key ON app_public.lead_form_submissions USING btree (form_id, idempotency_key) WHERE ((idempotency_key IS NOT NULL) AND (outcome <> 'refused'::text));
+CREATE UNIQUE INDEX lead_form_submissions_one_per_idempotency_key ON app_public.lead_form_submissions USING btree (tenant_id, form_id, idempotency_key) WHERE ((idempotency_key IS NOT NULL) AND (outcome <> 'refused'::text));
 
 --
 -- Name: lead_routing_history_by_lead; Type: INDEX; Schema: app_public; Owner: -
