@@ -61,6 +61,17 @@ export interface Config {
   trustProxy: number;
   rateLimits: RateLimitSettings;
   forms: FormSettings;
+  webhooks: WebhookSettings;
+}
+
+/** Outbound webhooks (tasks/webhook__deliver.ts, src/providers/webhookPoster.ts). */
+export interface WebhookSettings {
+  /** WEBHOOK_TIMEOUT_MS: how long one delivery may take, connection and answer together. */
+  timeoutMs: number;
+  /** WEBHOOK_CONCURRENCY: deliveries of one endpoint sent at the same time. */
+  concurrency: number;
+  /** WEBHOOK_ALLOW_PRIVATE_TARGETS: deliver to private, loopback and link-local addresses (tests, a private network); off by default (SSRF). */
+  allowPrivateTargets: boolean;
 }
 
 /** The public lead forms at /f/<key> (src/webhooks/leadForms.ts). */
@@ -329,6 +340,11 @@ export function loadConfig(env: Env = process.env, argv: string[] = []): Config 
     serviceTitan: serviceTitanConfig(env, secrets),
     trustProxy: int(env, "TRUST_PROXY", 0, 0, 10),
     rateLimits: rateLimitConfig(env),
+    webhooks: {
+      timeoutMs: int(env, "WEBHOOK_TIMEOUT_MS", 10_000, 100, 60_000),
+      concurrency: int(env, "WEBHOOK_CONCURRENCY", 8, 1, 64),
+      allowPrivateTargets: bool(env, "WEBHOOK_ALLOW_PRIVATE_TARGETS", false),
+    },
     forms: {
       perAddress: int(env, "FORM_LIMIT_PER_ADDRESS", 10, 1, 1_000_000),
       perForm: int(env, "FORM_LIMIT_PER_FORM", 600, 1, 10_000_000),

@@ -4,7 +4,7 @@
  * (makeServices) and read by the tasks (services()); tests install their own (setServices).
  */
 import type pg from "pg";
-import type { Config, ServiceTitanSettings } from "../config.ts";
+import type { Config, ServiceTitanSettings, WebhookSettings } from "../config.ts";
 import type { AiResponder } from "../providers/ai.ts";
 import { createAiResponder } from "../providers/aiFactory.ts";
 import type { EmailProvider } from "../providers/email.ts";
@@ -38,14 +38,18 @@ export interface Services {
   serviceTitan?: ServiceTitanSettings;
   /** ServiceTitan's rate limit shared by every worker process (slots in PostgreSQL); without it, per process. */
   serviceTitanLimiter?: (key: string, holdMs: number) => RequestLimiter;
+  /** How outbound webhooks are sent; without it, the defaults (10 s, 8 at a time, public addresses only). */
+  webhooks?: WebhookSettings;
 }
+
+export const defaultWebhookSettings: WebhookSettings = { timeoutMs: 10_000, concurrency: 8, allowPrivateTargets: false };
 
 export function webhookUrls(publicUrl: string): WebhookUrls {
   const base = `${publicUrl.replace(/\/$/, "")}/webhooks/twilio`;
   return { voice: `${base}/voice`, voiceStatus: `${base}/voice/status`, sms: `${base}/sms`, smsStatus: `${base}/sms/status` };
 }
 
-export function makeServices(config: Pick<Config, "telephony" | "email" | "serviceTitan">, ownerPool: pg.Pool, publicUrl: () => string): Services {
+export function makeServices(config: Pick<Config, "telephony" | "email" | "serviceTitan" | "webhooks">, ownerPool: pg.Pool, publicUrl: () => string): Services {
   const { telephony, email } = config;
   const ai = createAiResponder(telephony.aiEnv);
   const emailProvider: EmailProvider =
@@ -59,6 +63,7 @@ export function makeServices(config: Pick<Config, "telephony" | "email" | "servi
     publicUrl,
     serviceTitan: config.serviceTitan,
     serviceTitanLimiter: pgRequestLimiters(ownerPool),
+    webhooks: config.webhooks,
   };
   if (telephony.smsProvider === "twilio" && telephony.twilio) {
     const client = createTwilioClient(telephony.twilio);
