@@ -409,3 +409,9 @@ drop trigger if exists _950_event_finished on app_public.import_batches;
 create trigger _950_event_finished after update of status on app_public.import_batches for each row
   when (old.status = 'running' and new.status <> 'running')
   execute function app_private.tg__record_event('import.finished', '', 'id', 'status', 'row_count', 'created_count', 'merged_count', 'skipped_count', 'rejected_count', 'failure_reason', 'finished_at');
+
+--!include platform/tg_webhook_endpoints__resume.sql
+drop trigger if exists _900_resume on app_public.webhook_endpoints;
+create trigger _900_resume after update of enabled on app_public.webhook_endpoints for each row
+  when (new.enabled and not old.enabled)
+  execute function app_private.tg_webhook_endpoints__resume();

@@ -31,7 +31,8 @@ const RUN_BUDGET_MS = 60_000;
 const task: Task = async (payload, helpers) => {
   const endpointId = uuidFromPayload(payload, "endpoint_id", "webhook__deliver");
   const settings = services().webhooks ?? defaultWebhookSettings;
-  const leaseSeconds = Math.ceil(settings.timeoutMs / 1000) + 30;
+  // Long enough for the batch (sent at once) and its records; a worker that dies holding it delays it this long.
+  const leaseSeconds = Math.ceil(settings.timeoutMs / 1000) + 5;
   const started = Date.now();
   for (;;) {
     const { rows } = await helpers.withPgClient((client) =>
