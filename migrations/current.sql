@@ -47,7 +47,7 @@ on conflict (name) do update set description = excluded.description;
 
 -- The log.
 create table if not exists app_public.events (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   tenant_id uuid not null,
   seq bigint,
   type text not null,
@@ -58,7 +58,7 @@ create table if not exists app_public.events (
   position bigint generated always as identity,
   constraint events_tenant_must_exist foreign key (tenant_id) references app_public.tenants (id) on delete cascade,
   constraint events_type_must_be_known foreign key (type) references app_public.event_types (name),
-  constraint events_id_must_be_unique_per_tenant unique (tenant_id, id),
+  constraint events_pkey primary key (tenant_id, id),
   constraint events_seq_must_be_unique_per_tenant unique (tenant_id, seq),
   constraint events_seq_must_be_positive check (seq > 0)
 );
@@ -75,7 +75,6 @@ comment on column app_public.events.txid is 'The transaction that wrote it (inte
 comment on column app_public.events.position is 'Its place among every event written (internal: the order within a transaction).';
 create index if not exists events_to_number on app_public.events (txid) where seq is null;
 create index if not exists events_by_type on app_public.events (tenant_id, type, seq);
-create index if not exists events_by_lead on app_public.events (tenant_id, lead_id, seq) where lead_id is not null;
 
 --!include platform/tg_events__append_only.sql
 drop trigger if exists _010_append_only on app_public.events;

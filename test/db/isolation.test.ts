@@ -15,6 +15,7 @@ import { seedAnalysis } from "../fixtures/analysis.ts";
 import { seedHistory } from "../fixtures/history.ts";
 import { seedImport } from "../fixtures/import.ts";
 import { seedForms } from "../fixtures/forms.ts";
+import { seedWebhooks } from "../fixtures/webhooks.ts";
 import { seedLedger } from "../fixtures/ledger.ts";
 import { seedRouting } from "../fixtures/routing.ts";
 import { seedEmail } from "../fixtures/email.ts";
@@ -68,7 +69,7 @@ async function seedTenant(client: pg.ClientBase, owner: RegisteredUser): Promise
   await client.query("update app_public.leads set status = 'contacted' where id = $1", [rows[0]!.id]);
   await client.query("insert into app_public.dnc_list (phone, reason) values ('+12025550000', 'isolation fixture')");
   // Each area's own fixture (test/fixtures/*.ts) fills its tables.
-  for (const seed of [seedHistory, seedAnalysis, seedLedger, seedImport, seedRouting, seedTelephony, seedEmail, seedNurture, seedServiceTitan, seedForms]) {
+  for (const seed of [seedHistory, seedAnalysis, seedLedger, seedImport, seedRouting, seedTelephony, seedEmail, seedNurture, seedServiceTitan, seedForms, seedWebhooks]) {
     await seed(client, owner, rows[0]!.id);
     await becomeUser(client, owner);
   }
@@ -130,7 +131,7 @@ describe("tenant isolation (generated from the catalog)", () => {
           continue;
         }
         const privileges = await client.query<{ sel: boolean; del: boolean; upd: string | null }>(
-          `select has_table_privilege($1, $2, 'select') as sel, has_table_privilege($1, $2, 'delete') as del,
+          `select has_any_column_privilege($1, $2, 'select') as sel, has_table_privilege($1, $2, 'delete') as del,
                   (select a.attname::text from pg_attribute a where a.attrelid = $2::regclass and a.attnum > 0 and not a.attisdropped
                      and has_column_privilege($1, $2, a.attname::text, 'update') order by a.attnum limit 1) as upd`,
           [db.roles.visitor, qualified(t)],
