@@ -845,6 +845,75 @@ COMMENT ON COLUMN app_public.created_api_key.created_at IS 'When the key was cre
 COMMENT ON COLUMN app_public.created_api_key.secret IS 'The whole key (sbk_...): send it as "Authorization: Bearer <key>" or "X-API-Key: <key>". Shown only once.';
 
 --
+-- Name: created_webhook_endpoint; Type: TYPE; Schema: app_public; Owner: -
+--
+
+CREATE TYPE app_public.created_webhook_endpoint AS (
+	id uuid,
+	tenant_id uuid,
+	url text,
+	event_types text[],
+	description text,
+	enabled boolean,
+	created_at timestamp with time zone,
+	secret text
+);
+
+--
+-- Name: TYPE created_webhook_endpoint; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TYPE app_public.created_webhook_endpoint IS 'A new webhook endpoint with its signing secret, shown only this once.';
+
+--
+-- Name: COLUMN created_webhook_endpoint.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.created_webhook_endpoint.id IS 'The endpoint’s id.';
+
+--
+-- Name: COLUMN created_webhook_endpoint.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.created_webhook_endpoint.tenant_id IS 'The business.';
+
+--
+-- Name: COLUMN created_webhook_endpoint.url; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.created_webhook_endpoint.url IS 'Where events are POSTed.';
+
+--
+-- Name: COLUMN created_webhook_endpoint.event_types; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.created_webhook_endpoint.event_types IS 'The event types it takes; empty: every type.';
+
+--
+-- Name: COLUMN created_webhook_endpoint.description; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.created_webhook_endpoint.description IS 'The note for people.';
+
+--
+-- Name: COLUMN created_webhook_endpoint.enabled; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.created_webhook_endpoint.enabled IS 'Whether events are sent to it.';
+
+--
+-- Name: COLUMN created_webhook_endpoint.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.created_webhook_endpoint.created_at IS 'When it was created.';
+
+--
+-- Name: COLUMN created_webhook_endpoint.secret; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.created_webhook_endpoint.secret IS 'The signing secret (whsec_…), for the receiver’s Standard Webhooks library: shown only this once.';
+
+--
 -- Name: experiment_choice; Type: TYPE; Schema: app_public; Owner: -
 --
 
@@ -3645,6 +3714,49 @@ $_$;
 COMMENT ON FUNCTION app_hidden.visible_user_ids() IS 'Ids of the users the request may see: the current user and the members of the current tenant (null when none). Used by policies on users and user_status.';
 
 --
+-- Name: webhook_retry_delay(integer); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.webhook_retry_delay(attempt integer) RETURNS interval
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.make_interval(secs => least(5 * pg_catalog.power(2::numeric, greatest(webhook_retry_delay.attempt, 1) - 1), 21600)::double precision);
+$$;
+
+--
+-- Name: FUNCTION webhook_retry_delay(attempt integer); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.webhook_retry_delay(attempt integer) IS 'How long a webhook delivery waits after its attempt number attempt failed: 5 seconds, doubling with each failed attempt (10 s, 20 s, 40 s, …), at most 6 hours. A delivery gives up after 20 attempts (about two days); an endpoint that keeps failing is turned off sooner (webhook_endpoints.disable_after_seconds).';
+
+--
+-- Name: webhook_url_problem(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.webhook_url_problem(url text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+  select case
+    when webhook_url_problem.url is null or pg_catalog.btrim(webhook_url_problem.url) = '' then 'a URL is required'
+    when pg_catalog.length(webhook_url_problem.url) > 2000 then 'the URL must be at most 2000 characters'
+    when webhook_url_problem.url !~* '^https?://' then 'the URL must start with https:// (or http://)'
+    when webhook_url_problem.url ~ '[[:space:][:cntrl:]]' then 'the URL must not contain spaces or control characters'
+    when webhook_url_problem.url ~ '#' then 'the URL must not have a fragment (#…)'
+    when webhook_url_problem.url ~* '^https?://[^/?]*@' then 'the URL must not carry a user name or password'
+    when webhook_url_problem.url !~* '^https?://([a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?([/?].*)?$'
+      then 'the URL must name a host (letters, digits, hyphens and dots, or an address in brackets), with an optional port'
+  end;
+$_$;
+
+--
+-- Name: FUNCTION webhook_url_problem(url text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.webhook_url_problem(url text) IS 'What is wrong with a webhook endpoint’s URL, in words, or null: it must be an http(s) URL of at most 2000 characters with a host name (or a bracketed address) and an optional port, without spaces, a fragment, a user name or a password. Where the name points is checked when delivering: private, loopback and link-local addresses are refused unless the deployment allows them (WEBHOOK_ALLOW_PRIVATE_TARGETS).';
+
+--
 -- Name: add_job(text, json, text, timestamp with time zone, integer, text, integer, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -4601,6 +4713,64 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.claim_outbound_message(message_id uuid) IS 'Step 1 of sending (sms__send), committed before the provider is called: a queued message due by the clock of its tenant becomes sending and is returned. Nothing (null) when it is not queued any more, not due yet (its job is moved), its number has joined the do-not-contact list since, or (marketing and nurture) is held after an unclear opt-out or has no current marketing consent any more (so is a reply past its customer’s reply window), or it is a nurture text whose enrollment stopped or whose lead opted out on either channel (canceled), or a marketing or nurture text, or a reply past the reply window of its customer (app_private.sms_reply_window), is outside the sending hours by now (moved). A message left in sending by a crash is not sent again blindly: sweep_outbox hands it to reconciliation, which asks the provider first.';
+
+--
+-- Name: claim_webhook_deliveries(uuid, integer, integer); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.claim_webhook_deliveries(endpoint_id uuid, max_count integer, lease_seconds integer) RETURNS TABLE(delivery_id uuid, event_id uuid, url text, secrets text[], payload text, attempt integer)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_endpoint app_public.webhook_endpoints;
+  v_now timestamptz;
+  v_secrets text[];
+begin
+  select w.* into v_endpoint from app_public.webhook_endpoints w where w.id = claim_webhook_deliveries.endpoint_id;
+  if not found or not v_endpoint.enabled then
+    return;
+  end if;
+  v_now := app_hidden.clock_now(v_endpoint.tenant_id);
+  select pg_catalog.array_agg(s.secret order by s.created_at desc) into v_secrets
+  from app_private.webhook_secrets s
+  where s.endpoint_id = v_endpoint.id and (s.expires_at is null or s.expires_at > pg_catalog.clock_timestamp());
+  return query
+  with due as (
+    select d.id from app_public.webhook_deliveries d
+    where d.endpoint_id = v_endpoint.id and d.status = 'pending' and d.next_attempt_at <= v_now
+      and (d.lease_until is null or d.lease_until < pg_catalog.clock_timestamp())
+    order by d.event_seq
+    limit least(greatest(claim_webhook_deliveries.max_count, 1), 1000)
+    for update skip locked
+  ), claimed as (
+    update app_public.webhook_deliveries d
+    set lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => greatest(claim_webhook_deliveries.lease_seconds, 1)),
+        attempts = d.attempts + 1
+    from due where d.id = due.id
+    returning d.id, d.event_id, d.attempts
+  )
+  select c.id, c.event_id, v_endpoint.url, v_secrets,
+    pg_catalog.jsonb_build_object('id', e.id, 'type', e.type, 'sequence', e.seq,
+      'timestamp', pg_catalog.to_char(e.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+      'data', e.data)::text,
+    c.attempts
+  from claimed c
+  join app_public.events e on e.tenant_id = v_endpoint.tenant_id and e.id = c.event_id
+  order by e.seq;
+  if not found then
+    -- Nothing due: the endpoint’s job comes back for the earliest retry, if any.
+    perform app_private.schedule_webhook_endpoint(v_endpoint.id);
+  end if;
+end;
+$$;
+
+--
+-- Name: FUNCTION claim_webhook_deliveries(endpoint_id uuid, max_count integer, lease_seconds integer); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.claim_webhook_deliveries(endpoint_id uuid, max_count integer, lease_seconds integer) IS 'For the webhook__deliver task: takes up to max_count (at most 1000) deliveries of an enabled endpoint that are due (on the tenant’s clock) and not being sent, oldest event first, leases them for lease_seconds (a worker that dies holding them loses them to the next run after that) and counts the attempt; returns each with the URL, the endpoint’s current secrets (newest first, for the signatures) and the body to POST: {"id", "type", "sequence", "timestamp", "data"}. When nothing is due it enqueues the endpoint’s job for its earliest retry and returns no rows.';
 
 --
 -- Name: compact_lead_rollups(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8643,6 +8813,24 @@ $$;
 COMMENT ON FUNCTION app_private.record_email_sent(email_id uuid, message_id text, response text) IS 'Step 2 of sending when the mail server accepted the email: sent, with its answer. Also settles an email marked uncertain whose answer arrives late.';
 
 --
+-- Name: record_event(uuid, text, uuid, jsonb); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.record_event(tenant_id uuid, type text, lead_id uuid, data jsonb) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  insert into app_public.events (tenant_id, type, lead_id, data)
+  values (record_event.tenant_id, record_event.type, record_event.lead_id, coalesce(record_event.data, '{}'::jsonb));
+$$;
+
+--
+-- Name: FUNCTION record_event(tenant_id uuid, type text, lead_id uuid, data jsonb); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.record_event(tenant_id uuid, type text, lead_id uuid, data jsonb) IS 'Writes one domain event of a tenant (a type of app_public.event_types, the lead it is about or null, its data) in the caller’s transaction; it gets its number in the tenant’s sequence when the transaction commits, and goes to the tenant’s webhook endpoints that take its type. For functions; tables write theirs through triggers (app_private.tg__record_event).';
+
+--
 -- Name: record_inbound_call(text, text, text, text, text, text, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -9022,6 +9210,91 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) IS 'Records that a number opted out of this tenant''s texts. source sms_keyword: we read an opt-out in the customer''s text (keyword is what they wrote, message_id their message); source provider: the SMS provider says so (Twilio’s OptOutType STOP on an incoming text, or error 21610 on a send; keyword names which, message_id is that message). The number joins dnc_list (source sms_opt_out or provider; an existing entry stays as it is), a consent event is recorded either way, every current consent to texts from the business ends (consent_records, revoked_by the source), every queued text to it is canceled (but the confirmation of an earlier opt-out and HELP answers), its active conversations end (opted_out), and nurture enrollments stop (the dnc_list trigger). Only a new opt-out read in a text gets our one confirmation; the provider confirms its own. Returns whether the number joined the list. Errors: 22023 an unknown source.';
+
+--
+-- Name: record_webhook_attempt(uuid, integer, text, integer, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.record_webhook_attempt(delivery_id uuid, status_code integer, error text, duration_ms integer, response_body text) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_delivery app_public.webhook_deliveries;
+  v_endpoint app_public.webhook_endpoints;
+  v_now timestamptz;
+  v_ok boolean := coalesce(record_webhook_attempt.status_code between 200 and 299, false);
+  v_owner record;
+  v_what text;
+begin
+  select d.* into v_delivery from app_public.webhook_deliveries d where d.id = record_webhook_attempt.delivery_id for update;
+  if not found then
+    return 'gone';
+  end if;
+  if v_delivery.status <> 'pending' then
+    return v_delivery.status;
+  end if;
+  v_now := app_hidden.clock_now(v_delivery.tenant_id);
+  insert into app_public.webhook_delivery_attempts (tenant_id, delivery_id, endpoint_id, attempt, attempted_at, status_code, error, duration_ms, response_body)
+  values (v_delivery.tenant_id, v_delivery.id, v_delivery.endpoint_id, v_delivery.attempts, v_now, record_webhook_attempt.status_code,
+          pg_catalog.left(record_webhook_attempt.error, 500), greatest(record_webhook_attempt.duration_ms, 0),
+          pg_catalog.left(record_webhook_attempt.response_body, 1000));
+
+  if v_ok then
+    update app_public.webhook_deliveries d
+    set status = 'delivered', delivered_at = v_now, lease_until = null, last_attempt_at = v_now, last_status_code = record_webhook_attempt.status_code
+    where d.id = v_delivery.id;
+    update app_public.webhook_endpoints w set failing_since = null where w.id = v_delivery.endpoint_id and w.failing_since is not null;
+    return 'delivered';
+  end if;
+
+  update app_public.webhook_deliveries d
+  set status = case when d.attempts >= 20 then 'failed' else 'pending' end,
+      next_attempt_at = v_now + app_hidden.webhook_retry_delay(d.attempts),
+      lease_until = null, last_attempt_at = v_now, last_status_code = record_webhook_attempt.status_code
+  where d.id = v_delivery.id
+  returning * into v_delivery;
+  update app_public.webhook_endpoints w set failing_since = coalesce(w.failing_since, v_now)
+  where w.id = v_delivery.endpoint_id
+  returning * into v_endpoint;
+
+  if v_endpoint.enabled and v_now - v_endpoint.failing_since >= pg_catalog.make_interval(secs => v_endpoint.disable_after_seconds) then
+    v_what := coalesce('HTTP ' || record_webhook_attempt.status_code, pg_catalog.left(record_webhook_attempt.error, 200), 'no answer');
+    update app_public.webhook_endpoints w
+    set enabled = false, disabled_at = v_now,
+        disabled_reason = pg_catalog.format('failing since %s (last answer: %s)', pg_catalog.to_char(v_endpoint.failing_since at time zone 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'), v_what)
+    where w.id = v_endpoint.id;
+    -- The owners are told, in the app and by email.
+    for v_owner in
+      select u.id, u.email from app_public.memberships m join app_public.users u on u.id = m.user_id
+      where m.tenant_id = v_endpoint.tenant_id and m.role = 'owner'
+    loop
+      insert into app_public.notifications (tenant_id, user_id, kind, title, body)
+      values (v_endpoint.tenant_id, v_owner.id, 'webhook_endpoint_disabled', 'A webhook endpoint was turned off',
+        pg_catalog.format('Deliveries to %s failed for longer than %s seconds (last answer: %s), so it was turned off. Events are kept: turn it on again (updateWebhookEndpoint, enabled: true) to deliver what waits, and replayWebhookEvents for what came while it was off.',
+          v_endpoint.url, v_endpoint.disable_after_seconds, v_what));
+      if v_owner.email is not null then
+        begin
+          perform app_private.queue_email(v_endpoint.tenant_id, v_owner.email::text, 'A webhook endpoint was turned off',
+            pg_catalog.format(E'Deliveries to %s failed for longer than %s seconds (last answer: %s), so Switchboard turned the endpoint off.\n\nEvents are kept. Turn it on again to deliver what waits, and replay what came while it was off.\n',
+              v_endpoint.url, v_endpoint.disable_after_seconds, v_what),
+            'transactional', user_id => v_owner.id, idempotency_key => 'webhook_disabled:' || v_endpoint.id || ':' || v_now);
+        exception when sqlstate 'SB001' then
+          null; -- a suppressed address: the notification in the app remains
+        end;
+      end if;
+    end loop;
+    return 'disabled';
+  end if;
+  return case when v_delivery.status = 'failed' then 'failed' else 'retry' end;
+end;
+$$;
+
+--
+-- Name: FUNCTION record_webhook_attempt(delivery_id uuid, status_code integer, error text, duration_ms integer, response_body text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.record_webhook_attempt(delivery_id uuid, status_code integer, error text, duration_ms integer, response_body text) IS 'For the webhook__deliver task: records one attempt of a delivery (HTTP status or the error, its duration, the start of the answer) in webhook_delivery_attempts. A 2xx answer delivers it and ends the endpoint’s failing streak. Anything else retries it after app_hidden.webhook_retry_delay (on the tenant’s clock), gives it up after 20 attempts (failed), and starts the endpoint’s failing streak; an endpoint failing for longer than its disable_after_seconds is turned off and its owners are told (a notification and an email). Returns delivered, retry, failed, disabled, or the delivery’s status when it was no longer pending (gone when it was deleted with its endpoint).';
 
 --
 -- Name: refresh_agent_performance_metrics(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11406,6 +11679,43 @@ $$;
 COMMENT ON FUNCTION app_private.schedule_nurture_step(enrollment_id uuid) IS 'Enqueues (or moves) the nurture__run_step job of the next step of an active enrollment at next_step_at (on the clock of the tenant), keyed nurture:<enrollment>:<step> so that rescheduling replaces rather than duplicates.';
 
 --
+-- Name: schedule_webhook_endpoint(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.schedule_webhook_endpoint(endpoint_id uuid) RETURNS timestamp with time zone
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_tenant uuid;
+  v_next timestamptz;
+begin
+  select w.tenant_id into v_tenant from app_public.webhook_endpoints w
+  where w.id = schedule_webhook_endpoint.endpoint_id and w.enabled;
+  if v_tenant is null then
+    return null;
+  end if;
+  select pg_catalog.min(d.next_attempt_at) into v_next from app_public.webhook_deliveries d
+  where d.endpoint_id = schedule_webhook_endpoint.endpoint_id and d.status = 'pending'
+    and (d.lease_until is null or d.lease_until < pg_catalog.clock_timestamp());
+  if v_next is null then
+    return null;
+  end if;
+  -- next_attempt_at is on the tenant’s clock; the job runs on the real one.
+  perform app_private.add_job('webhook__deliver', pg_catalog.json_build_object('endpoint_id', schedule_webhook_endpoint.endpoint_id),
+    run_at => pg_catalog.now() + greatest(v_next - app_hidden.clock_now(v_tenant), interval '0'),
+    job_key => 'webhook_endpoint:' || schedule_webhook_endpoint.endpoint_id, job_key_mode => 'replace');
+  return v_next;
+end;
+$$;
+
+--
+-- Name: FUNCTION schedule_webhook_endpoint(endpoint_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.schedule_webhook_endpoint(endpoint_id uuid) IS 'Enqueues the webhook__deliver job of an enabled endpoint (job key webhook_endpoint:<id>) for its earliest pending delivery not being sent now, and returns that time (on the tenant’s clock), or null when nothing waits or the endpoint is off.';
+
+--
 -- Name: segment_filters; Type: TABLE; Schema: app_private; Owner: -
 --
 
@@ -12821,6 +13131,38 @@ $$;
 COMMENT ON FUNCTION app_private.sweep_outbox(grace interval, OUT requeued integer, OUT to_reconcile integer) IS 'Finds outbox rows a stopped worker left behind (run every minute by the sms__sweep cron task): queued messages overdue by more than grace get their sms__send job again (a duplicate job is harmless: only one claim succeeds); messages in sending for more than grace get an sms__reconcile job, which asks the provider before anything is sent again. The grace must exceed the provider timeout, so that a send still under way is not taken for a lost one.';
 
 --
+-- Name: sweep_webhook_deliveries(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.sweep_webhook_deliveries() RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_endpoint uuid;
+  v_count integer := 0;
+begin
+  for v_endpoint in
+    select distinct d.endpoint_id
+    from app_public.webhook_deliveries d
+    join app_public.webhook_endpoints w on w.id = d.endpoint_id and w.enabled
+    where d.status = 'pending' and d.next_attempt_at <= app_hidden.clock_now(d.tenant_id)
+      and (d.lease_until is null or d.lease_until < pg_catalog.clock_timestamp())
+  loop
+    perform app_private.schedule_webhook_endpoint(v_endpoint);
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION sweep_webhook_deliveries(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.sweep_webhook_deliveries() IS 'For the webhook__sweep task (every minute): enqueues the job of every enabled endpoint with a due delivery that nobody is sending (its lease ran out: a worker died holding it, or its job was lost), so no event waits for more than about a minute after it is due. Returns how many endpoints got their job.';
+
+--
 -- Name: sync_lead_funnel_marks(uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -13075,6 +13417,35 @@ Arguments: TG_ARGV[0] the audit table (e.g. ''app_public.lead_audit_log''); TG_A
 The audited table has id and tenant_id columns; the audit table has tenant_id, <entity column>, field_name, old_value jsonb, new_value jsonb, changed_by_user_id, changed_by_api_key_id, change_source and changed_at; any other column is filled from the audited row''s column of the same name ("reason" prefers the setting app.change_reason).
 UPDATE writes one row per changed column (IS DISTINCT FROM on the JSON values); INSERT one row "*created*" with the row as new_value; DELETE one row "*deleted*" with the row as old_value, unless the audit table references the audited table (its history goes with the row) or the row''s tenant is being deleted.
 Who: app_public.current_user_id() and current_api_key_id() (both null = the system); through what: app_private.change_source().';
+
+--
+-- Name: tg__record_event(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg__record_event() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_row jsonb := pg_catalog.to_jsonb(NEW);
+begin
+  -- TG_ARGV: the event type, the column naming the lead (or ''), then the columns the event carries.
+  insert into app_public.events (tenant_id, type, lead_id, data)
+  values (
+    NEW.tenant_id,
+    TG_ARGV[0],
+    nullif(v_row ->> TG_ARGV[1], '')::uuid,
+    (select coalesce(pg_catalog.jsonb_object_agg(c.name, v_row -> c.name), '{}'::jsonb)
+       from pg_catalog.unnest(TG_ARGV[2:]) as c(name)));
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg__record_event(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg__record_event() IS 'Generic trigger (after insert or update, for each row; the trigger’s WHEN clause says which changes count): writes one domain event of the row’s tenant to app_public.events, numbered when the transaction commits. Arguments: the event type (a name in app_public.event_types), the column holding the lead’s id (or '''' for none), then the columns the event’s data carries, with their new values.';
 
 --
 -- Name: tg__require_tenant_role(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -13620,6 +13991,114 @@ $$;
 COMMENT ON FUNCTION app_private.tg_email_suppressions__nurture_stop() IS 'Trigger (_600_nurture_stop, after insert on email_suppressions): every enrollment of a lead with that address stops (unsubscribed).';
 
 --
+-- Name: tg_events__append_only(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_events__append_only() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if TG_OP = 'DELETE' then
+    -- Events go only with their tenant (the cascade of the tenant’s deletion runs inside its foreign key’s trigger).
+    if pg_catalog.pg_trigger_depth() < 2 then
+      raise exception 'An event is history: it cannot be deleted; it goes only with its business' using errcode = '55000';
+    end if;
+    return OLD;
+  end if;
+  if TG_OP = 'UPDATE' then
+    -- The one change an event takes: its number, once, when its transaction commits.
+    if OLD.seq is not null or NEW.seq is null
+       or (NEW.id, NEW.tenant_id, NEW.type, NEW.lead_id, NEW.data, NEW.occurred_at, NEW.txid, NEW.position)
+          is distinct from (OLD.id, OLD.tenant_id, OLD.type, OLD.lead_id, OLD.data, OLD.occurred_at, OLD.txid, OLD.position) then
+      raise exception 'An event is history: nothing in it changes' using errcode = '55000';
+    end if;
+    return NEW;
+  end if;
+  raise exception 'Events cannot be truncated' using errcode = '55000';
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_events__append_only(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_events__append_only() IS 'Trigger (_010_append_only, before update or delete for each row, and before truncate, on app_public.events): an event is never rewritten or deleted (55000), for every role including the owner; the one update allowed is its number (seq), given once when its transaction commits, and the one delete the cascade of its tenant’s deletion.';
+
+--
+-- Name: tg_events__number(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_events__number() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_xact xid8 := pg_catalog.pg_current_xact_id();
+  v_tenant uuid;
+  v_count bigint;
+  v_last bigint;
+  v_endpoints uuid[];
+  v_endpoint uuid;
+begin
+  -- Numbered already by an earlier call of this commit (one index lookup, so n events cost n lookups).
+  if exists (select 1 from app_public.events e where e.tenant_id = NEW.tenant_id and e.id = NEW.id and e.seq is not null) then
+    return null;
+  end if;
+  -- Deferred to the commit: the first of the transaction’s events to get here numbers them all (the
+  -- others find nothing left). Each tenant’s counter row stays locked from here to the commit, so the
+  -- tenant’s numbers are given in commit order and a reader never sees a later number before an
+  -- earlier one commits: a cursor skips nothing. Tenants in id order, so two transactions writing
+  -- events of the same two tenants cannot deadlock.
+  for v_tenant in
+    select distinct e.tenant_id from app_public.events e
+    where e.txid = v_xact and e.seq is null
+    order by e.tenant_id
+  loop
+    select pg_catalog.count(*) into v_count from app_public.events e
+    where e.txid = v_xact and e.seq is null and e.tenant_id = v_tenant;
+    insert into app_private.event_counters as c (tenant_id, last_seq) values (v_tenant, v_count)
+      on conflict (tenant_id) do update set last_seq = c.last_seq + excluded.last_seq
+      returning c.last_seq into v_last;
+    update app_public.events e set seq = v_last - v_count + n.rn
+    from (
+      select e2.id, pg_catalog.row_number() over (order by e2.position) as rn
+      from app_public.events e2
+      where e2.txid = v_xact and e2.seq is null and e2.tenant_id = v_tenant
+    ) n
+    where e.tenant_id = v_tenant and e.id = n.id;
+
+    -- Fan-out: one delivery per event and enabled endpoint that takes its type, due now; one job per endpoint.
+    with delivered as (
+      insert into app_public.webhook_deliveries (tenant_id, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
+      select v_tenant, w.id, e.id, e.seq, e.type, app_hidden.clock_now(v_tenant)
+      from app_public.webhook_endpoints w
+      join app_public.events e
+        on e.tenant_id = w.tenant_id and e.seq > v_last - v_count and e.seq <= v_last
+       and (w.event_types = '{}' or e.type = any (w.event_types))
+      where w.tenant_id = v_tenant and w.enabled
+      on conflict on constraint webhook_deliveries_event_must_be_delivered_once_per_endpoint do nothing
+      returning endpoint_id
+    )
+    select pg_catalog.array_agg(distinct d.endpoint_id) into v_endpoints from delivered d;
+    if v_endpoints is not null then
+      foreach v_endpoint in array v_endpoints loop
+        perform app_private.add_job('webhook__deliver', pg_catalog.json_build_object('endpoint_id', v_endpoint),
+          job_key => 'webhook_endpoint:' || v_endpoint, job_key_mode => 'replace');
+      end loop;
+    end if;
+  end loop;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_events__number(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_events__number() IS 'Constraint trigger (_900_number, after insert on app_public.events, deferrable initially deferred: it runs at the commit): gives the transaction’s events their numbers in their tenant’s gap-free sequence (app_private.event_counters, locked until the commit, so numbers follow commit order and a cursor never skips one), in the order they were written; then writes a delivery for each event to each enabled webhook endpoint of the tenant that takes its type, and enqueues one webhook__deliver job per endpoint that got one (job key webhook_endpoint:<id>). A rolled-back transaction takes its numbers back with it.';
+
+--
 -- Name: tg_lead_status_history__funnel_marks(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -14105,6 +14584,49 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg_leads__enqueue_segment_refresh() IS 'Statement trigger on leads (_900_enqueue_segment_refresh_on_insert, _on_update, _on_delete) for tenants with segments: records in app_private.segment_count_changes how the statement changed the number of leads each segment matches (segments whose filter moves with time excepted), and enqueues one debounced segment__refresh_counts job per tenant (job_key segment_counts:<tenant_id>), which adds them to lead_count. Updates that change no field a filter can see do nothing.';
+
+--
+-- Name: tg_leads__events(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_leads__events() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if TG_OP = 'INSERT' then
+    insert into app_public.events (tenant_id, type, lead_id, data)
+    select n.tenant_id, 'lead.created', n.id,
+      pg_catalog.jsonb_build_object('id', n.id, 'first_name', n.first_name, 'last_name', n.last_name, 'phone', n.phone,
+        'email', n.email, 'city', n.city, 'region', n.region, 'postal_code', n.postal_code, 'country', n.country,
+        'source', n.source, 'status', n.status, 'tags', n.tags, 'attributes', n.attributes, 'created_at', n.created_at)
+    from new_leads n;
+    return null;
+  end if;
+  insert into app_public.events (tenant_id, type, lead_id, data)
+  select n.tenant_id, 'lead.status_changed', n.id, pg_catalog.jsonb_build_object('id', n.id, 'from', o.status, 'to', n.status)
+  from new_leads n join old_leads o on o.id = n.id
+  where n.status is distinct from o.status
+  union all
+  select n.tenant_id, 'lead.updated', n.id, pg_catalog.jsonb_build_object('id', n.id, 'changes', c.changes)
+  from new_leads n join old_leads o on o.id = n.id
+  cross join lateral (
+    select pg_catalog.jsonb_object_agg(k.key, k.value) as changes
+    from pg_catalog.jsonb_each(pg_catalog.to_jsonb(n)) k
+    where k.key <> all (array['id', 'tenant_id', 'created_at', 'updated_at', 'full_name', 'status', 'owner_user_id', 'owner_agent_id',
+                              'lead_score_factors', 'ai_analysis'])
+      and k.value is distinct from pg_catalog.to_jsonb(o) -> k.key
+  ) c
+  where c.changes is not null;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_leads__events(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_leads__events() IS 'Trigger (_950_events_on_insert and _950_events_on_update, after insert or update on leads, for each statement): writes the events lead.created (the lead’s contact fields, source, status, tags and attributes), lead.status_changed (from, to) and lead.updated (the fields that changed with their new values, except status and the owner, which have their own events, and derived fields) for the rows of the statement, in one insert.';
 
 --
 -- Name: tg_leads__funnel_marks(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -15233,6 +15755,67 @@ $$;
 COMMENT ON FUNCTION app_private.tg_tracking_numbers__number_must_be_ours() IS 'Trigger (_200_number_must_be_ours, before insert or update on tracking_numbers): an active tracking number must be an active phone_numbers row of its own tenant (same id and number), whoever writes it. Raises P0002 "Not one of your numbers …", the same text whether the number is unknown, released or another tenant''s.';
 
 --
+-- Name: tg_webhook_endpoints__resume(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_webhook_endpoints__resume() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  -- What waited for a retry goes now, not at the end of a backoff grown while the endpoint was down.
+  update app_public.webhook_deliveries d set next_attempt_at = app_hidden.clock_now(NEW.tenant_id)
+  where d.endpoint_id = NEW.id and d.status = 'pending' and d.next_attempt_at > app_hidden.clock_now(NEW.tenant_id);
+  perform app_private.schedule_webhook_endpoint(NEW.id);
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_webhook_endpoints__resume(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_webhook_endpoints__resume() IS 'Trigger (_900_resume, after an endpoint is turned on again): its pending deliveries become due at once and its webhook__deliver job is enqueued.';
+
+--
+-- Name: tg_webhook_endpoints__validate(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_webhook_endpoints__validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_unknown text;
+begin
+  select pg_catalog.string_agg(pg_catalog.quote_literal(t.name), ', ' order by t.name) into v_unknown
+  from pg_catalog.unnest(NEW.event_types) as t(name)
+  where not exists (select 1 from app_public.event_types k where k.name = t.name);
+  if v_unknown is not null then
+    raise exception 'Unknown event type %: use the names of eventTypes (e.g. lead.created, message.received), or none for every type', v_unknown
+      using errcode = '22023';
+  end if;
+  NEW.event_types := array(select distinct t.name from pg_catalog.unnest(NEW.event_types) as t(name) order by t.name);
+  if TG_OP = 'UPDATE' and NEW.enabled and not OLD.enabled then
+    -- Turned on again: it starts afresh; what waited is delivered.
+    NEW.disabled_at := null;
+    NEW.disabled_reason := null;
+    NEW.failing_since := null;
+  elsif TG_OP = 'UPDATE' and not NEW.enabled and OLD.enabled and NEW.disabled_at is null then
+    NEW.disabled_at := app_hidden.clock_now(NEW.tenant_id);
+    NEW.disabled_reason := coalesce(NEW.disabled_reason, 'turned off by a member');
+  end if;
+  return NEW;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_webhook_endpoints__validate(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_webhook_endpoints__validate() IS 'Trigger (_200_validate, before insert or update on webhook_endpoints): refuses event types that are not in app_public.event_types (22023, naming them) and keeps the list sorted without repeats; when an endpoint is turned on again, clears why it was turned off and since when it failed; when a member turns it off, records when.';
+
+--
 -- Name: unsubscribe_email(text, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -15449,6 +16032,15 @@ begin
       max_attempts => 10);
     v_count := v_count + 1;
   end loop;
+  -- Webhook endpoints with a delivery now due by the tenant’s clock (a retry after a failure).
+  for v_id in
+    select distinct d.endpoint_id from app_public.webhook_deliveries d
+    where d.tenant_id = wake_due_jobs.tenant_id and d.status = 'pending' and d.next_attempt_at <= v_now
+  loop
+    if app_private.schedule_webhook_endpoint(v_id) is not null then
+      v_count := v_count + 1;
+    end if;
+  end loop;
   return v_count;
 end;
 $$;
@@ -15457,7 +16049,7 @@ $$;
 -- Name: FUNCTION wake_due_jobs(tenant_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.wake_due_jobs(tenant_id uuid) IS 'After the clock of a tenant moved forward: everything of the tenant now due by its clock (queued emails and texts, nurture steps) gets its job at once instead of at the real time it was placed at. Returns how many jobs were moved.';
+COMMENT ON FUNCTION app_private.wake_due_jobs(tenant_id uuid) IS 'After the clock of a tenant moved forward: everything of the tenant now due by its clock (queued emails and texts, nurture steps, webhook deliveries waiting for a retry) gets its job at once instead of at the real time it was placed at. Returns how many jobs were moved.';
 
 --
 -- Name: accept_invitation(text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -16092,6 +16684,46 @@ $$;
 COMMENT ON FUNCTION app_public.create_api_key(name text, role text) IS 'Creates an API key for the current tenant with a role (admin, manager or agent; default agent) and returns it with its secret, which is shown only this once. Owners and admins, logged in (not with another API key: every key has a member who made it, and removing or demoting that member revokes it). Errors: 42501 not allowed, or with an API key; 22023 blank name or invalid role.';
 
 --
+-- Name: create_webhook_endpoint(text, text[], text, integer); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.create_webhook_endpoint(url text, event_types text[] DEFAULT '{}'::text[], description text DEFAULT NULL::text, disable_after_seconds integer DEFAULT 432000) RETURNS app_public.created_webhook_endpoint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('admin', 'manage webhook endpoints');
+  v_problem text := app_hidden.webhook_url_problem(create_webhook_endpoint.url);
+  v_endpoint app_public.webhook_endpoints;
+  v_secret text := 'whsec_' || pg_catalog.encode(public.gen_random_bytes(32), 'base64');
+begin
+  if v_problem is not null then
+    raise exception 'Invalid webhook URL: %', v_problem using errcode = '22023';
+  end if;
+  -- Endpoints of one business are counted under its lock, so two concurrent calls cannot pass the limit.
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('webhook_endpoints:' || v_tenant_id, 0));
+  if (select pg_catalog.count(*) from app_public.webhook_endpoints w where w.tenant_id = v_tenant_id) >= 20 then
+    raise exception 'A business may have at most 20 webhook endpoints: delete one first' using errcode = '55000';
+  end if;
+  insert into app_public.webhook_endpoints (tenant_id, url, event_types, description, disable_after_seconds, created_by_user_id)
+  values (v_tenant_id, pg_catalog.btrim(create_webhook_endpoint.url), coalesce(create_webhook_endpoint.event_types, '{}'),
+          nullif(pg_catalog.btrim(create_webhook_endpoint.description), ''),
+          coalesce(create_webhook_endpoint.disable_after_seconds, 432000), app_public.current_user_id())
+  returning * into v_endpoint;
+  insert into app_private.webhook_secrets (tenant_id, endpoint_id, secret) values (v_tenant_id, v_endpoint.id, v_secret);
+  return (v_endpoint.id, v_endpoint.tenant_id, v_endpoint.url, v_endpoint.event_types, v_endpoint.description,
+          v_endpoint.enabled, v_endpoint.created_at, v_secret)::app_public.created_webhook_endpoint;
+end;
+$$;
+
+--
+-- Name: FUNCTION create_webhook_endpoint(url text, event_types text[], description text, disable_after_seconds integer); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.create_webhook_endpoint(url text, event_types text[], description text, disable_after_seconds integer) IS 'Creates a webhook endpoint of the current business: every new event whose type is in eventTypes (none: every type; see eventTypes) is POSTed to url, signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature) with the secret returned here, shown only this once (rotateWebhookSecret makes a new one). disableAfterSeconds (300 to 2592000, default 5 days): how long the endpoint may keep failing before it is turned off and the owners are told. Owners and admins; at most 20 endpoints per business. Errors: 42501 not allowed; 22023 an invalid URL or an unknown event type; 55000 too many endpoints; 23514 disableAfterSeconds out of range.';
+
+--
 -- Name: current_api_key_id(); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
@@ -16515,6 +17147,141 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.enroll_segment_in_sequence(sequence_id uuid, segment_id uuid) IS 'Enrolls every lead that matches the segment now (default: the enroll segment of the sequence) and returns how many were enrolled; leads already in the sequence, on the do-not-contact list or with a final status are left out. To also enroll leads as they come to match, set enroll_new_segment_matches on the sequence. Errors: P0002 no such segment or sequence; 22023 the sequence is paused or archived; 42501 not a member.';
+
+--
+-- Name: events; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.events (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid NOT NULL,
+    seq bigint,
+    type text NOT NULL,
+    lead_id uuid,
+    data jsonb DEFAULT '{}'::jsonb NOT NULL,
+    occurred_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    txid xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    "position" bigint NOT NULL,
+    CONSTRAINT events_seq_must_be_positive CHECK ((seq > 0))
+);
+
+ALTER TABLE ONLY app_public.events FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE events; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.events IS '@behavior -insert -update -delete
+The business’s domain events, oldest first: written in the same transaction as the change they tell of, never changed or deleted, numbered without gaps (seq) when that transaction commits. Webhook endpoints receive them; eventsAfter reads them after a cursor. Owners and admins.';
+
+--
+-- Name: COLUMN events.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.id IS 'The event’s id: stable, the webhook-id of every delivery of it, so a receiver can drop what it already has.';
+
+--
+-- Name: COLUMN events.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.tenant_id IS 'The business it belongs to.';
+
+--
+-- Name: COLUMN events.seq; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.seq IS 'Its number in the business’s sequence: 1, 2, 3, … without gaps, in commit order. The cursor of eventsAfter.';
+
+--
+-- Name: COLUMN events.type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.type IS 'What happened (see eventTypes), e.g. lead.created.';
+
+--
+-- Name: COLUMN events.lead_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.lead_id IS 'The lead it is about, if any.';
+
+--
+-- Name: COLUMN events.data; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.data IS 'What happened, as the event type describes.';
+
+--
+-- Name: COLUMN events.occurred_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.occurred_at IS 'When the change was written.';
+
+--
+-- Name: COLUMN events.txid; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.txid IS 'The transaction that wrote it (internal: how the commit finds the events to number).';
+
+--
+-- Name: COLUMN events."position"; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events."position" IS 'Its place among every event written (internal: the order within a transaction).';
+
+--
+-- Name: events_after(bigint, integer, text[]); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.events_after(after_seq bigint DEFAULT 0, max_count integer DEFAULT 100, types text[] DEFAULT NULL::text[]) RETURNS SETOF app_public.events
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('admin', 'read the event feed');
+  v_unknown text;
+begin
+  if events_after.after_seq is null or events_after.after_seq < 0 then
+    raise exception 'afterSeq must be 0 (from the start) or the seq of the last event read' using errcode = '22023';
+  end if;
+  if events_after.max_count is null or events_after.max_count not between 1 and 1000 then
+    raise exception 'maxCount must be 1 to 1000' using errcode = '22023';
+  end if;
+  if events_after.types is not null then
+    if pg_catalog.cardinality(events_after.types) not between 1 and 50 then
+      raise exception 'types must list 1 to 50 event types, or be left out for every type' using errcode = '22023';
+    end if;
+    select pg_catalog.string_agg(pg_catalog.quote_literal(t.name), ', ') into v_unknown
+    from pg_catalog.unnest(events_after.types) t(name)
+    where not exists (select 1 from app_public.event_types k where k.name = t.name);
+    if v_unknown is not null then
+      raise exception 'Unknown event type %: use the names of eventTypes', v_unknown using errcode = '22023';
+    end if;
+    -- One index range per type, each cut at max_count: the work follows the page, not the feed.
+    return query
+    select p.* from (select distinct t.name from pg_catalog.unnest(events_after.types) t(name)) t
+    cross join lateral (
+      select e.* from app_public.events e
+      where e.tenant_id = v_tenant_id and e.type = t.name and e.seq > events_after.after_seq
+      order by e.seq
+      limit events_after.max_count
+    ) p
+    order by p.seq
+    limit events_after.max_count;
+    return;
+  end if;
+  return query
+  select e.* from app_public.events e
+  where e.tenant_id = v_tenant_id and e.seq > events_after.after_seq
+  order by e.seq
+  limit events_after.max_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION events_after(after_seq bigint, max_count integer, types text[]); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.events_after(after_seq bigint, max_count integer, types text[]) IS 'The event feed, for clients that cannot receive webhooks: the business’s events numbered after afterSeq (0 for the beginning), oldest first, at most maxCount (1 to 1000, default 100), of the given types (default every type). The numbers (seq) have no gaps and are given in commit order, so a client that stores the last seq it read and asks for what comes after it misses nothing and sees nothing twice. Owners and admins (an API key with the admin role suits a poller). Errors: 42501 not allowed; 22023 afterSeq, maxCount or types invalid.';
 
 --
 -- Name: explain_routing(uuid); Type: FUNCTION; Schema: app_public; Owner: -
@@ -17933,6 +18700,161 @@ $$;
 COMMENT ON FUNCTION app_public.record_consent(lead_id uuid, channel text, purpose text, disclosure text, given_at timestamp with time zone, method text, page_url text, ip inet, user_agent text) IS 'Records a lead’s consent to texts (channel sms, for the lead’s phone) or emails (email, for the lead’s address), for marketing or transactional messages (agents and up). disclosure is the exact text the person agreed to (required for marketing, at least 20 characters); given_at when they agreed (default now, never in the future); method api (the default) or form, which also needs page_url, ip and user_agent. The record is evidence: it is never changed, only revoked (revokeConsent, or an opt-out), and its evidenceHash is the SHA-256 of what was recorded. A marketing or nurture text goes only to a number with a current marketing consent. Errors: 22023 (an unknown channel or method, no phone or email on the lead, a time in the future), 23514 (evidence missing or too long: the constraint names it), P0002 no such lead, 42501 not an agent of the tenant.';
 
 --
+-- Name: webhook_deliveries; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.webhook_deliveries (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid NOT NULL,
+    endpoint_id uuid NOT NULL,
+    event_id uuid NOT NULL,
+    event_seq bigint NOT NULL,
+    event_type text NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone NOT NULL,
+    lease_until timestamp with time zone,
+    last_attempt_at timestamp with time zone,
+    last_status_code integer,
+    delivered_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_deliveries_attempts_must_not_be_negative CHECK ((attempts >= 0)),
+    CONSTRAINT webhook_deliveries_status_must_be_known CHECK ((status = ANY (ARRAY['pending'::text, 'delivered'::text, 'failed'::text])))
+);
+
+ALTER TABLE ONLY app_public.webhook_deliveries FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE webhook_deliveries; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.webhook_deliveries IS '@behavior -insert -update -delete
+One event for one webhook endpoint: pending (waiting, or waiting for a retry at nextAttemptAt), delivered (a 2xx answer) or failed (20 attempts without one). redeliverWebhook sends one again. Owners and admins.';
+
+--
+-- Name: COLUMN webhook_deliveries.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.id IS 'The delivery’s id.';
+
+--
+-- Name: COLUMN webhook_deliveries.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.tenant_id IS 'The business.';
+
+--
+-- Name: COLUMN webhook_deliveries.endpoint_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.endpoint_id IS 'The endpoint.';
+
+--
+-- Name: COLUMN webhook_deliveries.event_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.event_id IS 'The event (its id is the webhook-id header).';
+
+--
+-- Name: COLUMN webhook_deliveries.event_seq; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.event_seq IS 'The event’s number.';
+
+--
+-- Name: COLUMN webhook_deliveries.event_type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.event_type IS 'The event’s type.';
+
+--
+-- Name: COLUMN webhook_deliveries.status; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.status IS 'pending, delivered or failed.';
+
+--
+-- Name: COLUMN webhook_deliveries.attempts; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.attempts IS 'Attempts so far (since the last redelivery).';
+
+--
+-- Name: COLUMN webhook_deliveries.next_attempt_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.next_attempt_at IS 'When it is (or was) due next.';
+
+--
+-- Name: COLUMN webhook_deliveries.lease_until; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.lease_until IS 'While a worker sends it: until when the worker holds it (internal).';
+
+--
+-- Name: COLUMN webhook_deliveries.last_attempt_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.last_attempt_at IS 'When the last attempt ended.';
+
+--
+-- Name: COLUMN webhook_deliveries.last_status_code; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.last_status_code IS 'The HTTP status of the last attempt (null: no answer).';
+
+--
+-- Name: COLUMN webhook_deliveries.delivered_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.delivered_at IS 'When a 2xx answer came.';
+
+--
+-- Name: COLUMN webhook_deliveries.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_deliveries.created_at IS 'When it was queued.';
+
+--
+-- Name: redeliver_webhook(uuid); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.redeliver_webhook(delivery_id uuid) RETURNS app_public.webhook_deliveries
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('admin', 'redeliver webhooks');
+  v_delivery app_public.webhook_deliveries;
+begin
+  select d.* into v_delivery from app_public.webhook_deliveries d
+  where d.id = redeliver_webhook.delivery_id and d.tenant_id = v_tenant_id
+  for update;
+  if not found then
+    raise exception 'No webhook delivery %', redeliver_webhook.delivery_id using errcode = 'P0002';
+  end if;
+  if v_delivery.status = 'pending' and v_delivery.lease_until > pg_catalog.clock_timestamp() then
+    raise exception 'This delivery is being sent right now: wait for its attempt to end' using errcode = '55000';
+  end if;
+  if not (select w.enabled from app_public.webhook_endpoints w where w.id = v_delivery.endpoint_id) then
+    raise exception 'The webhook endpoint is turned off: turn it on (updateWebhookEndpoint, enabled: true) to deliver' using errcode = '55000';
+  end if;
+  update app_public.webhook_deliveries d
+  set status = 'pending', attempts = 0, next_attempt_at = app_hidden.clock_now(v_tenant_id), lease_until = null, delivered_at = null
+  where d.id = v_delivery.id
+  returning * into v_delivery;
+  perform app_private.schedule_webhook_endpoint(v_delivery.endpoint_id);
+  return v_delivery;
+end;
+$$;
+
+--
+-- Name: FUNCTION redeliver_webhook(delivery_id uuid); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.redeliver_webhook(delivery_id uuid) IS 'Sends one webhook delivery again, now, whatever became of it (delivered, failed or waiting for a retry): same event, same webhook-id, so a receiver that already has it can tell. Its attempts start again from zero; the earlier attempts stay in webhookDeliveryAttempts. Owners and admins. Errors: 42501 not allowed; P0002 no such delivery in this business; 55000 the endpoint is turned off, or the delivery is being sent at this moment.';
+
+--
 -- Name: register(text, text, text, text, text, text); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
@@ -18102,6 +19024,59 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.remove_member(user_id uuid) IS 'Removes a member from the current tenant (their profile goes too; their next request no longer sees the tenant) and revokes the API keys they created (they may still hold the secrets) and the invitations they sent. Owners and admins, logged in (not with an API key); only owners can remove owners, and the last owner cannot be removed. Errors: 42501 not allowed, with an API key, or the last owner; P0002 not a member.';
+
+--
+-- Name: replay_webhook_events(uuid, bigint, integer); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.replay_webhook_events(endpoint_id uuid, after_seq bigint, max_count integer DEFAULT 1000) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('admin', 'redeliver webhooks');
+  v_endpoint app_public.webhook_endpoints;
+  v_count integer;
+begin
+  if replay_webhook_events.max_count is null or replay_webhook_events.max_count not between 1 and 10000 then
+    raise exception 'maxCount must be 1 to 10000' using errcode = '22023';
+  end if;
+  if replay_webhook_events.after_seq is null or replay_webhook_events.after_seq < 0 then
+    raise exception 'afterSeq must be 0 or a number of an event' using errcode = '22023';
+  end if;
+  select w.* into v_endpoint from app_public.webhook_endpoints w
+  where w.id = replay_webhook_events.endpoint_id and w.tenant_id = v_tenant_id;
+  if not found then
+    raise exception 'No webhook endpoint %', replay_webhook_events.endpoint_id using errcode = 'P0002';
+  end if;
+  if not v_endpoint.enabled then
+    raise exception 'The webhook endpoint is turned off: turn it on (updateWebhookEndpoint, enabled: true) to deliver' using errcode = '55000';
+  end if;
+  with chosen as (
+    select e.id, e.seq, e.type from app_public.events e
+    where e.tenant_id = v_tenant_id and e.seq > replay_webhook_events.after_seq
+      and (v_endpoint.event_types = '{}' or e.type = any (v_endpoint.event_types))
+    order by e.seq
+    limit replay_webhook_events.max_count
+  ), written as (
+    insert into app_public.webhook_deliveries as d (tenant_id, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
+    select v_tenant_id, v_endpoint.id, c.id, c.seq, c.type, app_hidden.clock_now(v_tenant_id) from chosen c
+    on conflict on constraint webhook_deliveries_event_must_be_delivered_once_per_endpoint do update
+      set status = 'pending', attempts = 0, next_attempt_at = excluded.next_attempt_at, delivered_at = null
+      where d.status <> 'pending'
+    returning 1
+  )
+  select pg_catalog.count(*) into v_count from written;
+  perform app_private.schedule_webhook_endpoint(v_endpoint.id);
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION replay_webhook_events(endpoint_id uuid, after_seq bigint, max_count integer); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.replay_webhook_events(endpoint_id uuid, after_seq bigint, max_count integer) IS 'Sends a webhook endpoint the business’s events after number afterSeq again (at most maxCount, 1 to 10000, default 1000, oldest first), those of the types it takes: for instance what happened while it was turned off. Each keeps its webhook-id. Returns how many deliveries were queued (those already waiting are left as they are). Owners and admins. Errors: 42501 not allowed; P0002 no such endpoint in this business; 55000 the endpoint is turned off; 22023 maxCount or afterSeq out of range.';
 
 --
 -- Name: request_email_change(text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -18726,6 +19701,45 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.revoke_session(session_id uuid) IS 'Ends one of your sessions (listed by allUserSessions, e.g. a phone you lost): its token stops working at once. Ending the current one is logging out. Logged-in users only. Errors: 28000 not logged in; P0002 no active session of yours has that id (also for the sessions of others).';
+
+--
+-- Name: rotate_webhook_secret(uuid, integer); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.rotate_webhook_secret(endpoint_id uuid, overlap_seconds integer DEFAULT 86400) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_tenant_id uuid := app_private.require_tenant_role('admin', 'manage webhook endpoints');
+  v_secret text := 'whsec_' || pg_catalog.encode(public.gen_random_bytes(32), 'base64');
+  v_until timestamptz;
+begin
+  if rotate_webhook_secret.overlap_seconds is null or rotate_webhook_secret.overlap_seconds not between 0 and 604800 then
+    raise exception 'overlapSeconds must be 0 to 604800 (7 days)' using errcode = '22023';
+  end if;
+  perform 1 from app_public.webhook_endpoints w
+  where w.id = rotate_webhook_secret.endpoint_id and w.tenant_id = v_tenant_id
+  for update;
+  if not found then
+    raise exception 'No webhook endpoint %', rotate_webhook_secret.endpoint_id using errcode = 'P0002';
+  end if;
+  v_until := pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => rotate_webhook_secret.overlap_seconds);
+  delete from app_private.webhook_secrets s
+  where s.endpoint_id = rotate_webhook_secret.endpoint_id and s.expires_at <= pg_catalog.clock_timestamp();
+  update app_private.webhook_secrets s set expires_at = v_until
+  where s.endpoint_id = rotate_webhook_secret.endpoint_id and (s.expires_at is null or s.expires_at > v_until);
+  insert into app_private.webhook_secrets (tenant_id, endpoint_id, secret)
+  values (v_tenant_id, rotate_webhook_secret.endpoint_id, v_secret);
+  return v_secret;
+end;
+$$;
+
+--
+-- Name: FUNCTION rotate_webhook_secret(endpoint_id uuid, overlap_seconds integer); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.rotate_webhook_secret(endpoint_id uuid, overlap_seconds integer) IS 'Gives a webhook endpoint a new signing secret and returns it, shown only this once. For overlapSeconds (0 to 604800, default one day) deliveries carry a signature with the old secret too (webhook-signature lists both), so the receiver can switch without losing a message; after that only the new one signs. Owners and admins. Errors: 42501 not allowed; P0002 no such endpoint in this business; 22023 overlap out of range.';
 
 --
 -- Name: lead_routing_history; Type: TABLE; Schema: app_public; Owner: -
@@ -20241,6 +21255,36 @@ COMMENT ON COLUMN app_private.email_verification_tokens.expires_at IS 'When the 
 COMMENT ON COLUMN app_private.email_verification_tokens.created_at IS 'When the token was issued.';
 
 --
+-- Name: event_counters; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.event_counters (
+    tenant_id uuid NOT NULL,
+    last_seq bigint NOT NULL,
+    CONSTRAINT event_counters_last_seq_must_not_be_negative CHECK ((last_seq >= 0))
+);
+
+ALTER TABLE ONLY app_private.event_counters FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE event_counters; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.event_counters IS 'The last number given in each business’s event sequence. Its row is locked from the moment a transaction’s events are numbered (at its commit) to the end of the commit: numbers follow commit order.';
+
+--
+-- Name: COLUMN event_counters.tenant_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.event_counters.tenant_id IS 'The business.';
+
+--
+-- Name: COLUMN event_counters.last_seq; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.event_counters.last_seq IS 'The highest seq given.';
+
+--
 -- Name: instance_secrets; Type: TABLE; Schema: app_private; Owner: -
 --
 
@@ -21103,6 +22147,64 @@ COMMENT ON COLUMN app_private.user_secrets.created_at IS 'When the row was creat
 --
 
 COMMENT ON COLUMN app_private.user_secrets.updated_at IS 'When the row was last changed.';
+
+--
+-- Name: webhook_secrets; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.webhook_secrets (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid NOT NULL,
+    endpoint_id uuid NOT NULL,
+    secret text NOT NULL,
+    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    expires_at timestamp with time zone,
+    CONSTRAINT webhook_secrets_secret_must_be_a_whsec_key CHECK ((secret ~ '^whsec_[A-Za-z0-9+/=]{40,100}\Z'::text))
+);
+
+ALTER TABLE ONLY app_private.webhook_secrets FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE webhook_secrets; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.webhook_secrets IS 'The signing secrets of webhook endpoints (whsec_ and 32 random bytes in base64, as Standard Webhooks writes them). Every secret not yet expired signs each delivery; a rotation gives the old ones an expiry (the overlap).';
+
+--
+-- Name: COLUMN webhook_secrets.id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.webhook_secrets.id IS 'The secret’s id.';
+
+--
+-- Name: COLUMN webhook_secrets.tenant_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.webhook_secrets.tenant_id IS 'The business of the endpoint.';
+
+--
+-- Name: COLUMN webhook_secrets.endpoint_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.webhook_secrets.endpoint_id IS 'The endpoint it signs for.';
+
+--
+-- Name: COLUMN webhook_secrets.secret; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.webhook_secrets.secret IS 'The secret, whsec_<base64>.';
+
+--
+-- Name: COLUMN webhook_secrets.created_at; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.webhook_secrets.created_at IS 'When it was made.';
+
+--
+-- Name: COLUMN webhook_secrets.expires_at; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.webhook_secrets.expires_at IS 'When it stops signing; null: until the next rotation.';
 
 --
 -- Name: agent_availability; Type: TABLE; Schema: app_public; Owner: -
@@ -22875,6 +23977,50 @@ COMMENT ON COLUMN app_public.email_suppressions.added_by_user_id IS 'Who added i
 COMMENT ON COLUMN app_public.email_suppressions.added_at IS 'When it was added: the time of the opt-out.';
 
 --
+-- Name: event_types; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.event_types (
+    name text NOT NULL,
+    description text NOT NULL,
+    CONSTRAINT event_types_name_must_be_area_dot_action CHECK ((name ~ '^[a-z_]+\.[a-z_]+\Z'::text))
+);
+
+ALTER TABLE ONLY app_public.event_types FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE event_types; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.event_types IS '@behavior -insert -update -delete
+The kinds of domain events Switchboard writes (app_public.events) and sends to webhook endpoints, with what each event’s data holds. The same for every business.';
+
+--
+-- Name: COLUMN event_types.name; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.event_types.name IS 'The type, area.action (lead.created, message.received, …): what webhook endpoints filter on and what the webhook body’s type says.';
+
+--
+-- Name: COLUMN event_types.description; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.event_types.description IS 'When it is written and what its data holds.';
+
+--
+-- Name: events_position_seq; Type: SEQUENCE; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.events ALTER COLUMN "position" ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app_public.events_position_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: holidays; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -23832,7 +24978,7 @@ CREATE TABLE app_public.notifications (
     read_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     email_message_id uuid,
-    CONSTRAINT notifications_kind_must_be_known CHECK ((kind = ANY (ARRAY['lead_qualified'::text, 'conversation_needs_human'::text])))
+    CONSTRAINT notifications_kind_must_be_known CHECK ((kind = ANY (ARRAY['lead_qualified'::text, 'conversation_needs_human'::text, 'webhook_endpoint_disabled'::text])))
 );
 
 ALTER TABLE ONLY app_public.notifications FORCE ROW LEVEL SECURITY;
@@ -23866,7 +25012,7 @@ COMMENT ON COLUMN app_public.notifications.user_id IS 'Who it is for.';
 -- Name: COLUMN notifications.kind; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.notifications.kind IS 'lead_qualified or conversation_needs_human.';
+COMMENT ON COLUMN app_public.notifications.kind IS 'lead_qualified, conversation_needs_human or webhook_endpoint_disabled.';
 
 --
 -- Name: COLUMN notifications.title; Type: COMMENT; Schema: app_public; Owner: -
@@ -25147,6 +26293,206 @@ COMMENT ON COLUMN app_public.user_status.created_at IS 'When the row was created
 COMMENT ON COLUMN app_public.user_status.updated_at IS 'When the status was last changed.';
 
 --
+-- Name: webhook_delivery_attempts; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.webhook_delivery_attempts (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid NOT NULL,
+    delivery_id uuid NOT NULL,
+    endpoint_id uuid NOT NULL,
+    attempt integer NOT NULL,
+    attempted_at timestamp with time zone NOT NULL,
+    status_code integer,
+    error text,
+    duration_ms integer NOT NULL,
+    response_body text,
+    CONSTRAINT webhook_delivery_attempts_have_an_answer_or_an_error CHECK (((status_code IS NOT NULL) OR (error IS NOT NULL))),
+    CONSTRAINT webhook_delivery_attempts_texts_must_be_bounded CHECK (((length(error) <= 500) AND (length(response_body) <= 1000)))
+);
+
+ALTER TABLE ONLY app_public.webhook_delivery_attempts FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE webhook_delivery_attempts; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.webhook_delivery_attempts IS '@behavior -insert -update -delete
+Every attempt to deliver a webhook: when, the HTTP status or the error (timeout, refused address, …), how long it took and the start of the answer. Owners and admins.';
+
+--
+-- Name: COLUMN webhook_delivery_attempts.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_delivery_attempts.id IS 'The attempt’s id.';
+
+--
+-- Name: COLUMN webhook_delivery_attempts.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_delivery_attempts.tenant_id IS 'The business.';
+
+--
+-- Name: COLUMN webhook_delivery_attempts.delivery_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_delivery_attempts.delivery_id IS 'The delivery.';
+
+--
+-- Name: COLUMN webhook_delivery_attempts.endpoint_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_delivery_attempts.endpoint_id IS 'The endpoint.';
+
+--
+-- Name: COLUMN webhook_delivery_attempts.attempt; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_delivery_attempts.attempt IS 'Which attempt of the delivery it was (1, 2, …).';
+
+--
+-- Name: COLUMN webhook_delivery_attempts.attempted_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_delivery_attempts.attempted_at IS 'When it ended.';
+
+--
+-- Name: COLUMN webhook_delivery_attempts.status_code; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_delivery_attempts.status_code IS 'The HTTP status of the answer; null when there was none.';
+
+--
+-- Name: COLUMN webhook_delivery_attempts.error; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_delivery_attempts.error IS 'Why there was no answer (at most 500 characters).';
+
+--
+-- Name: COLUMN webhook_delivery_attempts.duration_ms; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_delivery_attempts.duration_ms IS 'How long it took, in milliseconds.';
+
+--
+-- Name: COLUMN webhook_delivery_attempts.response_body; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_delivery_attempts.response_body IS 'The first 1000 characters of the answer.';
+
+--
+-- Name: webhook_endpoints; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.webhook_endpoints (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id uuid DEFAULT app_public.current_tenant_id() NOT NULL,
+    url text NOT NULL,
+    description text,
+    event_types text[] DEFAULT '{}'::text[] NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    disable_after_seconds integer DEFAULT 432000 NOT NULL,
+    failing_since timestamp with time zone,
+    disabled_at timestamp with time zone,
+    disabled_reason text,
+    created_by_user_id uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_endpoints_description_must_be_at_most_500_characters CHECK ((length(description) <= 500)),
+    CONSTRAINT webhook_endpoints_disable_after_seconds_must_be_300_to_2592000 CHECK (((disable_after_seconds >= 300) AND (disable_after_seconds <= 2592000))),
+    CONSTRAINT webhook_endpoints_disabled_reason_must_be_at_most_500_character CHECK ((length(disabled_reason) <= 500)),
+    CONSTRAINT webhook_endpoints_event_types_must_be_at_most_50 CHECK ((cardinality(event_types) <= 50)),
+    CONSTRAINT webhook_endpoints_url_must_be_an_http_url CHECK ((app_hidden.webhook_url_problem(url) IS NULL))
+);
+
+ALTER TABLE ONLY app_public.webhook_endpoints FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE webhook_endpoints; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.webhook_endpoints IS '@behavior -insert
+Where the business’s events are sent: each new event of a type the endpoint takes is POSTed to its URL as JSON ({"id", "type", "sequence", "timestamp", "data"}), signed per Standard Webhooks, at least once, retried with a growing delay until a 2xx answer. Created with createWebhookEndpoint (which returns the secret); owners and admins manage them, and only they can read them. See docs/webhooks.md.';
+
+--
+-- Name: COLUMN webhook_endpoints.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.id IS 'The endpoint’s id.';
+
+--
+-- Name: COLUMN webhook_endpoints.tenant_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.tenant_id IS 'The business it belongs to.';
+
+--
+-- Name: COLUMN webhook_endpoints.url; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.url IS 'Where events are POSTed: an http(s) URL (https in production). It must resolve to a public address: private, loopback and link-local ones are refused when delivering unless the deployment allows them (WEBHOOK_ALLOW_PRIVATE_TARGETS).';
+
+--
+-- Name: COLUMN webhook_endpoints.description; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.description IS 'A note for people (at most 500 characters).';
+
+--
+-- Name: COLUMN webhook_endpoints.event_types; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.event_types IS 'The event types it takes (see eventTypes); empty: every type.';
+
+--
+-- Name: COLUMN webhook_endpoints.enabled; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.enabled IS 'Whether events are sent to it. Set to false to pause (events are still written and wait in the feed); set to true again to resume, which also clears an automatic turn-off.';
+
+--
+-- Name: COLUMN webhook_endpoints.disable_after_seconds; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.disable_after_seconds IS 'How long (300 to 2592000 seconds, default 5 days) it may fail without a single success before it is turned off and the owners are told.';
+
+--
+-- Name: COLUMN webhook_endpoints.failing_since; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.failing_since IS 'Since when its deliveries fail without a success in between; null while it is healthy.';
+
+--
+-- Name: COLUMN webhook_endpoints.disabled_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.disabled_at IS 'When it was turned off, by a member or for failing; null while enabled.';
+
+--
+-- Name: COLUMN webhook_endpoints.disabled_reason; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.disabled_reason IS 'Why it was turned off.';
+
+--
+-- Name: COLUMN webhook_endpoints.created_by_user_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.created_by_user_id IS 'The member who created it.';
+
+--
+-- Name: COLUMN webhook_endpoints.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.created_at IS 'When it was created.';
+
+--
+-- Name: COLUMN webhook_endpoints.updated_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.updated_at IS 'When it was last changed.';
+
+--
 -- Name: st_appointment_assignments; Type: TABLE; Schema: raw; Owner: -
 --
 
@@ -25894,6 +27240,13 @@ ALTER TABLE ONLY app_private.email_verification_tokens
     ADD CONSTRAINT email_verification_tokens_pkey PRIMARY KEY (user_id);
 
 --
+-- Name: event_counters event_counters_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.event_counters
+    ADD CONSTRAINT event_counters_pkey PRIMARY KEY (tenant_id);
+
+--
 -- Name: instance_secrets instance_secrets_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
 --
 
@@ -26011,6 +27364,13 @@ ALTER TABLE ONLY app_private.st_sync_seen
 
 ALTER TABLE ONLY app_private.user_secrets
     ADD CONSTRAINT user_secrets_pkey PRIMARY KEY (user_id);
+
+--
+-- Name: webhook_secrets webhook_secrets_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.webhook_secrets
+    ADD CONSTRAINT webhook_secrets_pkey PRIMARY KEY (id);
 
 --
 -- Name: agent_availability agent_availability_must_be_one_row_per_agent; Type: CONSTRAINT; Schema: app_public; Owner: -
@@ -26305,6 +27665,27 @@ ALTER TABLE ONLY app_public.email_suppressions
 
 ALTER TABLE ONLY app_public.email_suppressions
     ADD CONSTRAINT email_suppressions_pkey PRIMARY KEY (id);
+
+--
+-- Name: event_types event_types_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.event_types
+    ADD CONSTRAINT event_types_pkey PRIMARY KEY (name);
+
+--
+-- Name: events events_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.events
+    ADD CONSTRAINT events_pkey PRIMARY KEY (tenant_id, id);
+
+--
+-- Name: events events_seq_must_be_unique_per_tenant; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.events
+    ADD CONSTRAINT events_seq_must_be_unique_per_tenant UNIQUE (tenant_id, seq);
 
 --
 -- Name: holidays holidays_day_must_be_unique_per_tenant; Type: CONSTRAINT; Schema: app_public; Owner: -
@@ -26944,6 +28325,48 @@ ALTER TABLE ONLY app_public.users
     ADD CONSTRAINT users_pkey PRIMARY KEY (id);
 
 --
+-- Name: webhook_deliveries webhook_deliveries_event_must_be_delivered_once_per_endpoint; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_event_must_be_delivered_once_per_endpoint UNIQUE (tenant_id, endpoint_id, event_id);
+
+--
+-- Name: webhook_deliveries webhook_deliveries_id_must_be_unique_per_tenant; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_id_must_be_unique_per_tenant UNIQUE (tenant_id, id);
+
+--
+-- Name: webhook_deliveries webhook_deliveries_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id);
+
+--
+-- Name: webhook_delivery_attempts webhook_delivery_attempts_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.webhook_delivery_attempts
+    ADD CONSTRAINT webhook_delivery_attempts_pkey PRIMARY KEY (id);
+
+--
+-- Name: webhook_endpoints webhook_endpoints_id_must_be_unique_per_tenant; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_id_must_be_unique_per_tenant UNIQUE (tenant_id, id);
+
+--
+-- Name: webhook_endpoints webhook_endpoints_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (id);
+
+--
 -- Name: st_appointment_assignments st_appointment_assignments_must_be_unique_per_tenant; Type: CONSTRAINT; Schema: raw; Owner: -
 --
 
@@ -27172,6 +28595,12 @@ CREATE INDEX segment_count_changes_by_segment ON app_private.segment_count_chang
 COMMENT ON INDEX app_private.segment_count_changes_by_segment IS 'The deltas of a segment, for the fold and for a recount.';
 
 --
+-- Name: webhook_secrets_by_endpoint; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX webhook_secrets_by_endpoint ON app_private.webhook_secrets USING btree (endpoint_id);
+
+--
 -- Name: agent_availability_routable; Type: INDEX; Schema: app_public; Owner: -
 --
 
@@ -27398,6 +28827,18 @@ CREATE INDEX email_messages_by_recipient ON app_public.email_messages USING btre
 --
 
 CREATE INDEX email_messages_pending ON app_public.email_messages USING btree (status, scheduled_for) WHERE (status = ANY (ARRAY['queued'::text, 'sending'::text]));
+
+--
+-- Name: events_by_type; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX events_by_type ON app_public.events USING btree (tenant_id, type, seq);
+
+--
+-- Name: events_to_number; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX events_to_number ON app_public.events USING btree (txid) WHERE (seq IS NULL);
 
 --
 -- Name: import_batch_rows_by_lead; Type: INDEX; Schema: app_public; Owner: -
@@ -27808,6 +29249,36 @@ CREATE INDEX user_sessions_tenant_id_user_id_idx ON app_public.user_sessions USI
 CREATE INDEX user_sessions_user_id_idx ON app_public.user_sessions USING btree (user_id, last_used_at DESC);
 
 --
+-- Name: webhook_deliveries_due; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_due ON app_public.webhook_deliveries USING btree (endpoint_id, next_attempt_at) WHERE (status = 'pending'::text);
+
+--
+-- Name: webhook_deliveries_of_event; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_of_event ON app_public.webhook_deliveries USING btree (tenant_id, event_id);
+
+--
+-- Name: webhook_delivery_attempts_of_delivery; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX webhook_delivery_attempts_of_delivery ON app_public.webhook_delivery_attempts USING btree (tenant_id, delivery_id, attempted_at);
+
+--
+-- Name: webhook_delivery_attempts_of_endpoint; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX webhook_delivery_attempts_of_endpoint ON app_public.webhook_delivery_attempts USING btree (tenant_id, endpoint_id, attempted_at);
+
+--
+-- Name: webhook_endpoints_enabled; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX webhook_endpoints_enabled ON app_public.webhook_endpoints USING btree (tenant_id) WHERE enabled;
+
+--
 -- Name: st_appointment_assignments_by_appointment; Type: INDEX; Schema: raw; Owner: -
 --
 
@@ -27964,10 +29435,22 @@ CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_private.user_secre
 CREATE TRIGGER _010_append_only BEFORE DELETE OR UPDATE ON app_public.budget_transactions FOR EACH ROW EXECUTE FUNCTION app_private.tg_budget_transactions__append_only();
 
 --
+-- Name: events _010_append_only; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _010_append_only BEFORE DELETE OR UPDATE ON app_public.events FOR EACH ROW EXECUTE FUNCTION app_private.tg_events__append_only();
+
+--
 -- Name: budget_transactions _010_append_only_truncate; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
 CREATE TRIGGER _010_append_only_truncate BEFORE TRUNCATE ON app_public.budget_transactions FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_budget_transactions__append_only();
+
+--
+-- Name: events _010_append_only_truncate; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _010_append_only_truncate BEFORE TRUNCATE ON app_public.events FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_events__append_only();
 
 --
 -- Name: agent_availability _050_check_actor; Type: TRIGGER; Schema: app_public; Owner: -
@@ -28312,6 +29795,12 @@ CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_public.user_status
 CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_public.users FOR EACH ROW EXECUTE FUNCTION app_private.tg__timestamps();
 
 --
+-- Name: webhook_endpoints _100_timestamps; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_public.webhook_endpoints FOR EACH ROW EXECUTE FUNCTION app_private.tg__timestamps();
+
+--
 -- Name: segments _150_lock_lead_counts; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -28388,6 +29877,12 @@ CREATE TRIGGER _200_validate BEFORE INSERT OR UPDATE ON app_public.routing_exper
 --
 
 CREATE TRIGGER _200_validate BEFORE INSERT OR UPDATE ON app_public.routing_rules FOR EACH ROW EXECUTE FUNCTION app_private.tg_routing_rules__validate();
+
+--
+-- Name: webhook_endpoints _200_validate; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _200_validate BEFORE INSERT OR UPDATE ON app_public.webhook_endpoints FOR EACH ROW EXECUTE FUNCTION app_private.tg_webhook_endpoints__validate();
 
 --
 -- Name: system_config _200_validate_auto_route; Type: TRIGGER; Schema: app_public; Owner: -
@@ -28780,6 +30275,12 @@ CREATE TRIGGER _900_funnel_marks_on_insert AFTER INSERT ON app_public.lead_statu
 CREATE TRIGGER _900_funnel_marks_on_update AFTER UPDATE ON app_public.lead_status_history REFERENCING OLD TABLE AS old_history NEW TABLE AS new_history FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_lead_status_history__funnel_marks();
 
 --
+-- Name: events _900_number; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE CONSTRAINT TRIGGER _900_number AFTER INSERT ON app_public.events DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION app_private.tg_events__number();
+
+--
 -- Name: lead_statuses _900_rebuild_lead_rollups; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -28796,6 +30297,12 @@ CREATE TRIGGER _900_record_version AFTER INSERT OR UPDATE ON app_public.routing_
 --
 
 COMMENT ON TRIGGER _900_record_version ON app_public.routing_rules IS 'Keeps every version in routing_rule_versions.';
+
+--
+-- Name: webhook_endpoints _900_resume; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _900_resume AFTER UPDATE OF enabled ON app_public.webhook_endpoints FOR EACH ROW WHEN ((new.enabled AND (NOT old.enabled))) EXECUTE FUNCTION app_private.tg_webhook_endpoints__resume();
 
 --
 -- Name: service_titan_skill_lines _900_resync_technicians_after_delete; Type: TRIGGER; Schema: app_public; Owner: -
@@ -28840,6 +30347,132 @@ COMMENT ON TRIGGER _900_resync_technicians_after_update ON app_public.service_ti
 CREATE TRIGGER _910_auto_route AFTER INSERT ON app_public.leads FOR EACH ROW EXECUTE FUNCTION app_private.tg_leads__auto_route();
 
 --
+-- Name: routing_offers _950_event_accepted; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_accepted AFTER UPDATE OF status ON app_public.routing_offers FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (new.status = 'accepted'::text))) EXECUTE FUNCTION app_private.tg__record_event('offer.accepted', 'lead_id', 'id', 'lead_id', 'agent_id', 'responded_at');
+
+--
+-- Name: lead_assignments _950_event_assigned; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_assigned AFTER INSERT ON app_public.lead_assignments FOR EACH ROW EXECUTE FUNCTION app_private.tg__record_event('lead.assigned', 'lead_id', 'id', 'lead_id', 'from_agent_id', 'to_agent_id', 'from_user_id', 'to_user_id', 'strategy', 'reason', 'assigned_at');
+
+--
+-- Name: routing_offers _950_event_cancelled; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_cancelled AFTER UPDATE OF status ON app_public.routing_offers FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (new.status = 'cancelled'::text))) EXECUTE FUNCTION app_private.tg__record_event('offer.cancelled', 'lead_id', 'id', 'lead_id', 'agent_id');
+
+--
+-- Name: lead_sequence_enrollments _950_event_completed; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_completed AFTER UPDATE OF status ON app_public.lead_sequence_enrollments FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (new.status = 'completed'::text))) EXECUTE FUNCTION app_private.tg__record_event('nurture.completed', 'lead_id', 'id', 'lead_id', 'sequence_id', 'completed_at');
+
+--
+-- Name: routing_offers _950_event_created; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_created AFTER INSERT ON app_public.routing_offers FOR EACH ROW EXECUTE FUNCTION app_private.tg__record_event('offer.created', 'lead_id', 'id', 'lead_id', 'agent_id', 'expires_at');
+
+--
+-- Name: messages _950_event_delivered; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_delivered AFTER UPDATE OF status ON app_public.messages FOR EACH ROW WHEN (((new.direction = 'outbound'::text) AND (old.status IS DISTINCT FROM new.status) AND (new.status = 'delivered'::text))) EXECUTE FUNCTION app_private.tg__record_event('message.delivered', 'lead_id', 'id', 'lead_id', 'conversation_id', 'to_phone', 'delivered_at');
+
+--
+-- Name: lead_sequence_enrollments _950_event_enrolled; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_enrolled AFTER INSERT ON app_public.lead_sequence_enrollments FOR EACH ROW EXECUTE FUNCTION app_private.tg__record_event('nurture.enrolled', 'lead_id', 'id', 'lead_id', 'sequence_id', 'enrolled_via');
+
+--
+-- Name: routing_offers _950_event_expired; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_expired AFTER UPDATE OF status ON app_public.routing_offers FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (new.status = 'expired'::text))) EXECUTE FUNCTION app_private.tg__record_event('offer.expired', 'lead_id', 'id', 'lead_id', 'agent_id', 'expires_at');
+
+--
+-- Name: messages _950_event_failed; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_failed AFTER UPDATE OF status ON app_public.messages FOR EACH ROW WHEN (((new.direction = 'outbound'::text) AND (old.status IS DISTINCT FROM new.status) AND (new.status = ANY (ARRAY['failed'::text, 'undelivered'::text])))) EXECUTE FUNCTION app_private.tg__record_event('message.failed', 'lead_id', 'id', 'lead_id', 'conversation_id', 'to_phone', 'status', 'error_code', 'error_message');
+
+--
+-- Name: import_batches _950_event_finished; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_finished AFTER UPDATE OF status ON app_public.import_batches FOR EACH ROW WHEN (((old.status = 'running'::text) AND (new.status <> 'running'::text))) EXECUTE FUNCTION app_private.tg__record_event('import.finished', '', 'id', 'status', 'row_count', 'created_count', 'merged_count', 'skipped_count', 'rejected_count', 'failure_reason', 'finished_at');
+
+--
+-- Name: consent_records _950_event_given; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_given AFTER INSERT ON app_public.consent_records FOR EACH ROW EXECUTE FUNCTION app_private.tg__record_event('consent.changed', 'lead_id', 'id', 'lead_id', 'channel', 'phone', 'email', 'purpose', 'method', 'given_at', 'revoked_at');
+
+--
+-- Name: sms_consent_events _950_event_opt_out; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_opt_out AFTER INSERT ON app_public.sms_consent_events FOR EACH ROW WHEN ((new.event = 'opt_out'::text)) EXECUTE FUNCTION app_private.tg__record_event('consent.opt_out', '', 'id', 'phone', 'source', 'keyword', 'occurred_at');
+
+--
+-- Name: assignment_queue _950_event_queued; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_queued AFTER INSERT ON app_public.assignment_queue FOR EACH ROW EXECUTE FUNCTION app_private.tg__record_event('lead.queued', 'lead_id', 'id', 'lead_id', 'queue_type', 'priority', 'sla_expires_at');
+
+--
+-- Name: messages _950_event_received; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_received AFTER INSERT ON app_public.messages FOR EACH ROW WHEN ((new.direction = 'inbound'::text)) EXECUTE FUNCTION app_private.tg__record_event('message.received', 'lead_id', 'id', 'lead_id', 'conversation_id', 'from_phone', 'to_phone', 'body', 'num_media', 'created_at');
+
+--
+-- Name: routing_offers _950_event_rejected; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_rejected AFTER UPDATE OF status ON app_public.routing_offers FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (new.status = 'rejected'::text))) EXECUTE FUNCTION app_private.tg__record_event('offer.rejected', 'lead_id', 'id', 'lead_id', 'agent_id', 'responded_at', 'decline_reason');
+
+--
+-- Name: consent_records _950_event_revoked; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_revoked AFTER UPDATE OF revoked_at ON app_public.consent_records FOR EACH ROW WHEN (((old.revoked_at IS NULL) AND (new.revoked_at IS NOT NULL))) EXECUTE FUNCTION app_private.tg__record_event('consent.changed', 'lead_id', 'id', 'lead_id', 'channel', 'phone', 'email', 'purpose', 'method', 'given_at', 'revoked_at');
+
+--
+-- Name: messages _950_event_sent; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_sent AFTER UPDATE OF status ON app_public.messages FOR EACH ROW WHEN (((new.direction = 'outbound'::text) AND (old.status IS DISTINCT FROM new.status) AND (new.status = 'sent'::text))) EXECUTE FUNCTION app_private.tg__record_event('message.sent', 'lead_id', 'id', 'lead_id', 'conversation_id', 'to_phone', 'purpose', 'sender', 'sent_at');
+
+--
+-- Name: lead_sequence_enrollments _950_event_stopped; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_stopped AFTER UPDATE OF status ON app_public.lead_sequence_enrollments FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (new.status = 'stopped'::text))) EXECUTE FUNCTION app_private.tg__record_event('nurture.stopped', 'lead_id', 'id', 'lead_id', 'sequence_id', 'stop_reason', 'stopped_at');
+
+--
+-- Name: lead_form_submissions _950_event_submitted; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_event_submitted AFTER INSERT ON app_public.lead_form_submissions FOR EACH ROW WHEN ((new.outcome <> 'refused'::text)) EXECUTE FUNCTION app_private.tg__record_event('form.submitted', 'lead_id', 'id', 'form_id', 'lead_id', 'outcome', 'received_at');
+
+--
+-- Name: leads _950_events_on_insert; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_events_on_insert AFTER INSERT ON app_public.leads REFERENCING NEW TABLE AS new_leads FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_leads__events();
+
+--
+-- Name: leads _950_events_on_update; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _950_events_on_update AFTER UPDATE ON app_public.leads REFERENCING OLD TABLE AS old_leads NEW TABLE AS new_leads FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_leads__events();
+
+--
 -- Name: sync_state _100_timestamps; Type: TRIGGER; Schema: raw; Owner: -
 --
 
@@ -28872,6 +30505,13 @@ ALTER TABLE ONLY app_private.email_change_requests
 
 ALTER TABLE ONLY app_private.email_verification_tokens
     ADD CONSTRAINT email_verification_tokens_user_must_exist FOREIGN KEY (user_id) REFERENCES app_public.users(id) ON DELETE CASCADE;
+
+--
+-- Name: event_counters event_counters_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.event_counters
+    ADD CONSTRAINT event_counters_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
 
 --
 -- Name: invitation_tokens invitation_tokens_invitation_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
@@ -28949,6 +30589,13 @@ ALTER TABLE ONLY app_private.st_sync_seen
 
 ALTER TABLE ONLY app_private.user_secrets
     ADD CONSTRAINT user_secrets_user_must_exist FOREIGN KEY (user_id) REFERENCES app_public.users(id) ON DELETE CASCADE;
+
+--
+-- Name: webhook_secrets webhook_secrets_endpoint_must_exist; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.webhook_secrets
+    ADD CONSTRAINT webhook_secrets_endpoint_must_exist FOREIGN KEY (tenant_id, endpoint_id) REFERENCES app_public.webhook_endpoints(tenant_id, id) ON DELETE CASCADE;
 
 --
 -- Name: agent_availability agent_availability_agent_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
@@ -29236,6 +30883,20 @@ ALTER TABLE ONLY app_public.email_suppressions
 
 ALTER TABLE ONLY app_public.email_suppressions
     ADD CONSTRAINT email_suppressions_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
+
+--
+-- Name: events events_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.events
+    ADD CONSTRAINT events_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
+
+--
+-- Name: events events_type_must_be_known; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.events
+    ADD CONSTRAINT events_type_must_be_known FOREIGN KEY (type) REFERENCES app_public.event_types(name);
 
 --
 -- Name: holidays holidays_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
@@ -29749,6 +31410,48 @@ ALTER TABLE ONLY app_public.user_status
     ADD CONSTRAINT user_status_user_must_exist FOREIGN KEY (user_id) REFERENCES app_public.users(id) ON DELETE CASCADE;
 
 --
+-- Name: webhook_deliveries webhook_deliveries_endpoint_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_endpoint_must_exist FOREIGN KEY (tenant_id, endpoint_id) REFERENCES app_public.webhook_endpoints(tenant_id, id) ON DELETE CASCADE;
+
+--
+-- Name: webhook_deliveries webhook_deliveries_event_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_event_must_exist FOREIGN KEY (tenant_id, event_id) REFERENCES app_public.events(tenant_id, id) ON DELETE CASCADE;
+
+--
+-- Name: webhook_delivery_attempts webhook_delivery_attempts_delivery_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.webhook_delivery_attempts
+    ADD CONSTRAINT webhook_delivery_attempts_delivery_must_exist FOREIGN KEY (tenant_id, delivery_id) REFERENCES app_public.webhook_deliveries(tenant_id, id) ON DELETE CASCADE;
+
+--
+-- Name: webhook_delivery_attempts webhook_delivery_attempts_endpoint_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.webhook_delivery_attempts
+    ADD CONSTRAINT webhook_delivery_attempts_endpoint_must_exist FOREIGN KEY (tenant_id, endpoint_id) REFERENCES app_public.webhook_endpoints(tenant_id, id) ON DELETE CASCADE;
+
+--
+-- Name: webhook_endpoints webhook_endpoints_creator_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_creator_must_exist FOREIGN KEY (created_by_user_id) REFERENCES app_public.users(id) ON DELETE SET NULL;
+
+--
+-- Name: webhook_endpoints webhook_endpoints_tenant_must_exist; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_tenant_must_exist FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE;
+
+--
 -- Name: st_appointment_assignments st_appointment_assignments_tenant_must_exist; Type: FK CONSTRAINT; Schema: raw; Owner: -
 --
 
@@ -29815,6 +31518,12 @@ ALTER TABLE app_private.email_change_requests ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_private.email_verification_tokens ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: event_counters; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.event_counters ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: instance_secrets; Type: ROW SECURITY; Schema: app_private; Owner: -
 --
 
@@ -29879,6 +31588,12 @@ CREATE POLICY owner_all ON app_private.email_change_requests TO :DATABASE_OWNER 
 --
 
 CREATE POLICY owner_all ON app_private.email_verification_tokens TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: event_counters owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.event_counters TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
 -- Name: instance_secrets owner_all; Type: POLICY; Schema: app_private; Owner: -
@@ -29995,6 +31710,12 @@ COMMENT ON POLICY owner_all ON app_private.st_sync_seen IS 'Only the owner (the 
 CREATE POLICY owner_all ON app_private.user_secrets TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
+-- Name: webhook_secrets owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.webhook_secrets TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
 -- Name: password_reset_tokens; Type: ROW SECURITY; Schema: app_private; Owner: -
 --
 
@@ -30053,6 +31774,12 @@ ALTER TABLE app_private.st_sync_seen ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_private.user_secrets ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_secrets; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.webhook_secrets ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: agent_availability; Type: ROW SECURITY; Schema: app_public; Owner: -
@@ -30175,6 +31902,12 @@ ALTER TABLE app_public.conversations ENABLE ROW LEVEL SECURITY;
 CREATE POLICY delete_as_admin ON app_public.lead_forms FOR DELETE TO :DATABASE_VISITOR USING (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND ( SELECT app_hidden.current_user_has_role('admin'::text) AS current_user_has_role)));
 
 --
+-- Name: webhook_endpoints delete_as_admin; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY delete_as_admin ON app_public.webhook_endpoints FOR DELETE TO :DATABASE_VISITOR USING (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND ( SELECT app_hidden.current_user_has_role('admin'::text) AS current_user_has_role)));
+
+--
 -- Name: agent_service_areas delete_current_tenant; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -30281,6 +32014,18 @@ ALTER TABLE app_public.email_messages ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_public.email_suppressions ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: event_types; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.event_types ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: events; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.events ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: holidays; Type: ROW SECURITY; Schema: app_public; Owner: -
@@ -30697,6 +32442,18 @@ CREATE POLICY owner_all ON app_public.email_messages TO :DATABASE_OWNER USING (t
 CREATE POLICY owner_all ON app_public.email_suppressions TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
+-- Name: event_types owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.event_types TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: events owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.events TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
 -- Name: holidays owner_all; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -30997,6 +32754,24 @@ CREATE POLICY owner_all ON app_public.user_status TO :DATABASE_OWNER USING (true
 CREATE POLICY owner_all ON app_public.users TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
+-- Name: webhook_deliveries owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.webhook_deliveries TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: webhook_delivery_attempts owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.webhook_delivery_attempts TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: webhook_endpoints owner_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY owner_all ON app_public.webhook_endpoints TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
 -- Name: phone_area_codes; Type: ROW SECURITY; Schema: app_public; Owner: -
 --
 
@@ -31057,6 +32832,12 @@ ALTER TABLE app_public.routing_rules ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_public.segments ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: event_types select_all; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_all ON app_public.event_types FOR SELECT TO :DATABASE_VISITOR USING (true);
+
+--
 -- Name: lead_statuses select_all; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -31109,6 +32890,30 @@ CREATE POLICY select_all ON app_public.sms_message_caps FOR SELECT TO :DATABASE_
 --
 
 CREATE POLICY select_all ON app_public.sms_send_windows FOR SELECT TO :DATABASE_VISITOR USING (true);
+
+--
+-- Name: events select_as_admin; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_as_admin ON app_public.events FOR SELECT TO :DATABASE_VISITOR USING (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND (seq IS NOT NULL) AND ( SELECT app_hidden.current_user_has_role('admin'::text) AS current_user_has_role)));
+
+--
+-- Name: webhook_deliveries select_as_admin; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_as_admin ON app_public.webhook_deliveries FOR SELECT TO :DATABASE_VISITOR USING (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND ( SELECT app_hidden.current_user_has_role('admin'::text) AS current_user_has_role)));
+
+--
+-- Name: webhook_delivery_attempts select_as_admin; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_as_admin ON app_public.webhook_delivery_attempts FOR SELECT TO :DATABASE_VISITOR USING (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND ( SELECT app_hidden.current_user_has_role('admin'::text) AS current_user_has_role)));
+
+--
+-- Name: webhook_endpoints select_as_admin; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_as_admin ON app_public.webhook_endpoints FOR SELECT TO :DATABASE_VISITOR USING (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND ( SELECT app_hidden.current_user_has_role('admin'::text) AS current_user_has_role)));
 
 --
 -- Name: tenants select_current; Type: POLICY; Schema: app_public; Owner: -
@@ -31573,6 +33378,12 @@ ALTER TABLE app_public.tracking_numbers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY update_as_admin ON app_public.lead_forms FOR UPDATE TO :DATABASE_VISITOR USING (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND ( SELECT app_hidden.current_user_has_role('admin'::text) AS current_user_has_role))) WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
 
 --
+-- Name: webhook_endpoints update_as_admin; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY update_as_admin ON app_public.webhook_endpoints FOR UPDATE TO :DATABASE_VISITOR USING (((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)) AND ( SELECT app_hidden.current_user_has_role('admin'::text) AS current_user_has_role))) WITH CHECK ((tenant_id = ( SELECT app_public.current_tenant_id() AS current_tenant_id)));
+
+--
 -- Name: tenants update_current; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -31751,6 +33562,24 @@ ALTER TABLE app_public.user_status ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_public.users ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_deliveries; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.webhook_deliveries ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_delivery_attempts; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.webhook_delivery_attempts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_endpoints; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.webhook_endpoints ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: st_appointment_assignments owner_all; Type: POLICY; Schema: raw; Owner: -
@@ -32587,6 +34416,20 @@ REVOKE ALL ON FUNCTION app_hidden.visible_user_ids() FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.visible_user_ids() TO :DATABASE_VISITOR;
 
 --
+-- Name: FUNCTION webhook_retry_delay(attempt integer); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.webhook_retry_delay(attempt integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.webhook_retry_delay(attempt integer) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION webhook_url_problem(url text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.webhook_url_problem(url text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.webhook_url_problem(url text) TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION add_job(identifier text, payload json, queue_name text, run_at timestamp with time zone, max_attempts integer, job_key text, priority integer, job_key_mode text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -32694,6 +34537,12 @@ GRANT SELECT ON TABLE app_public.messages TO :DATABASE_VISITOR;
 --
 
 REVOKE ALL ON FUNCTION app_private.claim_outbound_message(message_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION claim_webhook_deliveries(endpoint_id uuid, max_count integer, lease_seconds integer); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.claim_webhook_deliveries(endpoint_id uuid, max_count integer, lease_seconds integer) FROM PUBLIC;
 
 --
 -- Name: FUNCTION compact_lead_rollups(); Type: ACL; Schema: app_private; Owner: -
@@ -33146,6 +34995,12 @@ REVOKE ALL ON FUNCTION app_private.record_email_failed(email_id uuid, error_code
 REVOKE ALL ON FUNCTION app_private.record_email_sent(email_id uuid, message_id text, response text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION record_event(tenant_id uuid, type text, lead_id uuid, data jsonb); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.record_event(tenant_id uuid, type text, lead_id uuid, data jsonb) FROM PUBLIC;
+
+--
 -- Name: FUNCTION record_inbound_call(call_sid text, from_phone text, to_phone text, call_status text, caller_city text, caller_state text, caller_country text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -33180,6 +35035,12 @@ REVOKE ALL ON FUNCTION app_private.record_opt_in(tenant_id uuid, customer_phone 
 --
 
 REVOKE ALL ON FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone text, business_phone text, keyword text, message_id uuid, source text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION record_webhook_attempt(delivery_id uuid, status_code integer, error text, duration_ms integer, response_body text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.record_webhook_attempt(delivery_id uuid, status_code integer, error text, duration_ms integer, response_body text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION refresh_agent_performance_metrics(tenant_id uuid); Type: ACL; Schema: app_private; Owner: -
@@ -33422,6 +35283,12 @@ REVOKE ALL ON FUNCTION app_private.run_nurture_step(enrollment_id uuid, step_num
 REVOKE ALL ON FUNCTION app_private.schedule_nurture_step(enrollment_id uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION schedule_webhook_endpoint(endpoint_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.schedule_webhook_endpoint(endpoint_id uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION segment_filter_matches(l app_public.leads, sf app_private.segment_filters); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -33602,6 +35469,12 @@ REVOKE ALL ON FUNCTION app_private.sweep_nurture(grace interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_private.sweep_outbox(grace interval, OUT requeued integer, OUT to_reconcile integer) FROM PUBLIC;
 
 --
+-- Name: FUNCTION sweep_webhook_deliveries(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.sweep_webhook_deliveries() FROM PUBLIC;
+
+--
 -- Name: FUNCTION sync_lead_funnel_marks(lead_ids uuid[]); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -33630,6 +35503,12 @@ REVOKE ALL ON FUNCTION app_private.tg__add_job() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.tg__audit_changes() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg__record_event(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg__record_event() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg__require_tenant_role(); Type: ACL; Schema: app_private; Owner: -
@@ -33746,6 +35625,18 @@ REVOKE ALL ON FUNCTION app_private.tg_email_suppressions__cancel_pending() FROM 
 REVOKE ALL ON FUNCTION app_private.tg_email_suppressions__nurture_stop() FROM PUBLIC;
 
 --
+-- Name: FUNCTION tg_events__append_only(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_events__append_only() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_events__number(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_events__number() FROM PUBLIC;
+
+--
 -- Name: FUNCTION tg_lead_status_history__funnel_marks(); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -33804,6 +35695,12 @@ REVOKE ALL ON FUNCTION app_private.tg_leads__enqueue_lead_score() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_leads__enqueue_segment_refresh() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_leads__events(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_leads__events() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_leads__funnel_marks(); Type: ACL; Schema: app_private; Owner: -
@@ -34010,6 +35907,18 @@ REVOKE ALL ON FUNCTION app_private.tg_tenants__enqueue_lead_rescore() FROM PUBLI
 REVOKE ALL ON FUNCTION app_private.tg_tracking_numbers__number_must_be_ours() FROM PUBLIC;
 
 --
+-- Name: FUNCTION tg_webhook_endpoints__resume(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_webhook_endpoints__resume() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_webhook_endpoints__validate(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_webhook_endpoints__validate() FROM PUBLIC;
+
+--
 -- Name: FUNCTION unsubscribe_email(token text, source text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -34139,6 +36048,13 @@ REVOKE ALL ON FUNCTION app_public.create_api_key(name text, role text) FROM PUBL
 GRANT ALL ON FUNCTION app_public.create_api_key(name text, role text) TO :DATABASE_VISITOR;
 
 --
+-- Name: FUNCTION create_webhook_endpoint(url text, event_types text[], description text, disable_after_seconds integer); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.create_webhook_endpoint(url text, event_types text[], description text, disable_after_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.create_webhook_endpoint(url text, event_types text[], description text, disable_after_seconds integer) TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION current_api_key_id(); Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -34238,6 +36154,55 @@ GRANT ALL ON FUNCTION app_public.enroll_lead_in_sequence(sequence_id uuid, lead_
 
 REVOKE ALL ON FUNCTION app_public.enroll_segment_in_sequence(sequence_id uuid, segment_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.enroll_segment_in_sequence(sequence_id uuid, segment_id uuid) TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN events.id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT(id) ON TABLE app_public.events TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN events.tenant_id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT(tenant_id) ON TABLE app_public.events TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN events.seq; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT(seq) ON TABLE app_public.events TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN events.type; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT(type) ON TABLE app_public.events TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN events.lead_id; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT(lead_id) ON TABLE app_public.events TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN events.data; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT(data) ON TABLE app_public.events TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN events.occurred_at; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT(occurred_at) ON TABLE app_public.events TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION events_after(after_seq bigint, max_count integer, types text[]); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.events_after(after_seq bigint, max_count integer, types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.events_after(after_seq bigint, max_count integer, types text[]) TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION explain_routing(lead_id uuid); Type: ACL; Schema: app_public; Owner: -
@@ -34479,6 +36444,19 @@ REVOKE ALL ON FUNCTION app_public.record_consent(lead_id uuid, channel text, pur
 GRANT ALL ON FUNCTION app_public.record_consent(lead_id uuid, channel text, purpose text, disclosure text, given_at timestamp with time zone, method text, page_url text, ip inet, user_agent text) TO :DATABASE_VISITOR;
 
 --
+-- Name: TABLE webhook_deliveries; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.webhook_deliveries TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION redeliver_webhook(delivery_id uuid); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.redeliver_webhook(delivery_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.redeliver_webhook(delivery_id uuid) TO :DATABASE_VISITOR;
+
+--
 -- Name: FUNCTION register(email text, password text, business_name text, first_name text, last_name text, timezone text); Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -34505,6 +36483,13 @@ GRANT ALL ON FUNCTION app_public.remove_from_dnc_list(phone text, reason text) T
 
 REVOKE ALL ON FUNCTION app_public.remove_member(user_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.remove_member(user_id uuid) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION replay_webhook_events(endpoint_id uuid, after_seq bigint, max_count integer); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.replay_webhook_events(endpoint_id uuid, after_seq bigint, max_count integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.replay_webhook_events(endpoint_id uuid, after_seq bigint, max_count integer) TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION request_email_change(new_email text, password text); Type: ACL; Schema: app_public; Owner: -
@@ -34602,6 +36587,13 @@ GRANT ALL ON FUNCTION app_public.revoke_other_sessions() TO :DATABASE_VISITOR;
 
 REVOKE ALL ON FUNCTION app_public.revoke_session(session_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.revoke_session(session_id uuid) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION rotate_webhook_secret(endpoint_id uuid, overlap_seconds integer); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.rotate_webhook_secret(endpoint_id uuid, overlap_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.rotate_webhook_secret(endpoint_id uuid, overlap_seconds integer) TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE lead_routing_history; Type: ACL; Schema: app_public; Owner: -
@@ -35337,6 +37329,12 @@ GRANT INSERT(source) ON TABLE app_public.email_suppressions TO :DATABASE_VISITOR
 GRANT INSERT(reason) ON TABLE app_public.email_suppressions TO :DATABASE_VISITOR;
 
 --
+-- Name: TABLE event_types; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.event_types TO :DATABASE_VISITOR;
+
+--
 -- Name: TABLE holidays; Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -35797,6 +37795,48 @@ GRANT UPDATE(status) ON TABLE app_public.user_status TO :DATABASE_VISITOR;
 --
 
 GRANT UPDATE(last_seen_at) ON TABLE app_public.user_status TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE webhook_delivery_attempts; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.webhook_delivery_attempts TO :DATABASE_VISITOR;
+
+--
+-- Name: TABLE webhook_endpoints; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT,DELETE ON TABLE app_public.webhook_endpoints TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN webhook_endpoints.url; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT UPDATE(url) ON TABLE app_public.webhook_endpoints TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN webhook_endpoints.description; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT UPDATE(description) ON TABLE app_public.webhook_endpoints TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN webhook_endpoints.event_types; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT UPDATE(event_types) ON TABLE app_public.webhook_endpoints TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN webhook_endpoints.enabled; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT UPDATE(enabled) ON TABLE app_public.webhook_endpoints TO :DATABASE_VISITOR;
+
+--
+-- Name: COLUMN webhook_endpoints.disable_after_seconds; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT UPDATE(disable_after_seconds) ON TABLE app_public.webhook_endpoints TO :DATABASE_VISITOR;
 
 --
 -- Name: TABLE st_appointment_assignments; Type: ACL; Schema: raw; Owner: -
