@@ -16,6 +16,8 @@
 --              (automatic text, two texts from Jordan, Avery's reply)
 --   nurture    "Quote follow-up" with three enrollments (one stopped when the lead was won)
 --   forms      "Quote request", a web form (POST /f/sbf_de000000000000000000000000000001)
+--   events     every change above as a numbered event (eventsAfter), and a webhook endpoint, turned off:
+--              point it at your receiver, turn it on and rotate its secret (docs/webhooks.md)
 --   CRM        a do-not-contact list, two segments, and what each lead source cost in the month the demo
 --              was loaded (leadSourceRoi)
 --
@@ -238,6 +240,14 @@ begin
     'By checking this box I agree to receive marketing texts from Acme Plumbing at the number above, sent with automated technology. Consent is not a condition of purchase. Msg & data rates may apply. Reply STOP to stop, HELP for help.',
     0)
   on conflict on constraint lead_forms_public_key_must_be_unique do nothing;
+
+  -- A webhook endpoint for lead and message events (docs/webhooks.md), turned off until someone points it
+  -- at a receiver: updateWebhookEndpointByRowId (url, enabled: true), then rotateWebhookSecret for its secret.
+  if not exists (select 1 from app_public.webhook_endpoints w where w.tenant_id = v_tenant_id) then
+    insert into app_public.webhook_endpoints (tenant_id, url, description, event_types, enabled, disabled_reason)
+    values (v_tenant_id, 'https://hooks.acme-plumbing.example/switchboard', 'CRM sync (demo: point it at your receiver and turn it on)',
+      '{lead.created,lead.status_changed,message.received}', false, 'demo: turned off until it points at a real receiver');
+  end if;
 
   -- A nurture sequence to try enrollLeadInSequence with (weekdays 9-17 in each lead's time zone).
   insert into app_public.nurture_sequences (tenant_id, name, description, steps, sending_window)

@@ -246,6 +246,21 @@ describe("the demo data (src/db/demo.sql)", () => {
     });
   });
 
+  it("has its history as numbered events, and a webhook endpoint turned off until it points somewhere", async () => {
+    await asDemoOwner(async (client) => {
+      const { rows: [feed] } = await client.query<{ n: number; first: string; last: string; types: string[] }>(
+        "select count(*)::int as n, min(seq)::text as first, max(seq)::text as last, array_agg(distinct type order by type) as types from app_public.events_after(0, 1000)",
+      );
+      expect(feed!.n).toBeGreaterThan(20);
+      expect(Number(feed!.last) - Number(feed!.first) + 1).toBe(feed!.n);
+      expect(feed!.types).toEqual(expect.arrayContaining(["lead.created", "lead.status_changed", "message.received", "offer.created", "nurture.enrolled", "lead.queued"]));
+      const { rows: endpoints } = await client.query("select url, enabled, event_types from app_public.webhook_endpoints");
+      expect(endpoints).toEqual([
+        { url: "https://hooks.acme-plumbing.example/switchboard", enabled: false, event_types: ["lead.created", "lead.status_changed", "message.received"] },
+      ]);
+    });
+  });
+
   it("has segments and lead source costs", async () => {
     await asDemoOwner(async (client) => {
       const { rows: segments } = await client.query("select name, lead_count from app_public.segments order by name");
