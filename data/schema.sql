@@ -14026,6 +14026,30 @@ $$;
 COMMENT ON FUNCTION app_private.tg_events__append_only() IS 'Trigger (_010_append_only, before update or delete for each row, and before truncate, on app_public.events): an event is never rewritten or deleted (55000), for every role including the owner; the one update allowed is its number (seq), given once when its transaction commits, and the one delete the cascade of its tenant’s deletion.';
 
 --
+-- Name: tg_events__mark(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_events__mark() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  -- One mark per transaction and business, however many events: the numbering at the commit runs once
+  -- per mark, not once per event.
+  insert into app_private.event_batches (txid, tenant_id)
+  select distinct pg_catalog.pg_current_xact_id(), n.tenant_id from new_events n
+  on conflict do nothing;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_events__mark(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_events__mark() IS 'Trigger (_900_mark, after insert on app_public.events, for each statement): marks that the transaction wrote events of these businesses (app_private.event_batches), so that their numbering runs once at the commit (the deferred trigger _900_number on event_batches).';
+
+--
 -- Name: tg_events__number(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -14036,25 +14060,25 @@ CREATE FUNCTION app_private.tg_events__number() RETURNS trigger
 declare
   v_xact xid8 := pg_catalog.pg_current_xact_id();
   v_tenant uuid;
+  v_tenants uuid[];
   v_count bigint;
   v_last bigint;
   v_endpoints uuid[];
   v_endpoint uuid;
 begin
-  -- Numbered already by an earlier call of this commit (one index lookup, so n events cost n lookups).
-  if exists (select 1 from app_public.events e where e.tenant_id = NEW.tenant_id and e.id = NEW.id and e.seq is not null) then
+  -- Deferred to the commit: the first mark of the transaction to get here numbers the events of every
+  -- business the transaction wrote to (the others find their mark gone). Each business’s counter row
+  -- stays locked from here to the commit, so its numbers are given in commit order and a reader never
+  -- sees a later number before an earlier one commits: a cursor skips nothing. Businesses in id order,
+  -- so two transactions writing events of the same two businesses cannot deadlock.
+  with gone as (
+    delete from app_private.event_batches b where b.txid = v_xact returning b.tenant_id
+  )
+  select pg_catalog.array_agg(g.tenant_id order by g.tenant_id) into v_tenants from gone g;
+  if v_tenants is null then
     return null;
   end if;
-  -- Deferred to the commit: the first of the transaction’s events to get here numbers them all (the
-  -- others find nothing left). Each tenant’s counter row stays locked from here to the commit, so the
-  -- tenant’s numbers are given in commit order and a reader never sees a later number before an
-  -- earlier one commits: a cursor skips nothing. Tenants in id order, so two transactions writing
-  -- events of the same two tenants cannot deadlock.
-  for v_tenant in
-    select distinct e.tenant_id from app_public.events e
-    where e.txid = v_xact and e.seq is null
-    order by e.tenant_id
-  loop
+  foreach v_tenant in array v_tenants loop
     select pg_catalog.count(*) into v_count from app_public.events e
     where e.txid = v_xact and e.seq is null and e.tenant_id = v_tenant;
     insert into app_private.event_counters as c (tenant_id, last_seq) values (v_tenant, v_count)
@@ -14096,7 +14120,7 @@ $$;
 -- Name: FUNCTION tg_events__number(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_events__number() IS 'Constraint trigger (_900_number, after insert on app_public.events, deferrable initially deferred: it runs at the commit): gives the transaction’s events their numbers in their tenant’s gap-free sequence (app_private.event_counters, locked until the commit, so numbers follow commit order and a cursor never skips one), in the order they were written; then writes a delivery for each event to each enabled webhook endpoint of the tenant that takes its type, and enqueues one webhook__deliver job per endpoint that got one (job key webhook_endpoint:<id>). A rolled-back transaction takes its numbers back with it.';
+COMMENT ON FUNCTION app_private.tg_events__number() IS 'Constraint trigger (_900_number, after insert on app_private.event_batches, deferrable initially deferred: it runs at the commit, once per business the transaction wrote events of): gives the transaction’s events their numbers in their tenant’s gap-free sequence (app_private.event_counters, locked until the commit, so numbers follow commit order and a cursor never skips one), in the order they were written; then writes a delivery for each event to each enabled webhook endpoint of the tenant that takes its type, and enqueues one webhook__deliver job per endpoint that got one (job key webhook_endpoint:<id>). A rolled-back transaction takes its numbers back with it.';
 
 --
 -- Name: tg_lead_status_history__funnel_marks(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -21255,6 +21279,35 @@ COMMENT ON COLUMN app_private.email_verification_tokens.expires_at IS 'When the 
 COMMENT ON COLUMN app_private.email_verification_tokens.created_at IS 'When the token was issued.';
 
 --
+-- Name: event_batches; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE UNLOGGED TABLE app_private.event_batches (
+    txid xid8 NOT NULL,
+    tenant_id uuid NOT NULL
+);
+
+ALTER TABLE ONLY app_private.event_batches FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE event_batches; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.event_batches IS 'The businesses whose events a transaction wrote and that are not numbered yet: one row per transaction and business, deleted when the numbering runs at the commit (so the table only ever holds transactions in flight; unlogged, since a crash ends them all).';
+
+--
+-- Name: COLUMN event_batches.txid; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.event_batches.txid IS 'The transaction (pg_current_xact_id).';
+
+--
+-- Name: COLUMN event_batches.tenant_id; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON COLUMN app_private.event_batches.tenant_id IS 'The business it wrote events of.';
+
+--
 -- Name: event_counters; Type: TABLE; Schema: app_private; Owner: -
 --
 
@@ -27240,6 +27293,13 @@ ALTER TABLE ONLY app_private.email_verification_tokens
     ADD CONSTRAINT email_verification_tokens_pkey PRIMARY KEY (user_id);
 
 --
+-- Name: event_batches event_batches_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.event_batches
+    ADD CONSTRAINT event_batches_pkey PRIMARY KEY (txid, tenant_id);
+
+--
 -- Name: event_counters event_counters_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
 --
 
@@ -29429,6 +29489,12 @@ CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_private.api_key_se
 CREATE TRIGGER _100_timestamps BEFORE INSERT OR UPDATE ON app_private.user_secrets FOR EACH ROW EXECUTE FUNCTION app_private.tg__timestamps();
 
 --
+-- Name: event_batches _900_number; Type: TRIGGER; Schema: app_private; Owner: -
+--
+
+CREATE CONSTRAINT TRIGGER _900_number AFTER INSERT ON app_private.event_batches DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION app_private.tg_events__number();
+
+--
 -- Name: budget_transactions _010_append_only; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -30275,10 +30341,10 @@ CREATE TRIGGER _900_funnel_marks_on_insert AFTER INSERT ON app_public.lead_statu
 CREATE TRIGGER _900_funnel_marks_on_update AFTER UPDATE ON app_public.lead_status_history REFERENCING OLD TABLE AS old_history NEW TABLE AS new_history FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_lead_status_history__funnel_marks();
 
 --
--- Name: events _900_number; Type: TRIGGER; Schema: app_public; Owner: -
+-- Name: events _900_mark; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
-CREATE CONSTRAINT TRIGGER _900_number AFTER INSERT ON app_public.events DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION app_private.tg_events__number();
+CREATE TRIGGER _900_mark AFTER INSERT ON app_public.events REFERENCING NEW TABLE AS new_events FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg_events__mark();
 
 --
 -- Name: lead_statuses _900_rebuild_lead_rollups; Type: TRIGGER; Schema: app_public; Owner: -
@@ -31518,6 +31584,12 @@ ALTER TABLE app_private.email_change_requests ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_private.email_verification_tokens ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: event_batches; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.event_batches ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: event_counters; Type: ROW SECURITY; Schema: app_private; Owner: -
 --
 
@@ -31588,6 +31660,12 @@ CREATE POLICY owner_all ON app_private.email_change_requests TO :DATABASE_OWNER 
 --
 
 CREATE POLICY owner_all ON app_private.email_verification_tokens TO :DATABASE_OWNER USING (true) WITH CHECK (true);
+
+--
+-- Name: event_batches owner_all; Type: POLICY; Schema: app_private; Owner: -
+--
+
+CREATE POLICY owner_all ON app_private.event_batches TO :DATABASE_OWNER USING (true) WITH CHECK (true);
 
 --
 -- Name: event_counters owner_all; Type: POLICY; Schema: app_private; Owner: -
@@ -35629,6 +35707,12 @@ REVOKE ALL ON FUNCTION app_private.tg_email_suppressions__nurture_stop() FROM PU
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_events__append_only() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_events__mark(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_events__mark() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_events__number(); Type: ACL; Schema: app_private; Owner: -

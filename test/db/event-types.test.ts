@@ -18,7 +18,7 @@ import { becomeRoot, becomeUser, registerUser, withRootDb } from "../helpers.ts"
 describe("event types", () => {
   it("every type in app_public.event_types is written by the change it names", async () => {
     await withRootDb(async (client) => {
-      await client.query("set constraints app_public._900_number immediate");
+      await client.query("set constraints app_private._900_number immediate");
       const owner = await registerUser(client);
       await becomeUser(client, owner);
       const { rows: [lead] } = await client.query<{ id: string }>("insert into app_public.leads (first_name, phone, source) values ('Every', '+12025550111', 'test') returning id");

@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { addMember, becomeRoot, db, becomeUser, expectSqlError, registerUser, rootPool, withRootDb } from "../helpers.ts";
 
 /** Number the statement's events now instead of at the commit, so a rolled-back test sees them. */
-const numberNow = (client: pg.ClientBase) => client.query("set constraints app_public._900_number immediate");
+const numberNow = (client: pg.ClientBase) => client.query("set constraints app_private._900_number immediate");
 
 async function eventsOf(client: pg.ClientBase, tenantId: string): Promise<{ seq: string; type: string; lead_id: string | null; data: Record<string, unknown> }[]> {
   const { rows } = await client.query("select seq, type, lead_id, data from app_public.events where tenant_id = $1 order by seq", [tenantId]);
@@ -102,7 +102,7 @@ describe("domain events", () => {
       await root.query("insert into app_public.leads (tenant_id, first_name, email) values ($1, 'Kept', gen_random_uuid() || '@example.test')", [tenant]);
       await root.query("begin");
       await root.query("insert into app_public.leads (tenant_id, first_name, email) values ($1, 'Also rolled', gen_random_uuid() || '@example.test')", [tenant]);
-      await root.query("set constraints app_public._900_number immediate");
+      await root.query("set constraints app_private._900_number immediate");
       await root.query("rollback");
       await root.query("insert into app_public.leads (tenant_id, first_name, email) values ($1, 'Kept too', gen_random_uuid() || '@example.test')", [tenant]);
       const events = await eventsOf(root, tenant);
