@@ -491,10 +491,12 @@ describe("lead score jobs", () => {
     await withRootDb(async (client) => {
       const owner = await registerUser(client);
       const t = owner.tenant_id!;
+      // Distinct phones (random ones met once in CI: one phone is one live lead).
+      let serial = 0;
       const insert = async (status: string) => {
         const { rows } = await client.query<{ id: string }>(
           "insert into app_public.leads (tenant_id, first_name, phone, email, status, urgency, region) values ($1, 'Fay', $2, 'fay@example.test', $3, 'high', 'IL') returning id",
-          [t, `+1312555${String(Math.floor(Math.random() * 10000)).padStart(4, "0")}`, status],
+          [t, `+1312555${String(1000 + ++serial)}`, status],
         );
         return rows[0]!.id;
       };
