@@ -1,0 +1,279 @@
+/**
+ * Adversarial review of issue 18 (events and webhooks). Each `it` states the expected behaviour; the
+ * ones that fail show a defect. The "controls" describe block holds checks that passed (no defect).
+ *
+ * Own database: one test runs a graphile-worker (webhook__deliver), which takes every job of that task
+ * from the queue it polls.
+ */
+import { createServer, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Runner } from "graphile-worker";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { postWebhook, privateAddressReason } from "../../src/providers/webhookPoster.ts";
+import { LocalAiResponder } from "../../src/providers/aiLocal.ts";
+import { LocalEmailProvider } from "../../src/providers/emailLocal.ts";
+import { LocalNumberProvisioner } from "../../src/providers/numbersLocal.ts";
+import { LocalSmsProvider } from "../../src/providers/smsLocal.ts";
+import { setServices } from "../../src/worker/services.ts";
+import { startWorker } from "../../src/worker/start.ts";
+import { becomeUser, ownerPool, registerUser, rootPool, useOwnDatabase, waitFor, withRootDb } from "../helpers.ts";
+
+useOwnDatabase("review_webhooks");
+
+const SECRET = "whsec_" + Buffer.alloc(32, 7).toString("base64");
+
+async function newTenant(client: pg.ClientBase) {
+  return registerUser(client);
+}
+
+/** An endpoint written directly (as root), with a secret, as createWebhookEndpoint would. */
+async function newEndpoint(client: pg.ClientBase, tenantId: string, url: string, extra: { enabled?: boolean; eventTypes?: string[] } = {}): Promise<string> {
+  const { rows } = await client.query<{ id: string }>(
+    "insert into app_public.webhook_endpoints (tenant_id, url, enabled, event_types) values ($1, $2, $3, $4) returning id",
+    [tenantId, url, extra.enabled ?? true, extra.eventTypes ?? []],
+  );
+  await client.query("insert into app_private.webhook_secrets (tenant_id, endpoint_id, secret) values ($1, $2, $3)", [tenantId, rows[0]!.id, SECRET]);
+  return rows[0]!.id;
+}
+
+/**
+ * Runs fn with auto_explain on for nested statements (superuser: LOAD), and returns the JSON plans
+ * of the statements fn ran whose query text contains `match`.
+ */
+async function nestedPlans(client: pg.ClientBase, match: string, fn: () => Promise<unknown>): Promise<any[]> {
+  const messages: string[] = [];
+  const listener = (n: { message?: string }) => messages.push(n.message ?? "");
+  client.on("notice", listener);
+  await client.query("load 'auto_explain'");
+  await client.query(
+    "set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on; set auto_explain.log_analyze = on; set auto_explain.log_format = json; set client_min_messages = log",
+  );
+  try {
+    await fn();
+  } finally {
+    await client.query("set auto_explain.log_min_duration = -1; set client_min_messages = notice");
+    client.off("notice", listener);
+  }
+  return messages
+    .map((m) => m.replace(/^duration: [0-9.]+ ms\s+plan:\s*/, ""))
+    .filter((m) => m.startsWith("{"))
+    .map((m) => JSON.parse(m))
+    .filter((p) => String(p["Query Text"]).includes(match));
+}
+
+function nodes(plan: any): any[] {
+  const out = [plan];
+  for (const child of plan.Plans ?? []) out.push(...nodes(child));
+  return out;
+}
+
+/** The largest number of rows any scan node of the plan read (rows returned + rows removed by its filter). */
+function maxRowsScanned(statement: any): number {
+  return Math.max(
+    0,
+    ...nodes(statement.Plan)
+      .filter((n) => /Scan/.test(n["Node Type"]))
+      .map((n) => (n["Actual Rows"] ?? 0) * (n["Actual Loops"] ?? 1) + (n["Rows Removed by Filter"] ?? 0)),
+  );
+}
+
+describe("review: cost", () => {
+  it("an update of many leads writes its events without joining every new row to every old one, also on a connection that ran single-lead updates before (generic plan)", async () => {
+    const N = 2000;
+    await withRootDb(async (client) => {
+      const owner = await newTenant(client);
+      await client.query(
+        "insert into app_public.leads (tenant_id, first_name, email) select $1, 'L' || i, gen_random_uuid() || '@example.test' from generate_series(1, $2) i",
+        [owner.tenant_id, N],
+      );
+      const { rows: [one] } = await client.query("select id from app_public.leads where tenant_id = $1 limit 1", [owner.tenant_id]);
+      // What a pooled connection of the API or the worker has done before: single-lead updates.
+      for (let i = 0; i < 8; i++) await client.query("update app_public.leads set city = $2 where id = $1", [one.id, `City ${i}`]);
+      const plans = await nestedPlans(client, "'lead.updated'", () =>
+        client.query("update app_public.leads set city = 'Bulk' where tenant_id = $1", [owner.tenant_id]),
+      );
+      expect(plans.length).toBe(1);
+      const removedByJoinFilter = nodes(plans[0].Plan).reduce((sum, n) => sum + (n["Rows Removed by Join Filter"] ?? 0), 0);
+      // Linear would be a few times N; a nested loop of every new row against every old one is 2 × N².
+      expect(removedByJoinFilter, `rows removed by join filters for an update of ${N} leads`).toBeLessThan(10 * N);
+    });
+  }, 120_000);
+
+  it("a claim of 8 deliveries reads about 8 rows, not the endpoint's whole due backlog", async () => {
+    const BACKLOG = 20_000;
+    await withRootDb(async (client) => {
+      const owner = await newTenant(client);
+      const endpoint = await newEndpoint(client, owner.tenant_id!, "https://hooks.example.com/backlog");
+      await client.query("set constraints app_private._900_number immediate");
+      await client.query("select app_private.record_event($1, 'lead.created', null, '{}') from generate_series(1, $2)", [owner.tenant_id, BACKLOG]);
+      expect((await client.query("select count(*)::int as n from app_public.webhook_deliveries where endpoint_id = $1 and status = 'pending'", [endpoint])).rows[0].n).toBe(BACKLOG);
+      await client.query("analyze app_public.webhook_deliveries");
+      const plans = await nestedPlans(client, "with due as", () => client.query("select * from app_private.claim_webhook_deliveries($1, 8, 15)", [endpoint]));
+      expect(plans.length).toBe(1);
+      expect(maxRowsScanned(plans[0]), "rows a claim of 8 read").toBeLessThan(1000);
+    });
+  }, 120_000);
+
+  it("the minute sweep does not read the pending deliveries of turned-off endpoints (they never drain)", async () => {
+    const BACKLOG = 20_000;
+    await withRootDb(async (client) => {
+      const owner = await newTenant(client);
+      const endpoint = await newEndpoint(client, owner.tenant_id!, "https://hooks.example.com/off");
+      await client.query("set constraints app_private._900_number immediate");
+      await client.query("select app_private.record_event($1, 'lead.created', null, '{}') from generate_series(1, $2)", [owner.tenant_id, BACKLOG]);
+      // Turned off (by a member, or automatically for failing): its deliveries stay pending until it is turned on again.
+      await client.query("update app_public.webhook_endpoints set enabled = false where id = $1", [endpoint]);
+      await client.query("analyze app_public.webhook_deliveries");
+      let swept = -1;
+      const plans = await nestedPlans(client, "select distinct d.endpoint_id", async () => {
+        swept = (await client.query("select app_private.sweep_webhook_deliveries() as n")).rows[0].n;
+      });
+      expect(swept).toBe(0);
+      expect(plans.length).toBe(1);
+      expect(maxRowsScanned(plans[0]), "rows one sweep read to find nothing to do").toBeLessThan(1000);
+    });
+  }, 120_000);
+});
+
+describe("review: URL checks and SSRF", () => {
+  it("a URL that createWebhookEndpoint accepts can be sent to (port above 65535, impossible IPv4 literal)", async () => {
+    for (const url of ["https://hooks.example.com:99999/x", "http://999.1.1.1/x", "http://1.2.3.4.5/x"]) {
+      const { rows } = await rootPool().query<{ problem: string | null }>("select app_hidden.webhook_url_problem($1) as problem", [url]);
+      const accepted = rows[0]!.problem === null;
+      const answer = await postWebhook({ url, id: "msg_1", payload: "{}", secrets: [SECRET], timeoutMs: 500, allowPrivateTargets: false });
+      // Accepted by the database means the poster can at least parse it.
+      expect({ url, accepted, error: accepted ? answer.error : null }).toEqual({ url, accepted: true, error: expect.not.stringMatching(/^invalid URL$/) });
+    }
+  });
+
+  it("IPv4-compatible IPv6 forms of loopback and of the metadata address are refused like their IPv4-mapped forms", async () => {
+    // The URL parser writes [::127.0.0.1] as [::7f00:1], which is what the poster checks.
+    expect(new URL("http://[::127.0.0.1]/").hostname).toBe("[::7f00:1]");
+    expect(privateAddressReason("::ffff:7f00:1")).not.toBeNull(); // mapped: refused
+    const reasons = Object.fromEntries(["::7f00:1", "::a9fe:a9fe", "::a00:1"].map((a) => [a, privateAddressReason(a)]));
+    expect(reasons).toEqual({ "::7f00:1": expect.any(String), "::a9fe:a9fe": expect.any(String), "::a00:1": expect.any(String) });
+  });
+
+  it("the poster does not even try to connect to [::127.0.0.1] or [::169.254.169.254]", async () => {
+    const errors: Record<string, string | null> = {};
+    for (const url of ["http://[::127.0.0.1]:9/x", "http://[::169.254.169.254]/latest/meta-data/"]) {
+      errors[url] = (await postWebhook({ url, id: "msg_1", payload: "{}", secrets: [SECRET], timeoutMs: 500, allowPrivateTargets: false })).error;
+    }
+    for (const [url, error] of Object.entries(errors)) expect(error, url).toMatch(/SSRF/);
+  });
+});
+
+describe("review: replay as an amplifier", () => {
+  it("one admin cannot queue the same 10,000 events to an endpoint again and again (no quota or cool-down)", async () => {
+    const EVENTS = 10_000;
+    await withRootDb(async (client) => {
+      const owner = await newTenant(client);
+      await client.query("set constraints app_private._900_number immediate");
+      await client.query("select app_private.record_event($1, 'lead.created', null, '{}') from generate_series(1, $2)", [owner.tenant_id, EVENTS]);
+      const endpoint = await newEndpoint(client, owner.tenant_id!, "https://victim.example.com/");
+      let queued = 0;
+      for (let round = 0; round < 3; round++) {
+        await becomeUser(client, owner);
+        const { rows } = await client.query<{ n: number }>("select app_public.replay_webhook_events($1, 0, 10000) as n", [endpoint]);
+        queued += rows[0]!.n;
+        // What the worker does within minutes against a receiver that answers 200.
+        await client.query("reset role");
+        await client.query("update app_public.webhook_deliveries set status = 'delivered', delivered_at = now() where endpoint_id = $1", [endpoint]);
+      }
+      // Three GraphQL calls; each POST goes to a URL the tenant chose (no proof it is theirs).
+      expect(queued, "outbound POSTs queued by 3 replay calls").toBeLessThanOrEqual(EVENTS);
+    });
+  }, 120_000);
+});
+
+describe("review: worker slots", () => {
+  const hanging: ServerResponse[] = [];
+  let receiver: Server;
+  let base: string;
+  const arrivals: { path: string; at: number }[] = [];
+  let runner: Runner | null = null;
+
+  beforeAll(async () => {
+    receiver = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        arrivals.push({ path: req.url ?? "/", at: Date.now() });
+        if ((req.url ?? "").startsWith("/tarpit")) hanging.push(res);
+        else res.end("ok");
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, "127.0.0.1", r));
+    base = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+    setServices({
+      sms: new LocalSmsProvider(ownerPool(), "unused", -1),
+      ai: new LocalAiResponder(),
+      numbers: new LocalNumberProvisioner(),
+      email: new LocalEmailProvider(ownerPool()),
+      emailFrom: { name: "Switchboard", address: "no-reply@switchboard.localhost" },
+      publicUrl: () => "http://127.0.0.1",
+      // Production: WEBHOOK_TIMEOUT_MS 10000; 1000 here keeps the test short (the run budget is 60 s either way).
+      webhooks: { timeoutMs: 1000, concurrency: 8, allowPrivateTargets: true },
+    });
+    // WORKER_CONCURRENCY defaults to 4, shared by every task (texts, emails, routing, nurture, webhooks).
+    runner = await startWorker(ownerPool(), 4, { only: ["webhook__deliver"] });
+  });
+
+  afterAll(async () => {
+    await runner?.stop();
+    setServices(null);
+    for (const res of hanging) res.destroy();
+    await new Promise((r) => receiver?.close(r));
+  });
+
+  it("one business's slow endpoints do not hold up another business's jobs for a minute", async () => {
+    const root = await rootPool().connect();
+    try {
+      const attacker = await newTenant(root);
+      for (let i = 0; i < 4; i++) await newEndpoint(root, attacker.tenant_id!, `${base}/tarpit/${i}`);
+      await root.query("select app_private.record_event($1, 'lead.created', null, '{}') from generate_series(1, 400)", [attacker.tenant_id]);
+      await waitFor("the four tarpit jobs running", async () => new Set(arrivals.filter((a) => a.path.startsWith("/tarpit")).map((a) => a.path)).size === 4, 20_000);
+      const victim = await newTenant(root);
+      await newEndpoint(root, victim.tenant_id!, `${base}/victim`);
+      const written = Date.now();
+      await root.query("select app_private.record_event($1, 'lead.created', null, '{}')", [victim.tenant_id]);
+      const arrived = await waitFor("the victim's delivery", async () => arrivals.find((a) => a.path === "/victim"), 90_000, 100);
+      const latency = arrived.at - written;
+      // A healthy receiver normally gets an event within a second or two.
+      expect(latency, "ms until another business's webhook was sent").toBeLessThan(10_000);
+    } finally {
+      root.release();
+    }
+  }, 150_000);
+});
+
+describe("review: controls (expected to pass)", () => {
+  it("events of a rolled-back savepoint, a savepoint around an early numbering, and two businesses in one transaction: numbers stay gap-free", async () => {
+    const root = await rootPool().connect();
+    try {
+      const a = (await newTenant(root)).tenant_id!;
+      const b = (await newTenant(root)).tenant_id!;
+      const [first, second] = [a, b].sort();
+      await root.query("begin");
+      await root.query("select app_private.record_event($1, 'lead.created', null, '{\"n\": 1}')", [second]);
+      await root.query("savepoint s1");
+      await root.query("select app_private.record_event($1, 'lead.created', null, '{\"n\": \"rolled\"}')", [first]);
+      await root.query("rollback to savepoint s1");
+      await root.query("savepoint s2");
+      await root.query("set constraints app_private._900_number immediate");
+      await root.query("select app_private.record_event($1, 'lead.created', null, '{\"n\": 2}')", [first]);
+      await root.query("rollback to savepoint s2");
+      await root.query("select app_private.record_event($1, 'lead.created', null, '{\"n\": 3}')", [first]);
+      await root.query("commit");
+      const { rows } = await root.query("select tenant_id = $1 as is_first, seq::int, data->>'n' as n from app_public.events where tenant_id in ($1, $2) order by tenant_id = $1 desc, seq", [first, second]);
+      expect(rows).toEqual([
+        { is_first: true, seq: 1, n: "3" },
+        { is_first: false, seq: 1, n: "1" },
+      ]);
+      const { rows: left } = await root.query("select count(*)::int as n from app_private.event_batches");
+      expect(left[0].n).toBe(0);
+    } finally {
+      root.release();
+    }
+  });
+});
