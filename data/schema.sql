@@ -9297,6 +9297,26 @@ $$;
 COMMENT ON FUNCTION app_private.record_webhook_attempt(delivery_id uuid, status_code integer, error text, duration_ms integer, response_body text) IS 'For the webhook__deliver task: records one attempt of a delivery (HTTP status or the error, its duration, the start of the answer) in webhook_delivery_attempts. A 2xx answer delivers it and ends the endpoint’s failing streak. Anything else retries it after app_hidden.webhook_retry_delay (on the tenant’s clock), gives it up after 20 attempts (failed), and starts the endpoint’s failing streak; an endpoint failing for longer than its disable_after_seconds is turned off and its owners are told (a notification and an email). Returns delivered, retry, failed, disabled, or the delivery’s status when it was no longer pending (gone when it was deleted with its endpoint).';
 
 --
+-- Name: record_webhook_attempts(jsonb); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.record_webhook_attempts(attempts jsonb) RETURNS SETOF text
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select app_private.record_webhook_attempt((a ->> 'delivery_id')::uuid, (a ->> 'status_code')::integer, a ->> 'error',
+           coalesce((a ->> 'duration_ms')::integer, 0), a ->> 'response_body')
+  from pg_catalog.jsonb_array_elements(record_webhook_attempts.attempts) with ordinality as x(a, n)
+  order by x.n;
+$$;
+
+--
+-- Name: FUNCTION record_webhook_attempts(attempts jsonb); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.record_webhook_attempts(attempts jsonb) IS 'For the webhook__deliver task: records the attempts of a batch in one call, each through app_private.record_webhook_attempt (the rules live there), in the order given. attempts: a JSON array of {delivery_id, status_code, error, duration_ms, response_body}. Returns each outcome.';
+
+--
 -- Name: refresh_agent_performance_metrics(uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -35119,6 +35139,12 @@ REVOKE ALL ON FUNCTION app_private.record_opt_out(tenant_id uuid, customer_phone
 --
 
 REVOKE ALL ON FUNCTION app_private.record_webhook_attempt(delivery_id uuid, status_code integer, error text, duration_ms integer, response_body text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION record_webhook_attempts(attempts jsonb); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.record_webhook_attempts(attempts jsonb) FROM PUBLIC;
 
 --
 -- Name: FUNCTION refresh_agent_performance_metrics(tenant_id uuid); Type: ACL; Schema: app_private; Owner: -

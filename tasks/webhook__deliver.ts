@@ -6,7 +6,8 @@
  * At least once, never lost: app_private.claim_webhook_deliveries leases a batch and counts the attempt
  * before anything is sent, so a worker that dies mid-delivery leaves a lease that runs out, and the
  * next run (or the sweep) sends again. The receiver drops the repeat by webhook-id (the event's id). Each
- * answer is recorded by app_private.record_webhook_attempt, which holds every rule: delivered, retry
+ * batch's answers are recorded in one call (app_private.record_webhook_attempts), each through
+ * app_private.record_webhook_attempt, which holds every rule: delivered, retry
  * with backoff, give up, turn the endpoint off and tell the owners. Running twice is harmless: the
  * second run finds the batch leased or delivered. When nothing is due, the claim enqueues this job for
  * the endpoint's next retry.
@@ -39,7 +40,7 @@ const task: Task = async (payload, helpers) => {
       client.query<Claimed>("select * from app_private.claim_webhook_deliveries($1, $2, $3)", [endpointId, settings.concurrency, leaseSeconds]),
     );
     if (rows.length === 0) return;
-    await Promise.all(
+    const answers = await Promise.all(
       rows.map(async (delivery) => {
         const answer = await postWebhook({
           url: delivery.url,
@@ -49,17 +50,16 @@ const task: Task = async (payload, helpers) => {
           timeoutMs: settings.timeoutMs,
           allowPrivateTargets: settings.allowPrivateTargets,
         });
-        await helpers.withPgClient((client) =>
-          client.query("select app_private.record_webhook_attempt($1, $2, $3, $4, $5)", [
-            delivery.delivery_id,
-            answer.status,
-            answer.status === null ? (answer.error ?? "no answer") : null,
-            answer.durationMs,
-            answer.body,
-          ]),
-        );
+        return {
+          delivery_id: delivery.delivery_id,
+          status_code: answer.status,
+          error: answer.status === null ? (answer.error ?? "no answer") : null,
+          duration_ms: answer.durationMs,
+          response_body: answer.body,
+        };
       }),
     );
+    await helpers.withPgClient((client) => client.query("select app_private.record_webhook_attempts($1::jsonb)", [JSON.stringify(answers)]));
     if (Date.now() - started > RUN_BUDGET_MS) {
       await helpers.withPgClient((client) => client.query("select app_private.schedule_webhook_endpoint($1)", [endpointId]));
       return;

@@ -102,37 +102,48 @@ describe("review: cost", () => {
 
   it("a claim of 8 deliveries reads about 8 rows, not the endpoint's whole due backlog", async () => {
     const BACKLOG = 20_000;
-    await withRootDb(async (client) => {
-      const owner = await newTenant(client);
-      const endpoint = await newEndpoint(client, owner.tenant_id!, "https://hooks.example.com/backlog");
-      await client.query("set constraints app_private._900_number immediate");
-      await client.query("select app_private.record_event($1, 'lead.created', null, '{}') from generate_series(1, $2)", [owner.tenant_id, BACKLOG]);
-      expect((await client.query("select count(*)::int as n from app_public.webhook_deliveries where endpoint_id = $1 and status = 'pending'", [endpoint])).rows[0].n).toBe(BACKLOG);
-      await client.query("analyze app_public.webhook_deliveries");
-      const plans = await nestedPlans(client, "with due as", () => client.query("select * from app_private.claim_webhook_deliveries($1, 8, 15)", [endpoint]));
+    const root = await rootPool().connect();
+    try {
+      const owner = await newTenant(root);
+      const endpoint = await newEndpoint(root, owner.tenant_id!, "https://hooks.example.com/backlog");
+      // One committed transaction writing BACKLOG events (an import, or a replay): BACKLOG due deliveries.
+      await root.query("select app_private.record_event($1, 'lead.created', null, '{}') from generate_series(1, $2)", [owner.tenant_id, BACKLOG]);
+      expect((await root.query("select count(*)::int as n from app_public.webhook_deliveries where endpoint_id = $1 and status = 'pending'", [endpoint])).rows[0].n).toBe(BACKLOG);
+      await root.query("analyze app_public.webhook_deliveries");
+      await root.query("begin");
+      const plans = await nestedPlans(root, "with due as", () => root.query("select * from app_private.claim_webhook_deliveries($1, 8, 15)", [endpoint]));
+      await root.query("rollback");
+      await root.query("delete from app_public.webhook_endpoints where id = $1", [endpoint]);
       expect(plans.length).toBe(1);
       expect(maxRowsScanned(plans[0]), "rows a claim of 8 read").toBeLessThan(1000);
-    });
+    } finally {
+      root.release();
+    }
   }, 120_000);
 
   it("the minute sweep does not read the pending deliveries of turned-off endpoints (they never drain)", async () => {
     const BACKLOG = 20_000;
-    await withRootDb(async (client) => {
-      const owner = await newTenant(client);
-      const endpoint = await newEndpoint(client, owner.tenant_id!, "https://hooks.example.com/off");
-      await client.query("set constraints app_private._900_number immediate");
-      await client.query("select app_private.record_event($1, 'lead.created', null, '{}') from generate_series(1, $2)", [owner.tenant_id, BACKLOG]);
+    const root = await rootPool().connect();
+    try {
+      const owner = await newTenant(root);
+      const endpoint = await newEndpoint(root, owner.tenant_id!, "https://hooks.example.com/off");
+      await root.query("select app_private.record_event($1, 'lead.created', null, '{}') from generate_series(1, $2)", [owner.tenant_id, BACKLOG]);
       // Turned off (by a member, or automatically for failing): its deliveries stay pending until it is turned on again.
-      await client.query("update app_public.webhook_endpoints set enabled = false where id = $1", [endpoint]);
-      await client.query("analyze app_public.webhook_deliveries");
+      await root.query("update app_public.webhook_endpoints set enabled = false where id = $1", [endpoint]);
+      await root.query("analyze app_public.webhook_deliveries");
       let swept = -1;
-      const plans = await nestedPlans(client, "select distinct d.endpoint_id", async () => {
-        swept = (await client.query("select app_private.sweep_webhook_deliveries() as n")).rows[0].n;
+      await root.query("begin");
+      const plans = await nestedPlans(root, "select distinct d.endpoint_id", async () => {
+        swept = (await root.query("select app_private.sweep_webhook_deliveries() as n")).rows[0].n;
       });
+      await root.query("rollback");
+      await root.query("delete from app_public.webhook_endpoints where id = $1", [endpoint]);
       expect(swept).toBe(0);
       expect(plans.length).toBe(1);
       expect(maxRowsScanned(plans[0]), "rows one sweep read to find nothing to do").toBeLessThan(1000);
-    });
+    } finally {
+      root.release();
+    }
   }, 120_000);
 });
 
@@ -167,11 +178,12 @@ describe("review: URL checks and SSRF", () => {
 describe("review: replay as an amplifier", () => {
   it("one admin cannot queue the same 10,000 events to an endpoint again and again (no quota or cool-down)", async () => {
     const EVENTS = 10_000;
+    const root = await rootPool().connect();
+    const owner = await newTenant(root);
+    await root.query("select app_private.record_event($1, 'lead.created', null, '{}') from generate_series(1, $2)", [owner.tenant_id, EVENTS]);
+    const endpoint = await newEndpoint(root, owner.tenant_id!, "https://victim.example.com/");
+    root.release();
     await withRootDb(async (client) => {
-      const owner = await newTenant(client);
-      await client.query("set constraints app_private._900_number immediate");
-      await client.query("select app_private.record_event($1, 'lead.created', null, '{}') from generate_series(1, $2)", [owner.tenant_id, EVENTS]);
-      const endpoint = await newEndpoint(client, owner.tenant_id!, "https://victim.example.com/");
       let queued = 0;
       for (let round = 0; round < 3; round++) {
         await becomeUser(client, owner);
@@ -184,7 +196,68 @@ describe("review: replay as an amplifier", () => {
       // Three GraphQL calls; each POST goes to a URL the tenant chose (no proof it is theirs).
       expect(queued, "outbound POSTs queued by 3 replay calls").toBeLessThanOrEqual(EVENTS);
     });
+    await rootPool().query("delete from app_public.webhook_endpoints where id = $1", [endpoint]);
   }, 120_000);
+});
+
+describe("review: races at the commit", () => {
+  it("deleting a webhook endpoint does not make a concurrent change of the business (a new lead) fail", async () => {
+    const setup = await rootPool().connect();
+    const owner = await newTenant(setup);
+    const endpoint = await newEndpoint(setup, owner.tenant_id!, "https://hooks.example.com/deleted");
+    setup.release();
+    const deleter = await rootPool().connect();
+    const writer = await rootPool().connect();
+    try {
+      await deleter.query("begin");
+      await deleter.query("delete from app_public.webhook_endpoints where id = $1", [endpoint]);
+      // A member adds a lead meanwhile (autocommit): its commit numbers the event and fans it out to the endpoint it still sees.
+      const write = writer
+        .query("insert into app_public.leads (tenant_id, first_name, email) values ($1, 'Racer', gen_random_uuid() || '@example.test')", [owner.tenant_id])
+        .then(() => null, (error: pg.DatabaseError) => `${error.code}: ${error.message}`);
+      await new Promise((r) => setTimeout(r, 500));
+      await deleter.query("commit");
+      expect(await write, "the lead insert").toBeNull();
+    } finally {
+      deleter.release();
+      writer.release();
+    }
+  });
+
+  it("a claim that finds nothing due does not push back the job of deliveries a concurrent commit just made due", async () => {
+    const setup = await rootPool().connect();
+    const owner = await newTenant(setup);
+    // The endpoint is turned off while the data is prepared, so no job runs in between (no worker runs here anyway).
+    const endpoint = await newEndpoint(setup, owner.tenant_id!, "https://hooks.example.com/late");
+    // One delivery waiting for a retry in 6 hours.
+    await setup.query("select app_private.record_event($1, 'lead.created', null, '{}')", [owner.tenant_id]);
+    await setup.query("update app_public.webhook_deliveries set attempts = 13, next_attempt_at = now() + interval '6 hours' where endpoint_id = $1", [endpoint]);
+    setup.release();
+    const writer = await rootPool().connect();
+    const worker = await rootPool().connect();
+    try {
+      // A transaction writes an event; its numbering and fan-out are done (here made to run before the commit to open the window the commit itself has).
+      await writer.query("begin");
+      await writer.query("set constraints app_private._900_number immediate");
+      await writer.query("select app_private.record_event($1, 'lead.created', null, '{}')", [owner.tenant_id]);
+      // The worker's run finds nothing due (the new delivery is not committed yet) and schedules the endpoint's job for the retry.
+      const claim = worker.query("select * from app_private.claim_webhook_deliveries($1, 8, 15)", [endpoint]);
+      await new Promise((r) => setTimeout(r, 500));
+      await writer.query("commit");
+      expect((await claim).rows).toEqual([]);
+      const { rows: [state] } = await worker.query(
+        `select (select count(*)::int from app_public.webhook_deliveries d where d.endpoint_id = $1 and d.status = 'pending' and d.next_attempt_at <= now()) as due_now,
+                (select extract(epoch from j.run_at - now())::int from graphile_worker.jobs j where j.key = 'webhook_endpoint:' || $1) as job_in_seconds`,
+        [endpoint],
+      );
+      expect(state.due_now).toBe(1);
+      expect(state.job_in_seconds, "seconds until the job of an endpoint with a delivery due now runs").toBeLessThan(5);
+    } finally {
+      writer.release();
+      worker.release();
+      await rootPool().query("delete from app_public.webhook_endpoints where id = $1", [endpoint]);
+    }
+  });
 });
 
 describe("review: worker slots", () => {
