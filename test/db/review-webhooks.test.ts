@@ -260,6 +260,120 @@ describe("review: races at the commit", () => {
   });
 });
 
+describe("review: turned off for failing", () => {
+  it("with the default settings, turning an endpoint on again (as the owners are told to) sends every event it failed to get, not only the last two days", async () => {
+    const root = await rootPool().connect();
+    const owner = await newTenant(root);
+    const tenant = owner.tenant_id!;
+    const endpoint = await newEndpoint(root, tenant, "https://hooks.example.com/down"); // disable_after_seconds: the default, 5 days
+    try {
+      const attempt = async (): Promise<string[]> => {
+        const { rows } = await root.query<{ delivery_id: string }>("select * from app_private.claim_webhook_deliveries($1, 8, 15)", [endpoint]);
+        const results: string[] = [];
+        for (const r of rows) results.push((await root.query("select app_private.record_webhook_attempt($1, 503, null, 5, 'down') as r", [r.delivery_id])).rows[0].r);
+        return results;
+      };
+      const untilDue = async (): Promise<void> => {
+        const { rows } = await root.query<{ wait: string | null }>(
+          "select (min(next_attempt_at) - app_hidden.clock_now($2) + interval '1 second')::text as wait from app_public.webhook_deliveries where endpoint_id = $1 and status = 'pending'",
+          [endpoint, tenant],
+        );
+        if (rows[0]!.wait && !rows[0]!.wait.startsWith("-")) await root.query("select app_private.advance_clock($1, $2::interval)", [tenant, rows[0]!.wait]);
+      };
+      const elapsedHours = async (): Promise<number> =>
+        Number((await root.query("select extract(epoch from app_hidden.clock_now($1) - w.failing_since) / 3600 as h from app_public.webhook_endpoints w where w.id = $2", [tenant, endpoint])).rows[0].h);
+
+      // Day 0: a lead; the receiver is down from then on.
+      await root.query("select app_private.record_event($1, 'lead.created', null, '{\"n\": 1}')", [tenant]);
+      const first: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        first.push(...(await attempt()));
+        if (i < 19) await untilDue();
+      }
+      expect(first.at(-1)).toBe("failed"); // given up after 20 attempts (about two days), endpoint still on
+      const hours = await elapsedHours();
+      expect(hours).toBeGreaterThan(45);
+      expect(hours).toBeLessThan(50);
+      // Day 4: another lead; day 5: its retry fails and the endpoint is turned off, the owners told.
+      await root.query("select app_private.advance_clock($1, interval '52 hours')", [tenant]);
+      await root.query("select app_private.record_event($1, 'lead.created', null, '{\"n\": 2}')", [tenant]);
+      expect(await attempt()).toEqual(["retry"]);
+      await root.query("select app_private.advance_clock($1, interval '21 hours')", [tenant]);
+      expect(await attempt()).toEqual(["disabled"]);
+      const { rows: [notice] } = await root.query("select body from app_public.notifications where tenant_id = $1 and kind = 'webhook_endpoint_disabled'", [tenant]);
+      expect(notice.body).toMatch(/turn it on again .* to deliver what waits, and replayWebhookEvents for what came while it was off/);
+      // The owner does exactly that: the receiver is fixed, the endpoint turned on (nothing came while it was off).
+      await root.query("update app_public.webhook_endpoints set enabled = true where id = $1", [endpoint]);
+      const { rows } = await root.query(
+        "select e.data->>'n' as n, d.status from app_public.events e join app_public.webhook_deliveries d on d.event_id = e.id and d.endpoint_id = $2 where e.tenant_id = $1 order by e.seq",
+        [tenant, endpoint],
+      );
+      expect(rows).toEqual([
+        { n: "1", status: "pending" },
+        { n: "2", status: "pending" },
+      ]);
+    } finally {
+      await root.query("delete from app_public.webhook_endpoints where id = $1", [endpoint]);
+      root.release();
+    }
+  });
+});
+
+describe("review: privileges (controls, expected to pass)", () => {
+  it("an agent and another business's admin see and change nothing of the webhooks and events; no request reaches app_private", async () => {
+    await withRootDb(async (client) => {
+      const owner = await newTenant(client);
+      const other = await newTenant(client);
+      const endpoint = await newEndpoint(client, owner.tenant_id!, "https://hooks.example.com/priv");
+      await client.query("set constraints app_private._900_number immediate");
+      await client.query("select app_private.record_event($1, 'lead.created', null, '{}')", [owner.tenant_id]);
+      const { rows: [d] } = await client.query("select id from app_public.webhook_deliveries where endpoint_id = $1", [endpoint]);
+      await client.query("select app_private.record_webhook_attempt($1, 500, null, 1, 'x')", [d.id]);
+      const { addMember } = await import("../helpers.ts");
+      const agent = await addMember(client, owner.tenant_id!, "agent");
+      for (const who of [agent, other]) {
+        await becomeUser(client, who);
+        for (const t of ["app_public.events", "app_public.webhook_endpoints", "app_public.webhook_deliveries", "app_public.webhook_delivery_attempts"]) {
+          expect((await client.query(`select count(*)::int as n from ${t}`)).rows[0].n, t).toBe(0);
+        }
+        expect((await client.query("update app_public.webhook_endpoints set url = 'https://evil.example/' where id = $1", [endpoint])).rowCount).toBe(0);
+        expect((await client.query("delete from app_public.webhook_endpoints where id = $1", [endpoint])).rowCount).toBe(0);
+        for (const sql of [
+          "select * from app_private.webhook_secrets",
+          "select * from app_private.event_counters",
+          "select * from app_private.event_batches",
+          `select app_private.record_event('${owner.tenant_id}', 'lead.created', null, '{}')`,
+          `select * from app_private.claim_webhook_deliveries('${endpoint}', 8, 15)`,
+          `update app_public.webhook_endpoints set tenant_id = '${who.tenant_id}'`,
+          `insert into app_public.events (tenant_id, type) values ('${owner.tenant_id}', 'lead.created')`,
+        ]) {
+          await client.query("savepoint p");
+          let code: string | undefined;
+          try {
+            await client.query(sql);
+          } catch (error) {
+            code = (error as pg.DatabaseError).code;
+          }
+          await client.query("rollback to savepoint p");
+          expect(code, sql).toBe("42501");
+        }
+        for (const sql of [`select * from app_public.events_after(0, 10)`, `select app_public.replay_webhook_events('${endpoint}', 0, 10)`, `select app_public.rotate_webhook_secret('${endpoint}')`]) {
+          await client.query("savepoint p");
+          let outcome: string;
+          try {
+            outcome = `${(await client.query(sql)).rowCount} row(s)`;
+            if (sql.includes("events_after")) outcome = outcome === "0 row(s)" ? "nothing" : outcome;
+          } catch (error) {
+            outcome = (error as pg.DatabaseError).code ?? "error";
+          }
+          await client.query("rollback to savepoint p");
+          expect(["42501", "P0002", "nothing"], sql).toContain(outcome);
+        }
+      }
+    });
+  });
+});
+
 describe("review: worker slots", () => {
   const hanging: ServerResponse[] = [];
   let receiver: Server;
