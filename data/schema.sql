@@ -3747,6 +3747,13 @@ CREATE FUNCTION app_hidden.webhook_url_problem(url text) RETURNS text
     when webhook_url_problem.url ~* '^https?://[^/?]*@' then 'the URL must not carry a user name or password'
     when webhook_url_problem.url !~* '^https?://([a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?([/?].*)?$'
       then 'the URL must name a host (letters, digits, hyphens and dots, or an address in brackets), with an optional port'
+    when (pg_catalog.regexp_match(webhook_url_problem.url, '^https?://[^/?]*:([0-9]{1,5})([/?]|$)', 'i'))[1]::integer not between 1 and 65535
+      then 'the port must be 1 to 65535'
+    -- A host whose last label is a number is an IPv4 address to a URL parser: it must be a valid one.
+    when (pg_catalog.regexp_match(webhook_url_problem.url, '^https?://([^/?:\[]*)', 'i'))[1] ~* '(^|\.)(0x[0-9a-f]*|[0-9]+)\.?$'
+     and (pg_catalog.regexp_match(webhook_url_problem.url, '^https?://([^/?:\[]*)', 'i'))[1]
+         !~ '^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$'
+      then 'a host ending in a number must be an IPv4 address written as four numbers 0 to 255'
   end;
 $_$;
 
@@ -3754,7 +3761,7 @@ $_$;
 -- Name: FUNCTION webhook_url_problem(url text); Type: COMMENT; Schema: app_hidden; Owner: -
 --
 
-COMMENT ON FUNCTION app_hidden.webhook_url_problem(url text) IS 'What is wrong with a webhook endpoint’s URL, in words, or null: it must be an http(s) URL of at most 2000 characters with a host name (or a bracketed address) and an optional port, without spaces, a fragment, a user name or a password. Where the name points is checked when delivering: private, loopback and link-local addresses are refused unless the deployment allows them (WEBHOOK_ALLOW_PRIVATE_TARGETS).';
+COMMENT ON FUNCTION app_hidden.webhook_url_problem(url text) IS 'What is wrong with a webhook endpoint’s URL, in words, or null: it must be an http(s) URL of at most 2000 characters with a host name (or a bracketed address; a host ending in a number must be a dotted IPv4 address) and an optional port (1 to 65535), without spaces, a fragment, a user name or a password. Where the name points is checked when delivering: private, loopback and link-local addresses are refused unless the deployment allows them (WEBHOOK_ALLOW_PRIVATE_TARGETS).';
 
 --
 -- Name: add_job(text, json, text, timestamp with time zone, integer, text, integer, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -4733,6 +4740,11 @@ begin
     return;
   end if;
   v_now := app_hidden.clock_now(v_endpoint.tenant_id);
+  if v_endpoint.paused_until > v_now then
+    -- The endpoint is failing: nothing goes until its pause ends (the job comes back then).
+    perform app_private.schedule_webhook_endpoint(v_endpoint.id);
+    return;
+  end if;
   select pg_catalog.array_agg(s.secret order by s.created_at desc) into v_secrets
   from app_private.webhook_secrets s
   where s.endpoint_id = v_endpoint.id and (s.expires_at is null or s.expires_at > pg_catalog.clock_timestamp());
@@ -4741,7 +4753,7 @@ begin
     select d.id from app_public.webhook_deliveries d
     where d.endpoint_id = v_endpoint.id and d.status = 'pending' and d.next_attempt_at <= v_now
       and (d.lease_until is null or d.lease_until < pg_catalog.clock_timestamp())
-    order by d.event_seq
+    order by d.next_attempt_at, d.event_seq
     limit least(greatest(claim_webhook_deliveries.max_count, 1), 1000)
     for update skip locked
   ), claimed as (
@@ -4770,7 +4782,7 @@ $$;
 -- Name: FUNCTION claim_webhook_deliveries(endpoint_id uuid, max_count integer, lease_seconds integer); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.claim_webhook_deliveries(endpoint_id uuid, max_count integer, lease_seconds integer) IS 'For the webhook__deliver task: takes up to max_count (at most 1000) deliveries of an enabled endpoint that are due (on the tenant’s clock) and not being sent, oldest event first, leases them for lease_seconds (a worker that dies holding them loses them to the next run after that) and counts the attempt; returns each with the URL, the endpoint’s current secrets (newest first, for the signatures) and the body to POST: {"id", "type", "sequence", "timestamp", "data"}. When nothing is due it enqueues the endpoint’s job for its earliest retry and returns no rows.';
+COMMENT ON FUNCTION app_private.claim_webhook_deliveries(endpoint_id uuid, max_count integer, lease_seconds integer) IS 'For the webhook__deliver task: takes up to max_count (at most 1000) deliveries of an enabled endpoint that are due (on the tenant’s clock) and not being sent, longest due first (then oldest event), read through the index webhook_deliveries_due_in_order so a claim reads about what it takes, leases them for lease_seconds (a worker that dies holding them loses them to the next run after that) and counts the attempt; returns each with the URL, the endpoint’s current secrets (newest first, for the signatures) and the body to POST: {"id", "type", "sequence", "timestamp", "data"}. When nothing is due, or the endpoint is paused after failures (paused_until), it enqueues the endpoint’s job for when something is and returns no rows.';
 
 --
 -- Name: compact_lead_rollups(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -9244,7 +9256,8 @@ begin
     update app_public.webhook_deliveries d
     set status = 'delivered', delivered_at = v_now, lease_until = null, last_attempt_at = v_now, last_status_code = record_webhook_attempt.status_code
     where d.id = v_delivery.id;
-    update app_public.webhook_endpoints w set failing_since = null where w.id = v_delivery.endpoint_id and w.failing_since is not null;
+    update app_public.webhook_endpoints w set failing_since = null, consecutive_failures = 0, paused_until = null
+    where w.id = v_delivery.endpoint_id and (w.failing_since is not null or w.consecutive_failures <> 0);
     return 'delivered';
   end if;
 
@@ -9254,7 +9267,13 @@ begin
       lease_until = null, last_attempt_at = v_now, last_status_code = record_webhook_attempt.status_code
   where d.id = v_delivery.id
   returning * into v_delivery;
-  update app_public.webhook_endpoints w set failing_since = coalesce(w.failing_since, v_now)
+  -- The endpoint pauses too, growing with its failures in a row (a batch counts once): a dead receiver
+  -- costs one batch per pause, not a worker slot for as long as deliveries are due.
+  update app_public.webhook_endpoints w
+  set failing_since = coalesce(w.failing_since, v_now),
+      consecutive_failures = w.consecutive_failures + 1,
+      paused_until = greatest(w.paused_until,
+        v_now + app_hidden.webhook_retry_delay(1 + (w.consecutive_failures / 8)))
   where w.id = v_delivery.endpoint_id
   returning * into v_endpoint;
 
@@ -9294,7 +9313,7 @@ $$;
 -- Name: FUNCTION record_webhook_attempt(delivery_id uuid, status_code integer, error text, duration_ms integer, response_body text); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.record_webhook_attempt(delivery_id uuid, status_code integer, error text, duration_ms integer, response_body text) IS 'For the webhook__deliver task: records one attempt of a delivery (HTTP status or the error, its duration, the start of the answer) in webhook_delivery_attempts. A 2xx answer delivers it and ends the endpoint’s failing streak. Anything else retries it after app_hidden.webhook_retry_delay (on the tenant’s clock), gives it up after 20 attempts (failed), and starts the endpoint’s failing streak; an endpoint failing for longer than its disable_after_seconds is turned off and its owners are told (a notification and an email). Returns delivered, retry, failed, disabled, or the delivery’s status when it was no longer pending (gone when it was deleted with its endpoint).';
+COMMENT ON FUNCTION app_private.record_webhook_attempt(delivery_id uuid, status_code integer, error text, duration_ms integer, response_body text) IS 'For the webhook__deliver task: records one attempt of a delivery (HTTP status or the error, its duration, the start of the answer) in webhook_delivery_attempts. A 2xx answer delivers it and ends the endpoint’s failing streak. Anything else retries it after app_hidden.webhook_retry_delay (on the tenant’s clock), gives it up after 20 attempts (failed), starts the endpoint’s failing streak and pauses the endpoint (paused_until: the same delay, counted in batches of eight failures in a row); an endpoint failing for longer than its disable_after_seconds is turned off and its owners are told (a notification and an email). Returns delivered, retry, failed, disabled, or the delivery’s status when it was no longer pending (gone when it was deleted with its endpoint).';
 
 --
 -- Name: record_webhook_attempts(jsonb); Type: FUNCTION; Schema: app_private; Owner: -
@@ -11708,10 +11727,14 @@ CREATE FUNCTION app_private.schedule_webhook_endpoint(endpoint_id uuid) RETURNS 
     AS $$
 declare
   v_tenant uuid;
+  v_paused_until timestamptz;
   v_next timestamptz;
 begin
-  select w.tenant_id into v_tenant from app_public.webhook_endpoints w
-  where w.id = schedule_webhook_endpoint.endpoint_id and w.enabled;
+  -- The row lock waits for a commit that is fanning out to this endpoint (it holds a key share lock), so
+  -- the deliveries it makes due are seen below and their job is not pushed back.
+  select w.tenant_id, w.paused_until into v_tenant, v_paused_until from app_public.webhook_endpoints w
+  where w.id = schedule_webhook_endpoint.endpoint_id and w.enabled
+  for update;
   if v_tenant is null then
     return null;
   end if;
@@ -11721,6 +11744,7 @@ begin
   if v_next is null then
     return null;
   end if;
+  v_next := greatest(v_next, v_paused_until);
   -- next_attempt_at is on the tenant’s clock; the job runs on the real one.
   perform app_private.add_job('webhook__deliver', pg_catalog.json_build_object('endpoint_id', schedule_webhook_endpoint.endpoint_id),
     run_at => pg_catalog.now() + greatest(v_next - app_hidden.clock_now(v_tenant), interval '0'),
@@ -11733,7 +11757,7 @@ $$;
 -- Name: FUNCTION schedule_webhook_endpoint(endpoint_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.schedule_webhook_endpoint(endpoint_id uuid) IS 'Enqueues the webhook__deliver job of an enabled endpoint (job key webhook_endpoint:<id>) for its earliest pending delivery not being sent now, and returns that time (on the tenant’s clock), or null when nothing waits or the endpoint is off.';
+COMMENT ON FUNCTION app_private.schedule_webhook_endpoint(endpoint_id uuid) IS 'Enqueues the webhook__deliver job of an enabled endpoint (job key webhook_endpoint:<id>) for its earliest pending delivery not being sent now (not before the end of the endpoint’s pause after failures), and returns that time (on the tenant’s clock), or null when nothing waits or the endpoint is off. Locks the endpoint’s row first, so a commit fanning out to it is waited for and its deliveries counted.';
 
 --
 -- Name: segment_filters; Type: TABLE; Schema: app_private; Owner: -
@@ -14057,7 +14081,7 @@ begin
   -- One mark per transaction and business, however many events: the numbering at the commit runs once
   -- per mark, not once per event.
   insert into app_private.event_batches (txid, tenant_id)
-  select distinct pg_catalog.pg_current_xact_id(), n.tenant_id from new_events n
+  select distinct pg_catalog.pg_current_xact_id()::text::bigint, n.tenant_id from new_events n
   on conflict do nothing;
   return null;
 end;
@@ -14078,7 +14102,7 @@ CREATE FUNCTION app_private.tg_events__number() RETURNS trigger
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
-  v_xact xid8 := pg_catalog.pg_current_xact_id();
+  v_xact bigint := pg_catalog.pg_current_xact_id()::text::bigint;
   v_tenant uuid;
   v_tenants uuid[];
   v_count bigint;
@@ -14113,14 +14137,20 @@ begin
     where e.tenant_id = v_tenant and e.id = n.id;
 
     -- Fan-out: one delivery per event and enabled endpoint that takes its type, due now; one job per endpoint.
-    with delivered as (
+    -- The endpoints are locked (key share) before their deliveries are written: an endpoint another
+    -- transaction is deleting is waited for and left out once gone, so the delete cannot make this commit
+    -- fail on the deliveries’ foreign key; schedule_webhook_endpoint waits for this commit in turn.
+    with targets as (
+      select w.id, w.tenant_id, w.event_types from app_public.webhook_endpoints w
+      where w.tenant_id = v_tenant and w.enabled
+      for key share
+    ), delivered as (
       insert into app_public.webhook_deliveries (tenant_id, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
       select v_tenant, w.id, e.id, e.seq, e.type, app_hidden.clock_now(v_tenant)
-      from app_public.webhook_endpoints w
+      from targets w
       join app_public.events e
         on e.tenant_id = w.tenant_id and e.seq > v_last - v_count and e.seq <= v_last
        and (w.event_types = '{}' or e.type = any (w.event_types))
-      where w.tenant_id = v_tenant and w.enabled
       on conflict on constraint webhook_deliveries_event_must_be_delivered_once_per_endpoint do nothing
       returning endpoint_id
     )
@@ -14636,7 +14666,7 @@ COMMENT ON FUNCTION app_private.tg_leads__enqueue_segment_refresh() IS 'Statemen
 CREATE FUNCTION app_private.tg_leads__events() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $$
+    AS $_$
 begin
   if TG_OP = 'INSERT' then
     insert into app_public.events (tenant_id, type, lead_id, data)
@@ -14647,6 +14677,10 @@ begin
     from new_leads n;
     return null;
   end if;
+  -- Planned for each statement (EXECUTE): a query without parameters keeps the plan of its first run,
+  -- and one made when the transition tables held one row joins new and old rows by nested loop, n² for
+  -- an update of many leads.
+  execute $sql$
   insert into app_public.events (tenant_id, type, lead_id, data)
   select n.tenant_id, 'lead.status_changed', n.id, pg_catalog.jsonb_build_object('id', n.id, 'from', o.status, 'to', n.status)
   from new_leads n join old_leads o on o.id = n.id
@@ -14661,16 +14695,17 @@ begin
                               'lead_score_factors', 'ai_analysis'])
       and k.value is distinct from pg_catalog.to_jsonb(o) -> k.key
   ) c
-  where c.changes is not null;
+  where c.changes is not null
+  $sql$;
   return null;
 end;
-$$;
+$_$;
 
 --
 -- Name: FUNCTION tg_leads__events(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_leads__events() IS 'Trigger (_950_events_on_insert and _950_events_on_update, after insert or update on leads, for each statement): writes the events lead.created (the lead’s contact fields, source, status, tags and attributes), lead.status_changed (from, to) and lead.updated (the fields that changed with their new values, except status and the owner, which have their own events, and derived fields) for the rows of the statement, in one insert.';
+COMMENT ON FUNCTION app_private.tg_leads__events() IS 'Trigger (_950_events_on_insert and _950_events_on_update, after insert or update on leads, for each statement): writes the events lead.created (the lead’s contact fields, source, status, tags and attributes), lead.status_changed (from, to) and lead.updated (the fields that changed with their new values, except status and the owner, which have their own events, and derived fields) for the rows of the statement, in one insert, planned for each statement’s own row counts (dynamic SQL).';
 
 --
 -- Name: tg_leads__funnel_marks(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -15810,6 +15845,13 @@ begin
   -- What waited for a retry goes now, not at the end of a backoff grown while the endpoint was down.
   update app_public.webhook_deliveries d set next_attempt_at = app_hidden.clock_now(NEW.tenant_id)
   where d.endpoint_id = NEW.id and d.status = 'pending' and d.next_attempt_at > app_hidden.clock_now(NEW.tenant_id);
+  -- And what gave up during the failing streak that turned it off (a delivery gives up after about two
+  -- days, the endpoint is turned off after disable_after_seconds, five days by default) goes again.
+  if OLD.failing_since is not null then
+    update app_public.webhook_deliveries d
+    set status = 'pending', attempts = 0, next_attempt_at = app_hidden.clock_now(NEW.tenant_id)
+    where d.endpoint_id = NEW.id and d.status = 'failed' and d.last_attempt_at >= OLD.failing_since;
+  end if;
   perform app_private.schedule_webhook_endpoint(NEW.id);
   return null;
 end;
@@ -15819,7 +15861,7 @@ $$;
 -- Name: FUNCTION tg_webhook_endpoints__resume(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_webhook_endpoints__resume() IS 'Trigger (_900_resume, after an endpoint is turned on again): its pending deliveries become due at once and its webhook__deliver job is enqueued.';
+COMMENT ON FUNCTION app_private.tg_webhook_endpoints__resume() IS 'Trigger (_900_resume, after an endpoint is turned on again): its pending deliveries become due at once, those that gave up during the failing streak that turned it off are sent again, and its webhook__deliver job is enqueued.';
 
 --
 -- Name: tg_webhook_endpoints__validate(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -15845,6 +15887,8 @@ begin
     NEW.disabled_at := null;
     NEW.disabled_reason := null;
     NEW.failing_since := null;
+    NEW.consecutive_failures := 0;
+    NEW.paused_until := null;
   elsif TG_OP = 'UPDATE' and not NEW.enabled and OLD.enabled and NEW.disabled_at is null then
     NEW.disabled_at := app_hidden.clock_now(NEW.tenant_id);
     NEW.disabled_reason := coalesce(NEW.disabled_reason, 'turned off by a member');
@@ -17204,7 +17248,7 @@ CREATE TABLE app_public.events (
     lead_id uuid,
     data jsonb DEFAULT '{}'::jsonb NOT NULL,
     occurred_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
-    txid xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    txid bigint DEFAULT ((pg_current_xact_id())::text)::bigint NOT NULL,
     "position" bigint NOT NULL,
     CONSTRAINT events_seq_must_be_positive CHECK ((seq > 0))
 );
@@ -17264,7 +17308,7 @@ COMMENT ON COLUMN app_public.events.occurred_at IS 'When the change was written.
 -- Name: COLUMN events.txid; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.events.txid IS 'The transaction that wrote it (internal: how the commit finds the events to number).';
+COMMENT ON COLUMN app_public.events.txid IS 'The transaction that wrote it, pg_current_xact_id() as a number (internal: how the commit finds the events to number).';
 
 --
 -- Name: COLUMN events."position"; Type: COMMENT; Schema: app_public; Owner: -
@@ -19096,6 +19140,12 @@ begin
   if not v_endpoint.enabled then
     raise exception 'The webhook endpoint is turned off: turn it on (updateWebhookEndpoint, enabled: true) to deliver' using errcode = '55000';
   end if;
+  -- One replay at a time: while more than 1000 deliveries wait, another replay is refused, so a caller
+  -- cannot pile up sends to one URL faster than it takes them.
+  if (select pg_catalog.count(*) from (select 1 from app_public.webhook_deliveries d
+        where d.endpoint_id = v_endpoint.id and d.status = 'pending' limit 1001) p) > 1000 then
+    raise exception 'More than 1000 deliveries to this endpoint are still waiting: replay again once they are sent' using errcode = '55000';
+  end if;
   with chosen as (
     select e.id, e.seq, e.type from app_public.events e
     where e.tenant_id = v_tenant_id and e.seq > replay_webhook_events.after_seq
@@ -19120,7 +19170,7 @@ $$;
 -- Name: FUNCTION replay_webhook_events(endpoint_id uuid, after_seq bigint, max_count integer); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.replay_webhook_events(endpoint_id uuid, after_seq bigint, max_count integer) IS 'Sends a webhook endpoint the business’s events after number afterSeq again (at most maxCount, 1 to 10000, default 1000, oldest first), those of the types it takes: for instance what happened while it was turned off. Each keeps its webhook-id. Returns how many deliveries were queued (those already waiting are left as they are). Owners and admins. Errors: 42501 not allowed; P0002 no such endpoint in this business; 55000 the endpoint is turned off; 22023 maxCount or afterSeq out of range.';
+COMMENT ON FUNCTION app_public.replay_webhook_events(endpoint_id uuid, after_seq bigint, max_count integer) IS 'Sends a webhook endpoint the business’s events after number afterSeq again (at most maxCount, 1 to 10000, default 1000, oldest first), those of the types it takes: for instance what happened while it was turned off. Each keeps its webhook-id. Returns how many deliveries were queued (those already waiting are left as they are). Owners and admins. Errors: 42501 not allowed; P0002 no such endpoint in this business; 55000 the endpoint is turned off, or more than 1000 of its deliveries are still waiting (one replay at a time); 22023 maxCount or afterSeq out of range.';
 
 --
 -- Name: request_email_change(text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -21303,7 +21353,7 @@ COMMENT ON COLUMN app_private.email_verification_tokens.created_at IS 'When the 
 --
 
 CREATE UNLOGGED TABLE app_private.event_batches (
-    txid xid8 NOT NULL,
+    txid bigint NOT NULL,
     tenant_id uuid NOT NULL
 );
 
@@ -21319,7 +21369,7 @@ COMMENT ON TABLE app_private.event_batches IS 'The businesses whose events a tra
 -- Name: COLUMN event_batches.txid; Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON COLUMN app_private.event_batches.txid IS 'The transaction (pg_current_xact_id).';
+COMMENT ON COLUMN app_private.event_batches.txid IS 'The transaction, pg_current_xact_id() as a number.';
 
 --
 -- Name: COLUMN event_batches.tenant_id; Type: COMMENT; Schema: app_private; Owner: -
@@ -26471,6 +26521,8 @@ CREATE TABLE app_public.webhook_endpoints (
     created_by_user_id uuid,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    consecutive_failures integer DEFAULT 0 NOT NULL,
+    paused_until timestamp with time zone,
     CONSTRAINT webhook_endpoints_description_must_be_at_most_500_characters CHECK ((length(description) <= 500)),
     CONSTRAINT webhook_endpoints_disable_after_seconds_must_be_300_to_2592000 CHECK (((disable_after_seconds >= 300) AND (disable_after_seconds <= 2592000))),
     CONSTRAINT webhook_endpoints_disabled_reason_must_be_at_most_500_character CHECK ((length(disabled_reason) <= 500)),
@@ -26564,6 +26616,18 @@ COMMENT ON COLUMN app_public.webhook_endpoints.created_at IS 'When it was create
 --
 
 COMMENT ON COLUMN app_public.webhook_endpoints.updated_at IS 'When it was last changed.';
+
+--
+-- Name: COLUMN webhook_endpoints.consecutive_failures; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.consecutive_failures IS 'Failed attempts in a row (0 after a success).';
+
+--
+-- Name: COLUMN webhook_endpoints.paused_until; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.webhook_endpoints.paused_until IS 'While failing: nothing is sent to it before this time (the retry delay, growing with each batch of failures in a row); null when healthy.';
 
 --
 -- Name: st_appointment_assignments; Type: TABLE; Schema: raw; Owner: -
@@ -29329,10 +29393,10 @@ CREATE INDEX user_sessions_tenant_id_user_id_idx ON app_public.user_sessions USI
 CREATE INDEX user_sessions_user_id_idx ON app_public.user_sessions USING btree (user_id, last_used_at DESC);
 
 --
--- Name: webhook_deliveries_due; Type: INDEX; Schema: app_public; Owner: -
+-- Name: webhook_deliveries_due_in_order; Type: INDEX; Schema: app_public; Owner: -
 --
 
-CREATE INDEX webhook_deliveries_due ON app_public.webhook_deliveries USING btree (endpoint_id, next_attempt_at) WHERE (status = 'pending'::text);
+CREATE INDEX webhook_deliveries_due_in_order ON app_public.webhook_deliveries USING btree (endpoint_id, next_attempt_at, event_seq) WHERE (status = 'pending'::text);
 
 --
 -- Name: webhook_deliveries_of_event; Type: INDEX; Schema: app_public; Owner: -

@@ -27,7 +27,7 @@ interface Claimed {
 }
 
 /** A run gives the worker back after this long, so one busy endpoint does not hold a slot for ever. */
-const RUN_BUDGET_MS = 60_000;
+const RUN_BUDGET_MS = 20_000;
 
 const task: Task = async (payload, helpers) => {
   const endpointId = uuidFromPayload(payload, "endpoint_id", "webhook__deliver");

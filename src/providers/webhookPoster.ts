@@ -42,7 +42,13 @@ const MAX_BODY = 1000;
 export function privateAddressReason(address: string): string | null {
   if (!ipaddr.isValid(address)) return `${address} is not an IP address`;
   let parsed = ipaddr.parse(address);
-  if (parsed.kind() === "ipv6" && (parsed as ipaddr.IPv6).isIPv4MappedAddress()) parsed = (parsed as ipaddr.IPv6).toIPv4Address();
+  if (parsed.kind() === "ipv6") {
+    const v6 = parsed as ipaddr.IPv6;
+    if (v6.isIPv4MappedAddress()) parsed = v6.toIPv4Address();
+    // IPv4-compatible (::a.b.c.d, deprecated): ipaddr calls these unicast, but they carry an IPv4 address.
+    else if (v6.parts.slice(0, 6).every((part) => part === 0) && v6.range() !== "unspecified" && v6.range() !== "loopback")
+      return `${address} is an IPv4-compatible IPv6 address`;
+  }
   const range = parsed.range();
   return range === "unicast" ? null : `${address} is a ${range} address`;
 }
