@@ -3633,6 +3633,25 @@ $$;
 COMMENT ON FUNCTION app_hidden.two_proportion_p_value(x1 bigint, n1 bigint, x2 bigint, n2 bigint) IS 'Two-sided p-value of the pooled two-proportion z-test of x1/n1 against x2/n2; null when a sample is empty or the pooled rate is 0 or 1 (no variance).';
 
 --
+-- Name: unknown_event_types(text[]); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.unknown_event_types(types text[]) RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.string_agg(coalesce(pg_catalog.quote_literal(t.name), 'null'), ', ' order by t.name)
+  from pg_catalog.unnest(unknown_event_types.types) as t(name)
+  where t.name is null or not exists (select 1 from app_public.event_types k where k.name = t.name);
+$$;
+
+--
+-- Name: FUNCTION unknown_event_types(types text[]); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.unknown_event_types(types text[]) IS 'The names in types that are no event type of app_public.event_types (null counts as unknown), quoted and comma-separated for a message, or null when every name is known. The one check of webhook endpoint filters and of eventsAfter’s types.';
+
+--
 -- Name: validate_strategy_params(text, jsonb, text); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -14107,8 +14126,10 @@ declare
   v_tenants uuid[];
   v_count bigint;
   v_last bigint;
+  v_now timestamptz;
   v_endpoints uuid[];
   v_endpoint uuid;
+  v_paused_until timestamptz;
 begin
   -- Deferred to the commit: the first mark of the transaction to get here numbers the events of every
   -- business the transaction wrote to (the others find their mark gone). Each business’s counter row
@@ -14123,6 +14144,7 @@ begin
     return null;
   end if;
   foreach v_tenant in array v_tenants loop
+    v_now := app_hidden.clock_now(v_tenant);
     select pg_catalog.count(*) into v_count from app_public.events e
     where e.txid = v_xact and e.seq is null and e.tenant_id = v_tenant;
     insert into app_private.event_counters as c (tenant_id, last_seq) values (v_tenant, v_count)
@@ -14146,7 +14168,7 @@ begin
       for key share
     ), delivered as (
       insert into app_public.webhook_deliveries (tenant_id, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
-      select v_tenant, w.id, e.id, e.seq, e.type, app_hidden.clock_now(v_tenant)
+      select v_tenant, w.id, e.id, e.seq, e.type, v_now
       from targets w
       join app_public.events e
         on e.tenant_id = w.tenant_id and e.seq > v_last - v_count and e.seq <= v_last
@@ -14157,7 +14179,10 @@ begin
     select pg_catalog.array_agg(distinct d.endpoint_id) into v_endpoints from delivered d;
     if v_endpoints is not null then
       foreach v_endpoint in array v_endpoints loop
+        -- Now, or when the endpoint’s pause after failures ends (a paused endpoint is not run for nothing).
+        select w.paused_until into v_paused_until from app_public.webhook_endpoints w where w.id = v_endpoint;
         perform app_private.add_job('webhook__deliver', pg_catalog.json_build_object('endpoint_id', v_endpoint),
+          run_at => pg_catalog.now() + greatest(coalesce(v_paused_until, v_now) - v_now, interval '0'),
           job_key => 'webhook_endpoint:' || v_endpoint, job_key_mode => 'replace');
       end loop;
     end if;
@@ -14170,7 +14195,7 @@ $$;
 -- Name: FUNCTION tg_events__number(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_events__number() IS 'Constraint trigger (_900_number, after insert on app_private.event_batches, deferrable initially deferred: it runs at the commit, once per business the transaction wrote events of): gives the transaction’s events their numbers in their tenant’s gap-free sequence (app_private.event_counters, locked until the commit, so numbers follow commit order and a cursor never skips one), in the order they were written; then writes a delivery for each event to each enabled webhook endpoint of the tenant that takes its type, and enqueues one webhook__deliver job per endpoint that got one (job key webhook_endpoint:<id>). A rolled-back transaction takes its numbers back with it.';
+COMMENT ON FUNCTION app_private.tg_events__number() IS 'Constraint trigger (_900_number, after insert on app_private.event_batches, deferrable initially deferred: it runs at the commit, once per business the transaction wrote events of): gives the transaction’s events their numbers in their tenant’s gap-free sequence (app_private.event_counters, locked until the commit, so numbers follow commit order and a cursor never skips one), in the order they were written; then writes a delivery for each event to each enabled webhook endpoint of the tenant that takes its type, and enqueues one webhook__deliver job per endpoint that got one (job key webhook_endpoint:<id>), to run now or when the endpoint’s pause after failures ends. A rolled-back transaction takes its numbers back with it.';
 
 --
 -- Name: tg_lead_status_history__funnel_marks(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -15874,9 +15899,7 @@ CREATE FUNCTION app_private.tg_webhook_endpoints__validate() RETURNS trigger
 declare
   v_unknown text;
 begin
-  select pg_catalog.string_agg(pg_catalog.quote_literal(t.name), ', ' order by t.name) into v_unknown
-  from pg_catalog.unnest(NEW.event_types) as t(name)
-  where not exists (select 1 from app_public.event_types k where k.name = t.name);
+  v_unknown := app_hidden.unknown_event_types(NEW.event_types);
   if v_unknown is not null then
     raise exception 'Unknown event type %: use the names of eventTypes (e.g. lead.created, message.received), or none for every type', v_unknown
       using errcode = '22023';
@@ -17338,9 +17361,7 @@ begin
     if pg_catalog.cardinality(events_after.types) not between 1 and 50 then
       raise exception 'types must list 1 to 50 event types, or be left out for every type' using errcode = '22023';
     end if;
-    select pg_catalog.string_agg(pg_catalog.quote_literal(t.name), ', ') into v_unknown
-    from pg_catalog.unnest(events_after.types) t(name)
-    where not exists (select 1 from app_public.event_types k where k.name = t.name);
+    v_unknown := app_hidden.unknown_event_types(events_after.types);
     if v_unknown is not null then
       raise exception 'Unknown event type %: use the names of eventTypes', v_unknown using errcode = '22023';
     end if;
@@ -34562,6 +34583,13 @@ REVOKE ALL ON FUNCTION app_hidden.tenant_has_schedules(tenant_id uuid) FROM PUBL
 
 REVOKE ALL ON FUNCTION app_hidden.two_proportion_p_value(x1 bigint, n1 bigint, x2 bigint, n2 bigint) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.two_proportion_p_value(x1 bigint, n1 bigint, x2 bigint, n2 bigint) TO :DATABASE_VISITOR;
+
+--
+-- Name: FUNCTION unknown_event_types(types text[]); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.unknown_event_types(types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.unknown_event_types(types text[]) TO :DATABASE_VISITOR;
 
 --
 -- Name: FUNCTION validate_strategy_params(strategy text, params jsonb, field text); Type: ACL; Schema: app_hidden; Owner: -

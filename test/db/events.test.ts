@@ -209,6 +209,7 @@ describe("domain events", () => {
         ["0, 1001", /maxCount/],
         ["0, 10, '{lead.exploded}'", /Unknown event type 'lead.exploded'/],
         ["0, 10, '{}'", /types/],
+        ["0, 10, array[null]::text[]", /Unknown event type null/],
       ] as const) {
         const error = await expectSqlError(client, "22023", () => client.query(`select * from app_public.events_after(${args})`));
         expect(error.message).toMatch(message);

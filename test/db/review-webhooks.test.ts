@@ -268,6 +268,30 @@ describe("review: races at the commit", () => {
   });
 });
 
+describe("re-reading: a paused endpoint", () => {
+  it("an event for an endpoint paused after failures enqueues its job for the end of the pause, not now", async () => {
+    const root = await rootPool().connect();
+    const owner = await newTenant(root);
+    const endpoint = await newEndpoint(root, owner.tenant_id!, "https://hooks.example.com/paused");
+    try {
+      await root.query("update app_public.webhook_endpoints set paused_until = app_hidden.clock_now(tenant_id) + interval '1 hour' where id = $1", [endpoint]);
+      await root.query("select app_private.record_event($1, 'lead.created', null, '{}')", [owner.tenant_id]);
+      const { rows: [job] } = await root.query<{ run_in: number }>(
+        "select extract(epoch from j.run_at - now())::int as run_in from graphile_worker.jobs j where j.key = 'webhook_endpoint:' || $1",
+        [endpoint],
+      );
+      expect(job!.run_in).toBeGreaterThan(3500);
+      // And a null event type is refused like an unknown one.
+      const refused = await root.query("update app_public.webhook_endpoints set event_types = array[null]::text[] where id = $1", [endpoint]).then(() => null, (e: pg.DatabaseError) => e);
+      expect(refused?.code).toBe("22023");
+      expect(refused?.message).toMatch(/Unknown event type null/);
+    } finally {
+      await root.query("delete from app_public.webhook_endpoints where id = $1", [endpoint]);
+      root.release();
+    }
+  });
+});
+
 describe("review: turned off for failing", () => {
   it("with the default settings, turning an endpoint on again (as the owners are told to) sends every event it failed to get, not only the last two days", async () => {
     const root = await rootPool().connect();
